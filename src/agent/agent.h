@@ -1,0 +1,101 @@
+// Calling agents. An agent is a service registered by name; the executor
+// resolves the name through an AgentDirectory and calls it through an
+// AgentCaller. HTTP is the transport here; other transports (Kafka) slot in
+// behind AgentCaller without touching the executor.
+//
+// HTTP protocol (docs/agents.md): POST <url>, body
+//   {"run_id", "step_id", "attempt", "input"} (+ "item_index" inside for_each)
+// headers Content-Type: application/json and
+//   Idempotency-Key: <run_id>/<step_id>[/<index>].
+// A 2xx JSON body is the step's output. 408, 429, 5xx, connection errors and
+// timeouts are retryable (Retry-After honoured); other 4xx and a non-JSON 2xx
+// body fail the step at once.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+
+#include "common/cancel.h"
+#include "common/status.h"
+#include "model/types.h"
+
+namespace af {
+
+namespace http {
+struct ClientResponse;
+}
+
+struct AgentEndpoint {
+  std::string name;
+  std::string url;
+  int64_t timeout_ms = 30000;  // default per call when the step sets none
+  int max_concurrency = 0;     // 0 = unlimited
+};
+
+// Resolves agent names. Implementations: store-backed (embedded registry),
+// a fixed map (standalone executor).
+// Thread-safety: implementations are safe from any thread.
+class AgentDirectory {
+ public:
+  virtual ~AgentDirectory() = default;
+  // NotFound with a hint when the agent is not registered.
+  virtual Result<AgentEndpoint> Resolve(const std::string& name) = 0;
+};
+
+class Store;
+// Reads agents from the store's `agents` table on every call (cheap on SQLite).
+std::unique_ptr<AgentDirectory> NewStoreAgentDirectory(Store* store);
+// A fixed set of agents (for `agentflow executor --agent NAME=URL`).
+std::unique_ptr<AgentDirectory> NewStaticAgentDirectory(std::vector<AgentEndpoint> agents);
+
+struct AgentCall {
+  std::string run_id;
+  std::string step_id;
+  std::optional<int> item_index;
+  int attempt = 1;
+  json input;
+  int64_t timeout_ms = 30000;  // this attempt's timeout
+};
+
+// "<run_id>/<step_id>[/<index>]"
+std::string IdempotencyKey(const AgentCall& call);
+
+struct AgentReply {
+  enum class Outcome { kOk, kRetryable, kPermanent, kCancelled };
+  Outcome outcome = Outcome::kOk;
+  json output;                            // kOk only
+  std::string error;                      // otherwise: what went wrong, for error_message
+  std::optional<int64_t> retry_after_ms;  // from Retry-After
+  int http_status = 0;                    // 0 when no response arrived
+};
+
+// Classifies a finished HTTP exchange per the protocol above (pure; tested
+// alone). `exchange` is the client's result.
+AgentReply ClassifyHttpReply(const Result<http::ClientResponse>& exchange, int64_t timeout_ms);
+
+// Parses a Retry-After value: delta-seconds or an HTTP date. Empty if invalid.
+std::optional<int64_t> ParseRetryAfterMs(const std::string& value, TimeMs now);
+
+// Thread-safety: an AgentCaller is used from its executor only.
+class AgentCaller {
+ public:
+  virtual ~AgentCaller() = default;
+  // Never throws; transport problems become kRetryable replies, `cancel`
+  // firing becomes kCancelled.
+  virtual boost::asio::awaitable<AgentReply> Call(const AgentEndpoint& agent, const AgentCall& call,
+                                                  CancelSignal* cancel) = 0;
+};
+
+struct HttpAgentCallerOptions {
+  size_t max_response_bytes = 16 << 20;  // larger replies fail the attempt (permanent)
+};
+
+std::unique_ptr<AgentCaller> NewHttpAgentCaller(boost::asio::any_io_executor executor,
+                                                const HttpAgentCallerOptions& options = {});
+
+}  // namespace af

@@ -1,0 +1,54 @@
+#include <gtest/gtest.h>
+
+#include "common/ids.h"
+#include "common/status.h"
+#include "common/time.h"
+
+namespace af {
+namespace {
+
+TEST(StatusTest, OkAndErrors) {
+  EXPECT_TRUE(Status::Ok().ok());
+  Status s = Status::NotFound("run x");
+  EXPECT_FALSE(s.ok());
+  EXPECT_EQ(s.code(), Code::kNotFound);
+  EXPECT_EQ(s.ToString(), "NOT_FOUND: run x");
+  EXPECT_TRUE(Status::Unavailable("x").IsRetryable());
+  EXPECT_FALSE(Status::InvalidArgument("x").IsRetryable());
+}
+
+TEST(ResultTest, ValueOrStatus) {
+  Result<int> r = 5;
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(*r, 5);
+  Result<int> e = Status::Internal("boom");
+  EXPECT_FALSE(e.ok());
+  EXPECT_EQ(e.status().message(), "boom");
+  Result<int> bad = Status::Ok();
+  EXPECT_FALSE(bad.ok()) << "a Result cannot be built from OK without a value";
+}
+
+TEST(TimeTest, RoundTrip) {
+  TimeMs t = 1790000000123;
+  std::string s = FormatIso8601(t);
+  EXPECT_EQ(s, "2026-09-21T14:13:20.123Z");
+  EXPECT_EQ(ParseIso8601(s), t);
+  EXPECT_EQ(ParseIso8601("2026-09-21T14:13:20Z"), 1790000000000);
+  EXPECT_FALSE(ParseIso8601("yesterday").has_value());
+}
+
+TEST(IdsTest, UuidShapeAndValidation) {
+  std::string u = NewUuid();
+  EXPECT_EQ(u.size(), 36u);
+  EXPECT_EQ(u[14], '4');
+  EXPECT_NE(NewUuid(), u);
+  EXPECT_TRUE(IsValidId(NewRunId()));
+  EXPECT_FALSE(IsValidId(""));
+  EXPECT_FALSE(IsValidId(".."));
+  EXPECT_FALSE(IsValidId("../etc/passwd"));
+  EXPECT_FALSE(IsValidId(std::string(129, 'a')));
+  EXPECT_FALSE(IsValidId("a b"));
+}
+
+}  // namespace
+}  // namespace af

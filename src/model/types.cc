@@ -1,0 +1,109 @@
+#include "model/types.h"
+
+namespace af {
+
+const char* ToString(RunStatus s) {
+  switch (s) {
+    case RunStatus::kPending: return "PENDING";
+    case RunStatus::kRunning: return "RUNNING";
+    case RunStatus::kCompleted: return "COMPLETED";
+    case RunStatus::kFailed: return "FAILED";
+    case RunStatus::kCancelled: return "CANCELLED";
+  }
+  return "UNKNOWN";
+}
+
+const char* ToString(StepStatus s) {
+  switch (s) {
+    case StepStatus::kRunning: return "RUNNING";
+    case StepStatus::kCompleted: return "COMPLETED";
+    case StepStatus::kFailed: return "FAILED";
+    case StepStatus::kSkipped: return "SKIPPED";
+    case StepStatus::kCancelled: return "CANCELLED";
+  }
+  return "UNKNOWN";
+}
+
+std::optional<RunStatus> ParseRunStatus(const std::string& s) {
+  for (RunStatus v : {RunStatus::kPending, RunStatus::kRunning, RunStatus::kCompleted, RunStatus::kFailed,
+                      RunStatus::kCancelled}) {
+    if (s == ToString(v)) return v;
+  }
+  return std::nullopt;
+}
+
+std::optional<StepStatus> ParseStepStatus(const std::string& s) {
+  for (StepStatus v : {StepStatus::kRunning, StepStatus::kCompleted, StepStatus::kFailed, StepStatus::kSkipped,
+                       StepStatus::kCancelled}) {
+    if (s == ToString(v)) return v;
+  }
+  return std::nullopt;
+}
+
+bool IsTerminal(RunStatus s) {
+  return s == RunStatus::kCompleted || s == RunStatus::kFailed || s == RunStatus::kCancelled;
+}
+bool IsTerminal(StepStatus s) { return s != StepStatus::kRunning; }
+
+namespace {
+json OptTime(const std::optional<TimeMs>& t) { return t ? json(FormatIso8601(*t)) : json(nullptr); }
+json OptText(const std::string& s) { return s.empty() ? json(nullptr) : json(s); }
+}  // namespace
+
+json ToJson(const Workflow& w) {
+  return json{{"workflow_id", w.id},
+              {"name", w.name},
+              {"description", w.description},
+              {"version", w.version},
+              {"latest_version", w.latest_version},
+              {"plan", w.plan},
+              {"created_at", FormatIso8601(w.created_at)},
+              {"updated_at", FormatIso8601(w.updated_at)}};
+}
+
+json ToJson(const Run& r) {
+  json j{{"run_id", r.id},
+         {"workflow_id", r.workflow_id},
+         {"workflow_version", r.workflow_version},
+         {"status", ToString(r.status)},
+         {"input", r.input},
+         {"output", r.output},
+         {"error_message", OptText(r.error_message)},
+         {"attempt", r.attempt},
+         {"created_at", FormatIso8601(r.created_at)},
+         {"started_at", OptTime(r.started_at)},
+         {"completed_at", OptTime(r.completed_at)}};
+  if (r.cancel_requested || r.status == RunStatus::kCancelled) {
+    j["cancelled_by"] = OptText(r.cancelled_by);
+    j["cancel_reason"] = OptText(r.cancel_reason);
+  }
+  if (!r.idempotency_key.empty()) j["idempotency_key"] = r.idempotency_key;
+  return j;
+}
+
+json ToJson(const StepExecution& s) {
+  return json{{"id", s.id},
+              {"run_id", s.run_id},
+              {"step_id", s.step_id},
+              {"item_index", s.item_index ? json(*s.item_index) : json(nullptr)},
+              {"agent_name", s.agent_name},
+              {"attempt", s.attempt},
+              {"status", ToString(s.status)},
+              {"input", s.input},
+              {"output", s.output},
+              {"error_message", OptText(s.error_message)},
+              {"started_at", FormatIso8601(s.started_at)},
+              {"completed_at", OptTime(s.completed_at)}};
+}
+
+json ToJson(const Agent& a) {
+  return json{{"name", a.name},
+              {"url", a.url},
+              {"timeout_ms", a.timeout_ms},
+              {"max_concurrency", a.max_concurrency},
+              {"metadata", a.metadata},
+              {"created_at", FormatIso8601(a.created_at)},
+              {"updated_at", FormatIso8601(a.updated_at)}};
+}
+
+}  // namespace af

@@ -1,0 +1,95 @@
+// The records agentflow stores and serves: workflows, runs, step executions
+// and agents. Plain values; thread-safety is the holder's.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/time.h"
+
+namespace af {
+
+using json = nlohmann::json;
+
+enum class RunStatus { kPending, kRunning, kCompleted, kFailed, kCancelled };
+enum class StepStatus { kRunning, kCompleted, kFailed, kSkipped, kCancelled };
+
+// "PENDING", "RUNNING", ... exactly as stored in workflow_runs.status.
+const char* ToString(RunStatus s);
+const char* ToString(StepStatus s);
+std::optional<RunStatus> ParseRunStatus(const std::string& s);
+std::optional<StepStatus> ParseStepStatus(const std::string& s);
+bool IsTerminal(RunStatus s);   // COMPLETED, FAILED, CANCELLED
+bool IsTerminal(StepStatus s);  // everything but RUNNING
+
+// One version of a workflow plan. PUT creates a new version; runs keep theirs.
+struct Workflow {
+  std::string id;           // "wf-<uuid>"
+  std::string name;         // unique among live workflows
+  std::string description;
+  int version = 1;          // the version this record holds
+  int latest_version = 1;   // the workflow's newest version
+  json plan;                // the plan document as submitted (validated)
+  TimeMs created_at = 0;    // when the workflow was first created
+  TimeMs updated_at = 0;    // when this version was written
+};
+
+struct Run {
+  std::string id;  // "run-<uuid>"
+  std::string workflow_id;
+  int workflow_version = 0;
+  RunStatus status = RunStatus::kPending;
+  json input = json::object();
+  json output;                 // null until COMPLETED
+  std::string error_message;   // set when FAILED (or why CANCELLED)
+  std::string idempotency_key; // empty if none was given
+  bool cancel_requested = false;
+  std::string cancelled_by;
+  std::string cancel_reason;
+  int attempt = 1;             // 1 + number of times the run was retried
+  TimeMs created_at = 0;
+  std::optional<TimeMs> started_at;
+  std::optional<TimeMs> completed_at;
+  TimeMs updated_at = 0;
+};
+
+// One attempt of one step (or of one item of a for_each step).
+// A for_each step also has one row with item_index empty whose output is the
+// array of item outputs (the fan-in).
+struct StepExecution {
+  int64_t id = 0;  // assigned by the store
+  std::string run_id;
+  std::string step_id;
+  std::optional<int> item_index;
+  std::string agent_name;
+  int attempt = 1;
+  StepStatus status = StepStatus::kRunning;
+  json input;
+  json output;
+  std::string error_message;
+  TimeMs started_at = 0;
+  std::optional<TimeMs> completed_at;
+};
+
+// An HTTP agent registered by name.
+struct Agent {
+  std::string name;
+  std::string url;           // POST target, e.g. http://127.0.0.1:9000/agents/echo
+  int64_t timeout_ms = 30000;// default per-call timeout when a step sets none
+  int max_concurrency = 0;   // in-flight calls per process; 0 = unlimited
+  json metadata = json::object();
+  TimeMs created_at = 0;
+  TimeMs updated_at = 0;
+};
+
+// JSON shapes used by the API and the CLI (timestamps ISO-8601, nulls kept).
+json ToJson(const Workflow& w);
+json ToJson(const Run& r);
+json ToJson(const StepExecution& s);
+json ToJson(const Agent& a);
+
+}  // namespace af

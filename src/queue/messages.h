@@ -1,0 +1,49 @@
+// The seed's message formats on the two topics, parsed and built. Pure
+// functions with no broker, so they are unit-tested and fuzzed alone.
+//
+// Execution request (workflow.execution.requests, key = run_id):
+//   {"run_id", "workflow_plan": {...}, "input_data": {...},
+//    "timestamp": "ISO-8601", "message_type": "execution_request"}
+//   agentflow adds "workflow_id" and "workflow_version" (readers ignore
+//   unknown fields; the plan in the message is what the run executes).
+// Cancellation request (workflow.cancellation.requests, key = run_id):
+//   {"run_id", "cancelled_by", "reason", "timestamp",
+//    "message_type": "cancellation_request"}
+#pragma once
+
+#include <string>
+#include <variant>
+
+#include "common/status.h"
+#include "common/time.h"
+#include "model/types.h"
+
+namespace af {
+
+struct ExecutionRequest {
+  std::string run_id;
+  json workflow_plan;
+  json input_data = json::object();
+  std::string workflow_id;   // optional
+  int workflow_version = 0;  // optional (0 = unknown)
+  TimeMs timestamp = 0;
+};
+
+struct CancellationRequest {
+  std::string run_id;
+  std::string cancelled_by;
+  std::string reason;
+  TimeMs timestamp = 0;
+};
+
+using QueueRequest = std::variant<ExecutionRequest, CancellationRequest>;
+
+std::string SerializeExecutionRequest(const ExecutionRequest& r);
+std::string SerializeCancellationRequest(const CancellationRequest& r);
+
+// Parses either message by its message_type. InvalidArgument (never an
+// exception) for malformed JSON, a missing/invalid run_id, a missing plan,
+// wrong types or an unknown message_type; the message says which.
+Result<QueueRequest> ParseQueueMessage(const std::string& payload);
+
+}  // namespace af

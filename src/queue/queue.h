@@ -1,0 +1,73 @@
+// The queue interface that carries execution and cancellation requests from
+// the API to Execution Consumers. Backends: EmbeddedQueue (durable, in
+// process, the embedded default); Kafka slots in behind the same interface.
+// Every backend passes the conformance suite in queue_conformance.h.
+//
+// Delivery is at-least-once: a message is delivered to one consumer of each
+// group until that consumer Acks it. Messages delivered but not acked when a
+// consumer closes or the process dies are delivered again (to the same group)
+// later. Consumers must therefore treat duplicates as harmless.
+//
+// Thread-safety: Queue is safe from any thread. A QueueConsumer is used by
+// one thread at a time, except Ack, which may be called from any thread.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace af {
+
+// The seed's topic names (overridable by KAFKA_EXECUTION_TOPIC and
+// KAFKA_CANCELLATION_TOPIC).
+inline constexpr const char* kExecutionTopic = "workflow.execution.requests";
+inline constexpr const char* kCancellationTopic = "workflow.cancellation.requests";
+
+struct QueueMessage {
+  std::string topic;
+  std::string key;      // run_id for agentflow's messages
+  std::string payload;  // JSON text
+  // Backend position (embedded: sequence number; Kafka: partition/offset).
+  int32_t partition = 0;
+  int64_t offset = 0;
+};
+
+class QueueConsumer {
+ public:
+  virtual ~QueueConsumer() = default;
+  // Waits up to `timeout` for messages; returns at most `max` (possibly none).
+  virtual Result<std::vector<QueueMessage>> Poll(size_t max, std::chrono::milliseconds timeout) = 0;
+  // The message is fully handled: it is not delivered to this group again.
+  // Messages may be acked in any order.
+  virtual Status Ack(const QueueMessage& m) = 0;
+  // Stops consuming; unacked messages become deliverable again.
+  virtual void Close() = 0;
+};
+
+class Queue {
+ public:
+  virtual ~Queue() = default;
+  // Durably appends a message; when this returns OK the message survives a
+  // crash of the process.
+  virtual Status Publish(const std::string& topic, const std::string& key, const std::string& payload) = 0;
+  // Joins consumer group `group` on `topics`.
+  virtual Result<std::unique_ptr<QueueConsumer>> Subscribe(const std::vector<std::string>& topics,
+                                                           const std::string& group) = 0;
+  // Cheap liveness check.
+  virtual Status Ping() = 0;
+};
+
+struct QueueOptions {
+  // Embedded: a directory for the queue file ("" = in memory, not durable;
+  // tests only). Kafka: the later backend reads KAFKA_BROKERS.
+  std::string embedded_dir;
+};
+
+// Opens the embedded queue in `options.embedded_dir`.
+Result<std::unique_ptr<Queue>> OpenEmbeddedQueue(const QueueOptions& options);
+
+}  // namespace af

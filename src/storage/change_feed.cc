@@ -1,0 +1,107 @@
+#include "storage/change_feed.h"
+
+#include <vector>
+
+namespace af {
+
+uint64_t ChangeFeed::Subscribe(const std::string& run_id, Listener listener) {
+  std::lock_guard<std::mutex> lock(mu_);
+  uint64_t token = next_token_++;
+  entries_[token] = Entry{run_id, std::make_shared<Listener>(std::move(listener))};
+  return token;
+}
+
+void ChangeFeed::Unsubscribe(uint64_t token) {
+  std::lock_guard<std::mutex> lock(mu_);
+  entries_.erase(token);
+}
+
+void ChangeFeed::Publish(const Change& change) {
+  std::vector<std::shared_ptr<Listener>> targets;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& [token, e] : entries_) {
+      if (e.run_id.empty() || e.run_id == change.run_id) targets.push_back(e.listener);
+    }
+  }
+  for (auto& l : targets) (*l)(change);
+}
+
+namespace {
+
+// Forwards every call; publishes after successful run/step writes.
+class FeedStore final : public Store {
+ public:
+  FeedStore(std::unique_ptr<Store> inner, std::shared_ptr<ChangeFeed> feed)
+      : inner_(std::move(inner)), feed_(std::move(feed)) {}
+
+  Result<Workflow> CreateWorkflow(const NewWorkflow& w) override { return inner_->CreateWorkflow(w); }
+  Result<Workflow> UpdateWorkflow(const std::string& id, const NewWorkflow& w) override {
+    return inner_->UpdateWorkflow(id, w);
+  }
+  Result<Workflow> GetWorkflow(const std::string& id, std::optional<int> version) override {
+    return inner_->GetWorkflow(id, version);
+  }
+  Result<Workflow> GetWorkflowByName(const std::string& name) override { return inner_->GetWorkflowByName(name); }
+  Result<Page<Workflow>> ListWorkflows(int limit, const std::string& token) override {
+    return inner_->ListWorkflows(limit, token);
+  }
+  Result<std::vector<Workflow>> ListWorkflowVersions(const std::string& id) override {
+    return inner_->ListWorkflowVersions(id);
+  }
+  Status DeleteWorkflow(const std::string& id) override { return inner_->DeleteWorkflow(id); }
+
+  Result<CreatedRun> CreateRun(const NewRun& r) override {
+    auto res = inner_->CreateRun(r);
+    if (res.ok() && res->created) PublishRun(res->run);
+    return res;
+  }
+  Result<Run> GetRun(const std::string& id) override { return inner_->GetRun(id); }
+  Result<Page<Run>> ListRuns(const RunFilter& f) override { return inner_->ListRuns(f); }
+  Result<std::vector<Run>> ListUnfinishedRuns(int limit) override { return inner_->ListUnfinishedRuns(limit); }
+  Result<Run> TransitionRun(const RunTransition& t) override {
+    auto res = inner_->TransitionRun(t);
+    if (res.ok()) PublishRun(*res);
+    return res;
+  }
+  Result<Run> RequestCancel(const CancelRequest& c) override {
+    auto res = inner_->RequestCancel(c);
+    if (res.ok()) PublishRun(*res);
+    return res;
+  }
+
+  Result<int64_t> InsertStep(const StepExecution& s) override {
+    auto res = inner_->InsertStep(s);
+    if (res.ok()) feed_->Publish(Change{Change::Kind::kStep, s.run_id, std::nullopt, *res});
+    return res;
+  }
+  Status FinishStep(const StepFinish& f) override {
+    Status s = inner_->FinishStep(f);
+    if (s.ok()) feed_->Publish(Change{Change::Kind::kStep, f.run_id, std::nullopt, f.id});
+    return s;
+  }
+  Result<std::vector<StepExecution>> ListSteps(const std::string& run_id) override {
+    return inner_->ListSteps(run_id);
+  }
+
+  Result<Agent> CreateAgent(const Agent& a) override { return inner_->CreateAgent(a); }
+  Result<Agent> UpsertAgent(const Agent& a) override { return inner_->UpsertAgent(a); }
+  Result<Agent> GetAgent(const std::string& name) override { return inner_->GetAgent(name); }
+  Result<std::vector<Agent>> ListAgents() override { return inner_->ListAgents(); }
+  Status DeleteAgent(const std::string& name) override { return inner_->DeleteAgent(name); }
+  Status Ping() override { return inner_->Ping(); }
+
+ private:
+  void PublishRun(const Run& r) { feed_->Publish(Change{Change::Kind::kRun, r.id, r.status, 0}); }
+
+  std::unique_ptr<Store> inner_;
+  std::shared_ptr<ChangeFeed> feed_;
+};
+
+}  // namespace
+
+std::unique_ptr<Store> WithChangeFeed(std::unique_ptr<Store> inner, std::shared_ptr<ChangeFeed> feed) {
+  return std::make_unique<FeedStore>(std::move(inner), std::move(feed));
+}
+
+}  // namespace af

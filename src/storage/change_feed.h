@@ -1,0 +1,55 @@
+// An in-process feed of run and step changes, so waiters (long-poll, live
+// views) wake as soon as a change is committed instead of polling the store.
+// WithChangeFeed wraps any Store and publishes after each successful write.
+// Changes made by other processes do not appear here: waiters must also poll
+// at a slow interval (the distributed topology).
+//
+// Thread-safety: all methods are safe from any thread. Listeners run on the
+// publishing thread, outside the feed's lock, and must be quick (post work to
+// their own executor).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "model/types.h"
+#include "storage/store.h"
+
+namespace af {
+
+struct Change {
+  enum class Kind { kRun, kStep };
+  Kind kind = Kind::kRun;
+  std::string run_id;
+  std::optional<RunStatus> run_status;  // for kRun
+  int64_t step_execution_id = 0;        // for kStep
+};
+
+class ChangeFeed {
+ public:
+  using Listener = std::function<void(const Change&)>;
+
+  // Listens to changes of one run (run_id non-empty) or of all runs.
+  uint64_t Subscribe(const std::string& run_id, Listener listener);
+  void Unsubscribe(uint64_t token);
+  void Publish(const Change& change);
+
+ private:
+  struct Entry {
+    std::string run_id;
+    std::shared_ptr<Listener> listener;
+  };
+  std::mutex mu_;
+  uint64_t next_token_ = 1;
+  std::map<uint64_t, Entry> entries_;
+};
+
+// Returns a Store that forwards to `inner` and publishes to `feed` after every
+// successful run or step write.
+std::unique_ptr<Store> WithChangeFeed(std::unique_ptr<Store> inner, std::shared_ptr<ChangeFeed> feed);
+
+}  // namespace af

@@ -1,0 +1,158 @@
+// The storage interface: workflows (with versions), runs, step executions and
+// agents. Backends: SqliteStore (embedded default); PostgreSQL slots in
+// behind the same interface. Every backend passes the conformance suite in
+// store_conformance.h.
+//
+// Every status change goes through the status machine (model/status_machine.h)
+// and is a compare-and-set on the current status, so two writers cannot both
+// win and no impossible state is ever recorded.
+//
+// Thread-safety: implementations are safe to call from any thread.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "model/types.h"
+
+namespace af {
+
+template <typename T>
+struct Page {
+  std::vector<T> items;
+  std::string next_page_token;  // empty when there are no more
+};
+
+struct NewWorkflow {
+  std::string name;
+  std::string description;
+  json plan;
+};
+
+struct NewRun {
+  std::string id;               // empty: the store assigns "run-<uuid>"
+  std::string workflow_id;
+  int workflow_version = 0;
+  json input = json::object();
+  std::string idempotency_key;  // empty: none
+};
+
+struct RunFilter {
+  std::string workflow_id;               // empty: any
+  std::optional<RunStatus> status;       // empty: any
+  int limit = 50;                        // 1..1000
+  std::string page_token;                // from a previous page
+};
+
+// A status change of a run, applied only if the run is currently `from`.
+struct RunTransition {
+  std::string run_id;
+  RunStatus from = RunStatus::kPending;
+  RunStatus to = RunStatus::kRunning;
+  std::optional<json> output;            // set with COMPLETED
+  std::optional<std::string> error_message;  // set with FAILED/CANCELLED; cleared by PENDING
+  std::optional<json> input;             // replace the input (retry with new input)
+  // Timestamps are set by the store: started_at on → RUNNING (first time
+  // only), completed_at on a terminal status, cleared on → PENDING.
+  // → PENDING (retry) also clears cancel_requested and increments attempt.
+};
+
+// Ends a RUNNING step execution.
+struct StepFinish {
+  std::string run_id;      // the execution's run (checked)
+  int64_t id = 0;          // from InsertStep
+  StepStatus to = StepStatus::kCompleted;
+  json output;             // null unless COMPLETED
+  std::string error_message;
+};
+
+struct CancelRequest {
+  std::string run_id;
+  std::string cancelled_by;
+  std::string reason;
+};
+
+class Store {
+ public:
+  virtual ~Store() = default;
+
+  // ---- workflows ----
+  // Creates version 1. AlreadyExists if a live workflow has the name.
+  virtual Result<Workflow> CreateWorkflow(const NewWorkflow& w) = 0;
+  // Writes a new version (latest_version + 1). NotFound; AlreadyExists if the
+  // new name belongs to another live workflow.
+  virtual Result<Workflow> UpdateWorkflow(const std::string& id, const NewWorkflow& w) = 0;
+  // The latest version, or `version` if given. NotFound if the workflow was
+  // deleted, except that an explicit version of a deleted workflow is still
+  // returned (runs keep theirs).
+  virtual Result<Workflow> GetWorkflow(const std::string& id, std::optional<int> version = std::nullopt) = 0;
+  virtual Result<Workflow> GetWorkflowByName(const std::string& name) = 0;
+  // Latest versions of live workflows, newest first.
+  virtual Result<Page<Workflow>> ListWorkflows(int limit, const std::string& page_token) = 0;
+  // All versions of one workflow, newest first.
+  virtual Result<std::vector<Workflow>> ListWorkflowVersions(const std::string& id) = 0;
+  // Marks the workflow deleted; its versions stay for the runs that use them.
+  virtual Status DeleteWorkflow(const std::string& id) = 0;
+
+  // ---- runs ----
+  struct CreatedRun {
+    Run run;
+    bool created = true;  // false: an existing run with the same idempotency key
+  };
+  // Inserts a PENDING run. With an idempotency_key already used for the same
+  // workflow, returns that run instead (created = false).
+  virtual Result<CreatedRun> CreateRun(const NewRun& r) = 0;
+  virtual Result<Run> GetRun(const std::string& run_id) = 0;
+  // Newest first.
+  virtual Result<Page<Run>> ListRuns(const RunFilter& f) = 0;
+  // Runs not in a terminal status (PENDING or RUNNING), oldest first, for
+  // recovery after a restart.
+  virtual Result<std::vector<Run>> ListUnfinishedRuns(int limit) = 0;
+  // Compare-and-set through the status machine. FailedPrecondition if the run
+  // is not in `from` (details: {"current": "<status>"}) or the transition is
+  // not allowed; NotFound if there is no such run.
+  virtual Result<Run> TransitionRun(const RunTransition& t) = 0;
+  // Records who asked to cancel and why (cancel_requested = true). Does not
+  // change the status. FailedPrecondition if the run is already terminal.
+  virtual Result<Run> RequestCancel(const CancelRequest& c) = 0;
+
+  // ---- step executions ----
+  // Inserts a new execution row (status RUNNING, SKIPPED, CANCELLED or FAILED)
+  // and returns its id. The status machine is checked with from = (new).
+  virtual Result<int64_t> InsertStep(const StepExecution& s) = 0;
+  // Moves a RUNNING execution to a terminal status, setting output,
+  // error_message and completed_at. FailedPrecondition if it is not RUNNING;
+  // NotFound if no execution has that id in that run.
+  virtual Status FinishStep(const StepFinish& f) = 0;
+  // All executions of a run in start order (started_at, then id).
+  virtual Result<std::vector<StepExecution>> ListSteps(const std::string& run_id) = 0;
+
+  // ---- agents ----
+  // AlreadyExists if the name is taken.
+  virtual Result<Agent> CreateAgent(const Agent& a) = 0;
+  // Creates or replaces (keeps created_at).
+  virtual Result<Agent> UpsertAgent(const Agent& a) = 0;
+  virtual Result<Agent> GetAgent(const std::string& name) = 0;
+  virtual Result<std::vector<Agent>> ListAgents() = 0;
+  virtual Status DeleteAgent(const std::string& name) = 0;
+
+  // Cheap liveness check of the backend.
+  virtual Status Ping() = 0;
+};
+
+struct StoreOptions {
+  // "" or a file path: SQLite (":memory:" for a private in-memory database);
+  // postgresql://… : PostgreSQL (a later backend).
+  std::string url;
+  // SQLite: synchronous=FULL (durable across power loss) instead of NORMAL
+  // (durable across process crashes; much faster).
+  bool sqlite_full_sync = false;
+};
+
+// Opens the backend `options.url` selects and applies pending migrations.
+Result<std::unique_ptr<Store>> OpenStore(const StoreOptions& options);
+
+}  // namespace af
