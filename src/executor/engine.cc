@@ -1,0 +1,734 @@
+#include "executor/engine.h"
+
+#include <future>
+#include <random>
+#include <utility>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <spdlog/fmt/fmt.h>
+
+#include "common/log.h"
+#include "executor/async_util.h"
+#include "model/dag.h"
+#include "model/plan.h"
+
+namespace af {
+
+namespace {
+
+// Internal outcome: the store failed; try the whole run again later.
+constexpr int kRetryLater = 100;
+
+std::string JoinProblems(const Status& s) {
+  std::string out = s.message();
+  const json& d = s.details();
+  if (d.is_object() && d.contains("problems") && d["problems"].is_array()) {
+    for (const auto& p : d["problems"]) {
+      if (p.is_object() && p.contains("message") && p["message"].is_string()) {
+        out += "; " + p["message"].get<std::string>();
+      }
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+struct Engine::Active {
+  std::string run_id;
+  CancelSignal cancel;  // fires on user cancel or shutdown
+  bool user_cancelled = false;
+  bool abandoned = false;
+  std::string cancelled_by;
+  std::string cancel_reason;
+  Done done;
+};
+
+// Drives one run. Lives on the engine's executor; not thread-safe.
+class Engine::RunExecutor {
+ public:
+  RunExecutor(Engine* engine, Active* active, const ExecutionRequest& request)
+      : engine_(engine),
+        store_(engine->store_),
+        active_(active),
+        request_(request),
+        rng_(std::random_device{}()) {}
+
+  asio::awaitable<RunOutcome> Execute();
+
+ private:
+  struct ItemOutcome {
+    enum class Kind { kOk, kFailed, kCancelled, kStoreError } kind = Kind::kOk;
+    json output;
+    std::string error;
+  };
+
+  RunOutcome Outcome(RunOutcome::Kind kind, std::optional<RunStatus> status = std::nullopt) {
+    return RunOutcome{kind, run_.id.empty() ? request_.run_id : run_.id, status};
+  }
+  RunOutcome RetryLater(const Status& s) {
+    log::Warn("store error, the run will be tried again: " + s.ToString(), {request_.run_id});
+    RunOutcome o = Outcome(RunOutcome::Kind::kAbandoned);
+    retry_later_ = true;
+    return o;
+  }
+
+  Scope MakeScope(const json* item, std::optional<int> index) {
+    Scope s;
+    s.input = &run_.input;
+    s.run_id = run_.id;
+    s.step_output = [this](const std::string& id) -> const json* {
+      auto it = plan_.index_of.find(id);
+      if (it == plan_.index_of.end()) return nullptr;
+      const auto& o = outputs_[it->second];
+      return o ? &*o : nullptr;
+    };
+    s.item = item;
+    s.index = index;
+    return s;
+  }
+
+  int NextAttempt(const std::string& step_id, std::optional<int> item) {
+    return ++last_attempt_[{step_id, item.value_or(-1)}];
+  }
+
+  Status LoadHistory();
+  void Spawn(int idx);
+  asio::awaitable<void> RunStep(int idx);
+  asio::awaitable<void> RunForEach(int idx);
+  asio::awaitable<void> RunItemInto(int idx, int item, const json* value, CancelSignal* cancel, ItemOutcome* out);
+  asio::awaitable<ItemOutcome> RunItem(int idx, std::optional<int> item, const json* value, CancelSignal* cancel);
+  Result<int64_t> InsertTerminal(int idx, std::optional<int> item, StepStatus status, const json& input,
+                                 const std::string& error);
+  void StepFailed(int idx, const std::string& message);
+  void StoreFailed(const Status& s);
+  asio::awaitable<RunOutcome> Finalize();
+  RunOutcome Transition(RunStatus from, RunStatus to, std::optional<json> output, std::optional<std::string> error);
+
+  Engine* engine_;
+  Store* store_;
+  Active* active_;
+  ExecutionRequest request_;
+  std::mt19937_64 rng_;
+
+  Run run_;
+  Plan plan_;
+  std::unique_ptr<DagScheduler> sched_;
+  std::vector<std::optional<json>> outputs_;           // by step index; set when done or skipped
+  std::map<std::pair<int, int>, json> reused_items_;   // (step, item) → output of an earlier session
+  std::map<std::pair<std::string, int>, int> last_attempt_;
+  std::optional<std::string> failure_;                 // first step failure
+  std::optional<Status> store_error_;
+  asio::any_io_executor ex_;
+  std::unique_ptr<Notifier> wake_;
+  int running_ = 0;
+  bool retry_later_ = false;
+
+ public:
+  bool retry_later() const { return retry_later_; }
+};
+
+asio::awaitable<RunOutcome> Engine::RunExecutor::Execute() {
+  ex_ = co_await asio::this_coro::executor;
+  wake_ = std::make_unique<Notifier>(ex_);
+
+  auto got = store_->GetRun(request_.run_id);
+  if (!got.ok()) {
+    if (got.status().code() == Code::kNotFound) {
+      log::Warn("execution request for an unknown run; dropped", {request_.run_id});
+      co_return Outcome(RunOutcome::Kind::kDropped);
+    }
+    co_return RetryLater(got.status());
+  }
+  run_ = std::move(got).value();
+  if (IsTerminal(run_.status)) co_return Outcome(RunOutcome::Kind::kFinished, run_.status);
+
+  // The plan: the one in the request, else the run's workflow version.
+  json doc = request_.workflow_plan;
+  if (!doc.is_object() || doc.empty()) {
+    auto wf = store_->GetWorkflow(run_.workflow_id, run_.workflow_version);
+    if (!wf.ok()) {
+      if (wf.status().code() != Code::kNotFound) co_return RetryLater(wf.status());
+      co_return Transition(run_.status, RunStatus::kFailed, std::nullopt,
+                           "workflow " + run_.workflow_id + " version " + std::to_string(run_.workflow_version) +
+                               " not found");
+    }
+    doc = wf->plan;
+  }
+  auto plan = ParsePlan(doc);
+  if (!plan.ok()) {
+    co_return Transition(run_.status, RunStatus::kFailed, std::nullopt, JoinProblems(plan.status()));
+  }
+  plan_ = std::move(plan).value();
+  sched_ = std::make_unique<DagScheduler>(plan_);
+  outputs_.assign(plan_.steps.size(), std::nullopt);
+
+  if (run_.cancel_requested && !active_->user_cancelled) {
+    active_->user_cancelled = true;
+    active_->cancelled_by = run_.cancelled_by;
+    active_->cancel_reason = run_.cancel_reason;
+  }
+  if (active_->user_cancelled && run_.status == RunStatus::kPending) {
+    co_return co_await Finalize();
+  }
+
+  if (run_.status == RunStatus::kPending) {
+    RunTransition t;
+    t.run_id = run_.id;
+    t.from = RunStatus::kPending;
+    t.to = RunStatus::kRunning;
+    auto moved = store_->TransitionRun(t);
+    if (!moved.ok()) {
+      if (moved.status().code() != Code::kFailedPrecondition) co_return RetryLater(moved.status());
+      auto again = store_->GetRun(run_.id);
+      if (!again.ok()) co_return RetryLater(again.status());
+      run_ = std::move(again).value();
+      if (IsTerminal(run_.status)) co_return Outcome(RunOutcome::Kind::kFinished, run_.status);
+    } else {
+      run_ = std::move(moved).value();
+    }
+    log::Info("run started", {run_.id});
+  } else {
+    log::Info("run resumed from its recorded state", {run_.id});
+  }
+
+  Status loaded = LoadHistory();
+  if (!loaded.ok()) co_return RetryLater(loaded);
+
+  while (true) {
+    if (active_->cancel.cancelled() || failure_ || store_error_) break;
+    for (int idx : sched_->Ready()) {
+      sched_->Set(idx, StepState::kRunning);
+      Spawn(idx);
+    }
+    if (sched_->AllFinished()) break;
+    if (running_ == 0) {
+      failure_ = "internal error: no step can start (the plan's dependencies cannot be satisfied)";
+      break;
+    }
+    co_await wake_->Wait();
+  }
+  // Stop whatever still runs (another step failed, or cancel) and wait for it.
+  if (running_ > 0 && !active_->cancel.cancelled()) active_->cancel.Cancel("another step of the run failed");
+  while (running_ > 0) co_await wake_->Wait();
+  co_return co_await Finalize();
+}
+
+Status Engine::RunExecutor::LoadHistory() {
+  auto steps = store_->ListSteps(run_.id);
+  if (!steps.ok()) return steps.status();
+  for (const StepExecution& s : *steps) {
+    int& last = last_attempt_[{s.step_id, s.item_index.value_or(-1)}];
+    if (s.attempt > last) last = s.attempt;
+    if (s.status == StepStatus::kRunning) {
+      StepFinish f;
+      f.run_id = run_.id;
+      f.id = s.id;
+      f.to = StepStatus::kFailed;
+      f.error_message = "interrupted: the executor stopped during this attempt; it is tried again";
+      Status st = store_->FinishStep(f);
+      if (!st.ok() && st.code() != Code::kFailedPrecondition) return st;
+      continue;
+    }
+    auto it = plan_.index_of.find(s.step_id);
+    if (it == plan_.index_of.end()) continue;
+    int idx = it->second;
+    if (s.status == StepStatus::kCompleted) {
+      if (s.item_index) {
+        reused_items_[{idx, *s.item_index}] = s.output;
+      } else {
+        outputs_[idx] = s.output;
+        sched_->Set(idx, StepState::kDone);
+      }
+    } else if (s.status == StepStatus::kSkipped && !s.item_index) {
+      outputs_[idx] = json(nullptr);
+      sched_->Set(idx, StepState::kSkipped);
+    }
+  }
+  return Status::Ok();
+}
+
+void Engine::RunExecutor::Spawn(int idx) {
+  ++running_;
+  asio::co_spawn(ex_, RunStep(idx), [this, idx](std::exception_ptr e) {
+    if (e) {
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::exception& ex) {
+        StepFailed(idx, std::string("internal error: ") + ex.what());
+      } catch (...) {
+        StepFailed(idx, "internal error");
+      }
+    }
+    --running_;
+    wake_->Notify();
+  });
+}
+
+void Engine::RunExecutor::StepFailed(int idx, const std::string& message) {
+  sched_->Set(idx, StepState::kFailed);
+  if (!failure_) failure_ = message;
+  log::Warn("step failed: " + message, {run_.id, plan_.steps[idx].id, plan_.steps[idx].agent});
+  wake_->Notify();
+}
+
+void Engine::RunExecutor::StoreFailed(const Status& s) {
+  if (!store_error_) store_error_ = s;
+  if (!active_->cancel.cancelled()) active_->cancel.Cancel("store unavailable");
+  wake_->Notify();
+}
+
+Result<int64_t> Engine::RunExecutor::InsertTerminal(int idx, std::optional<int> item, StepStatus status,
+                                                    const json& input, const std::string& error) {
+  const StepSpec& spec = plan_.steps[idx];
+  StepExecution row;
+  row.run_id = run_.id;
+  row.step_id = spec.id;
+  row.item_index = item;
+  row.agent_name = spec.agent;
+  row.attempt = NextAttempt(spec.id, item);
+  row.status = status;
+  row.input = input;
+  row.error_message = error;
+  row.started_at = NowMs();
+  return store_->InsertStep(row);
+}
+
+asio::awaitable<void> Engine::RunExecutor::RunStep(int idx) {
+  const StepSpec& spec = plan_.steps[idx];
+  if (spec.when_cond) {
+    Scope scope = MakeScope(nullptr, std::nullopt);
+    auto cond = EvaluateCondition(*spec.when_cond, scope);
+    if (!cond.ok()) {
+      std::string msg = fmt::format("step '{}': when: {}", spec.id, cond.status().message());
+      auto ins = InsertTerminal(idx, std::nullopt, StepStatus::kFailed, nullptr, msg);
+      if (!ins.ok()) co_return StoreFailed(ins.status());
+      co_return StepFailed(idx, msg);
+    }
+    if (!*cond) {
+      auto ins = InsertTerminal(idx, std::nullopt, StepStatus::kSkipped, nullptr, "");
+      if (!ins.ok()) co_return StoreFailed(ins.status());
+      outputs_[idx] = json(nullptr);
+      sched_->Set(idx, StepState::kSkipped);
+      log::Debug("step skipped: condition is false", {run_.id, spec.id, spec.agent});
+      co_return;
+    }
+  }
+  if (spec.for_each) {
+    co_await RunForEach(idx);
+    co_return;
+  }
+  ItemOutcome out = co_await RunItem(idx, std::nullopt, nullptr, &active_->cancel);
+  switch (out.kind) {
+    case ItemOutcome::Kind::kOk:
+      outputs_[idx] = std::move(out.output);
+      sched_->Set(idx, StepState::kDone);
+      break;
+    case ItemOutcome::Kind::kFailed:
+      StepFailed(idx, out.error);
+      break;
+    case ItemOutcome::Kind::kCancelled:
+      sched_->Set(idx, StepState::kCancelled);
+      break;
+    case ItemOutcome::Kind::kStoreError:
+      break;  // StoreFailed already called
+  }
+}
+
+asio::awaitable<void> Engine::RunExecutor::RunItemInto(int idx, int item, const json* value, CancelSignal* cancel,
+                                                       ItemOutcome* out) {
+  *out = co_await RunItem(idx, item, value, cancel);
+}
+
+asio::awaitable<void> Engine::RunExecutor::RunForEach(int idx) {
+  const StepSpec& spec = plan_.steps[idx];
+  Scope scope = MakeScope(nullptr, std::nullopt);
+  auto items = Resolve(*spec.for_each_ref, scope);
+  std::string bad;
+  if (!items.ok()) {
+    bad = fmt::format("step '{}': for_each: {}", spec.id, items.status().message());
+  } else if (!items->is_array()) {
+    bad = fmt::format("step '{}': for_each: ${{{}}} is {}, not an array", spec.id, spec.for_each_ref->text,
+                      items->type_name());
+  }
+  if (!bad.empty()) {
+    auto ins = InsertTerminal(idx, std::nullopt, StepStatus::kFailed, nullptr, bad);
+    if (!ins.ok()) co_return StoreFailed(ins.status());
+    co_return StepFailed(idx, bad);
+  }
+  const json& arr = *items;
+  const int n = static_cast<int>(arr.size());
+
+  // The fan-in row: RUNNING while items run, then the array of outputs.
+  StepExecution agg;
+  agg.run_id = run_.id;
+  agg.step_id = spec.id;
+  agg.agent_name = spec.agent;
+  agg.attempt = NextAttempt(spec.id, std::nullopt);
+  agg.status = StepStatus::kRunning;
+  agg.input = json{{"items", arr}};
+  agg.started_at = NowMs();
+  auto agg_id = store_->InsertStep(agg);
+  if (!agg_id.ok()) co_return StoreFailed(agg_id.status());
+
+  std::vector<json> outputs(n);
+  std::vector<ItemOutcome> results(n);
+  std::vector<bool> done(n, false);
+  for (int i = 0; i < n; ++i) {
+    auto it = reused_items_.find({idx, i});
+    if (it != reused_items_.end()) {
+      outputs[i] = it->second;
+      done[i] = true;
+    }
+  }
+
+  CancelSignal step_cancel;
+  CancelRegistration link(&active_->cancel, [&step_cancel, this] { step_cancel.Cancel(active_->cancel.reason()); });
+  Notifier local(ex_);
+  int next = 0, in_flight = 0;
+  std::optional<std::string> item_failure;
+  bool store_failed = false;
+  while (true) {
+    while (!item_failure && !store_failed && !step_cancel.cancelled() && next < n &&
+           (spec.max_parallel <= 0 || in_flight < spec.max_parallel)) {
+      int i = next++;
+      if (done[i]) continue;
+      ++in_flight;
+      asio::co_spawn(ex_, RunItemInto(idx, i, &arr[i], &step_cancel, &results[i]),
+                     [&, i](std::exception_ptr e) {
+                       --in_flight;
+                       if (e) {
+                         results[i].kind = ItemOutcome::Kind::kFailed;
+                         results[i].error = fmt::format("step '{}' item {}: internal error", spec.id, i);
+                       }
+                       ItemOutcome& r = results[i];
+                       if (r.kind == ItemOutcome::Kind::kOk) {
+                         outputs[i] = std::move(r.output);
+                         done[i] = true;
+                       } else if (r.kind == ItemOutcome::Kind::kFailed && !item_failure) {
+                         item_failure = r.error;
+                         step_cancel.Cancel("another item of the step failed");
+                       } else if (r.kind == ItemOutcome::Kind::kStoreError) {
+                         store_failed = true;
+                         step_cancel.Cancel("store unavailable");
+                       }
+                       local.Notify();
+                     });
+    }
+    bool more = next < n && !item_failure && !store_failed && !step_cancel.cancelled();
+    if (in_flight == 0 && !more) break;
+    co_await local.Wait();
+  }
+
+  StepFinish fin;
+  fin.run_id = run_.id;
+  fin.id = *agg_id;
+  if (store_failed) co_return;  // StoreFailed already called by the item
+  if (item_failure) {
+    fin.to = StepStatus::kFailed;
+    fin.error_message = *item_failure;
+    Status st = store_->FinishStep(fin);
+    if (!st.ok()) co_return StoreFailed(st);
+    co_return StepFailed(idx, *item_failure);
+  }
+  if (step_cancel.cancelled()) {
+    if (!active_->abandoned) {
+      fin.to = StepStatus::kCancelled;
+      fin.error_message = "cancelled: " + step_cancel.reason();
+      Status st = store_->FinishStep(fin);
+      if (!st.ok()) co_return StoreFailed(st);
+    }
+    sched_->Set(idx, StepState::kCancelled);
+    co_return;
+  }
+  fin.to = StepStatus::kCompleted;
+  fin.output = json(std::move(outputs));
+  Status st = store_->FinishStep(fin);
+  if (!st.ok()) co_return StoreFailed(st);
+  outputs_[idx] = std::move(fin.output);
+  sched_->Set(idx, StepState::kDone);
+}
+
+asio::awaitable<Engine::RunExecutor::ItemOutcome> Engine::RunExecutor::RunItem(int idx, std::optional<int> item,
+                                                                               const json* value,
+                                                                               CancelSignal* cancel) {
+  const StepSpec& spec = plan_.steps[idx];
+  const std::string label = item ? fmt::format("step '{}' item {}", spec.id, *item) : fmt::format("step '{}'", spec.id);
+  ItemOutcome out;
+  auto fail = [&](std::string msg) {
+    ItemOutcome o;
+    o.kind = ItemOutcome::Kind::kFailed;
+    o.error = std::move(msg);
+    return o;
+  };
+  auto store_fail = [&](const Status& s) {
+    StoreFailed(s);
+    ItemOutcome o;
+    o.kind = ItemOutcome::Kind::kStoreError;
+    return o;
+  };
+  auto cancelled = [] {
+    ItemOutcome o;
+    o.kind = ItemOutcome::Kind::kCancelled;
+    return o;
+  };
+
+  Scope scope = MakeScope(value, item);
+  auto input = ResolveTemplate(spec.input, scope);
+  if (!input.ok()) {
+    std::string msg = fmt::format("{}: input: {}", label, input.status().message());
+    auto ins = InsertTerminal(idx, item, StepStatus::kFailed, nullptr, msg);
+    if (!ins.ok()) co_return store_fail(ins.status());
+    co_return fail(msg);
+  }
+  auto endpoint = engine_->agents_->Resolve(spec.agent);
+  if (!endpoint.ok()) {
+    if (endpoint.status().code() != Code::kNotFound) co_return store_fail(endpoint.status());
+    std::string msg = fmt::format("{} (agent '{}'): {}", label, spec.agent, endpoint.status().message());
+    auto ins = InsertTerminal(idx, item, StepStatus::kFailed, *input, msg);
+    if (!ins.ok()) co_return store_fail(ins.status());
+    co_return fail(msg);
+  }
+  const AgentEndpoint& ep = *endpoint;
+  int64_t timeout = spec.timeout_ms.value_or(ep.timeout_ms > 0 ? ep.timeout_ms : engine_->options_.default_timeout_ms);
+  log::Fields fields{run_.id, spec.id, spec.agent};
+
+  int tries = 0;
+  while (true) {
+    if (cancel->cancelled()) co_return cancelled();
+    bool slot = co_await engine_->limiter_->Acquire(spec.agent, ep.max_concurrency, cancel);
+    if (!slot) co_return cancelled();
+    if (cancel->cancelled()) {
+      engine_->limiter_->Release(spec.agent);
+      co_return cancelled();
+    }
+    StepExecution row;
+    row.run_id = run_.id;
+    row.step_id = spec.id;
+    row.item_index = item;
+    row.agent_name = spec.agent;
+    row.attempt = NextAttempt(spec.id, item);
+    row.status = StepStatus::kRunning;
+    row.input = *input;
+    row.started_at = NowMs();
+    auto row_id = store_->InsertStep(row);
+    if (!row_id.ok()) {
+      engine_->limiter_->Release(spec.agent);
+      co_return store_fail(row_id.status());
+    }
+    AgentCall call;
+    call.run_id = run_.id;
+    call.step_id = spec.id;
+    call.item_index = item;
+    call.attempt = row.attempt;
+    call.input = *input;
+    call.timeout_ms = timeout;
+    log::Debug(fmt::format("calling agent (attempt {})", row.attempt), fields);
+    AgentReply reply = co_await engine_->caller_->Call(ep, call, cancel);
+    engine_->limiter_->Release(spec.agent);
+    ++tries;
+
+    StepFinish fin;
+    fin.run_id = run_.id;
+    fin.id = *row_id;
+    if (reply.outcome == AgentReply::Outcome::kOk && !cancel->cancelled()) {
+      fin.to = StepStatus::kCompleted;
+      fin.output = std::move(reply.output);
+      Status st = store_->FinishStep(fin);
+      if (!st.ok()) co_return store_fail(st);
+      ItemOutcome ok;
+      ok.output = std::move(fin.output);
+      co_return ok;
+    }
+    if (reply.outcome == AgentReply::Outcome::kCancelled || cancel->cancelled()) {
+      if (active_->abandoned) co_return cancelled();  // leave RUNNING: resumed later
+      fin.to = StepStatus::kCancelled;
+      fin.error_message = "cancelled: " + cancel->reason();
+      Status st = store_->FinishStep(fin);
+      if (!st.ok()) co_return store_fail(st);
+      co_return cancelled();
+    }
+    fin.to = StepStatus::kFailed;
+    fin.error_message = reply.error;
+    Status st = store_->FinishStep(fin);
+    if (!st.ok()) co_return store_fail(st);
+    if (reply.outcome == AgentReply::Outcome::kPermanent) {
+      co_return fail(fmt::format("{} (agent '{}') failed: {}", label, spec.agent, reply.error));
+    }
+    if (!ShouldRetry(spec.retry, tries)) {
+      co_return fail(fmt::format("{} (agent '{}') failed after {} attempt{}: {}", label, spec.agent, tries,
+                                 tries == 1 ? "" : "s", reply.error));
+    }
+    std::uniform_real_distribution<double> jitter(0.0, 1.0);
+    int64_t delay = BackoffMs(spec.retry, tries + 1, jitter(rng_), reply.retry_after_ms);
+    log::Info(fmt::format("attempt {} failed ({}); retrying in {} ms", row.attempt, reply.error, delay), fields);
+    bool slept = co_await SleepFor(std::chrono::milliseconds(delay), cancel);
+    if (!slept) co_return cancelled();
+  }
+}
+
+RunOutcome Engine::RunExecutor::Transition(RunStatus from, RunStatus to, std::optional<json> output,
+                                           std::optional<std::string> error) {
+  RunTransition t;
+  t.run_id = run_.id;
+  t.from = from;
+  t.to = to;
+  t.output = std::move(output);
+  t.error_message = std::move(error);
+  auto moved = store_->TransitionRun(t);
+  if (moved.ok()) {
+    run_ = std::move(moved).value();
+    if (run_.status == RunStatus::kCompleted) {
+      log::Info("run completed", {run_.id});
+    } else {
+      log::Info(std::string("run ") + ToString(run_.status) + ": " + run_.error_message, {run_.id});
+    }
+    return Outcome(RunOutcome::Kind::kFinished, run_.status);
+  }
+  if (moved.status().code() != Code::kFailedPrecondition) return RetryLater(moved.status());
+  // Someone else moved the run (e.g. the API cancelled a PENDING run).
+  auto now = store_->GetRun(run_.id);
+  if (!now.ok()) return RetryLater(now.status());
+  if (IsTerminal(now->status)) return Outcome(RunOutcome::Kind::kFinished, now->status);
+  return RetryLater(moved.status());
+}
+
+asio::awaitable<RunOutcome> Engine::RunExecutor::Finalize() {
+  if (active_->abandoned) co_return Outcome(RunOutcome::Kind::kAbandoned);
+  if (store_error_) co_return RetryLater(*store_error_);
+  if (active_->user_cancelled) {
+    if (!run_.cancel_requested) {
+      CancelRequest c{run_.id, active_->cancelled_by, active_->cancel_reason};
+      auto r = store_->RequestCancel(c);  // records who and why; fails harmlessly if terminal
+      (void)r;
+    }
+    std::string who = active_->cancelled_by.empty() ? "unknown" : active_->cancelled_by;
+    std::string msg = "cancelled by " + who + (active_->cancel_reason.empty() ? "" : ": " + active_->cancel_reason);
+    co_return Transition(run_.status, RunStatus::kCancelled, std::nullopt, msg);
+  }
+  if (failure_) co_return Transition(RunStatus::kRunning, RunStatus::kFailed, std::nullopt, *failure_);
+
+  json output;
+  if (plan_.output.is_null()) {
+    output = json::object();
+    for (size_t i = 0; i < plan_.steps.size(); ++i) output[plan_.steps[i].id] = outputs_[i].value_or(json(nullptr));
+  } else {
+    Scope scope = MakeScope(nullptr, std::nullopt);
+    auto resolved = ResolveTemplate(plan_.output, scope);
+    if (!resolved.ok()) {
+      co_return Transition(RunStatus::kRunning, RunStatus::kFailed, std::nullopt,
+                           "output: " + resolved.status().message());
+    }
+    output = std::move(resolved).value();
+  }
+  co_return Transition(RunStatus::kRunning, RunStatus::kCompleted, std::move(output), std::nullopt);
+}
+
+// ---------------------------------------------------------------- Engine
+
+Engine::Engine(boost::asio::any_io_executor executor, Store* store, AgentDirectory* agents, AgentCaller* caller,
+               EngineOptions options)
+    : executor_(std::move(executor)),
+      store_(store),
+      agents_(agents),
+      caller_(caller),
+      options_(options),
+      limiter_(std::make_unique<AgentLimiter>()) {}
+
+Engine::~Engine() = default;
+
+void Engine::Submit(ExecutionRequest request, Done done) {
+  asio::post(executor_, [this, request = std::move(request), done = std::move(done)]() mutable {
+    Start(std::move(request), std::move(done));
+  });
+}
+
+void Engine::Cancel(const std::string& run_id, const std::string& cancelled_by, const std::string& reason) {
+  asio::post(executor_, [this, run_id, cancelled_by, reason] {
+    auto it = active_.find(run_id);
+    if (it == active_.end()) return;
+    Active& a = *it->second;
+    if (a.user_cancelled) return;
+    a.user_cancelled = true;
+    a.cancelled_by = cancelled_by;
+    a.cancel_reason = reason;
+    log::Info("cancelling run: " + reason, {run_id});
+    a.cancel.Cancel("cancelled by " + (cancelled_by.empty() ? std::string("unknown") : cancelled_by) +
+                    (reason.empty() ? "" : ": " + reason));
+  });
+}
+
+void Engine::Start(ExecutionRequest request, Done done) {
+  const std::string run_id = request.run_id;
+  if (shut_down_) {
+    done(RunOutcome{RunOutcome::Kind::kAbandoned, run_id, std::nullopt});
+    return;
+  }
+  if (active_.count(run_id)) {
+    done(RunOutcome{RunOutcome::Kind::kDuplicate, run_id, std::nullopt});
+    return;
+  }
+  auto active = std::make_shared<Active>();
+  active->run_id = run_id;
+  active->done = std::move(done);
+  active_[run_id] = active;
+  ++active_count_;
+
+  auto body = [this, active, request = std::move(request)]() -> asio::awaitable<RunOutcome> {
+    while (true) {
+      RunExecutor exec(this, active.get(), request);
+      RunOutcome outcome = co_await exec.Execute();
+      if (!exec.retry_later() || active->abandoned) co_return outcome;
+      bool slept = co_await SleepFor(options_.store_retry_delay, &active->cancel);
+      if (!slept && active->abandoned) co_return outcome;
+    }
+  };
+  asio::co_spawn(executor_, std::move(body), [this, run_id](std::exception_ptr e, RunOutcome outcome) {
+    if (e) {
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::exception& ex) {
+        log::Error(std::string("executor crashed: ") + ex.what(), {run_id});
+      } catch (...) {
+        log::Error("executor crashed", {run_id});
+      }
+      outcome = RunOutcome{RunOutcome::Kind::kAbandoned, run_id, std::nullopt};
+    }
+    Finish(run_id, outcome);
+  });
+}
+
+void Engine::Finish(const std::string& run_id, const RunOutcome& outcome) {
+  auto it = active_.find(run_id);
+  if (it == active_.end()) return;
+  auto active = it->second;
+  active_.erase(it);
+  --active_count_;
+  if (active->done) active->done(outcome);
+  if (shut_down_ && active_.empty() && shutdown_done_) {
+    auto p = std::move(shutdown_done_);
+    p->set_value();
+  }
+}
+
+void Engine::Shutdown() {
+  auto promise = std::make_shared<std::promise<void>>();
+  auto future = promise->get_future();
+  asio::post(executor_, [this, promise] {
+    shut_down_ = true;
+    if (active_.empty()) {
+      promise->set_value();
+      return;
+    }
+    shutdown_done_ = promise;
+    for (auto& [id, a] : active_) {
+      a->abandoned = true;
+      a->cancel.Cancel("the executor is shutting down");
+    }
+  });
+  future.wait();
+}
+
+}  // namespace af

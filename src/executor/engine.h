@@ -1,0 +1,104 @@
+// The Centralized Executor and the engine that hosts many of them.
+//
+// One RunExecutor drives one run: PENDING → RUNNING → COMPLETED | FAILED |
+// CANCELLED, recording every attempt of every step in step_executions and
+// committing each step's result before any step that depends on it starts.
+// A run found RUNNING (its executor died) resumes from its recorded state:
+// COMPLETED steps are not called again; their outputs are reused.
+//
+// The Engine runs all executors as coroutines on one event loop: no thread
+// per run or per agent call. Per-agent max_concurrency is enforced across all
+// runs of the process.
+//
+// Thread-safety: Submit, Cancel and ActiveRuns are safe from any thread;
+// everything else happens on the engine's executor.
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <future>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include <boost/asio/any_io_executor.hpp>
+
+#include "agent/agent.h"
+#include "queue/messages.h"
+#include "storage/store.h"
+
+namespace af {
+
+struct EngineOptions {
+  // Delay before a run whose store writes failed is tried again.
+  std::chrono::milliseconds store_retry_delay{1000};
+  // Applied when neither the step nor the agent sets a timeout.
+  int64_t default_timeout_ms = 30000;
+};
+
+// What happened to a submitted run, reported once per Submit.
+struct RunOutcome {
+  enum class Kind {
+    kFinished,   // the run is in a terminal state (now or already before)
+    kDuplicate,  // the run is already being executed by this engine
+    kDropped,    // the run does not exist; nothing to do
+    kAbandoned,  // the engine shut down first; the run resumes elsewhere/later
+  };
+  Kind kind = Kind::kFinished;
+  std::string run_id;
+  std::optional<RunStatus> status;  // for kFinished
+};
+
+class Engine {
+ public:
+  using Done = std::function<void(const RunOutcome&)>;
+
+  // `store`, `agents` and `caller` must outlive the engine; `caller` must be
+  // bound to `executor`.
+  Engine(boost::asio::any_io_executor executor, Store* store, AgentDirectory* agents, AgentCaller* caller,
+         EngineOptions options = {});
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // Starts (or resumes) the run. `done` is called exactly once, on the
+  // engine's executor: when the run is terminal, when it is already active
+  // here (kDuplicate), when it does not exist, or at Shutdown (kAbandoned).
+  // While the store fails, the run is retried after store_retry_delay.
+  void Submit(ExecutionRequest request, Done done);
+
+  // Cancels a run executing here: in-flight agent calls are aborted, no new
+  // step starts, the run ends CANCELLED with who and why. Returns without
+  // waiting. No effect on runs not executing here.
+  void Cancel(const std::string& run_id, const std::string& cancelled_by, const std::string& reason);
+
+  // Runs currently executing (approximate when read from another thread).
+  size_t ActiveRuns() const { return active_count_.load(); }
+
+  // Abandons all runs (they stay RUNNING in the store and resume on the next
+  // Submit of their request) and reports kAbandoned for each. Blocks until
+  // every executor has unwound: call it from another thread than the
+  // engine's, while the event loop still runs.
+  void Shutdown();
+
+  class RunExecutor;  // one per active run (engine.cc)
+
+ private:
+  void Start(ExecutionRequest request, Done done);
+  void Finish(const std::string& run_id, const RunOutcome& outcome);
+
+  boost::asio::any_io_executor executor_;
+  Store* store_;
+  AgentDirectory* agents_;
+  AgentCaller* caller_;
+  EngineOptions options_;
+  struct Active;
+  std::map<std::string, std::shared_ptr<Active>> active_;  // engine thread only
+  std::atomic<size_t> active_count_{0};
+  bool shut_down_ = false;
+  std::shared_ptr<std::promise<void>> shutdown_done_;
+  std::unique_ptr<class AgentLimiter> limiter_;
+};
+
+}  // namespace af
