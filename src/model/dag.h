@@ -18,11 +18,14 @@ class DagScheduler {
   // Steps (indices) whose upstream steps are all kDone or kSkipped and which
   // are still kWaiting, in plan order. Does not change state.
   std::vector<int> Ready() const;
+  // Records a step's state; indices outside the plan are ignored.
   void Set(int step, StepState state);
   StepState Get(int step) const { return states_[step]; }
   // True when every step is kDone or kSkipped.
   bool AllFinished() const;
-  // True when nothing is running and nothing can become ready.
+  // True when nothing is running and nothing can become ready, yet not every
+  // step finished (a step failed or was cancelled, or an upstream of a waiting
+  // step did). False once AllFinished().
   bool Stalled() const;
   int Running() const;
 
