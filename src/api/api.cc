@@ -1,0 +1,657 @@
+#include "api/api.h"
+
+#include <atomic>
+#include <set>
+
+#include <boost/asio/post.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include "common/ids.h"
+#include "common/log.h"
+#include "queue/messages.h"
+
+namespace af {
+
+namespace asio = boost::asio;
+using http::Request;
+using http::Response;
+
+int HttpStatusFor(Code code) {
+  switch (code) {
+    case Code::kOk: return 200;
+    case Code::kInvalidArgument: return 400;
+    case Code::kNotFound: return 404;
+    case Code::kAlreadyExists: return 409;
+    case Code::kFailedPrecondition: return 409;
+    case Code::kTooLarge: return 413;
+    case Code::kUnsupportedMediaType: return 415;
+    case Code::kUnavailable: return 503;
+    case Code::kDeadlineExceeded: return 504;
+    case Code::kCancelled: return 409;
+    case Code::kInternal: return 500;
+  }
+  return 500;
+}
+
+Response ErrorResponse(const Status& status) {
+  return http::JsonError(HttpStatusFor(status.code()), CodeName(status.code()), status.message(), status.details());
+}
+
+namespace {
+
+constexpr size_t kMaxIdempotencyKey = 255;
+
+// Parses a JSON request body. Empty bodies are `empty_default` (null: a
+// body is required).
+Result<json> ParseBody(const Request& req, const json& empty_default) {
+  std::string ct = req.Header("Content-Type");
+  if (!ct.empty() && ct.find("json") == std::string::npos) {
+    return Status(Code::kUnsupportedMediaType, "Content-Type must be application/json, got '" + ct + "'");
+  }
+  if (req.body.find_first_not_of(" \t\r\n") == std::string::npos) {
+    if (empty_default.is_null()) return Status::InvalidArgument("a JSON request body is required");
+    return empty_default;
+  }
+  json j;
+  try {
+    j = json::parse(req.body);
+  } catch (const json::exception& e) {
+    return Status::InvalidArgument(std::string("request body is not valid JSON: ") + e.what());
+  }
+  if (!j.is_object()) return Status::InvalidArgument("request body must be a JSON object");
+  return j;
+}
+
+// Rejects fields outside `allowed`.
+Status CheckFields(const json& body, std::initializer_list<const char*> allowed) {
+  std::set<std::string> ok(allowed.begin(), allowed.end());
+  json problems = json::array();
+  for (auto it = body.begin(); it != body.end(); ++it) {
+    if (!ok.count(it.key())) {
+      problems.push_back({{"field", it.key()}, {"message", "unknown field '" + it.key() + "'"}});
+    }
+  }
+  if (problems.empty()) return Status::Ok();
+  return Status::InvalidArgument(problems[0]["message"].get<std::string>(), {{"problems", problems}});
+}
+
+Result<int> ParseLimit(const Request& req, int def) {
+  auto it = req.query.find("limit");
+  if (it == req.query.end() || it->second.empty()) return def;
+  try {
+    size_t pos = 0;
+    int v = std::stoi(it->second, &pos);
+    if (pos != it->second.size() || v < 1 || v > 1000) throw std::out_of_range("limit");
+    return v;
+  } catch (...) {
+    return Status::InvalidArgument("limit must be an integer from 1 to 1000");
+  }
+}
+
+// ?wait=<seconds> (decimal allowed); 0 when absent.
+Result<double> ParseWait(const Request& req, int max_seconds) {
+  auto it = req.query.find("wait");
+  if (it == req.query.end() || it->second.empty()) return 0.0;
+  try {
+    size_t pos = 0;
+    double v = std::stod(it->second, &pos);
+    if (pos != it->second.size() || !(v >= 0)) throw std::out_of_range("wait");
+    return std::min<double>(v, max_seconds);
+  } catch (...) {
+    return Status::InvalidArgument("wait must be a number of seconds >= 0");
+  }
+}
+
+std::string OptString(const json& body, const char* field, Status* err) {
+  if (!body.contains(field) || body[field].is_null()) return "";
+  if (!body[field].is_string()) {
+    *err = Status::InvalidArgument(std::string("field '") + field + "' must be a string");
+    return "";
+  }
+  return body[field].get<std::string>();
+}
+
+Status CheckId(const std::string& id, const char* what) {
+  if (IsValidId(id)) return Status::Ok();
+  return Status::InvalidArgument(std::string("invalid ") + what +
+                                 ": ids are 1-128 characters of letters, digits, '.', '_', ':' and '-'");
+}
+
+Result<Agent> AgentFromJson(const json& body, const std::string& path_name) {
+  AF_RETURN_IF_ERROR(CheckFields(body, {"name", "url", "timeout_ms", "max_concurrency", "metadata"}));
+  Agent a;
+  json problems = json::array();
+  auto problem = [&](const char* field, std::string msg) {
+    problems.push_back({{"field", field}, {"message", std::string(field) + ": " + msg}});
+  };
+  if (body.contains("name")) {
+    if (!body["name"].is_string()) {
+      problem("name", "must be a string");
+    } else {
+      a.name = body["name"].get<std::string>();
+    }
+  }
+  if (a.name.empty()) a.name = path_name;
+  if (!path_name.empty() && a.name != path_name) problem("name", "does not match the name in the path");
+  if (a.name.empty()) {
+    problem("name", "is required");
+  } else if (!IsValidId(a.name)) {
+    problem("name", "must be 1-128 characters of letters, digits, '.', '_', ':' and '-'");
+  }
+  if (!body.contains("url") || !body["url"].is_string() || body["url"].get<std::string>().empty()) {
+    problem("url", "is required (e.g. http://127.0.0.1:9000/agents/echo)");
+  } else {
+    a.url = body["url"].get<std::string>();
+    if (!http::ParseUrl(a.url).ok()) problem("url", "must be an http:// URL");
+  }
+  if (body.contains("timeout_ms")) {
+    const json& t = body["timeout_ms"];
+    if (!t.is_number_integer() || t.get<int64_t>() < 1 || t.get<int64_t>() > 86400000) {
+      problem("timeout_ms", "must be an integer from 1 to 86400000");
+    } else {
+      a.timeout_ms = t.get<int64_t>();
+    }
+  }
+  if (body.contains("max_concurrency")) {
+    const json& c = body["max_concurrency"];
+    if (!c.is_number_integer() || c.get<int64_t>() < 0 || c.get<int64_t>() > 1000000) {
+      problem("max_concurrency", "must be an integer >= 0 (0 = unlimited)");
+    } else {
+      a.max_concurrency = c.get<int>();
+    }
+  }
+  if (body.contains("metadata")) {
+    if (!body["metadata"].is_object()) {
+      problem("metadata", "must be an object");
+    } else {
+      a.metadata = body["metadata"];
+    }
+  }
+  if (!problems.empty()) {
+    return Status::InvalidArgument(problems[0]["message"].get<std::string>(), {{"problems", problems}});
+  }
+  return a;
+}
+
+}  // namespace
+
+// All route handlers. Shared by the routes (captured as shared_ptr).
+class Api::Handlers : public std::enable_shared_from_this<Api::Handlers> {
+ public:
+  Handlers(Store* store, Queue* queue, std::shared_ptr<ChangeFeed> feed, ApiOptions options)
+      : store_(store), queue_(queue), feed_(std::move(feed)), options_(std::move(options)) {}
+
+  // ---- workflows ----
+  Response CreateWorkflow(Request& req) {
+    auto body = ParseBody(req, nullptr);
+    if (!body.ok()) return ErrorResponse(body.status());
+    auto plan = ParsePlan(*body, options_.plan_limits);
+    if (!plan.ok()) return ErrorResponse(plan.status());
+    NewWorkflow w{plan->name, plan->description, *body};
+    auto created = store_->CreateWorkflow(w);
+    if (!created.ok()) return ErrorResponse(created.status());
+    json out = ToJson(*created);
+    out["warnings"] = AgentWarnings(*plan);
+    log::Info("workflow created: " + created->id + " (" + created->name + ")");
+    return http::JsonResponse(201, out);
+  }
+
+  Response UpdateWorkflow(Request& req) {
+    auto wf = FindWorkflow(req.path_params["id"]);
+    if (!wf.ok()) return ErrorResponse(wf.status());
+    auto body = ParseBody(req, nullptr);
+    if (!body.ok()) return ErrorResponse(body.status());
+    auto plan = ParsePlan(*body, options_.plan_limits);
+    if (!plan.ok()) return ErrorResponse(plan.status());
+    NewWorkflow w{plan->name, plan->description, *body};
+    auto updated = store_->UpdateWorkflow(wf->id, w);
+    if (!updated.ok()) return ErrorResponse(updated.status());
+    json out = ToJson(*updated);
+    out["warnings"] = AgentWarnings(*plan);
+    return http::JsonResponse(200, out);
+  }
+
+  Response GetWorkflow(Request& req) {
+    std::optional<int> version;
+    auto it = req.query.find("version");
+    if (it != req.query.end() && !it->second.empty()) {
+      try {
+        size_t pos = 0;
+        version = std::stoi(it->second, &pos);
+        if (pos != it->second.size() || *version < 1) throw std::out_of_range("version");
+      } catch (...) {
+        return ErrorResponse(Status::InvalidArgument("version must be a positive integer"));
+      }
+    }
+    auto wf = FindWorkflow(req.path_params["id"]);
+    if (!wf.ok()) return ErrorResponse(wf.status());
+    if (version && *version != wf->version) {
+      auto v = store_->GetWorkflow(wf->id, version);
+      if (!v.ok()) return ErrorResponse(v.status());
+      return http::JsonResponse(200, ToJson(*v));
+    }
+    return http::JsonResponse(200, ToJson(*wf));
+  }
+
+  Response ListWorkflowVersions(Request& req) {
+    auto wf = FindWorkflow(req.path_params["id"]);
+    if (!wf.ok()) return ErrorResponse(wf.status());
+    auto versions = store_->ListWorkflowVersions(wf->id);
+    if (!versions.ok()) return ErrorResponse(versions.status());
+    json items = json::array();
+    for (const auto& v : *versions) items.push_back(ToJson(v));
+    return http::JsonResponse(200, {{"items", items}});
+  }
+
+  Response ListWorkflows(Request& req) {
+    auto limit = ParseLimit(req, 50);
+    if (!limit.ok()) return ErrorResponse(limit.status());
+    auto page = store_->ListWorkflows(*limit, req.query["page_token"]);
+    if (!page.ok()) return ErrorResponse(page.status());
+    json items = json::array();
+    for (const auto& w : page->items) items.push_back(ToJson(w));
+    return http::JsonResponse(200, {{"items", items},
+                                    {"next_page_token", page->next_page_token.empty()
+                                                            ? json(nullptr)
+                                                            : json(page->next_page_token)}});
+  }
+
+  Response DeleteWorkflow(Request& req) {
+    auto wf = FindWorkflow(req.path_params["id"]);
+    if (!wf.ok()) return ErrorResponse(wf.status());
+    Status s = store_->DeleteWorkflow(wf->id);
+    if (!s.ok()) return ErrorResponse(s);
+    Response r;
+    r.status = 204;
+    return r;
+  }
+
+  // ---- runs ----
+  asio::awaitable<Response> TriggerRun(Request& req) {
+    auto wait = ParseWait(req, options_.max_wait_seconds);
+    if (!wait.ok()) co_return ErrorResponse(wait.status());
+    auto wf = FindWorkflow(req.path_params["id"]);
+    if (!wf.ok()) co_return ErrorResponse(wf.status());
+    auto body = ParseBody(req, json::object());
+    if (!body.ok()) co_return ErrorResponse(body.status());
+    Status fields = CheckFields(*body, {"input"});
+    if (!fields.ok()) co_return ErrorResponse(fields);
+    json input = body->value("input", json::object());
+    if (input.is_null()) input = json::object();
+    if (!input.is_object()) co_return ErrorResponse(Status::InvalidArgument("input must be a JSON object"));
+    std::string key = req.Header("Idempotency-Key");
+    if (key.size() > kMaxIdempotencyKey) {
+      co_return ErrorResponse(Status::InvalidArgument("Idempotency-Key is longer than 255 characters"));
+    }
+
+    NewRun nr;
+    nr.workflow_id = wf->id;
+    nr.workflow_version = wf->version;
+    nr.input = input;
+    nr.idempotency_key = key;
+    auto created = store_->CreateRun(nr);
+    if (!created.ok()) co_return ErrorResponse(created.status());
+    Run run = created->run;
+    if (created->created) {
+      ExecutionRequest er;
+      er.run_id = run.id;
+      er.workflow_plan = wf->plan;
+      er.input_data = run.input;
+      er.workflow_id = wf->id;
+      er.workflow_version = wf->version;
+      er.timestamp = NowMs();
+      Status pub = queue_->Publish(options_.execution_topic, run.id, SerializeExecutionRequest(er));
+      if (!pub.ok()) {
+        RunTransition t;
+        t.run_id = run.id;
+        t.from = RunStatus::kPending;
+        t.to = RunStatus::kFailed;
+        t.error_message = "could not queue the execution request: " + pub.message();
+        auto failed = store_->TransitionRun(t);
+        (void)failed;
+        co_return ErrorResponse(Status::Unavailable("could not queue the run: " + pub.message()));
+      }
+      log::Info("run accepted for workflow " + wf->id, {run.id});
+    }
+    if (*wait > 0) {
+      auto waited = co_await WaitForRun(run.id, *wait);
+      if (!waited.ok()) co_return ErrorResponse(waited.status());
+      run = std::move(waited).value();
+    }
+    co_return http::JsonResponse(IsTerminal(run.status) && *wait > 0 ? 200 : 202, ToJson(run));
+  }
+
+  asio::awaitable<Response> GetRun(Request& req) {
+    auto wait = ParseWait(req, options_.max_wait_seconds);
+    if (!wait.ok()) co_return ErrorResponse(wait.status());
+    const std::string& id = req.path_params["run_id"];
+    Status valid = CheckId(id, "run id");
+    if (!valid.ok()) co_return ErrorResponse(valid);
+    if (*wait > 0) {
+      auto run = co_await WaitForRun(id, *wait);
+      if (!run.ok()) co_return ErrorResponse(run.status());
+      co_return http::JsonResponse(200, ToJson(*run));
+    }
+    auto run = store_->GetRun(id);
+    if (!run.ok()) co_return ErrorResponse(run.status());
+    co_return http::JsonResponse(200, ToJson(*run));
+  }
+
+  Response ListRuns(Request& req) {
+    RunFilter f;
+    auto limit = ParseLimit(req, 50);
+    if (!limit.ok()) return ErrorResponse(limit.status());
+    f.limit = *limit;
+    f.workflow_id = req.query["workflow_id"];
+    f.page_token = req.query["page_token"];
+    const std::string& status = req.query["status"];
+    if (!status.empty()) {
+      f.status = ParseRunStatus(status);
+      if (!f.status) {
+        return ErrorResponse(Status::InvalidArgument(
+            "status must be one of PENDING, RUNNING, COMPLETED, FAILED, CANCELLED"));
+      }
+    }
+    if (!f.workflow_id.empty()) {
+      // Accept a workflow name too.
+      auto wf = FindWorkflow(f.workflow_id);
+      if (wf.ok()) f.workflow_id = wf->id;
+    }
+    auto page = store_->ListRuns(f);
+    if (!page.ok()) return ErrorResponse(page.status());
+    json items = json::array();
+    for (const auto& r : page->items) items.push_back(ToJson(r));
+    return http::JsonResponse(200, {{"items", items},
+                                    {"next_page_token", page->next_page_token.empty()
+                                                            ? json(nullptr)
+                                                            : json(page->next_page_token)}});
+  }
+
+  Response ListSteps(Request& req) {
+    const std::string& id = req.path_params["run_id"];
+    Status valid = CheckId(id, "run id");
+    if (!valid.ok()) return ErrorResponse(valid);
+    auto run = store_->GetRun(id);
+    if (!run.ok()) return ErrorResponse(run.status());
+    auto steps = store_->ListSteps(id);
+    if (!steps.ok()) return ErrorResponse(steps.status());
+    json items = json::array();
+    for (const auto& s : *steps) items.push_back(ToJson(s));
+    return http::JsonResponse(200, {{"run_id", id}, {"status", ToString(run->status)}, {"items", items}});
+  }
+
+  Response CancelRun(Request& req) {
+    const std::string& id = req.path_params["run_id"];
+    Status valid = CheckId(id, "run id");
+    if (!valid.ok()) return ErrorResponse(valid);
+    auto body = ParseBody(req, json::object());
+    if (!body.ok()) return ErrorResponse(body.status());
+    Status fields = CheckFields(*body, {"reason", "cancelled_by"});
+    if (!fields.ok()) return ErrorResponse(fields);
+    Status err;
+    CancelRequest c;
+    c.run_id = id;
+    c.reason = OptString(*body, "reason", &err);
+    c.cancelled_by = OptString(*body, "cancelled_by", &err);
+    if (!err.ok()) return ErrorResponse(err);
+    if (c.cancelled_by.empty()) c.cancelled_by = "api";
+
+    auto run = store_->GetRun(id);
+    if (!run.ok()) return ErrorResponse(run.status());
+    if (IsTerminal(run->status)) {
+      return ErrorResponse(Status::FailedPrecondition(std::string("run already finished with status ") +
+                                                          ToString(run->status),
+                                                      {{"status", ToString(run->status)}}));
+    }
+    auto marked = store_->RequestCancel(c);
+    if (!marked.ok()) return ErrorResponse(marked.status());
+    Run result = *marked;
+    if (result.status == RunStatus::kPending) {
+      // Not started: end it here; the executor sees CANCELLED and skips it.
+      RunTransition t;
+      t.run_id = id;
+      t.from = RunStatus::kPending;
+      t.to = RunStatus::kCancelled;
+      t.error_message = "cancelled by " + c.cancelled_by + (c.reason.empty() ? "" : ": " + c.reason);
+      auto moved = store_->TransitionRun(t);
+      if (moved.ok()) result = *moved;
+    }
+    CancellationRequest cr{id, c.cancelled_by, c.reason, NowMs()};
+    Status pub = queue_->Publish(options_.cancellation_topic, id, SerializeCancellationRequest(cr));
+    if (!pub.ok()) {
+      log::Warn("could not queue the cancellation (recorded on the run): " + pub.message(), {id});
+    }
+    log::Info("cancellation requested by " + c.cancelled_by, {id});
+    return http::JsonResponse(202, ToJson(result));
+  }
+
+  Response RetryRun(Request& req) {
+    const std::string& id = req.path_params["run_id"];
+    Status valid = CheckId(id, "run id");
+    if (!valid.ok()) return ErrorResponse(valid);
+    auto body = ParseBody(req, json::object());
+    if (!body.ok()) return ErrorResponse(body.status());
+    Status fields = CheckFields(*body, {"input"});
+    if (!fields.ok()) return ErrorResponse(fields);
+    std::optional<json> input;
+    if (body->contains("input") && !(*body)["input"].is_null()) {
+      if (!(*body)["input"].is_object()) return ErrorResponse(Status::InvalidArgument("input must be a JSON object"));
+      input = (*body)["input"];
+    }
+    auto run = store_->GetRun(id);
+    if (!run.ok()) return ErrorResponse(run.status());
+    if (run->status != RunStatus::kFailed && run->status != RunStatus::kCancelled) {
+      return ErrorResponse(Status::FailedPrecondition(
+          std::string("only FAILED or CANCELLED runs can be retried; this run is ") + ToString(run->status),
+          {{"status", ToString(run->status)}}));
+    }
+    auto wf = store_->GetWorkflow(run->workflow_id, run->workflow_version);
+    if (!wf.ok()) return ErrorResponse(wf.status());
+    RunTransition t;
+    t.run_id = id;
+    t.from = run->status;
+    t.to = RunStatus::kPending;
+    t.input = input;
+    auto moved = store_->TransitionRun(t);
+    if (!moved.ok()) return ErrorResponse(moved.status());
+    ExecutionRequest er;
+    er.run_id = id;
+    er.workflow_plan = wf->plan;
+    er.input_data = moved->input;
+    er.workflow_id = wf->id;
+    er.workflow_version = wf->version;
+    er.timestamp = NowMs();
+    Status pub = queue_->Publish(options_.execution_topic, id, SerializeExecutionRequest(er));
+    if (!pub.ok()) return ErrorResponse(Status::Unavailable("could not queue the retry: " + pub.message()));
+    log::Info("run retried", {id});
+    return http::JsonResponse(202, ToJson(*moved));
+  }
+
+  // ---- agents ----
+  Response CreateAgent(Request& req) {
+    auto body = ParseBody(req, nullptr);
+    if (!body.ok()) return ErrorResponse(body.status());
+    auto agent = AgentFromJson(*body, "");
+    if (!agent.ok()) return ErrorResponse(agent.status());
+    auto created = store_->CreateAgent(*agent);
+    if (!created.ok()) return ErrorResponse(created.status());
+    return http::JsonResponse(201, ToJson(*created));
+  }
+
+  Response PutAgent(Request& req) {
+    const std::string& name = req.path_params["name"];
+    Status valid = CheckId(name, "agent name");
+    if (!valid.ok()) return ErrorResponse(valid);
+    auto body = ParseBody(req, nullptr);
+    if (!body.ok()) return ErrorResponse(body.status());
+    auto agent = AgentFromJson(*body, name);
+    if (!agent.ok()) return ErrorResponse(agent.status());
+    auto saved = store_->UpsertAgent(*agent);
+    if (!saved.ok()) return ErrorResponse(saved.status());
+    return http::JsonResponse(200, ToJson(*saved));
+  }
+
+  Response ListAgents(Request&) {
+    auto agents = store_->ListAgents();
+    if (!agents.ok()) return ErrorResponse(agents.status());
+    json items = json::array();
+    for (const auto& a : *agents) items.push_back(ToJson(a));
+    return http::JsonResponse(200, {{"items", items}});
+  }
+
+  Response GetAgent(Request& req) {
+    const std::string& name = req.path_params["name"];
+    Status valid = CheckId(name, "agent name");
+    if (!valid.ok()) return ErrorResponse(valid);
+    auto a = store_->GetAgent(name);
+    if (!a.ok()) return ErrorResponse(a.status());
+    return http::JsonResponse(200, ToJson(*a));
+  }
+
+  Response DeleteAgent(Request& req) {
+    const std::string& name = req.path_params["name"];
+    Status valid = CheckId(name, "agent name");
+    if (!valid.ok()) return ErrorResponse(valid);
+    Status s = store_->DeleteAgent(name);
+    if (!s.ok()) return ErrorResponse(s);
+    Response r;
+    r.status = 204;
+    return r;
+  }
+
+  Response Health(Request&) {
+    Status db = store_->Ping();
+    Status q = queue_->Ping();
+    if (!db.ok() || !q.ok()) {
+      return http::JsonResponse(503, {{"status", "unavailable"},
+                                      {"store", db.ok() ? "ok" : db.message()},
+                                      {"queue", q.ok() ? "ok" : q.message()}});
+    }
+    return http::JsonResponse(200, {{"status", "ok"}});
+  }
+
+  Status RequeueUnfinished() {
+    auto runs = store_->ListUnfinishedRuns(100000);
+    if (!runs.ok()) return runs.status();
+    for (const Run& r : *runs) {
+      auto wf = store_->GetWorkflow(r.workflow_id, r.workflow_version);
+      if (!wf.ok()) continue;
+      ExecutionRequest er;
+      er.run_id = r.id;
+      er.workflow_plan = wf->plan;
+      er.input_data = r.input;
+      er.workflow_id = wf->id;
+      er.workflow_version = wf->version;
+      er.timestamp = NowMs();
+      AF_RETURN_IF_ERROR(queue_->Publish(options_.execution_topic, r.id, SerializeExecutionRequest(er)));
+    }
+    if (!runs->empty()) log::Info("re-queued " + std::to_string(runs->size()) + " unfinished run(s)");
+    return Status::Ok();
+  }
+
+ private:
+  // By id first, then by name.
+  Result<Workflow> FindWorkflow(const std::string& id_or_name) {
+    Status valid = CheckId(id_or_name, "workflow id");
+    if (!valid.ok()) return valid;
+    auto wf = store_->GetWorkflow(id_or_name);
+    if (wf.ok() || wf.status().code() != Code::kNotFound) return wf;
+    auto by_name = store_->GetWorkflowByName(id_or_name);
+    if (by_name.ok()) return by_name;
+    return Status::NotFound("workflow '" + id_or_name + "' not found (by id or name)");
+  }
+
+  json AgentWarnings(const Plan& plan) {
+    json warnings = json::array();
+    std::set<std::string> seen;
+    for (const auto& s : plan.steps) {
+      if (!seen.insert(s.agent).second) continue;
+      auto a = store_->GetAgent(s.agent);
+      if (!a.ok() && a.status().code() == Code::kNotFound) {
+        warnings.push_back("step '" + s.id + "': agent '" + s.agent +
+                           "' is not registered yet; runs will fail at this step until it is");
+      }
+    }
+    return warnings;
+  }
+
+  // Waits until the run is terminal or `seconds` pass; then returns it.
+  asio::awaitable<Result<Run>> WaitForRun(const std::string& run_id, double seconds) {
+    auto ex = co_await asio::this_coro::executor;
+    auto timer = std::make_shared<asio::steady_timer>(ex);
+    auto changed = std::make_shared<std::atomic<bool>>(false);
+    uint64_t token = 0;
+    if (feed_) {
+      token = feed_->Subscribe(run_id, [timer, changed](const Change&) {
+        changed->store(true);
+        asio::post(timer->get_executor(), [timer] { timer->cancel(); });
+      });
+    }
+    auto deadline = std::chrono::steady_clock::now() +
+                    std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000));
+    Result<Run> run = Status::Internal("unset");
+    while (true) {
+      changed->store(false);
+      run = store_->GetRun(run_id);
+      if (!run.ok() || IsTerminal(run->status)) break;
+      auto now = std::chrono::steady_clock::now();
+      if (now >= deadline) break;
+      if (changed->load()) continue;
+      auto next = std::min(deadline, now + options_.wait_poll_interval);
+      timer->expires_at(next);
+      boost::system::error_code ec;
+      co_await timer->async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    }
+    if (feed_) feed_->Unsubscribe(token);
+    co_return run;
+  }
+
+  Store* store_;
+  Queue* queue_;
+  std::shared_ptr<ChangeFeed> feed_;
+  ApiOptions options_;
+};
+
+Api::Api(Store* store, Queue* queue, std::shared_ptr<ChangeFeed> feed, ApiOptions options)
+    : handlers_(std::make_shared<Handlers>(store, queue, std::move(feed), std::move(options))) {}
+
+Status Api::RequeueUnfinishedRuns() { return handlers_->RequeueUnfinished(); }
+
+void Api::Register(http::Router& router) {
+  auto h = handlers_;
+  // Wraps a synchronous handler as a route.
+  auto sync = [h](Response (Handlers::*fn)(Request&)) -> http::Handler {
+    return [h, fn](Request& req) -> asio::awaitable<Response> { co_return ((*h).*fn)(req); };
+  };
+  auto async = [h](asio::awaitable<Response> (Handlers::*fn)(Request&)) -> http::Handler {
+    return [h, fn](Request& req) -> asio::awaitable<Response> { return ((*h).*fn)(req); };
+  };
+  const std::string v1 = "/api/v1";
+  router.Add("GET", "/healthz", sync(&Handlers::Health));
+  router.Add("GET", v1 + "/healthz", sync(&Handlers::Health));
+
+  router.Add("POST", v1 + "/workflows", sync(&Handlers::CreateWorkflow));
+  router.Add("GET", v1 + "/workflows", sync(&Handlers::ListWorkflows));
+  router.Add("GET", v1 + "/workflows/{id}", sync(&Handlers::GetWorkflow));
+  router.Add("PUT", v1 + "/workflows/{id}", sync(&Handlers::UpdateWorkflow));
+  router.Add("DELETE", v1 + "/workflows/{id}", sync(&Handlers::DeleteWorkflow));
+  router.Add("GET", v1 + "/workflows/{id}/versions", sync(&Handlers::ListWorkflowVersions));
+  router.Add("POST", v1 + "/workflows/{id}/runs", async(&Handlers::TriggerRun));
+
+  router.Add("GET", v1 + "/runs", sync(&Handlers::ListRuns));
+  router.Add("GET", v1 + "/runs/{run_id}", async(&Handlers::GetRun));
+  router.Add("GET", v1 + "/runs/{run_id}/steps", sync(&Handlers::ListSteps));
+  router.Add("POST", v1 + "/runs/{run_id}/cancel", sync(&Handlers::CancelRun));
+  router.Add("POST", v1 + "/runs/{run_id}/retry", sync(&Handlers::RetryRun));
+
+  router.Add("POST", v1 + "/agents", sync(&Handlers::CreateAgent));
+  router.Add("GET", v1 + "/agents", sync(&Handlers::ListAgents));
+  router.Add("GET", v1 + "/agents/{name}", sync(&Handlers::GetAgent));
+  router.Add("PUT", v1 + "/agents/{name}", sync(&Handlers::PutAgent));
+  router.Add("DELETE", v1 + "/agents/{name}", sync(&Handlers::DeleteAgent));
+}
+
+}  // namespace af

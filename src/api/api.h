@@ -1,0 +1,54 @@
+// The Workflow Management API (JSON under /api/v1): workflows, runs, step
+// executions, agents, health. Handlers are logic over the Store and Queue
+// interfaces; the HTTP server is wiring (http::Server + http::Router).
+// docs/api.md documents every route.
+//
+// Thread-safety: one Api may serve many connections on many threads.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "http/http.h"
+#include "model/plan.h"
+#include "queue/queue.h"
+#include "storage/change_feed.h"
+#include "storage/store.h"
+
+namespace af {
+
+struct ApiOptions {
+  std::string execution_topic = kExecutionTopic;        // where triggers go
+  std::string cancellation_topic = kCancellationTopic;  // where cancels go
+  int max_wait_seconds = 300;                            // cap on ?wait=
+  // While long-polling, re-read the run this often even without a change
+  // notification (changes made by other processes are not in the feed).
+  std::chrono::milliseconds wait_poll_interval{500};
+  PlanLimits plan_limits;
+};
+
+// Maps a Status to its HTTP status and JSON error body — the one table.
+int HttpStatusFor(Code code);
+http::Response ErrorResponse(const Status& status);
+
+class Api {
+ public:
+  // `feed` may be null (then long-polls only re-read at wait_poll_interval).
+  Api(Store* store, Queue* queue, std::shared_ptr<ChangeFeed> feed, ApiOptions options = {});
+
+  // Adds every route to `router`.
+  void Register(http::Router& router);
+
+  // Publishes an execution request for every run that is not finished, so a
+  // run accepted just before a crash (row written, request not yet queued)
+  // still executes. Duplicates are harmless: the executor ignores requests
+  // for runs that are terminal or already executing.
+  Status RequeueUnfinishedRuns();
+
+ private:
+  class Handlers;
+  std::shared_ptr<Handlers> handlers_;
+};
+
+}  // namespace af
