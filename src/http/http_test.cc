@@ -1,1 +1,674 @@
-// placeholder: to be written
+// Tests of the HTTP module over real loopback sockets. No Beast here: the
+// raw-protocol tests speak HTTP through plain Asio sockets.
+#include <sys/socket.h>
+#include <sys/time.h>
+
+#include <atomic>
+#include <set>
+#include <thread>
+
+#include <boost/asio.hpp>
+#include <gtest/gtest.h>
+
+#include "http/http.h"
+
+namespace af::http {
+namespace {
+
+using tcp = asio::ip::tcp;
+using namespace std::chrono_literals;
+
+// ---------------------------------------------------------------- helpers
+
+asio::awaitable<void> DoFetch(Client* c, ClientRequest req, CancelSignal* cancel, Result<ClientResponse>* out) {
+  asio::awaitable<Result<ClientResponse>> call = c->Send(std::move(req), cancel);
+  Result<ClientResponse> r = co_await std::move(call);
+  *out = std::move(r);
+}
+
+// Runs one Send on `ioc` (in this thread) to completion.
+Result<ClientResponse> Fetch(asio::io_context& ioc, Client& c, ClientRequest req, CancelSignal* cancel = nullptr) {
+  Result<ClientResponse> out = Status::Internal("not run");
+  asio::co_spawn(ioc, DoFetch(&c, std::move(req), cancel, &out), asio::detached);
+  ioc.restart();
+  ioc.run();
+  return out;
+}
+
+ClientRequest Req(std::string method, std::string url, std::string body = "") {
+  ClientRequest r;
+  r.method = std::move(method);
+  r.url = std::move(url);
+  r.body = std::move(body);
+  r.timeout = 20s;
+  return r;
+}
+
+asio::awaitable<void> Sleep(std::chrono::milliseconds d) {
+  asio::steady_timer t(co_await asio::this_coro::executor);
+  t.expires_after(d);
+  co_await t.async_wait(asio::use_awaitable);
+}
+
+asio::awaitable<void> CancelAfter(CancelSignal* s, std::chrono::milliseconds d) {
+  co_await Sleep(d);
+  s->Cancel("test cancel");
+}
+
+// A server around a Router; stops before the router goes away.
+struct TestServer {
+  Router router;
+  std::unique_ptr<Server> server;
+  std::string base;
+
+  void Start(ServerOptions opts = {}) {
+    opts.host = "127.0.0.1";
+    auto r = StartServer(opts, router.AsHandler());
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    server = std::move(*r);
+    base = "http://127.0.0.1:" + std::to_string(server->port());
+  }
+  ~TestServer() {
+    if (server) server->Stop();
+  }
+};
+
+// Writes `data` on a fresh connection and reads until the server closes.
+std::string RawExchange(uint16_t port, const std::string& data) {
+  asio::io_context ioc;
+  tcp::socket s(ioc);
+  s.connect(tcp::endpoint(asio::ip::address_v4::loopback(), port));
+  timeval tv{10, 0};  // a broken server fails the test instead of hanging it
+  setsockopt(s.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  asio::write(s, asio::buffer(data));
+  std::string out;
+  char buf[4096];
+  for (;;) {
+    boost::system::error_code ec;
+    size_t n = s.read_some(asio::buffer(buf), ec);
+    if (ec) break;
+    out.append(buf, n);
+  }
+  return out;
+}
+
+nlohmann::json BodyJson(const Result<ClientResponse>& r) { return nlohmann::json::parse(r->body, nullptr, false); }
+
+// ---------------------------------------------------------------- pure helpers
+
+TEST(HttpUtilTest, FindHeaderIsCaseInsensitive) {
+  Headers h = {{"Content-Type", "text/plain"}, {"X-Thing", "1"}};
+  EXPECT_EQ(FindHeader(h, "content-type"), "text/plain");
+  EXPECT_EQ(FindHeader(h, "X-THING"), "1");
+  EXPECT_EQ(FindHeader(h, "missing"), "");
+}
+
+TEST(HttpUtilTest, PercentDecode) {
+  EXPECT_EQ(PercentDecode("a%20b"), "a b");
+  EXPECT_EQ(PercentDecode("a%2Fb%2fc"), "a/b/c");
+  EXPECT_EQ(PercentDecode("plain+text"), "plain+text");  // '+' is literal outside queries
+  EXPECT_EQ(PercentDecode("%E2%9C%93"), "\xE2\x9C\x93");
+  EXPECT_EQ(PercentDecode(""), "");
+  EXPECT_EQ(PercentDecode("%"), std::nullopt);
+  EXPECT_EQ(PercentDecode("%4"), std::nullopt);
+  EXPECT_EQ(PercentDecode("%G1"), std::nullopt);
+  EXPECT_EQ(PercentDecode("ab%"), std::nullopt);
+}
+
+TEST(HttpUtilTest, ParseQuery) {
+  auto q = ParseQuery("a=1&b=x%20y&c=a+b&flag&&=skipped&d=%ZZ&a=2");
+  EXPECT_EQ(q["a"], "2");  // the last repeat wins
+  EXPECT_EQ(q["b"], "x y");
+  EXPECT_EQ(q["c"], "a b");
+  EXPECT_EQ(q["flag"], "");
+  EXPECT_EQ(q["d"], "%ZZ");  // malformed escapes are kept as sent
+  EXPECT_EQ(q.count(""), 0u);
+  EXPECT_EQ(q.size(), 5u);
+  EXPECT_TRUE(ParseQuery("").empty());
+  EXPECT_EQ(ParseQuery("?x=1")["x"], "1");
+}
+
+TEST(HttpUtilTest, ParseUrl) {
+  auto u = ParseUrl("http://example.com/a/b?x=1");
+  ASSERT_TRUE(u.ok());
+  EXPECT_EQ(u->host, "example.com");
+  EXPECT_EQ(u->port, 80);
+  EXPECT_EQ(u->target, "/a/b?x=1");
+
+  u = ParseUrl("http://127.0.0.1:9000");
+  ASSERT_TRUE(u.ok());
+  EXPECT_EQ(u->port, 9000);
+  EXPECT_EQ(u->target, "/");
+
+  u = ParseUrl("HTTP://h:1?q=2#frag");
+  ASSERT_TRUE(u.ok());
+  EXPECT_EQ(u->target, "/?q=2");
+
+  u = ParseUrl("http://[::1]:8080/x");
+  ASSERT_TRUE(u.ok());
+  EXPECT_EQ(u->host, "::1");
+  EXPECT_EQ(u->port, 8080);
+
+  for (const char* bad : {"https://h/", "ftp://h", "h:80/x", "http://", "http://:80/", "http://h:0/", "http://h:65536/",
+                          "http://h:8x/", "http://[::1/", "http://h/a b", "http://u@h/"}) {
+    auto r = ParseUrl(bad);
+    EXPECT_FALSE(r.ok()) << bad;
+    if (!r.ok()) {
+      EXPECT_EQ(r.status().code(), Code::kInvalidArgument) << bad;
+    }
+  }
+}
+
+TEST(HttpUtilTest, JsonErrorShape) {
+  Response r = JsonError(404, "NOT_FOUND", "no such run");
+  EXPECT_EQ(r.status, 404);
+  EXPECT_EQ(r.content_type, "application/json");
+  EXPECT_EQ(nlohmann::json::parse(r.body), (nlohmann::json{{"error", {{"code", "NOT_FOUND"}, {"message", "no such run"}}}}));
+  r = JsonError(400, "INVALID_ARGUMENT", "bad", nlohmann::json::array({"x"}));
+  EXPECT_EQ(nlohmann::json::parse(r.body)["error"]["details"][0], "x");
+}
+
+// ---------------------------------------------------------------- router
+
+Handler Tag(std::string tag) {
+  return [tag](Request& req) -> asio::awaitable<Response> {
+    nlohmann::json params = req.path_params;
+    co_return JsonResponse(200, {{"tag", tag}, {"params", params}});
+  };
+}
+
+Response DispatchNow(const Router& router, std::string method, std::string target) {
+  Request req;
+  req.method = std::move(method);
+  req.target = target;
+  req.path = target.substr(0, target.find('?'));
+  Response out;
+  asio::io_context ioc;
+  asio::co_spawn(
+      ioc,
+      [&]() -> asio::awaitable<void> {
+        Response r = co_await router.Dispatch(req);
+        out = std::move(r);
+      },
+      asio::detached);
+  ioc.run();
+  return out;
+}
+
+TEST(RouterTest, MatchesSegmentsParamsAndPrefersLiterals) {
+  Router router;
+  router.Add("GET", "/runs/{id}", Tag("run"));
+  router.Add("GET", "/runs/stats", Tag("stats"));
+  router.Add("POST", "/runs/{id}/cancel", Tag("cancel"));
+  router.Add("GET", "/runs", Tag("list"));
+
+  auto body = [](const Response& r) { return nlohmann::json::parse(r.body); };
+  Response r = DispatchNow(router, "GET", "/runs/r-1");
+  ASSERT_EQ(r.status, 200);
+  EXPECT_EQ(body(r)["tag"], "run");
+  EXPECT_EQ(body(r)["params"]["id"], "r-1");
+
+  EXPECT_EQ(body(DispatchNow(router, "GET", "/runs/stats"))["tag"], "stats");
+  EXPECT_EQ(body(DispatchNow(router, "GET", "/runs/"))["tag"], "list");  // trailing slash
+  EXPECT_EQ(body(DispatchNow(router, "GET", "/runs?limit=5"))["tag"], "list");
+
+  r = DispatchNow(router, "GET", "/runs/a%2Fb%20c");  // %2F stays inside the segment
+  EXPECT_EQ(body(r)["params"]["id"], "a/b c");
+
+  r = DispatchNow(router, "POST", "/runs/x/cancel/");
+  EXPECT_EQ(body(r)["tag"], "cancel");
+  EXPECT_EQ(body(r)["params"]["id"], "x");
+}
+
+TEST(RouterTest, NotFoundAndMethodNotAllowed) {
+  Router router;
+  router.Add("GET", "/a/{x}", Tag("get"));
+  router.Add("DELETE", "/a/{x}", Tag("del"));
+
+  Response r = DispatchNow(router, "GET", "/x");
+  EXPECT_EQ(r.status, 404);
+  EXPECT_EQ(nlohmann::json::parse(r.body),
+            (nlohmann::json{{"error", {{"code", "NOT_FOUND"}, {"message", "no route for GET /x"}}}}));
+
+  r = DispatchNow(router, "POST", "/a/1");
+  EXPECT_EQ(r.status, 405);
+  EXPECT_EQ(nlohmann::json::parse(r.body)["error"]["code"], "METHOD_NOT_ALLOWED");
+  EXPECT_EQ(FindHeader(r.headers, "Allow"), "GET, DELETE");
+
+  r = DispatchNow(router, "GET", "/a/%zz");
+  EXPECT_EQ(r.status, 400);
+}
+
+// ---------------------------------------------------------------- server + client
+
+class HttpTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ts_.router.Add("GET", "/hello/{name}", [](Request& req) -> asio::awaitable<Response> {
+      nlohmann::json q = req.query;
+      co_return JsonResponse(200, {{"hello", req.path_params["name"]}, {"query", q}, {"path", req.path}});
+    });
+    ts_.router.Add("POST", "/echo", [](Request& req) -> asio::awaitable<Response> {
+      Response r;
+      r.content_type = "text/plain";
+      r.body = req.body;
+      r.headers.emplace_back("X-Seen-Type", req.Header("content-type"));
+      co_return r;
+    });
+    ts_.router.Add("GET", "/remote", [](Request& req) -> asio::awaitable<Response> {
+      co_return JsonResponse(200, {{"remote", req.remote}});
+    });
+    ts_.router.Add("GET", "/throw", [](Request&) -> asio::awaitable<Response> {
+      throw std::runtime_error("boom");
+      co_return Response{};
+    });
+    ts_.router.Add("GET", "/sleep", [](Request& req) -> asio::awaitable<Response> {
+      auto ms = std::chrono::milliseconds(std::stoi(req.query["ms"]));
+      co_await Sleep(ms);
+      co_return JsonResponse(200, {{"slept", ms.count()}});
+    });
+    ts_.router.Add("GET", "/big", [](Request& req) -> asio::awaitable<Response> {
+      Response r;
+      r.content_type = "text/plain";
+      r.body.assign(static_cast<size_t>(std::stoi(req.query["n"])), 'x');
+      co_return r;
+    });
+    ts_.router.Add("GET", "/nocontent", [](Request&) -> asio::awaitable<Response> {
+      Response r;
+      r.status = 204;
+      r.body = "ignored";
+      co_return r;
+    });
+  }
+
+  void Start(ServerOptions opts = {}) { ts_.Start(opts); }
+  std::string Url(const std::string& path) const { return ts_.base + path; }
+
+  TestServer ts_;
+  asio::io_context ioc_;
+};
+
+TEST_F(HttpTest, RoutesParamsQueryAndErrorsOverLoopback) {
+  Start();
+  auto client = NewClient(ioc_.get_executor());
+
+  auto r = Fetch(ioc_, *client, Req("GET", Url("/hello/w%C3%B6rld%2F1?x=1&y=a%20b")));
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->Header("content-type"), "application/json");
+  EXPECT_EQ(r->Header("content-length"), std::to_string(r->body.size()));
+  auto j = BodyJson(r);
+  EXPECT_EQ(j["hello"], "w\xC3\xB6rld/1");
+  EXPECT_EQ(j["query"]["x"], "1");
+  EXPECT_EQ(j["query"]["y"], "a b");
+  EXPECT_EQ(j["path"], "/hello/w\xC3\xB6rld/1");
+
+  r = Fetch(ioc_, *client, Req("GET", Url("/nope")));
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->status, 404);
+  EXPECT_EQ(BodyJson(r)["error"]["code"], "NOT_FOUND");
+  EXPECT_EQ(BodyJson(r)["error"]["message"], "no route for GET /nope");
+
+  r = Fetch(ioc_, *client, Req("DELETE", Url("/echo")));
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->status, 405);
+  EXPECT_EQ(r->Header("Allow"), "POST");
+
+  auto post = Req("POST", Url("/echo"), "some body");
+  post.headers.emplace_back("Content-Type", "text/x-test");
+  r = Fetch(ioc_, *client, post);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->body, "some body");
+  EXPECT_EQ(r->Header("X-Seen-Type"), "text/x-test");
+  EXPECT_EQ(r->Header("Content-Type"), "text/plain");
+}
+
+TEST_F(HttpTest, OversizeBodyGets413AndServerKeepsServing) {
+  ServerOptions opts;
+  opts.max_body_bytes = 1024;
+  Start(opts);
+  auto client = NewClient(ioc_.get_executor());
+
+  auto r = Fetch(ioc_, *client, Req("POST", Url("/echo"), std::string(4096, 'a')));
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->status, 413);
+  EXPECT_EQ(BodyJson(r)["error"]["code"], "TOO_LARGE");
+
+  r = Fetch(ioc_, *client, Req("POST", Url("/echo"), std::string(1024, 'b')));
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->body.size(), 1024u);
+
+  // Chunked bodies (no Content-Length up front) hit the same limit.
+  std::string chunked = "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+  for (int i = 0; i < 3; ++i) chunked += "200\r\n" + std::string(512, 'c') + "\r\n";
+  chunked += "0\r\n\r\n";
+  std::string raw = RawExchange(ts_.server->port(), chunked);
+  EXPECT_EQ(raw.rfind("HTTP/1.1 413", 0), 0u) << raw;
+}
+
+TEST_F(HttpTest, MalformedRequestGets400AndClose) {
+  Start();
+  std::string raw = RawExchange(ts_.server->port(), "THIS IS NOT HTTP\r\n\r\n");
+  EXPECT_EQ(raw.rfind("HTTP/1.1 400", 0), 0u) << raw;
+  EXPECT_NE(raw.find("\"INVALID_ARGUMENT\""), std::string::npos) << raw;
+  EXPECT_NE(raw.find("Connection: close"), std::string::npos) << raw;
+
+  raw = RawExchange(ts_.server->port(), "GET /hello/x HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n");
+  EXPECT_EQ(raw.rfind("HTTP/1.1 400", 0), 0u) << raw;
+
+  // Still serving.
+  auto client = NewClient(ioc_.get_executor());
+  auto r = Fetch(ioc_, *client, Req("GET", Url("/hello/x")));
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->status, 200);
+}
+
+TEST_F(HttpTest, HandlerThrowingGets500AndConnectionKeepsServing) {
+  Start();
+  auto client = NewClient(ioc_.get_executor());
+  auto r = Fetch(ioc_, *client, Req("GET", Url("/remote")));
+  ASSERT_TRUE(r.ok());
+  std::string remote = BodyJson(r)["remote"];
+
+  r = Fetch(ioc_, *client, Req("GET", Url("/throw")));
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->status, 500);
+  EXPECT_EQ(BodyJson(r)["error"]["code"], "INTERNAL");
+
+  r = Fetch(ioc_, *client, Req("GET", Url("/remote")));
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(BodyJson(r)["remote"], remote) << "the connection survived the 500";
+}
+
+TEST_F(HttpTest, KeepAliveReusesOneConnection) {
+  Start();
+  auto client = NewClient(ioc_.get_executor());
+  std::set<std::string> remotes;
+  for (int i = 0; i < 10; ++i) {
+    auto r = Fetch(ioc_, *client, Req("GET", Url("/remote")));
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    remotes.insert(BodyJson(r)["remote"].get<std::string>());
+  }
+  EXPECT_EQ(remotes.size(), 1u) << "sequential requests should share one kept-alive connection";
+
+  // A second client has its own pool, hence another connection.
+  auto other = NewClient(ioc_.get_executor());
+  auto r = Fetch(ioc_, *other, Req("GET", Url("/remote")));
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(remotes.count(BodyJson(r)["remote"].get<std::string>()), 0u);
+}
+
+TEST_F(HttpTest, ConnectionCloseAndHttp10AreHonoured) {
+  Start();
+  // RawExchange returns only once the server closes the connection.
+  std::string raw = RawExchange(ts_.server->port(), "GET /hello/a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  EXPECT_EQ(raw.rfind("HTTP/1.1 200", 0), 0u) << raw;
+  EXPECT_NE(raw.find("Connection: close"), std::string::npos) << raw;
+
+  raw = RawExchange(ts_.server->port(), "GET /hello/b HTTP/1.0\r\n\r\n");
+  EXPECT_EQ(raw.rfind("HTTP/1.0 200", 0), 0u) << raw;
+  EXPECT_NE(raw.find("\"hello\":\"b\""), std::string::npos) << raw;
+
+  // Two pipelined requests, the second closing.
+  raw = RawExchange(ts_.server->port(),
+                    "GET /hello/c HTTP/1.1\r\nHost: x\r\n\r\nGET /hello/d HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  EXPECT_NE(raw.find("\"hello\":\"c\""), std::string::npos) << raw;
+  EXPECT_NE(raw.find("\"hello\":\"d\""), std::string::npos) << raw;
+}
+
+TEST_F(HttpTest, ExpectContinueGetsInterimResponse) {
+  Start();
+  std::string raw = RawExchange(
+      ts_.server->port(),
+      "POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi");
+  EXPECT_EQ(raw.rfind("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200", 0), 0u) << raw;
+  EXPECT_EQ(raw.substr(raw.size() - 2), "hi");
+}
+
+TEST_F(HttpTest, NoContentHasNoBody) {
+  Start();
+  auto client = NewClient(ioc_.get_executor());
+  auto r = Fetch(ioc_, *client, Req("GET", Url("/nocontent")));
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->status, 204);
+  EXPECT_EQ(r->body, "");
+  EXPECT_EQ(r->Header("Content-Length"), "");
+  // The connection is still in sync.
+  r = Fetch(ioc_, *client, Req("GET", Url("/hello/z")));
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->status, 200);
+}
+
+TEST_F(HttpTest, ClientTimeoutIsDeadlineExceeded) {
+  Start();
+  auto client = NewClient(ioc_.get_executor());
+  auto req = Req("GET", Url("/sleep?ms=10000"));
+  req.timeout = 200ms;
+  auto start = std::chrono::steady_clock::now();
+  auto r = Fetch(ioc_, *client, req);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), Code::kDeadlineExceeded) << r.status().ToString();
+  EXPECT_NE(r.status().message().find("200 ms"), std::string::npos) << r.status().message();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 8s) << "the client must not wait for the handler";
+
+  // The client is still usable afterwards.
+  r = Fetch(ioc_, *client, Req("GET", Url("/hello/again")));
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->status, 200);
+}
+
+TEST_F(HttpTest, CancelIsCancelledPromptly) {
+  Start();
+  auto client = NewClient(ioc_.get_executor());
+  CancelSignal signal;
+  asio::co_spawn(ioc_, CancelAfter(&signal, 100ms), asio::detached);
+  auto start = std::chrono::steady_clock::now();
+  auto r = Fetch(ioc_, *client, Req("GET", Url("/sleep?ms=10000")), &signal);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), Code::kCancelled) << r.status().ToString();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 8s);
+
+  // An already-cancelled signal fails at once.
+  r = Fetch(ioc_, *client, Req("GET", Url("/hello/x")), &signal);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), Code::kCancelled);
+}
+
+TEST_F(HttpTest, ConnectionRefusedIsUnavailable) {
+  uint16_t port;
+  {
+    asio::io_context tmp;
+    tcp::acceptor a(tmp, tcp::endpoint(asio::ip::address_v4::loopback(), 0));
+    port = a.local_endpoint().port();
+  }  // closed: nothing listens there now
+  auto client = NewClient(ioc_.get_executor());
+  auto r = Fetch(ioc_, *client, Req("GET", "http://127.0.0.1:" + std::to_string(port) + "/x"));
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), Code::kUnavailable) << r.status().ToString();
+  EXPECT_NE(r.status().message().find("Hint"), std::string::npos);
+}
+
+TEST_F(HttpTest, InvalidUrlIsInvalidArgument) {
+  auto client = NewClient(ioc_.get_executor());
+  auto r = Fetch(ioc_, *client, Req("GET", "https://secure.example/x"));
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), Code::kInvalidArgument);
+}
+
+TEST_F(HttpTest, ResponseOverClientLimitIsTooLarge) {
+  Start();
+  ClientOptions opts;
+  opts.max_body_bytes = 1000;
+  auto client = NewClient(ioc_.get_executor(), opts);
+  auto r = Fetch(ioc_, *client, Req("GET", Url("/big?n=1000")));
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->body.size(), 1000u);
+  r = Fetch(ioc_, *client, Req("GET", Url("/big?n=5000")));
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), Code::kTooLarge) << r.status().ToString();
+  EXPECT_EQ(r.status().message(), "response larger than 1000 bytes");
+}
+
+TEST_F(HttpTest, LocalhostAndFetchSync) {
+  Start();
+  auto r = FetchSync(Req("GET", "http://localhost:" + std::to_string(ts_.server->port()) + "/hello/sync"));
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(BodyJson(r)["hello"], "sync");
+}
+
+TEST_F(HttpTest, ManyConcurrentRequestsFromOneClientThread) {
+  Start();  // one io thread on the server
+  auto client = NewClient(ioc_.get_executor());
+  constexpr int kN = 200;
+  std::vector<Result<ClientResponse>> results(kN, Result<ClientResponse>(Status::Internal("not run")));
+  for (int i = 0; i < kN; ++i) {
+    asio::co_spawn(ioc_, DoFetch(client.get(), Req("GET", Url("/sleep?ms=300")), nullptr, &results[i]), asio::detached);
+  }
+  ioc_.run();
+  int ok = 0;
+  for (auto& r : results) {
+    if (r.ok() && r->status == 200) {
+      ++ok;
+    } else {
+      ADD_FAILURE() << (r.ok() ? std::to_string(r->status) : r.status().ToString());
+    }
+  }
+  EXPECT_EQ(ok, kN);
+
+  // The pooled connections serve a second wave too.
+  std::vector<Result<ClientResponse>> again(kN, Result<ClientResponse>(Status::Internal("not run")));
+  for (int i = 0; i < kN; ++i) {
+    asio::co_spawn(ioc_, DoFetch(client.get(), Req("GET", Url("/hello/" + std::to_string(i))), nullptr, &again[i]),
+                   asio::detached);
+  }
+  ioc_.restart();
+  ioc_.run();
+  for (int i = 0; i < kN; ++i) {
+    ASSERT_TRUE(again[i].ok()) << again[i].status().ToString();
+    EXPECT_EQ(BodyJson(again[i])["hello"], std::to_string(i));
+  }
+}
+
+TEST_F(HttpTest, MultiThreadedServerAndClientExecutor) {
+  ServerOptions opts;
+  opts.threads = 2;
+  Start(opts);
+  // The client executor has two threads as well: exchanges run on strands.
+  asio::io_context cctx(2);
+  auto client = NewClient(cctx.get_executor());
+  constexpr int kN = 100;
+  std::vector<Result<ClientResponse>> results(kN, Result<ClientResponse>(Status::Internal("not run")));
+  for (int i = 0; i < kN; ++i) {
+    auto req = Req("GET", Url("/sleep?ms=" + std::to_string(i % 5 * 10)));
+    asio::co_spawn(cctx, DoFetch(client.get(), std::move(req), nullptr, &results[i]), asio::detached);
+  }
+  std::thread t([&] { cctx.run(); });
+  cctx.run();
+  t.join();
+  for (auto& r : results) {
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ(r->status, 200);
+  }
+}
+
+TEST_F(HttpTest, StopWithSuspendedHandlerDoesNotHangAndDestroysIt) {
+  std::atomic<bool> entered{false};
+  std::atomic<int> destroyed{0};
+  struct Probe {
+    std::atomic<int>* destroyed;
+    ~Probe() { destroyed->fetch_add(1); }
+  };
+  ts_.router.Add("GET", "/forever", [&](Request&) -> asio::awaitable<Response> {
+    Probe probe{&destroyed};
+    entered = true;
+    co_await Sleep(30s);
+    co_return JsonResponse(200, {{"done", true}});
+  });
+  Start();
+
+  Result<ClientResponse> result = Status::Internal("not run");
+  std::thread caller([&] {
+    auto req = Req("GET", Url("/forever"));
+    req.timeout = 60s;
+    result = FetchSync(req);
+  });
+  for (int i = 0; i < 1000 && !entered; ++i) std::this_thread::sleep_for(10ms);
+  ASSERT_TRUE(entered);
+
+  ts_.server->Stop();  // must return although the handler waits 30 s
+  EXPECT_EQ(destroyed.load(), 1) << "the abandoned handler frame is destroyed by Stop()";
+  caller.join();
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(result.status().code(), Code::kUnavailable) << result.status().ToString();
+  ts_.server->Stop();  // idempotent
+}
+
+// A hand-written server: answers the first request on a kept-alive
+// connection, then reads the second request and closes without answering,
+// the way a server closes an idle connection just as a request arrives.
+TEST(HttpClientTest, ReusedDeadConnectionIsRetriedOnceOnANewOne) {
+  asio::io_context sctx;
+  tcp::acceptor acceptor(sctx, tcp::endpoint(asio::ip::address_v4::loopback(), 0));
+  uint16_t port = acceptor.local_endpoint().port();
+  std::atomic<int> accepted{0};
+  std::thread server([&] {
+    auto read_request = [](tcp::socket& s) {
+      asio::streambuf buf;
+      boost::system::error_code ec;
+      asio::read_until(s, buf, "\r\n\r\n", ec);
+    };
+    tcp::socket c1 = acceptor.accept();
+    ++accepted;
+    read_request(c1);
+    asio::write(c1, asio::buffer(std::string("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst")));
+    read_request(c1);
+    c1.close();
+    tcp::socket c2 = acceptor.accept();
+    ++accepted;
+    read_request(c2);
+    asio::write(c2, asio::buffer(std::string("HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\nsecond")));
+    c2.shutdown(tcp::socket::shutdown_send);
+    // A fresh connection that dies is not retried.
+    tcp::socket c3 = acceptor.accept();
+    ++accepted;
+    read_request(c3);
+    c3.close();
+  });
+
+  asio::io_context ioc;
+  auto client = NewClient(ioc.get_executor());
+  std::string url = "http://127.0.0.1:" + std::to_string(port) + "/x";
+  auto r = Fetch(ioc, *client, Req("POST", url, "{}"));
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->body, "first");
+  r = Fetch(ioc, *client, Req("POST", url, "{}"));
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->body, "second");
+  r = Fetch(ioc, *client, Req("POST", url, "{}"));
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), Code::kUnavailable) << r.status().ToString();
+  server.join();
+  EXPECT_EQ(accepted.load(), 3);
+}
+
+TEST(HttpServerTest, StartFailsCleanlyOnBadHostOrBusyPort) {
+  Router router;
+  ServerOptions opts;
+  opts.host = "not an ip";
+  auto r = StartServer(opts, router.AsHandler());
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), Code::kInvalidArgument);
+
+  opts.host = "127.0.0.1";
+  auto first = StartServer(opts, router.AsHandler());
+  ASSERT_TRUE(first.ok());
+  opts.port = (*first)->port();
+  auto second = StartServer(opts, router.AsHandler());
+  EXPECT_FALSE(second.ok());
+  (*first)->Stop();
+}
+
+}  // namespace
+}  // namespace af::http

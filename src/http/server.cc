@@ -1,1 +1,434 @@
-// placeholder: to be written
+// The HTTP/1.1 server: one acceptor coroutine, one coroutine per connection
+// on its own strand, `threads` io threads on one io_context.
+//
+// Shutdown: Stop() closes the acceptor and every tracked connection on the
+// connection's own strand, stops the io_context, joins the threads and then
+// destroys the io_context. Destroying it destroys every coroutine frame that
+// is still suspended (e.g. a handler waiting on a 30 s timer), which unwinds
+// their locals (sockets, timers, requests) without resuming them. That is why
+// executor() is invalid after Stop(), and why anything a handler references
+// must outlive Stop().
+//
+// g++ 12 coroutine rule used throughout (PLATFORM-NOTES): no temporary
+// aggregate or capturing lambda in a co_await full-expression; helpers take
+// named objects by reference.
+#include <array>
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+
+#include "common/log.h"
+#include "http/http.h"
+
+namespace af::http {
+
+namespace {
+
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+using tcp = asio::ip::tcp;
+using boost::system::error_code;
+
+constexpr size_t kHeaderLimit = 64 * 1024;      // request line + headers
+constexpr int kListenBacklog = 4096;            // bursts of connects (kernel caps at somaxconn)
+constexpr auto kLingerTime = std::chrono::seconds(2);  // drain after an error reply, see Linger
+constexpr size_t kLingerBytes = 4 << 20;
+constexpr auto kStopGrace = std::chrono::seconds(2);    // wait for closes posted by Stop
+
+// Ends of a connection that need no reply: the peer went away, the idle
+// timer fired, or we closed the socket ourselves.
+bool IsQuietClose(const error_code& ec) {
+  return ec == bhttp::error::end_of_stream || ec == bhttp::error::partial_message || ec == asio::error::eof ||
+         ec == asio::error::connection_reset || ec == asio::error::broken_pipe ||
+         ec == asio::error::operation_aborted || ec == asio::error::bad_descriptor ||
+         ec == asio::error::not_connected || ec == beast::error::timeout;
+}
+
+bool ValidHeaderText(std::string_view s) {
+  for (char c : s) {
+    if (c == '\r' || c == '\n' || c == '\0') return false;
+  }
+  return true;
+}
+
+bool IEquals(std::string_view a, std::string_view b) { return beast::iequals(a, b); }
+
+// Counts down the closes Stop() posts; waits with a bound so that a handler
+// blocking an io thread cannot hang Stop() here.
+struct PendingCloses {
+  std::mutex mu;
+  std::condition_variable cv;
+  size_t left = 0;
+  void Done() {
+    std::lock_guard<std::mutex> lock(mu);
+    if (left > 0 && --left == 0) cv.notify_all();
+  }
+  void Wait(std::chrono::steady_clock::duration d) {
+    std::unique_lock<std::mutex> lock(mu);
+    cv.wait_for(lock, d, [&] { return left == 0; });
+  }
+};
+
+class ServerImpl final : public Server {
+ public:
+  ServerImpl(ServerOptions options, Handler handler)
+      : options_(std::move(options)),
+        handler_(std::move(handler)),
+        ioc_(std::make_unique<asio::io_context>(std::max(1, options_.threads))) {}
+  ~ServerImpl() override { Stop(); }
+
+  Status Listen();
+  uint16_t port() const override { return port_; }
+  void Stop() override;
+  asio::any_io_executor executor() override {
+    if (!ioc_) return {};
+    return ioc_->get_executor();
+  }
+
+ private:
+  // Registers a connection for Stop() while its coroutine lives.
+  class ConnGuard {
+   public:
+    ConnGuard(ServerImpl* s, beast::tcp_stream* stream) : s_(s) {
+      std::lock_guard<std::mutex> lock(s_->mu_);
+      id_ = s_->next_conn_++;
+      s_->conns_.emplace(id_, Conn{stream->get_executor(), stream});
+    }
+    ~ConnGuard() {
+      std::lock_guard<std::mutex> lock(s_->mu_);
+      s_->conns_.erase(id_);
+    }
+    ConnGuard(const ConnGuard&) = delete;
+    ConnGuard& operator=(const ConnGuard&) = delete;
+
+   private:
+    ServerImpl* s_;
+    uint64_t id_ = 0;
+  };
+
+  struct Conn {
+    asio::any_io_executor strand;
+    beast::tcp_stream* stream;
+  };
+
+  asio::awaitable<void> AcceptLoop();
+  asio::awaitable<void> Serve(tcp::socket socket);
+  asio::awaitable<bool> Write(beast::tcp_stream& stream, const Response& res, unsigned version, bool keep_alive,
+                              bool head);
+  asio::awaitable<void> Linger(beast::tcp_stream& stream);
+  void BuildRequest(bhttp::request<bhttp::string_body>& in, const std::string& remote, Request& out);
+
+  ServerOptions options_;
+  Handler handler_;
+  std::unique_ptr<asio::io_context> ioc_;
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_;
+  std::optional<tcp::acceptor> acceptor_;
+  std::vector<std::thread> threads_;
+  uint16_t port_ = 0;
+  std::atomic<bool> stopping_{false};
+  bool stopped_ = false;
+
+  std::mutex mu_;  // guards next_conn_, conns_
+  uint64_t next_conn_ = 1;
+  std::unordered_map<uint64_t, Conn> conns_;
+};
+
+Status ServerImpl::Listen() {
+  error_code ec;
+  asio::ip::address addr;
+  const std::string& host = options_.host;
+  if (host.empty() || host == "*") {
+    addr = asio::ip::address_v4::any();
+  } else if (host == "localhost") {
+    addr = asio::ip::address_v4::loopback();
+  } else {
+    addr = asio::ip::make_address(host, ec);
+    if (ec) {
+      return Status::InvalidArgument("cannot listen on '" + host +
+                                     "': not an IP address. Hint: use 127.0.0.1, 0.0.0.0 or ::");
+    }
+  }
+  tcp::endpoint endpoint(addr, options_.port);
+  std::string where = host + ":" + std::to_string(options_.port);
+  acceptor_.emplace(*ioc_);
+  acceptor_->open(endpoint.protocol(), ec);
+  if (!ec) acceptor_->set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) acceptor_->bind(endpoint, ec);
+  if (!ec) acceptor_->listen(kListenBacklog, ec);
+  if (ec) {
+    return Status::Unavailable("cannot listen on " + where + ": " + ec.message() +
+                               ". Hint: is another process using the port? Pick another with --port, or 0 for any");
+  }
+  port_ = acceptor_->local_endpoint(ec).port();
+
+  asio::awaitable<void> loop = AcceptLoop();
+  asio::co_spawn(*ioc_, std::move(loop), [](std::exception_ptr e) {
+    if (!e) return;
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& ex) {
+      log::Error(std::string("http server: accept loop failed: ") + ex.what());
+    }
+  });
+  work_.emplace(ioc_->get_executor());
+  int n = std::max(1, options_.threads);
+  for (int i = 0; i < n; ++i) {
+    threads_.emplace_back([ioc = ioc_.get()] {
+      for (;;) {
+        try {
+          ioc->run();
+          return;
+        } catch (const std::exception& e) {
+          log::Error(std::string("http server: io thread caught: ") + e.what());
+        }
+      }
+    });
+  }
+  return Status::Ok();
+}
+
+void ServerImpl::Stop() {
+  if (stopped_) return;
+  stopped_ = true;
+  if (!ioc_) return;
+  stopping_ = true;
+
+  if (!threads_.empty()) {
+    auto pending = std::make_shared<PendingCloses>();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      pending->left = 1 + conns_.size();
+      asio::post(*ioc_, [this, pending] {
+        error_code ec;
+        if (acceptor_) acceptor_->close(ec);
+        pending->Done();
+      });
+      for (auto& [id, conn] : conns_) {
+        asio::post(conn.strand, [this, id = id, pending] {
+          {
+            std::lock_guard<std::mutex> l(mu_);
+            auto it = conns_.find(id);
+            if (it != conns_.end()) {
+              error_code ec;
+              it->second.stream->socket().shutdown(tcp::socket::shutdown_both, ec);
+              it->second.stream->socket().close(ec);
+            }
+          }
+          pending->Done();
+        });
+      }
+    }
+    pending->Wait(kStopGrace);
+  }
+
+  work_.reset();
+  ioc_->stop();
+  for (auto& t : threads_) {
+    if (t.joinable()) t.join();
+  }
+  threads_.clear();
+  acceptor_.reset();
+  // Destroys every abandoned coroutine frame (handlers still suspended).
+  ioc_.reset();
+}
+
+asio::awaitable<void> ServerImpl::AcceptLoop() {
+  for (;;) {
+    asio::any_io_executor strand = asio::make_strand(ioc_->get_executor());
+    tcp::socket socket(strand);
+    error_code ec;
+    co_await acceptor_->async_accept(socket, asio::redirect_error(asio::use_awaitable, ec));
+    if (stopping_ || !acceptor_->is_open()) co_return;
+    if (ec) {
+      if (ec == asio::error::operation_aborted) co_return;
+      // EMFILE and friends: back off instead of spinning.
+      log::Warn("http server: accept failed: " + ec.message());
+      asio::steady_timer pause(co_await asio::this_coro::executor);
+      pause.expires_after(std::chrono::milliseconds(50));
+      co_await pause.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      continue;
+    }
+    asio::awaitable<void> conn = Serve(std::move(socket));
+    asio::co_spawn(strand, std::move(conn), [](std::exception_ptr e) {
+      if (!e) return;
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::exception& ex) {
+        log::Warn(std::string("http server: connection failed: ") + ex.what());
+      }
+    });
+  }
+}
+
+void ServerImpl::BuildRequest(bhttp::request<bhttp::string_body>& in, const std::string& remote, Request& out) {
+  out.method = std::string(in.method_string());
+  out.target = std::string(in.target());
+  std::string_view target = out.target;
+  // absolute-form ("http://host/path") as sent to proxies: keep the path.
+  if (target.size() > 7 && IEquals(target.substr(0, 7), "http://")) {
+    size_t slash = target.find('/', 7);
+    target = slash == std::string_view::npos ? std::string_view("/") : target.substr(slash);
+  }
+  size_t q = target.find('?');
+  out.path = std::string(target.substr(0, q));  // decoded by the caller
+  if (q != std::string_view::npos) out.query = ParseQuery(target.substr(q + 1));
+  for (const auto& f : in) out.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
+  out.body = std::move(in.body());
+  out.remote = remote;
+}
+
+asio::awaitable<bool> ServerImpl::Write(beast::tcp_stream& stream, const Response& res, unsigned version,
+                                        bool keep_alive, bool head) {
+  bhttp::response<bhttp::string_body> out;
+  out.version(version);
+  int status = res.status;
+  if (status < 100 || status > 999) status = 500;
+  out.result(static_cast<unsigned>(status));
+  bool no_body = (status >= 100 && status < 200) || status == 204 || status == 304;
+  for (const auto& [name, value] : res.headers) {
+    if (name.empty() || !ValidHeaderText(name) || !ValidHeaderText(value)) continue;
+    if (IEquals(name, "Content-Length") || IEquals(name, "Transfer-Encoding") || IEquals(name, "Connection")) {
+      continue;  // framing is ours
+    }
+    out.insert(name, value);
+  }
+  if (!no_body) {
+    if (!res.content_type.empty() && !res.body.empty() && ValidHeaderText(res.content_type) &&
+        out.find(bhttp::field::content_type) == out.end()) {
+      out.set(bhttp::field::content_type, res.content_type);
+    }
+    out.content_length(res.body.size());
+    if (!head) out.body() = res.body;
+  }
+  out.keep_alive(keep_alive);
+
+  error_code ec;
+  stream.expires_after(options_.idle_timeout);
+  co_await bhttp::async_write(stream, out, asio::redirect_error(asio::use_awaitable, ec));
+  co_return !ec;
+}
+
+// After an error reply we close without reading the rest of the request. A
+// close with unread input makes the kernel send RST, which can destroy the
+// reply before the client reads it; so half-close and drain for a moment.
+asio::awaitable<void> ServerImpl::Linger(beast::tcp_stream& stream) {
+  error_code ec;
+  stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+  if (ec) co_return;
+  stream.expires_after(kLingerTime);
+  std::array<char, 16 * 1024> buf;
+  size_t drained = 0;
+  while (drained < kLingerBytes && !stopping_) {
+    size_t n = co_await stream.async_read_some(asio::buffer(buf), asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) break;
+    drained += n;
+  }
+}
+
+asio::awaitable<void> ServerImpl::Serve(tcp::socket socket) {
+  beast::tcp_stream stream(std::move(socket));
+  ConnGuard guard(this, &stream);
+  if (stopping_) co_return;
+  error_code ec;
+  stream.socket().set_option(tcp::no_delay(true), ec);
+  std::string remote;
+  {
+    tcp::endpoint ep = stream.socket().remote_endpoint(ec);
+    if (!ec) remote = ep.address().to_string() + ":" + std::to_string(ep.port());
+  }
+
+  beast::flat_buffer buffer;
+  for (;;) {
+    bhttp::request_parser<bhttp::string_body> parser;
+    parser.header_limit(kHeaderLimit);
+    parser.body_limit(options_.max_body_bytes);
+
+    stream.expires_after(options_.idle_timeout);
+    co_await bhttp::async_read_header(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+    if (!ec && !parser.is_done()) {
+      auto& h = parser.get();
+      auto expect = h.find(bhttp::field::expect);
+      if (expect != h.end() && IEquals(expect->value(), "100-continue")) {
+        bhttp::response<bhttp::empty_body> cont{bhttp::status::continue_, h.version()};
+        co_await bhttp::async_write(stream, cont, asio::redirect_error(asio::use_awaitable, ec));
+        if (ec) co_return;
+      }
+      co_await bhttp::async_read(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+    }
+    if (ec) {
+      if (ec == bhttp::error::body_limit) {
+        Response err = JsonError(413, "TOO_LARGE",
+                                 "request body larger than " + std::to_string(options_.max_body_bytes) + " bytes");
+        co_await Write(stream, err, 11, false, false);
+        co_await Linger(stream);
+      } else if (ec == bhttp::error::header_limit) {
+        Response err = JsonError(431, "TOO_LARGE",
+                                 "request headers larger than " + std::to_string(kHeaderLimit) + " bytes");
+        co_await Write(stream, err, 11, false, false);
+        co_await Linger(stream);
+      } else if (!IsQuietClose(ec)) {
+        // Everything else comes from the parser: the request is not HTTP/1.x.
+        Response err = JsonError(400, "INVALID_ARGUMENT", "malformed HTTP request: " + ec.message());
+        co_await Write(stream, err, 11, false, false);
+        co_await Linger(stream);
+      }
+      co_return;
+    }
+
+    bhttp::request<bhttp::string_body> in = parser.release();
+    bool keep_alive = in.keep_alive();
+    unsigned version = in.version();
+    bool head = in.method() == bhttp::verb::head;
+    Request req;
+    BuildRequest(in, remote, req);
+
+    Response res;
+    if (auto decoded = PercentDecode(req.path); !decoded) {
+      res = JsonError(400, "INVALID_ARGUMENT", "invalid percent-encoding in path '" + req.path + "'");
+    } else {
+      req.path = std::move(*decoded);
+      if (log::Enabled(log::Level::kDebug)) log::Debug("http: " + req.method + " " + req.target + " from " + remote);
+      // A handler may wait as long as it likes (long-poll): no idle timer.
+      stream.expires_never();
+      std::string failure;
+      try {
+        asio::awaitable<Response> call = handler_(req);
+        Response out = co_await std::move(call);
+        res = std::move(out);
+      } catch (const std::exception& e) {
+        failure = e.what();
+      } catch (...) {
+        failure = "unknown exception";
+      }
+      if (!failure.empty()) {
+        log::Error("http: handler for " + req.method + " " + req.path + " threw: " + failure);
+        res = JsonError(500, "INTERNAL", "internal error while handling " + req.method + " " + req.path);
+      }
+    }
+
+    if (stopping_) keep_alive = false;
+    bool written = co_await Write(stream, res, version, keep_alive, head);
+    if (!written) co_return;
+    if (!keep_alive) {
+      stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+      co_return;
+    }
+  }
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Server>> StartServer(const ServerOptions& options, Handler handler) {
+  if (!handler) return Status::InvalidArgument("StartServer needs a handler");
+  auto server = std::make_unique<ServerImpl>(options, std::move(handler));
+  AF_RETURN_IF_ERROR(server->Listen());
+  return std::unique_ptr<Server>(std::move(server));
+}
+
+}  // namespace af::http
