@@ -1,1 +1,246 @@
-// placeholder: to be written
+#include "storage/change_feed.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <latch>
+#include <mutex>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+#include "storage/sqlite/sqlite_store.h"
+
+namespace af {
+namespace {
+
+template <typename T>
+T Must(Result<T> r) {
+  if (!r.ok()) throw std::runtime_error(r.status().ToString());
+  return std::move(r).value();
+}
+
+// Records what a listener receives.
+class Recorder {
+ public:
+  ChangeFeed::Listener listener() {
+    return [this](const Change& c) {
+      std::lock_guard<std::mutex> lock(mu_);
+      changes_.push_back(c);
+    };
+  }
+  std::vector<Change> Take() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return std::exchange(changes_, {});
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<Change> changes_;
+};
+
+Change RunChange(const std::string& run_id, RunStatus s) { return Change{Change::Kind::kRun, run_id, s, 0}; }
+
+// ---------------------------------------------------------------- ChangeFeed
+
+TEST(ChangeFeedTest, DeliversToSubscribersOfTheRunAndOfAllRuns) {
+  ChangeFeed feed;
+  Recorder one, all, other;
+  feed.Subscribe("run-1", one.listener());
+  feed.Subscribe("", all.listener());
+  feed.Subscribe("run-2", other.listener());
+
+  feed.Publish(RunChange("run-1", RunStatus::kRunning));
+  feed.Publish(Change{Change::Kind::kStep, "run-3", std::nullopt, 7});
+
+  auto got_one = one.Take();
+  ASSERT_EQ(got_one.size(), 1u);
+  EXPECT_EQ(got_one[0].kind, Change::Kind::kRun);
+  EXPECT_EQ(got_one[0].run_id, "run-1");
+  EXPECT_EQ(got_one[0].run_status, RunStatus::kRunning);
+  auto got_all = all.Take();
+  ASSERT_EQ(got_all.size(), 2u);
+  EXPECT_EQ(got_all[1].kind, Change::Kind::kStep);
+  EXPECT_EQ(got_all[1].step_execution_id, 7);
+  EXPECT_TRUE(other.Take().empty());
+}
+
+TEST(ChangeFeedTest, UnsubscribeStopsDelivery) {
+  ChangeFeed feed;
+  Recorder a, b;
+  uint64_t ta = feed.Subscribe("run-1", a.listener());
+  uint64_t tb = feed.Subscribe("run-1", b.listener());
+  EXPECT_NE(ta, tb);
+  feed.Unsubscribe(ta);
+  feed.Publish(RunChange("run-1", RunStatus::kCompleted));
+  EXPECT_TRUE(a.Take().empty());
+  EXPECT_EQ(b.Take().size(), 1u);
+  feed.Unsubscribe(tb);
+  feed.Unsubscribe(tb);      // twice: harmless
+  feed.Unsubscribe(999999);  // unknown: harmless
+  feed.Publish(RunChange("run-1", RunStatus::kCompleted));
+  EXPECT_TRUE(b.Take().empty());
+}
+
+TEST(ChangeFeedTest, ListenersMayUnsubscribeAndSubscribeFromTheCallback) {
+  ChangeFeed feed;
+  uint64_t token = 0;
+  int calls = 0;
+  Recorder late;
+  token = feed.Subscribe("", [&](const Change&) {
+    ++calls;
+    feed.Unsubscribe(token);  // listeners run outside the feed's lock
+    feed.Subscribe("", late.listener());
+  });
+  feed.Publish(RunChange("r", RunStatus::kPending));
+  feed.Publish(RunChange("r", RunStatus::kRunning));
+  EXPECT_EQ(calls, 1);
+  EXPECT_EQ(late.Take().size(), 1u) << "subscribed during the first publish, sees only the second";
+}
+
+TEST(ChangeFeedTest, ConcurrentPublishAndSubscribe) {
+  ChangeFeed feed;
+  std::atomic<int> received{0};
+  feed.Subscribe("", [&](const Change&) { ++received; });
+  constexpr int kThreads = 4;
+  constexpr int kEach = 500;
+  std::latch go(kThreads + 1);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      go.arrive_and_wait();
+      for (int i = 0; i < kEach; ++i) feed.Publish(RunChange("run-" + std::to_string(t), RunStatus::kRunning));
+    });
+  }
+  threads.emplace_back([&] {
+    go.arrive_and_wait();
+    for (int i = 0; i < kEach; ++i) feed.Unsubscribe(feed.Subscribe("run-0", [](const Change&) {}));
+  });
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(received.load(), kThreads * kEach);
+}
+
+// ---------------------------------------------------------------- WithChangeFeed
+
+class WithChangeFeedTest : public ::testing::Test {
+ protected:
+  using Run = ::af::Run;  // not testing::Test::Run()
+
+  void SetUp() override {
+    feed_ = std::make_shared<ChangeFeed>();
+    store_ = WithChangeFeed(Must(OpenSqliteStore(":memory:")), feed_);
+    feed_->Subscribe("", all_.listener());
+    wf_ = Must(store_->CreateWorkflow(NewWorkflow{"wf", "", json::object()}));
+  }
+
+  std::shared_ptr<ChangeFeed> feed_;
+  std::unique_ptr<Store> store_;
+  Recorder all_;
+  Workflow wf_;
+};
+
+TEST_F(WithChangeFeedTest, RunWritesPublishTheNewStatus) {
+  Run run = Must(store_->CreateRun(NewRun{"", wf_.id, 1, json::object(), "k"})).run;
+  auto changes = all_.Take();
+  ASSERT_EQ(changes.size(), 1u);
+  EXPECT_EQ(changes[0].kind, Change::Kind::kRun);
+  EXPECT_EQ(changes[0].run_id, run.id);
+  EXPECT_EQ(changes[0].run_status, RunStatus::kPending);
+
+  // An idempotent repeat creates nothing and publishes nothing.
+  EXPECT_FALSE(Must(store_->CreateRun(NewRun{"", wf_.id, 1, json::object(), "k"})).created);
+  EXPECT_TRUE(all_.Take().empty());
+
+  Must(store_->TransitionRun({run.id, RunStatus::kPending, RunStatus::kRunning}));
+  changes = all_.Take();
+  ASSERT_EQ(changes.size(), 1u);
+  EXPECT_EQ(changes[0].run_status, RunStatus::kRunning);
+
+  Must(store_->RequestCancel({run.id, "alice", "why"}));
+  changes = all_.Take();
+  ASSERT_EQ(changes.size(), 1u);
+  EXPECT_EQ(changes[0].run_id, run.id);
+  EXPECT_EQ(changes[0].run_status, RunStatus::kRunning) << "a cancel request does not change the status";
+
+  RunTransition t{run.id, RunStatus::kRunning, RunStatus::kCancelled};
+  t.error_message = "cancelled";
+  Must(store_->TransitionRun(t));
+  changes = all_.Take();
+  ASSERT_EQ(changes.size(), 1u);
+  EXPECT_EQ(changes[0].run_status, RunStatus::kCancelled);
+}
+
+TEST_F(WithChangeFeedTest, FailedWritesPublishNothing) {
+  Run run = Must(store_->CreateRun(NewRun{"", wf_.id, 1, json::object(), ""})).run;
+  Must(store_->TransitionRun({run.id, RunStatus::kPending, RunStatus::kRunning}));
+  int64_t step = Must(store_->InsertStep(StepExecution{0, run.id, "s"}));
+  Must(store_->TransitionRun({run.id, RunStatus::kRunning, RunStatus::kCompleted}));
+  all_.Take();
+
+  EXPECT_FALSE(store_->CreateRun(NewRun{"", "wf-missing", 1, json::object(), ""}).ok());
+  EXPECT_FALSE(store_->TransitionRun({run.id, RunStatus::kPending, RunStatus::kRunning}).ok());
+  EXPECT_FALSE(store_->TransitionRun({run.id, RunStatus::kCompleted, RunStatus::kPending}).ok());
+  EXPECT_FALSE(store_->TransitionRun({"run-missing", RunStatus::kPending, RunStatus::kRunning}).ok());
+  EXPECT_FALSE(store_->RequestCancel({run.id, "bob", "late"}).ok());
+  StepExecution bad{0, run.id, "s"};
+  bad.status = StepStatus::kCompleted;
+  EXPECT_FALSE(store_->InsertStep(bad).ok());
+  EXPECT_FALSE(store_->InsertStep(StepExecution{0, "run-missing", "s"}).ok());
+  EXPECT_FALSE(store_->FinishStep({run.id, step + 1, StepStatus::kCompleted, nullptr, ""}).ok());
+  EXPECT_TRUE(store_->FinishStep({run.id, step, StepStatus::kCompleted, nullptr, ""}).ok());
+  all_.Take();
+  EXPECT_FALSE(store_->FinishStep({run.id, step, StepStatus::kFailed, nullptr, "again"}).ok());
+  EXPECT_TRUE(all_.Take().empty());
+}
+
+TEST_F(WithChangeFeedTest, StepWritesPublishTheExecutionId) {
+  Run run = Must(store_->CreateRun(NewRun{"", wf_.id, 1, json::object(), ""})).run;
+  all_.Take();
+  Recorder mine, others;
+  feed_->Subscribe(run.id, mine.listener());
+  feed_->Subscribe("run-other", others.listener());
+
+  int64_t id = Must(store_->InsertStep(StepExecution{0, run.id, "a"}));
+  ASSERT_TRUE(store_->FinishStep({run.id, id, StepStatus::kCompleted, json{{"v", 1}}, ""}).ok());
+  auto changes = mine.Take();
+  ASSERT_EQ(changes.size(), 2u);
+  for (const Change& c : changes) {
+    EXPECT_EQ(c.kind, Change::Kind::kStep);
+    EXPECT_EQ(c.run_id, run.id);
+    EXPECT_EQ(c.step_execution_id, id);
+    EXPECT_FALSE(c.run_status.has_value());
+  }
+  EXPECT_EQ(all_.Take().size(), 2u);
+  EXPECT_TRUE(others.Take().empty());
+}
+
+TEST_F(WithChangeFeedTest, ReadsAndOtherWritesPassThroughSilently) {
+  Workflow wf2 = Must(store_->UpdateWorkflow(wf_.id, NewWorkflow{"wf", "v2", json{{"v", 2}}}));
+  EXPECT_EQ(wf2.version, 2);
+  EXPECT_EQ(Must(store_->GetWorkflow(wf_.id, 1)).version, 1);
+  EXPECT_EQ(Must(store_->GetWorkflowByName("wf")).id, wf_.id);
+  EXPECT_EQ(Must(store_->ListWorkflows(10, "")).items.size(), 1u);
+  EXPECT_EQ(Must(store_->ListWorkflowVersions(wf_.id)).size(), 2u);
+  Agent a;
+  a.name = "echo";
+  a.url = "http://x";
+  Must(store_->CreateAgent(a));
+  a.url = "http://y";
+  Must(store_->UpsertAgent(a));
+  EXPECT_EQ(Must(store_->GetAgent("echo")).url, "http://y");
+  EXPECT_EQ(Must(store_->ListAgents()).size(), 1u);
+  EXPECT_TRUE(store_->DeleteAgent("echo").ok());
+  EXPECT_TRUE(store_->Ping().ok());
+
+  Run run = Must(store_->CreateRun(NewRun{"", wf_.id, 2, json::object(), ""})).run;
+  all_.Take();
+  EXPECT_EQ(Must(store_->GetRun(run.id)).id, run.id);
+  EXPECT_EQ(Must(store_->ListRuns(RunFilter{})).items.size(), 1u);
+  EXPECT_EQ(Must(store_->ListUnfinishedRuns(10)).size(), 1u);
+  EXPECT_TRUE(Must(store_->ListSteps(run.id)).empty());
+  EXPECT_TRUE(store_->DeleteWorkflow(wf_.id).ok());
+  EXPECT_TRUE(all_.Take().empty()) << "workflow, agent and read calls publish nothing";
+}
+
+}  // namespace
+}  // namespace af

@@ -43,7 +43,7 @@ struct NewRun {
 struct RunFilter {
   std::string workflow_id;               // empty: any
   std::optional<RunStatus> status;       // empty: any
-  int limit = 50;                        // 1..1000
+  int limit = 50;                        // clamped to 1..1000
   std::string page_token;                // from a previous page
 };
 
@@ -57,7 +57,8 @@ struct RunTransition {
   std::optional<json> input;             // replace the input (retry with new input)
   // Timestamps are set by the store: started_at on → RUNNING (first time
   // only), completed_at on a terminal status, cleared on → PENDING.
-  // → PENDING (retry) also clears cancel_requested and increments attempt.
+  // → PENDING (retry) also clears output, error_message, cancel_requested,
+  // cancelled_by and cancel_reason, and increments attempt.
 };
 
 // Ends a RUNNING step execution.
@@ -90,11 +91,16 @@ class Store {
   // returned (runs keep theirs).
   virtual Result<Workflow> GetWorkflow(const std::string& id, std::optional<int> version = std::nullopt) = 0;
   virtual Result<Workflow> GetWorkflowByName(const std::string& name) = 0;
-  // Latest versions of live workflows, newest first.
+  // Latest versions of live workflows, newest first (by created_at, then id).
+  // `limit` is clamped to 1..1000; InvalidArgument if page_token is not one
+  // this store returned. Pages neither repeat nor skip workflows, even when
+  // workflows are created while paging.
   virtual Result<Page<Workflow>> ListWorkflows(int limit, const std::string& page_token) = 0;
-  // All versions of one workflow, newest first.
+  // All versions of one workflow, newest first. NotFound if the workflow does
+  // not exist or was deleted.
   virtual Result<std::vector<Workflow>> ListWorkflowVersions(const std::string& id) = 0;
   // Marks the workflow deleted; its versions stay for the runs that use them.
+  // NotFound if it does not exist or is already deleted. The name becomes free.
   virtual Status DeleteWorkflow(const std::string& id) = 0;
 
   // ---- runs ----
@@ -103,31 +109,39 @@ class Store {
     bool created = true;  // false: an existing run with the same idempotency key
   };
   // Inserts a PENDING run. With an idempotency_key already used for the same
-  // workflow, returns that run instead (created = false).
+  // workflow, returns that run instead (created = false), also when callers
+  // race. NotFound if the workflow has no such version; AlreadyExists if an
+  // explicit id is taken.
   virtual Result<CreatedRun> CreateRun(const NewRun& r) = 0;
   virtual Result<Run> GetRun(const std::string& run_id) = 0;
-  // Newest first.
+  // Newest first (by created_at, then id); paging as for ListWorkflows.
   virtual Result<Page<Run>> ListRuns(const RunFilter& f) = 0;
   // Runs not in a terminal status (PENDING or RUNNING), oldest first, for
-  // recovery after a restart.
+  // recovery after a restart. At most max(limit, 1).
   virtual Result<std::vector<Run>> ListUnfinishedRuns(int limit) = 0;
   // Compare-and-set through the status machine. FailedPrecondition if the run
   // is not in `from` (details: {"current": "<status>"}) or the transition is
   // not allowed; NotFound if there is no such run.
   virtual Result<Run> TransitionRun(const RunTransition& t) = 0;
   // Records who asked to cancel and why (cancel_requested = true). Does not
-  // change the status. FailedPrecondition if the run is already terminal.
+  // change the status. FailedPrecondition if the run is already terminal
+  // (details: {"current": "<status>"}); NotFound. A repeated request
+  // replaces cancelled_by and reason.
   virtual Result<Run> RequestCancel(const CancelRequest& c) = 0;
 
   // ---- step executions ----
   // Inserts a new execution row (status RUNNING, SKIPPED, CANCELLED or FAILED)
-  // and returns its id. The status machine is checked with from = (new).
+  // and returns its id (ids increase). The status machine is checked with
+  // from = (new). started_at is s.started_at, or now if 0; a terminal insert
+  // gets completed_at (s.completed_at, or now). NotFound if the run does not
+  // exist.
   virtual Result<int64_t> InsertStep(const StepExecution& s) = 0;
   // Moves a RUNNING execution to a terminal status, setting output,
   // error_message and completed_at. FailedPrecondition if it is not RUNNING;
   // NotFound if no execution has that id in that run.
   virtual Status FinishStep(const StepFinish& f) = 0;
-  // All executions of a run in start order (started_at, then id).
+  // All executions of a run in start order (started_at, then id); empty if
+  // the run has none (or does not exist).
   virtual Result<std::vector<StepExecution>> ListSteps(const std::string& run_id) = 0;
 
   // ---- agents ----
@@ -135,8 +149,11 @@ class Store {
   virtual Result<Agent> CreateAgent(const Agent& a) = 0;
   // Creates or replaces (keeps created_at).
   virtual Result<Agent> UpsertAgent(const Agent& a) = 0;
+  // NotFound.
   virtual Result<Agent> GetAgent(const std::string& name) = 0;
+  // Sorted by name.
   virtual Result<std::vector<Agent>> ListAgents() = 0;
+  // NotFound.
   virtual Status DeleteAgent(const std::string& name) = 0;
 
   // Cheap liveness check of the backend.

@@ -1,1 +1,1351 @@
-// placeholder: to be written
+#include "storage/store_conformance.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <latch>
+#include <limits>
+#include <set>
+#include <stdexcept>
+#include <thread>
+#include <tuple>
+#include <vector>
+
+#include "common/time.h"
+#include "model/status_machine.h"
+
+namespace af {
+namespace {
+
+// Test helpers throw on failure: GoogleTest reports an exception escaping a
+// test body as a failure, with the message, and stops that test.
+template <typename T>
+T Must(Result<T> r, const char* what = "store call") {
+  if (!r.ok()) throw std::runtime_error(std::string(what) + " failed: " + r.status().ToString());
+  return std::move(r).value();
+}
+void MustOk(const Status& s, const char* what = "store call") {
+  if (!s.ok()) throw std::runtime_error(std::string(what) + " failed: " + s.ToString());
+}
+
+template <typename T>
+Code CodeOf(const Result<T>& r) {
+  return r.status().code();
+}
+
+// Blocks until the wall clock has moved past the current millisecond, so the
+// next store write gets a strictly later timestamp than the previous one.
+void WaitForNextMs() {
+  TimeMs start = NowMs();
+  while (NowMs() <= start) std::this_thread::yield();
+}
+
+constexpr RunStatus kAllRunStatuses[] = {RunStatus::kPending, RunStatus::kRunning, RunStatus::kCompleted,
+                                         RunStatus::kFailed, RunStatus::kCancelled};
+constexpr StepStatus kAllStepStatuses[] = {StepStatus::kRunning, StepStatus::kCompleted, StepStatus::kFailed,
+                                           StepStatus::kSkipped, StepStatus::kCancelled};
+
+void ExpectSameRun(const Run& a, const Run& b) {
+  EXPECT_EQ(a.id, b.id);
+  EXPECT_EQ(a.workflow_id, b.workflow_id);
+  EXPECT_EQ(a.workflow_version, b.workflow_version);
+  EXPECT_EQ(a.status, b.status);
+  EXPECT_EQ(a.input, b.input);
+  EXPECT_EQ(a.output, b.output);
+  EXPECT_EQ(a.error_message, b.error_message);
+  EXPECT_EQ(a.idempotency_key, b.idempotency_key);
+  EXPECT_EQ(a.cancel_requested, b.cancel_requested);
+  EXPECT_EQ(a.cancelled_by, b.cancelled_by);
+  EXPECT_EQ(a.cancel_reason, b.cancel_reason);
+  EXPECT_EQ(a.attempt, b.attempt);
+  EXPECT_EQ(a.created_at, b.created_at);
+  EXPECT_EQ(a.started_at, b.started_at);
+  EXPECT_EQ(a.completed_at, b.completed_at);
+  EXPECT_EQ(a.updated_at, b.updated_at);
+}
+
+void ExpectSameWorkflow(const Workflow& a, const Workflow& b) {
+  EXPECT_EQ(a.id, b.id);
+  EXPECT_EQ(a.name, b.name);
+  EXPECT_EQ(a.description, b.description);
+  EXPECT_EQ(a.version, b.version);
+  EXPECT_EQ(a.latest_version, b.latest_version);
+  EXPECT_EQ(a.plan, b.plan);
+  EXPECT_EQ(a.created_at, b.created_at);
+  EXPECT_EQ(a.updated_at, b.updated_at);
+}
+
+void ExpectSameStep(const StepExecution& a, const StepExecution& b) {
+  EXPECT_EQ(a.id, b.id);
+  EXPECT_EQ(a.run_id, b.run_id);
+  EXPECT_EQ(a.step_id, b.step_id);
+  EXPECT_EQ(a.item_index, b.item_index);
+  EXPECT_EQ(a.agent_name, b.agent_name);
+  EXPECT_EQ(a.attempt, b.attempt);
+  EXPECT_EQ(a.status, b.status);
+  EXPECT_EQ(a.input, b.input);
+  EXPECT_EQ(a.output, b.output);
+  EXPECT_EQ(a.error_message, b.error_message);
+  EXPECT_EQ(a.started_at, b.started_at);
+  EXPECT_EQ(a.completed_at, b.completed_at);
+}
+
+void ExpectSameAgent(const Agent& a, const Agent& b) {
+  EXPECT_EQ(a.name, b.name);
+  EXPECT_EQ(a.url, b.url);
+  EXPECT_EQ(a.timeout_ms, b.timeout_ms);
+  EXPECT_EQ(a.max_concurrency, b.max_concurrency);
+  EXPECT_EQ(a.metadata, b.metadata);
+  EXPECT_EQ(a.created_at, b.created_at);
+  EXPECT_EQ(a.updated_at, b.updated_at);
+}
+
+json SamplePlan(const std::string& tag) {
+  return json{{"name", tag},
+              {"steps", json::array({json{{"id", "a"}, {"agent", "echo"}, {"input", {{"x", "${input.x}"}}}},
+                                     json{{"id", "b"}, {"agent", "echo"}, {"depends_on", {"a"}}}})}};
+}
+
+// Newest first, as ListRuns and ListWorkflows order.
+bool NewerFirst(TimeMs a_created, const std::string& a_id, TimeMs b_created, const std::string& b_id) {
+  return std::tie(a_created, a_id) > std::tie(b_created, b_id);
+}
+
+// Every page of runs matching `f`, concatenated; fails on a repeated token.
+std::vector<Run> AllRunPages(Store& store, RunFilter f, int* pages = nullptr) {
+  std::vector<Run> out;
+  std::set<std::string> tokens;
+  int n = 0;
+  do {
+    Page<Run> page = Must(store.ListRuns(f), "ListRuns");
+    ++n;
+    EXPECT_LE(static_cast<int>(page.items.size()), std::clamp(f.limit, 1, 1000));
+    out.insert(out.end(), page.items.begin(), page.items.end());
+    if (!page.next_page_token.empty() && !tokens.insert(page.next_page_token).second) {
+      ADD_FAILURE() << "page token repeated";
+      break;
+    }
+    f.page_token = page.next_page_token;
+  } while (!f.page_token.empty() && n < 10000);
+  if (pages) *pages = n;
+  return out;
+}
+
+std::vector<std::string> Ids(const std::vector<Run>& runs) {
+  std::vector<std::string> ids;
+  for (const Run& r : runs) ids.push_back(r.id);
+  return ids;
+}
+
+std::vector<std::string> Ids(const std::vector<Workflow>& wfs) {
+  std::vector<std::string> ids;
+  for (const Workflow& w : wfs) ids.push_back(w.id);
+  return ids;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- fixture
+
+void StoreConformance::SetUp() {
+  auto opened = GetParam().open();
+  ASSERT_TRUE(opened.ok()) << "opening a " << GetParam().name << " store: " << opened.status().ToString();
+  store_ = std::move(opened).value();
+  ASSERT_NE(store_, nullptr);
+}
+
+void StoreConformance::TearDown() { store_.reset(); }
+
+Workflow StoreConformance::MakeWorkflow(const std::string& name) {
+  std::string n = name.empty() ? "workflow-" + std::to_string(next_name_++) : name;
+  return Must(store().CreateWorkflow(NewWorkflow{n, "about " + n, SamplePlan(n)}), "CreateWorkflow");
+}
+
+Run StoreConformance::MakeRun(const Workflow& wf, const json& input, const std::string& idempotency_key) {
+  NewRun r;
+  r.workflow_id = wf.id;
+  r.workflow_version = wf.version;
+  r.input = input;
+  r.idempotency_key = idempotency_key;
+  Store::CreatedRun created = Must(store().CreateRun(r), "CreateRun");
+  if (!created.created) throw std::runtime_error("CreateRun returned an existing run");
+  return created.run;
+}
+
+Run StoreConformance::RunIn(const Workflow& wf, RunStatus status) {
+  Run run = MakeRun(wf, json{{"x", 1}});
+  auto step = [&](RunStatus from, RunStatus to) {
+    RunTransition t{run.id, from, to};
+    if (to == RunStatus::kCompleted) t.output = json{{"result", "done"}};
+    if (to == RunStatus::kFailed) t.error_message = "step a failed";
+    if (to == RunStatus::kCancelled) t.error_message = "cancelled by test";
+    run = Must(store().TransitionRun(t), "TransitionRun");
+  };
+  switch (status) {
+    case RunStatus::kPending:
+      break;
+    case RunStatus::kRunning:
+      step(RunStatus::kPending, RunStatus::kRunning);
+      break;
+    case RunStatus::kCompleted:
+    case RunStatus::kFailed:
+    case RunStatus::kCancelled:
+      step(RunStatus::kPending, RunStatus::kRunning);
+      step(RunStatus::kRunning, status);
+      break;
+  }
+  return run;
+}
+
+int64_t StoreConformance::StartStep(const Run& run, const std::string& step_id, std::optional<int> item_index) {
+  StepExecution s;
+  s.run_id = run.id;
+  s.step_id = step_id;
+  s.item_index = item_index;
+  s.agent_name = "echo";
+  s.status = StepStatus::kRunning;
+  s.input = json{{"step", step_id}};
+  return Must(store().InsertStep(s), "InsertStep");
+}
+
+// ---------------------------------------------------------------- workflows
+
+TEST_P(StoreConformance, CreateWorkflowIsVersionOne) {
+  json plan = SamplePlan("first");
+  Workflow wf = Must(store().CreateWorkflow(NewWorkflow{"first", "the first one", plan}));
+  EXPECT_EQ(wf.id.rfind("wf-", 0), 0u) << wf.id;
+  EXPECT_EQ(wf.name, "first");
+  EXPECT_EQ(wf.description, "the first one");
+  EXPECT_EQ(wf.version, 1);
+  EXPECT_EQ(wf.latest_version, 1);
+  EXPECT_EQ(wf.plan, plan);
+  EXPECT_GT(wf.created_at, 0);
+  EXPECT_EQ(wf.updated_at, wf.created_at);
+
+  ExpectSameWorkflow(Must(store().GetWorkflow(wf.id)), wf);
+  ExpectSameWorkflow(Must(store().GetWorkflow(wf.id, 1)), wf);
+  ExpectSameWorkflow(Must(store().GetWorkflowByName("first")), wf);
+
+  Workflow other = MakeWorkflow();
+  EXPECT_NE(other.id, wf.id);
+}
+
+TEST_P(StoreConformance, CreateWorkflowRejectsNameOfLiveWorkflow) {
+  Workflow wf = MakeWorkflow("taken");
+  EXPECT_EQ(CodeOf(store().CreateWorkflow(NewWorkflow{"taken", "", json::object()})), Code::kAlreadyExists);
+  // Nothing was written by the failed create.
+  EXPECT_EQ(Must(store().ListWorkflows(100, "")).items.size(), 1u);
+
+  // A deleted workflow's name is free again.
+  MustOk(store().DeleteWorkflow(wf.id));
+  Workflow again = MakeWorkflow("taken");
+  EXPECT_NE(again.id, wf.id);
+  ExpectSameWorkflow(Must(store().GetWorkflowByName("taken")), again);
+  // ... and is taken again by the new one.
+  EXPECT_EQ(CodeOf(store().CreateWorkflow(NewWorkflow{"taken", "", json::object()})), Code::kAlreadyExists);
+}
+
+TEST_P(StoreConformance, UpdateWorkflowWritesNewVersions) {
+  Workflow v1 = MakeWorkflow("orig");
+  WaitForNextMs();
+  json plan2 = SamplePlan("second");
+  Workflow v2 = Must(store().UpdateWorkflow(v1.id, NewWorkflow{"renamed", "desc 2", plan2}));
+  EXPECT_EQ(v2.id, v1.id);
+  EXPECT_EQ(v2.version, 2);
+  EXPECT_EQ(v2.latest_version, 2);
+  EXPECT_EQ(v2.name, "renamed");
+  EXPECT_EQ(v2.description, "desc 2");
+  EXPECT_EQ(v2.plan, plan2);
+  EXPECT_EQ(v2.created_at, v1.created_at) << "created_at is when the workflow was first created";
+  EXPECT_GT(v2.updated_at, v1.updated_at) << "updated_at is when this version was written";
+  Workflow v3 = Must(store().UpdateWorkflow(v1.id, NewWorkflow{"renamed", "desc 3", SamplePlan("third")}));
+  EXPECT_EQ(v3.version, 3);
+
+  ExpectSameWorkflow(Must(store().GetWorkflow(v1.id)), v3);
+  ExpectSameWorkflow(Must(store().GetWorkflow(v1.id, 3)), v3);
+  // Older versions keep their own content but report the latest version.
+  Workflow old = Must(store().GetWorkflow(v1.id, 1));
+  EXPECT_EQ(old.version, 1);
+  EXPECT_EQ(old.latest_version, 3);
+  EXPECT_EQ(old.name, "orig");
+  EXPECT_EQ(old.description, v1.description);
+  EXPECT_EQ(old.plan, v1.plan);
+  EXPECT_EQ(old.created_at, v1.created_at);
+  EXPECT_EQ(old.updated_at, v1.updated_at);
+  Workflow mid = Must(store().GetWorkflow(v1.id, 2));
+  EXPECT_EQ(mid.plan, plan2);
+  EXPECT_EQ(mid.latest_version, 3);
+
+  std::vector<Workflow> versions = Must(store().ListWorkflowVersions(v1.id));
+  ASSERT_EQ(versions.size(), 3u);
+  EXPECT_EQ(versions[0].version, 3);
+  EXPECT_EQ(versions[1].version, 2);
+  EXPECT_EQ(versions[2].version, 1);
+  ExpectSameWorkflow(versions[0], v3);
+  for (const Workflow& w : versions) EXPECT_EQ(w.latest_version, 3);
+
+  // Names follow the latest version.
+  ExpectSameWorkflow(Must(store().GetWorkflowByName("renamed")), v3);
+  EXPECT_EQ(CodeOf(store().GetWorkflowByName("orig")), Code::kNotFound);
+  Page<Workflow> page = Must(store().ListWorkflows(10, ""));
+  ASSERT_EQ(page.items.size(), 1u);
+  ExpectSameWorkflow(page.items[0], v3);
+}
+
+TEST_P(StoreConformance, UpdateWorkflowErrors) {
+  EXPECT_EQ(CodeOf(store().UpdateWorkflow("wf-missing", NewWorkflow{"x", "", json::object()})), Code::kNotFound);
+
+  Workflow a = MakeWorkflow("a");
+  Workflow b = MakeWorkflow("b");
+  // Taking another live workflow's name fails and writes no version.
+  EXPECT_EQ(CodeOf(store().UpdateWorkflow(b.id, NewWorkflow{"a", "", json::object()})), Code::kAlreadyExists);
+  EXPECT_EQ(Must(store().GetWorkflow(b.id)).latest_version, 1);
+  EXPECT_EQ(CodeOf(store().GetWorkflow(b.id, 2)), Code::kNotFound);
+  EXPECT_EQ(Must(store().ListWorkflowVersions(b.id)).size(), 1u);
+
+  // Keeping one's own name is fine.
+  EXPECT_EQ(Must(store().UpdateWorkflow(b.id, NewWorkflow{"b", "new", json::object()})).version, 2);
+
+  // A deleted workflow's name can be taken; a deleted workflow cannot be updated.
+  MustOk(store().DeleteWorkflow(a.id));
+  EXPECT_EQ(Must(store().UpdateWorkflow(b.id, NewWorkflow{"a", "", json::object()})).name, "a");
+  EXPECT_EQ(CodeOf(store().UpdateWorkflow(a.id, NewWorkflow{"zzz", "", json::object()})), Code::kNotFound);
+}
+
+TEST_P(StoreConformance, GetWorkflowNotFound) {
+  EXPECT_EQ(CodeOf(store().GetWorkflow("wf-missing")), Code::kNotFound);
+  EXPECT_EQ(CodeOf(store().GetWorkflow("wf-missing", 1)), Code::kNotFound);
+  EXPECT_EQ(CodeOf(store().GetWorkflowByName("missing")), Code::kNotFound);
+  EXPECT_EQ(CodeOf(store().ListWorkflowVersions("wf-missing")), Code::kNotFound);
+  Workflow wf = MakeWorkflow();
+  for (int v : {0, 2, -1, std::numeric_limits<int>::max()}) {
+    EXPECT_EQ(CodeOf(store().GetWorkflow(wf.id, v)), Code::kNotFound) << "version " << v;
+  }
+}
+
+TEST_P(StoreConformance, DeleteWorkflowKeepsVersionsForRuns) {
+  Workflow wf = MakeWorkflow("doomed");
+  Workflow v2 = Must(store().UpdateWorkflow(wf.id, NewWorkflow{"doomed", "v2", SamplePlan("v2")}));
+  Run run = MakeRun(v2);
+  Workflow keep = MakeWorkflow("kept");
+
+  MustOk(store().DeleteWorkflow(wf.id));
+  EXPECT_EQ(store().DeleteWorkflow(wf.id).code(), Code::kNotFound) << "already deleted";
+  EXPECT_EQ(store().DeleteWorkflow("wf-missing").code(), Code::kNotFound);
+
+  EXPECT_EQ(CodeOf(store().GetWorkflow(wf.id)), Code::kNotFound) << "no version given: deleted means gone";
+  EXPECT_EQ(CodeOf(store().GetWorkflowByName("doomed")), Code::kNotFound);
+  EXPECT_EQ(CodeOf(store().ListWorkflowVersions(wf.id)), Code::kNotFound);
+  // An explicit version is still served: runs keep theirs.
+  ExpectSameWorkflow(Must(store().GetWorkflow(wf.id, 2)), v2);
+  EXPECT_EQ(Must(store().GetWorkflow(wf.id, 1)).plan, wf.plan);
+  ExpectSameRun(Must(store().GetRun(run.id)), run);
+  EXPECT_EQ(CodeOf(store().GetWorkflow(wf.id, 3)), Code::kNotFound);
+
+  Page<Workflow> page = Must(store().ListWorkflows(100, ""));
+  ASSERT_EQ(page.items.size(), 1u);
+  EXPECT_EQ(page.items[0].id, keep.id);
+}
+
+TEST_P(StoreConformance, ListWorkflowsPagesNewestFirst) {
+  std::vector<Workflow> made;
+  for (int i = 0; i < 7; ++i) {
+    made.push_back(MakeWorkflow());
+    if (i == 3) WaitForNextMs();  // both ties and distinct timestamps
+  }
+  // An update writes a new version but does not move the workflow: order is
+  // by creation, so pages stay stable while workflows are edited.
+  made[0] = Must(store().UpdateWorkflow(made[0].id, NewWorkflow{made[0].name, "v2", SamplePlan("v2")}));
+  MustOk(store().DeleteWorkflow(made[5].id));
+  std::vector<Workflow> expected;
+  for (size_t i = 0; i < made.size(); ++i) {
+    if (i != 5) expected.push_back(made[i]);
+  }
+  std::sort(expected.begin(), expected.end(), [](const Workflow& a, const Workflow& b) {
+    return NewerFirst(a.created_at, a.id, b.created_at, b.id);
+  });
+
+  std::vector<Workflow> got;
+  std::string token;
+  int pages = 0;
+  do {
+    Page<Workflow> page = Must(store().ListWorkflows(2, token));
+    EXPECT_LE(page.items.size(), 2u);
+    got.insert(got.end(), page.items.begin(), page.items.end());
+    token = page.next_page_token;
+    ++pages;
+  } while (!token.empty() && pages < 100);
+  EXPECT_EQ(pages, 3);
+  ASSERT_EQ(Ids(got), Ids(expected));
+  for (size_t i = 0; i < got.size(); ++i) ExpectSameWorkflow(got[i], expected[i]);  // made[0] at version 2
+}
+
+TEST_P(StoreConformance, ListWorkflowsStableWhileCreating) {
+  std::vector<std::string> before;
+  for (int i = 0; i < 6; ++i) before.push_back(MakeWorkflow().id);
+  Page<Workflow> first = Must(store().ListWorkflows(3, ""));
+  ASSERT_EQ(first.items.size(), 3u);
+  ASSERT_FALSE(first.next_page_token.empty());
+  WaitForNextMs();
+  Workflow late = MakeWorkflow();  // newer than every listed one
+  Page<Workflow> second = Must(store().ListWorkflows(3, first.next_page_token));
+  std::vector<std::string> seen = Ids(first.items);
+  for (const Workflow& w : second.items) seen.push_back(w.id);
+  if (!second.next_page_token.empty()) {
+    for (const Workflow& w : Must(store().ListWorkflows(3, second.next_page_token)).items) seen.push_back(w.id);
+  }
+  std::sort(seen.begin(), seen.end());
+  std::sort(before.begin(), before.end());
+  EXPECT_EQ(seen, before) << "no duplicates, no omissions, the new workflow not in later pages";
+  EXPECT_EQ(Must(store().ListWorkflows(1, "")).items.at(0).id, late.id);
+}
+
+TEST_P(StoreConformance, ListWorkflowsLimitIsClamped) {
+  Page<Workflow> empty = Must(store().ListWorkflows(10, ""));
+  EXPECT_TRUE(empty.items.empty());
+  EXPECT_TRUE(empty.next_page_token.empty());
+  for (int i = 0; i < 3; ++i) MakeWorkflow();
+  for (int limit : {0, -5, std::numeric_limits<int>::min()}) {
+    Page<Workflow> p = Must(store().ListWorkflows(limit, ""));
+    EXPECT_EQ(p.items.size(), 1u) << "limit " << limit << " acts as 1";
+    EXPECT_FALSE(p.next_page_token.empty());
+  }
+  for (int limit : {3, 1000, 1001, std::numeric_limits<int>::max()}) {
+    Page<Workflow> p = Must(store().ListWorkflows(limit, ""));
+    EXPECT_EQ(p.items.size(), 3u) << "limit " << limit;
+    EXPECT_TRUE(p.next_page_token.empty()) << "limit " << limit;
+  }
+}
+
+TEST_P(StoreConformance, MalformedPageTokensAreInvalidArgument) {
+  Workflow wf = MakeWorkflow();
+  MakeRun(wf);
+  for (const std::string& token :
+       std::vector<std::string>{"not a token!", "%%%", "\x01\x02", "====", std::string(5000, '!')}) {
+    EXPECT_EQ(CodeOf(store().ListWorkflows(10, token)), Code::kInvalidArgument) << token;
+    RunFilter f;
+    f.page_token = token;
+    EXPECT_EQ(CodeOf(store().ListRuns(f)), Code::kInvalidArgument) << token;
+  }
+}
+
+// ---------------------------------------------------------------- runs
+
+TEST_P(StoreConformance, CreateRunIsPending) {
+  Workflow wf = MakeWorkflow();
+  TimeMs before = NowMs();
+  json input{{"x", 42}, {"nested", {{"list", {1, 2, 3}}}}};
+  Store::CreatedRun created = Must(store().CreateRun(NewRun{"", wf.id, 1, input, ""}));
+  EXPECT_TRUE(created.created);
+  const Run& run = created.run;
+  EXPECT_EQ(run.id.rfind("run-", 0), 0u) << run.id;
+  EXPECT_EQ(run.workflow_id, wf.id);
+  EXPECT_EQ(run.workflow_version, 1);
+  EXPECT_EQ(run.status, RunStatus::kPending);
+  EXPECT_EQ(run.input, input);
+  EXPECT_TRUE(run.output.is_null());
+  EXPECT_EQ(run.error_message, "");
+  EXPECT_EQ(run.idempotency_key, "");
+  EXPECT_FALSE(run.cancel_requested);
+  EXPECT_EQ(run.cancelled_by, "");
+  EXPECT_EQ(run.cancel_reason, "");
+  EXPECT_EQ(run.attempt, 1);
+  EXPECT_GE(run.created_at, before);
+  EXPECT_LE(run.created_at, NowMs());
+  EXPECT_EQ(run.updated_at, run.created_at);
+  EXPECT_FALSE(run.started_at.has_value());
+  EXPECT_FALSE(run.completed_at.has_value());
+  ExpectSameRun(Must(store().GetRun(run.id)), run);
+
+  Run other = MakeRun(wf);
+  EXPECT_NE(other.id, run.id);
+  // The default input is an empty object, and stays one.
+  EXPECT_EQ(Must(store().GetRun(other.id)).input, json::object());
+}
+
+TEST_P(StoreConformance, CreateRunWithExplicitId) {
+  Workflow wf = MakeWorkflow();
+  Store::CreatedRun created = Must(store().CreateRun(NewRun{"run-explicit-1", wf.id, 1, json::object(), ""}));
+  EXPECT_TRUE(created.created);
+  EXPECT_EQ(created.run.id, "run-explicit-1");
+  EXPECT_EQ(Must(store().GetRun("run-explicit-1")).workflow_id, wf.id);
+  EXPECT_EQ(CodeOf(store().CreateRun(NewRun{"run-explicit-1", wf.id, 1, json{{"other", 1}}, ""})),
+            Code::kAlreadyExists);
+  EXPECT_EQ(Must(store().GetRun("run-explicit-1")).input, json::object()) << "unchanged";
+}
+
+TEST_P(StoreConformance, CreateRunNeedsTheWorkflowVersion) {
+  Workflow wf = MakeWorkflow();
+  EXPECT_EQ(CodeOf(store().CreateRun(NewRun{"", "wf-missing", 1, json::object(), ""})), Code::kNotFound);
+  EXPECT_EQ(CodeOf(store().CreateRun(NewRun{"", wf.id, 2, json::object(), ""})), Code::kNotFound);
+  EXPECT_TRUE(Must(store().ListRuns(RunFilter{})).items.empty());
+}
+
+TEST_P(StoreConformance, CreateRunIsIdempotentPerWorkflowAndKey) {
+  Workflow wf = MakeWorkflow();
+  Workflow other_wf = MakeWorkflow();
+  Run first = MakeRun(wf, json{{"n", 1}}, "key-1");
+  EXPECT_EQ(first.idempotency_key, "key-1");
+
+  Store::CreatedRun again = Must(store().CreateRun(NewRun{"", wf.id, 1, json{{"n", 2}}, "key-1"}));
+  EXPECT_FALSE(again.created);
+  ExpectSameRun(again.run, first);  // the existing run, not the new input
+
+  // The existing run is returned in whatever state it is now.
+  Run running = Must(store().TransitionRun({first.id, RunStatus::kPending, RunStatus::kRunning}));
+  again = Must(store().CreateRun(NewRun{"", wf.id, 1, json::object(), "key-1"}));
+  EXPECT_FALSE(again.created);
+  ExpectSameRun(again.run, running);
+
+  // The key is per workflow.
+  Store::CreatedRun elsewhere = Must(store().CreateRun(NewRun{"", other_wf.id, 1, json::object(), "key-1"}));
+  EXPECT_TRUE(elsewhere.created);
+  EXPECT_NE(elsewhere.run.id, first.id);
+  // Other keys and no key always create.
+  EXPECT_TRUE(Must(store().CreateRun(NewRun{"", wf.id, 1, json::object(), "key-2"})).created);
+  Run a = MakeRun(wf);
+  Run b = MakeRun(wf);
+  EXPECT_NE(a.id, b.id);
+
+  RunFilter f;
+  f.workflow_id = wf.id;
+  EXPECT_EQ(AllRunPages(store(), f).size(), 4u);
+}
+
+TEST_P(StoreConformance, CreateRunIdempotencyRaceCreatesOneRun) {
+  Workflow wf = MakeWorkflow();
+  constexpr int kThreads = 8;
+  for (int round = 0; round < 5; ++round) {
+    std::string key = "race-" + std::to_string(round);
+    std::latch go(kThreads);
+    std::vector<Result<Store::CreatedRun>> results(kThreads, Status::Internal("not run"));
+    std::vector<std::thread> threads;
+    for (int i = 0; i < kThreads; ++i) {
+      threads.emplace_back([&, i] {
+        go.arrive_and_wait();
+        results[i] = store().CreateRun(NewRun{"", wf.id, 1, json{{"thread", i}}, key});
+      });
+    }
+    for (auto& t : threads) t.join();
+    int created = 0;
+    std::set<std::string> ids;
+    for (auto& r : results) {
+      ASSERT_TRUE(r.ok()) << r.status().ToString();
+      created += r->created ? 1 : 0;
+      ids.insert(r->run.id);
+    }
+    EXPECT_EQ(created, 1) << key;
+    EXPECT_EQ(ids.size(), 1u) << key;
+  }
+  RunFilter f;
+  f.workflow_id = wf.id;
+  EXPECT_EQ(AllRunPages(store(), f).size(), 5u);
+}
+
+TEST_P(StoreConformance, GetRunNotFound) {
+  EXPECT_EQ(CodeOf(store().GetRun("run-missing")), Code::kNotFound);
+  EXPECT_EQ(CodeOf(store().GetRun("")), Code::kNotFound);
+}
+
+TEST_P(StoreConformance, ListRunsFiltersAndPagesWithoutGapsOrRepeats) {
+  Workflow a = MakeWorkflow();
+  Workflow b = MakeWorkflow();
+  std::vector<Run> all;
+  for (int i = 0; i < 15; ++i) {
+    const Workflow& wf = i % 3 == 0 ? b : a;
+    RunStatus s = kAllRunStatuses[i % 4];  // PENDING RUNNING COMPLETED FAILED
+    all.push_back(RunIn(wf, s));
+    if (i % 5 == 4) WaitForNextMs();  // both ties and distinct timestamps
+  }
+  for (Run& r : all) r = Must(store().GetRun(r.id));
+  std::sort(all.begin(), all.end(),
+            [](const Run& x, const Run& y) { return NewerFirst(x.created_at, x.id, y.created_at, y.id); });
+
+  std::vector<std::string> workflow_filters = {"", a.id, b.id, "wf-missing"};
+  std::vector<std::optional<RunStatus>> status_filters = {std::nullopt};
+  for (RunStatus s : kAllRunStatuses) status_filters.push_back(s);
+  for (const std::string& wf : workflow_filters) {
+    for (const auto& status : status_filters) {
+      for (int limit : {1, 4, 50}) {
+        SCOPED_TRACE("workflow '" + wf + "' status " + (status ? ToString(*status) : "any") + " limit " +
+                     std::to_string(limit));
+        std::vector<Run> expected;
+        for (const Run& r : all) {
+          if ((wf.empty() || r.workflow_id == wf) && (!status || r.status == *status)) expected.push_back(r);
+        }
+        RunFilter f;
+        f.workflow_id = wf;
+        f.status = status;
+        f.limit = limit;
+        int pages = 0;
+        std::vector<Run> got = AllRunPages(store(), f, &pages);
+        ASSERT_EQ(Ids(got), Ids(expected));
+        for (size_t i = 0; i < got.size(); ++i) ExpectSameRun(got[i], expected[i]);
+        size_t full_pages = (expected.size() + limit - 1) / limit;
+        EXPECT_EQ(static_cast<size_t>(pages), std::max<size_t>(full_pages, 1));
+      }
+    }
+  }
+}
+
+TEST_P(StoreConformance, ListRunsStableWhileCreating) {
+  Workflow wf = MakeWorkflow();
+  std::set<std::string> before;
+  for (int i = 0; i < 6; ++i) before.insert(MakeRun(wf).id);
+  RunFilter f;
+  f.limit = 4;
+  Page<Run> first = Must(store().ListRuns(f));
+  ASSERT_EQ(first.items.size(), 4u);
+  WaitForNextMs();
+  Run late = MakeRun(wf);
+  f.page_token = first.next_page_token;
+  Page<Run> second = Must(store().ListRuns(f));
+  EXPECT_TRUE(second.next_page_token.empty());
+  std::multiset<std::string> seen;
+  for (const Run& r : first.items) seen.insert(r.id);
+  for (const Run& r : second.items) seen.insert(r.id);
+  EXPECT_EQ(seen, std::multiset<std::string>(before.begin(), before.end()));
+  f.page_token.clear();
+  f.limit = 1;
+  EXPECT_EQ(Must(store().ListRuns(f)).items.at(0).id, late.id);
+}
+
+TEST_P(StoreConformance, ListRunsLimitIsClamped) {
+  Workflow wf = MakeWorkflow();
+  RunFilter f;
+  Page<Run> empty = Must(store().ListRuns(f));
+  EXPECT_TRUE(empty.items.empty());
+  EXPECT_TRUE(empty.next_page_token.empty());
+  for (int i = 0; i < 3; ++i) MakeRun(wf);
+  for (int limit : {0, -1, std::numeric_limits<int>::min()}) {
+    f.limit = limit;
+    Page<Run> p = Must(store().ListRuns(f));
+    EXPECT_EQ(p.items.size(), 1u) << "limit " << limit << " acts as 1";
+    EXPECT_FALSE(p.next_page_token.empty());
+  }
+  for (int limit : {1000, 1001, std::numeric_limits<int>::max()}) {
+    f.limit = limit;
+    Page<Run> p = Must(store().ListRuns(f));
+    EXPECT_EQ(p.items.size(), 3u);
+    EXPECT_TRUE(p.next_page_token.empty());
+  }
+}
+
+TEST_P(StoreConformance, ListRunsReturnsAtMostAThousand) {
+  Workflow wf = MakeWorkflow();
+  for (int i = 0; i < 1001; ++i) MakeRun(wf);
+  RunFilter f;
+  f.limit = 5000;
+  Page<Run> p = Must(store().ListRuns(f));
+  EXPECT_EQ(p.items.size(), 1000u);
+  ASSERT_FALSE(p.next_page_token.empty());
+  f.page_token = p.next_page_token;
+  Page<Run> rest = Must(store().ListRuns(f));
+  EXPECT_EQ(rest.items.size(), 1u);
+  EXPECT_TRUE(rest.next_page_token.empty());
+}
+
+TEST_P(StoreConformance, ListUnfinishedRunsOldestFirst) {
+  Workflow wf = MakeWorkflow();
+  std::vector<Run> unfinished;
+  for (int i = 0; i < 10; ++i) {
+    RunStatus s = kAllRunStatuses[i % 5];
+    Run r = RunIn(wf, s);
+    if (!IsTerminal(s)) unfinished.push_back(r);
+    if (i == 4) WaitForNextMs();
+  }
+  // A retried run is unfinished again.
+  Run retried = RunIn(wf, RunStatus::kFailed);
+  retried = Must(store().TransitionRun({retried.id, RunStatus::kFailed, RunStatus::kPending}));
+  unfinished.push_back(retried);
+  for (Run& r : unfinished) r = Must(store().GetRun(r.id));
+  std::sort(unfinished.begin(), unfinished.end(), [](const Run& x, const Run& y) {
+    return std::tie(x.created_at, x.id) < std::tie(y.created_at, y.id);
+  });
+
+  std::vector<Run> got = Must(store().ListUnfinishedRuns(100));
+  ASSERT_EQ(Ids(got), Ids(unfinished));
+  for (size_t i = 0; i < got.size(); ++i) ExpectSameRun(got[i], unfinished[i]);
+  std::vector<Run> two = Must(store().ListUnfinishedRuns(2));
+  ASSERT_EQ(two.size(), 2u);
+  EXPECT_EQ(two[0].id, unfinished[0].id);
+  EXPECT_EQ(two[1].id, unfinished[1].id);
+}
+
+// ---------------------------------------------------------------- transitions
+
+TEST_P(StoreConformance, EveryTransitionFollowsTheStatusMachine) {
+  Workflow wf = MakeWorkflow();
+  int allowed = 0;
+  for (RunStatus from : kAllRunStatuses) {
+    for (RunStatus to : kAllRunStatuses) {
+      SCOPED_TRACE(std::string(ToString(from)) + " -> " + ToString(to));
+      Run run = RunIn(wf, from);
+      Run before = Must(store().GetRun(run.id));
+      auto res = store().TransitionRun({run.id, from, to});
+      if (CanTransition(from, to)) {
+        ++allowed;
+        ASSERT_TRUE(res.ok()) << res.status().ToString();
+        EXPECT_EQ(res->status, to);
+        EXPECT_GE(res->updated_at, before.updated_at);
+        ExpectSameRun(Must(store().GetRun(run.id)), *res);
+      } else {
+        EXPECT_EQ(CodeOf(res), Code::kFailedPrecondition);
+        ExpectSameRun(Must(store().GetRun(run.id)), before);
+      }
+    }
+  }
+  EXPECT_EQ(allowed, 8) << "the status machine allows 8 run transitions";
+}
+
+TEST_P(StoreConformance, TransitionIsCompareAndSet) {
+  Workflow wf = MakeWorkflow();
+  Run run = RunIn(wf, RunStatus::kRunning);
+  // Allowed transitions whose `from` is not the current status.
+  for (auto [from, to] : {std::pair{RunStatus::kPending, RunStatus::kRunning},
+                          std::pair{RunStatus::kPending, RunStatus::kCancelled},
+                          std::pair{RunStatus::kFailed, RunStatus::kPending}}) {
+    auto res = store().TransitionRun({run.id, from, to});
+    ASSERT_EQ(CodeOf(res), Code::kFailedPrecondition) << ToString(from) << " -> " << ToString(to);
+    EXPECT_EQ(res.status().details().value("current", ""), "RUNNING") << res.status().details().dump();
+    ExpectSameRun(Must(store().GetRun(run.id)), run);
+  }
+  Run done = RunIn(wf, RunStatus::kCompleted);
+  auto res = store().TransitionRun({done.id, RunStatus::kRunning, RunStatus::kFailed});
+  ASSERT_EQ(CodeOf(res), Code::kFailedPrecondition);
+  EXPECT_EQ(res.status().details().value("current", ""), "COMPLETED");
+  ExpectSameRun(Must(store().GetRun(done.id)), done);
+}
+
+TEST_P(StoreConformance, TransitionUnknownRunIsNotFound) {
+  EXPECT_EQ(CodeOf(store().TransitionRun({"run-missing", RunStatus::kPending, RunStatus::kRunning})),
+            Code::kNotFound);
+  EXPECT_EQ(CodeOf(store().TransitionRun({"run-missing", RunStatus::kFailed, RunStatus::kPending})),
+            Code::kNotFound);
+}
+
+TEST_P(StoreConformance, ConcurrentTransitionsHaveOneWinner) {
+  Workflow wf = MakeWorkflow();
+  constexpr int kThreads = 8;
+  for (int round = 0; round < 10; ++round) {
+    Run run = MakeRun(wf);
+    // All threads try PENDING → RUNNING; then all try to end the run, half
+    // COMPLETED and half CANCELLED.
+    for (int phase = 0; phase < 2; ++phase) {
+      std::latch go(kThreads);
+      std::vector<Result<Run>> results(kThreads, Status::Internal("not run"));
+      std::vector<std::thread> threads;
+      for (int i = 0; i < kThreads; ++i) {
+        threads.emplace_back([&, i] {
+          RunTransition t{run.id, RunStatus::kPending, RunStatus::kRunning};
+          if (phase == 1) {
+            t.from = RunStatus::kRunning;
+            t.to = i % 2 ? RunStatus::kCompleted : RunStatus::kCancelled;
+          }
+          go.arrive_and_wait();
+          results[i] = store().TransitionRun(t);
+        });
+      }
+      for (auto& t : threads) t.join();
+      int wins = 0;
+      RunStatus winner = RunStatus::kPending;
+      for (auto& r : results) {
+        if (r.ok()) {
+          ++wins;
+          winner = r->status;
+        } else {
+          EXPECT_EQ(r.status().code(), Code::kFailedPrecondition) << r.status().ToString();
+        }
+      }
+      ASSERT_EQ(wins, 1) << "round " << round << " phase " << phase;
+      for (auto& r : results) {
+        if (!r.ok()) {
+          EXPECT_EQ(r.status().details().value("current", ""), ToString(winner));
+        }
+      }
+      EXPECT_EQ(Must(store().GetRun(run.id)).status, winner);
+    }
+  }
+}
+
+TEST_P(StoreConformance, TransitionTimestampsAndOutput) {
+  Workflow wf = MakeWorkflow();
+  Run run = MakeRun(wf, json{{"x", 1}});
+  WaitForNextMs();
+  Run running = Must(store().TransitionRun({run.id, RunStatus::kPending, RunStatus::kRunning}));
+  ASSERT_TRUE(running.started_at.has_value());
+  EXPECT_GT(*running.started_at, run.created_at);
+  EXPECT_FALSE(running.completed_at.has_value());
+  EXPECT_EQ(running.updated_at, *running.started_at);
+  EXPECT_EQ(running.created_at, run.created_at);
+  EXPECT_EQ(running.input, run.input);
+  EXPECT_TRUE(running.output.is_null());
+
+  WaitForNextMs();
+  RunTransition done{run.id, RunStatus::kRunning, RunStatus::kCompleted};
+  done.output = json{{"answer", 42}, {"list", {1, "two", nullptr}}};
+  Run completed = Must(store().TransitionRun(done));
+  EXPECT_EQ(completed.status, RunStatus::kCompleted);
+  EXPECT_EQ(completed.output, *done.output);
+  EXPECT_EQ(completed.started_at, running.started_at) << "started_at is set once";
+  ASSERT_TRUE(completed.completed_at.has_value());
+  EXPECT_GT(*completed.completed_at, *running.started_at);
+  EXPECT_EQ(completed.updated_at, *completed.completed_at);
+  EXPECT_EQ(completed.error_message, "");
+  EXPECT_EQ(completed.attempt, 1);
+  ExpectSameRun(Must(store().GetRun(run.id)), completed);
+
+  // PENDING → FAILED / CANCELLED directly: completed, never started.
+  for (RunStatus end : {RunStatus::kFailed, RunStatus::kCancelled}) {
+    Run r = MakeRun(wf);
+    RunTransition t{r.id, RunStatus::kPending, end};
+    t.error_message = "gave up";
+    Run ended = Must(store().TransitionRun(t));
+    EXPECT_EQ(ended.status, end);
+    EXPECT_FALSE(ended.started_at.has_value());
+    EXPECT_TRUE(ended.completed_at.has_value());
+    EXPECT_EQ(ended.error_message, "gave up");
+    EXPECT_TRUE(ended.output.is_null());
+    ExpectSameRun(Must(store().GetRun(r.id)), ended);
+  }
+}
+
+TEST_P(StoreConformance, FailedRunKeepsErrorAndOptionalOutput) {
+  Workflow wf = MakeWorkflow();
+  Run run = RunIn(wf, RunStatus::kRunning);
+  RunTransition t{run.id, RunStatus::kRunning, RunStatus::kFailed};
+  t.error_message = "step b: agent returned 500";
+  t.output = json{{"partial", true}};
+  Run failed = Must(store().TransitionRun(t));
+  EXPECT_EQ(failed.error_message, "step b: agent returned 500");
+  EXPECT_EQ(failed.output, json({{"partial", true}}));
+  EXPECT_EQ(failed.input, run.input) << "input is kept unless replaced";
+  ExpectSameRun(Must(store().GetRun(run.id)), failed);
+}
+
+TEST_P(StoreConformance, RetryToPendingResetsTheRun) {
+  Workflow wf = MakeWorkflow();
+  Run run = MakeRun(wf, json{{"x", 1}});
+  Run running = Must(store().TransitionRun({run.id, RunStatus::kPending, RunStatus::kRunning}));
+  Must(store().RequestCancel({run.id, "alice", "wrong input"}));
+  RunTransition cancel{run.id, RunStatus::kRunning, RunStatus::kCancelled};
+  cancel.error_message = "cancelled by alice";
+  cancel.output = json{{"partial", 1}};
+  Run cancelled = Must(store().TransitionRun(cancel));
+  EXPECT_TRUE(cancelled.cancel_requested);
+  EXPECT_EQ(cancelled.cancelled_by, "alice");
+  EXPECT_EQ(cancelled.cancel_reason, "wrong input");
+
+  WaitForNextMs();
+  RunTransition retry{run.id, RunStatus::kCancelled, RunStatus::kPending};
+  retry.input = json{{"x", 2}};
+  Run pending = Must(store().TransitionRun(retry));
+  EXPECT_EQ(pending.status, RunStatus::kPending);
+  EXPECT_EQ(pending.attempt, 2);
+  EXPECT_EQ(pending.input, json({{"x", 2}}));
+  EXPECT_TRUE(pending.output.is_null());
+  EXPECT_EQ(pending.error_message, "");
+  EXPECT_FALSE(pending.cancel_requested);
+  EXPECT_EQ(pending.cancelled_by, "");
+  EXPECT_EQ(pending.cancel_reason, "");
+  EXPECT_FALSE(pending.completed_at.has_value());
+  EXPECT_EQ(pending.started_at, running.started_at) << "started_at records the first start";
+  EXPECT_EQ(pending.created_at, run.created_at);
+  EXPECT_GT(pending.updated_at, cancelled.updated_at);
+  ExpectSameRun(Must(store().GetRun(run.id)), pending);
+
+  WaitForNextMs();
+  Run again = Must(store().TransitionRun({run.id, RunStatus::kPending, RunStatus::kRunning}));
+  EXPECT_EQ(again.started_at, running.started_at) << "started_at is set on the first → RUNNING only";
+  RunTransition fail{run.id, RunStatus::kRunning, RunStatus::kFailed};
+  fail.error_message = "boom";
+  Run failed = Must(store().TransitionRun(fail));
+  EXPECT_TRUE(failed.completed_at.has_value());
+  // Retrying without new input keeps the input.
+  Run third = Must(store().TransitionRun({run.id, RunStatus::kFailed, RunStatus::kPending}));
+  EXPECT_EQ(third.attempt, 3);
+  EXPECT_EQ(third.input, json({{"x", 2}}));
+  EXPECT_EQ(third.error_message, "");
+  EXPECT_FALSE(third.completed_at.has_value());
+}
+
+// ---------------------------------------------------------------- cancel
+
+TEST_P(StoreConformance, RequestCancelRecordsWhoAndWhy) {
+  Workflow wf = MakeWorkflow();
+  for (RunStatus s : {RunStatus::kPending, RunStatus::kRunning}) {
+    SCOPED_TRACE(ToString(s));
+    Run run = RunIn(wf, s);
+    Run got = Must(store().RequestCancel({run.id, "bob@example.com", "not needed"}));
+    EXPECT_EQ(got.status, s) << "the status does not change";
+    EXPECT_TRUE(got.cancel_requested);
+    EXPECT_EQ(got.cancelled_by, "bob@example.com");
+    EXPECT_EQ(got.cancel_reason, "not needed");
+    EXPECT_GE(got.updated_at, run.updated_at);
+    EXPECT_EQ(got.completed_at, run.completed_at);
+    EXPECT_EQ(got.attempt, run.attempt);
+    ExpectSameRun(Must(store().GetRun(run.id)), got);
+
+    // A repeated request replaces who and why.
+    Run again = Must(store().RequestCancel({run.id, "carol", "really"}));
+    EXPECT_TRUE(again.cancel_requested);
+    EXPECT_EQ(again.cancelled_by, "carol");
+    EXPECT_EQ(again.cancel_reason, "really");
+
+    // The executor then ends the run; the request stays recorded.
+    RunTransition t{run.id, s, RunStatus::kCancelled};
+    t.error_message = "cancelled";
+    Run ended = Must(store().TransitionRun(t));
+    EXPECT_TRUE(ended.cancel_requested);
+    EXPECT_EQ(ended.cancelled_by, "carol");
+  }
+}
+
+TEST_P(StoreConformance, RequestCancelOfFinishedRunFails) {
+  Workflow wf = MakeWorkflow();
+  for (RunStatus s : {RunStatus::kCompleted, RunStatus::kFailed, RunStatus::kCancelled}) {
+    SCOPED_TRACE(ToString(s));
+    Run run = RunIn(wf, s);
+    auto res = store().RequestCancel({run.id, "bob", "late"});
+    ASSERT_EQ(CodeOf(res), Code::kFailedPrecondition);
+    EXPECT_EQ(res.status().details().value("current", ""), ToString(s));
+    ExpectSameRun(Must(store().GetRun(run.id)), run);
+  }
+  EXPECT_EQ(CodeOf(store().RequestCancel({"run-missing", "bob", "x"})), Code::kNotFound);
+}
+
+// ---------------------------------------------------------------- steps
+
+TEST_P(StoreConformance, InsertStepsAndListInStartOrder) {
+  Workflow wf = MakeWorkflow();
+  Run run = RunIn(wf, RunStatus::kRunning);
+  Run other = RunIn(wf, RunStatus::kRunning);
+  TimeMs before = NowMs();
+
+  std::vector<StepExecution> inserted;
+  int64_t last_id = 0;
+  int n = 0;
+  for (StepStatus s : {StepStatus::kRunning, StepStatus::kSkipped, StepStatus::kCancelled, StepStatus::kFailed}) {
+    StepExecution e;
+    e.run_id = run.id;
+    e.step_id = "step-" + std::to_string(n);
+    e.item_index = n == 1 ? std::optional<int>(0) : (n == 2 ? std::optional<int>(7) : std::nullopt);
+    e.agent_name = "agent-" + std::to_string(n);
+    e.attempt = n + 1;
+    e.status = s;
+    e.input = json{{"n", n}};
+    if (s == StepStatus::kFailed) e.error_message = "agent unreachable";
+    e.id = Must(store().InsertStep(e));
+    EXPECT_GT(e.id, last_id) << "ids increase";
+    last_id = e.id;
+    inserted.push_back(e);
+    ++n;
+    StartStep(other, "noise");  // interleaved rows of another run
+  }
+
+  std::vector<StepExecution> listed = Must(store().ListSteps(run.id));
+  ASSERT_EQ(listed.size(), inserted.size());
+  for (size_t i = 0; i < listed.size(); ++i) {
+    SCOPED_TRACE(i);
+    const StepExecution& got = listed[i];
+    const StepExecution& want = inserted[i];
+    EXPECT_EQ(got.id, want.id);
+    EXPECT_EQ(got.run_id, run.id);
+    EXPECT_EQ(got.step_id, want.step_id);
+    EXPECT_EQ(got.item_index, want.item_index);
+    EXPECT_EQ(got.agent_name, want.agent_name);
+    EXPECT_EQ(got.attempt, want.attempt);
+    EXPECT_EQ(got.status, want.status);
+    EXPECT_EQ(got.input, want.input);
+    EXPECT_TRUE(got.output.is_null());
+    EXPECT_EQ(got.error_message, want.error_message);
+    EXPECT_GE(got.started_at, before) << "started_at 0 means now";
+    EXPECT_LE(got.started_at, NowMs());
+    if (IsTerminal(want.status)) {
+      ASSERT_TRUE(got.completed_at.has_value()) << "a terminal insert is completed";
+      EXPECT_GE(*got.completed_at, got.started_at);
+    } else {
+      EXPECT_FALSE(got.completed_at.has_value());
+    }
+  }
+  EXPECT_EQ(Must(store().ListSteps(other.id)).size(), 4u);
+}
+
+TEST_P(StoreConformance, ListStepsOrdersByStartedAtThenId) {
+  Workflow wf = MakeWorkflow();
+  Run run = RunIn(wf, RunStatus::kRunning);
+  auto insert = [&](const std::string& step, TimeMs started_at) {
+    StepExecution e;
+    e.run_id = run.id;
+    e.step_id = step;
+    e.status = StepStatus::kSkipped;
+    e.started_at = started_at;
+    e.completed_at = started_at + 5;
+    return Must(store().InsertStep(e));
+  };
+  int64_t c = insert("c", 3000);
+  int64_t a = insert("a", 1000);
+  int64_t b1 = insert("b1", 2000);
+  int64_t b2 = insert("b2", 2000);
+  std::vector<StepExecution> listed = Must(store().ListSteps(run.id));
+  ASSERT_EQ(listed.size(), 4u);
+  EXPECT_EQ(listed[0].id, a);
+  EXPECT_EQ(listed[1].id, b1);
+  EXPECT_EQ(listed[2].id, b2);
+  EXPECT_EQ(listed[3].id, c);
+  EXPECT_EQ(listed[0].started_at, 1000) << "a given started_at is kept";
+  EXPECT_EQ(listed[0].completed_at, 1005) << "a given completed_at is kept";
+}
+
+TEST_P(StoreConformance, InsertStepChecksTheStatusMachineAndTheRun) {
+  Workflow wf = MakeWorkflow();
+  Run run = RunIn(wf, RunStatus::kRunning);
+  for (StepStatus s : kAllStepStatuses) {
+    StepExecution e;
+    e.run_id = run.id;
+    e.step_id = "s";
+    e.status = s;
+    auto res = store().InsertStep(e);
+    if (CanTransition(std::nullopt, s)) {
+      EXPECT_TRUE(res.ok()) << ToString(s) << ": " << res.status().ToString();
+    } else {
+      EXPECT_EQ(CodeOf(res), Code::kFailedPrecondition) << ToString(s);
+    }
+  }
+  EXPECT_EQ(Must(store().ListSteps(run.id)).size(), 4u) << "COMPLETED cannot be inserted";
+
+  StepExecution orphan;
+  orphan.run_id = "run-missing";
+  orphan.step_id = "s";
+  EXPECT_EQ(CodeOf(store().InsertStep(orphan)), Code::kNotFound);
+}
+
+TEST_P(StoreConformance, FinishStepEndsARunningExecution) {
+  Workflow wf = MakeWorkflow();
+  Run run = RunIn(wf, RunStatus::kRunning);
+  int64_t ok_id = StartStep(run, "ok");
+  int64_t bad_id = StartStep(run, "bad");
+  int64_t stop_id = StartStep(run, "stop", 2);
+  TimeMs before = NowMs();
+
+  json out{{"items", json::array({1, 2, 3})}, {"text", "done"}};
+  MustOk(store().FinishStep({run.id, ok_id, StepStatus::kCompleted, out, ""}));
+  MustOk(store().FinishStep({run.id, bad_id, StepStatus::kFailed, nullptr, "HTTP 500 from agent"}));
+  MustOk(store().FinishStep({run.id, stop_id, StepStatus::kCancelled, nullptr, "run cancelled"}));
+
+  std::vector<StepExecution> listed = Must(store().ListSteps(run.id));
+  ASSERT_EQ(listed.size(), 3u);
+  EXPECT_EQ(listed[0].status, StepStatus::kCompleted);
+  EXPECT_EQ(listed[0].output, out);
+  EXPECT_EQ(listed[0].error_message, "");
+  EXPECT_EQ(listed[0].input, json({{"step", "ok"}})) << "input is kept";
+  EXPECT_EQ(listed[1].status, StepStatus::kFailed);
+  EXPECT_TRUE(listed[1].output.is_null());
+  EXPECT_EQ(listed[1].error_message, "HTTP 500 from agent");
+  EXPECT_EQ(listed[2].status, StepStatus::kCancelled);
+  EXPECT_EQ(listed[2].item_index, 2);
+  EXPECT_EQ(listed[2].error_message, "run cancelled");
+  for (const StepExecution& s : listed) {
+    ASSERT_TRUE(s.completed_at.has_value());
+    EXPECT_GE(*s.completed_at, before);
+    EXPECT_GE(*s.completed_at, s.started_at);
+  }
+}
+
+TEST_P(StoreConformance, FinishStepErrors) {
+  Workflow wf = MakeWorkflow();
+  Run run = RunIn(wf, RunStatus::kRunning);
+  Run other = RunIn(wf, RunStatus::kRunning);
+  int64_t id = StartStep(run, "a");
+  std::vector<StepExecution> before = Must(store().ListSteps(run.id));
+
+  // Not a terminal target: the status machine refuses.
+  for (StepStatus to : {StepStatus::kRunning, StepStatus::kSkipped}) {
+    EXPECT_EQ(store().FinishStep({run.id, id, to, nullptr, ""}).code(), Code::kFailedPrecondition) << ToString(to);
+  }
+  // The execution belongs to another run, or does not exist.
+  EXPECT_EQ(store().FinishStep({other.id, id, StepStatus::kCompleted, 1, ""}).code(), Code::kNotFound);
+  EXPECT_EQ(store().FinishStep({"run-missing", id, StepStatus::kCompleted, 1, ""}).code(), Code::kNotFound);
+  EXPECT_EQ(store().FinishStep({run.id, id + 1000, StepStatus::kCompleted, 1, ""}).code(), Code::kNotFound);
+  std::vector<StepExecution> unchanged = Must(store().ListSteps(run.id));
+  ASSERT_EQ(unchanged.size(), 1u);
+  ExpectSameStep(unchanged[0], before[0]);
+
+  // Finishing twice: the second finds it no longer RUNNING.
+  MustOk(store().FinishStep({run.id, id, StepStatus::kCompleted, json{{"v", 1}}, ""}));
+  std::vector<StepExecution> done = Must(store().ListSteps(run.id));
+  Status again = store().FinishStep({run.id, id, StepStatus::kFailed, nullptr, "late"});
+  EXPECT_EQ(again.code(), Code::kFailedPrecondition);
+  EXPECT_EQ(again.details().value("current", ""), "COMPLETED") << again.details().dump();
+  ExpectSameStep(Must(store().ListSteps(run.id)).at(0), done.at(0));
+}
+
+TEST_P(StoreConformance, ListStepsOfRunWithoutStepsIsEmpty) {
+  Workflow wf = MakeWorkflow();
+  Run run = MakeRun(wf);
+  EXPECT_TRUE(Must(store().ListSteps(run.id)).empty());
+  EXPECT_TRUE(Must(store().ListSteps("run-missing")).empty());
+}
+
+TEST_P(StoreConformance, ConcurrentStepFinishHasOneWinner) {
+  Workflow wf = MakeWorkflow();
+  Run run = RunIn(wf, RunStatus::kRunning);
+  constexpr int kThreads = 6;
+  for (int round = 0; round < 5; ++round) {
+    int64_t id = StartStep(run, "s" + std::to_string(round));
+    std::latch go(kThreads);
+    std::atomic<int> wins{0};
+    std::vector<std::thread> threads;
+    for (int i = 0; i < kThreads; ++i) {
+      threads.emplace_back([&, i] {
+        go.arrive_and_wait();
+        Status s = store().FinishStep({run.id, id, i % 2 ? StepStatus::kCompleted : StepStatus::kFailed,
+                                       i % 2 ? json(i) : json(nullptr), i % 2 ? "" : "lost"});
+        if (s.ok()) {
+          ++wins;
+        } else {
+          EXPECT_EQ(s.code(), Code::kFailedPrecondition) << s.ToString();
+        }
+      });
+    }
+    for (auto& t : threads) t.join();
+    EXPECT_EQ(wins.load(), 1);
+  }
+}
+
+// ---------------------------------------------------------------- agents
+
+TEST_P(StoreConformance, AgentsCrud) {
+  Agent echo;
+  echo.name = "echo";
+  echo.url = "http://127.0.0.1:9000/agents/echo";
+  echo.timeout_ms = 1500;
+  echo.max_concurrency = 4;
+  echo.metadata = json{{"team", "core"}, {"tags", {"a", "b"}}};
+  TimeMs before = NowMs();
+  Agent created = Must(store().CreateAgent(echo));
+  EXPECT_EQ(created.name, "echo");
+  EXPECT_EQ(created.url, echo.url);
+  EXPECT_EQ(created.timeout_ms, 1500);
+  EXPECT_EQ(created.max_concurrency, 4);
+  EXPECT_EQ(created.metadata, echo.metadata);
+  EXPECT_GE(created.created_at, before);
+  EXPECT_EQ(created.updated_at, created.created_at);
+  ExpectSameAgent(Must(store().GetAgent("echo")), created);
+
+  Agent dup = echo;
+  dup.url = "http://elsewhere";
+  EXPECT_EQ(CodeOf(store().CreateAgent(dup)), Code::kAlreadyExists);
+  ExpectSameAgent(Must(store().GetAgent("echo")), created);
+
+  WaitForNextMs();
+  Agent changed = echo;
+  changed.url = "http://127.0.0.1:9001/echo";
+  changed.timeout_ms = 99;
+  changed.max_concurrency = 0;
+  changed.metadata = json::object();
+  Agent replaced = Must(store().UpsertAgent(changed));
+  EXPECT_EQ(replaced.created_at, created.created_at) << "upsert keeps created_at";
+  EXPECT_GT(replaced.updated_at, created.updated_at);
+  EXPECT_EQ(replaced.url, changed.url);
+  EXPECT_EQ(replaced.timeout_ms, 99);
+  EXPECT_EQ(replaced.max_concurrency, 0);
+  EXPECT_EQ(replaced.metadata, json::object());
+  ExpectSameAgent(Must(store().GetAgent("echo")), replaced);
+
+  Agent fresh;
+  fresh.name = "alpha";
+  fresh.url = "http://alpha";
+  Agent upserted = Must(store().UpsertAgent(fresh));
+  EXPECT_GT(upserted.created_at, 0);
+  EXPECT_EQ(upserted.updated_at, upserted.created_at);
+  EXPECT_EQ(upserted.timeout_ms, 30000);
+  ExpectSameAgent(Must(store().GetAgent("alpha")), upserted);
+  Agent zed = fresh;
+  zed.name = "zed";
+  Must(store().CreateAgent(zed));
+
+  std::vector<Agent> all = Must(store().ListAgents());
+  ASSERT_EQ(all.size(), 3u);
+  EXPECT_EQ(all[0].name, "alpha");
+  EXPECT_EQ(all[1].name, "echo");
+  EXPECT_EQ(all[2].name, "zed");
+  ExpectSameAgent(all[1], replaced);
+
+  MustOk(store().DeleteAgent("echo"));
+  EXPECT_EQ(CodeOf(store().GetAgent("echo")), Code::kNotFound);
+  EXPECT_EQ(store().DeleteAgent("echo").code(), Code::kNotFound);
+  EXPECT_EQ(store().DeleteAgent("never").code(), Code::kNotFound);
+  EXPECT_EQ(Must(store().ListAgents()).size(), 2u);
+  // A deleted name can be registered again.
+  EXPECT_TRUE(store().CreateAgent(echo).ok());
+}
+
+TEST_P(StoreConformance, NoAgentsIsAnEmptyList) { EXPECT_TRUE(Must(store().ListAgents()).empty()); }
+
+// ---------------------------------------------------------------- JSON
+
+namespace {
+
+std::vector<json> JsonSamples() {
+  std::string big(1 << 20, 'x');
+  for (size_t i = 0; i < big.size(); i += 97) big[i] = static_cast<char>('a' + i % 26);
+  json big_array = json::array();
+  for (int i = 0; i < 20000; ++i) big_array.push_back(json{{"i", i}, {"s", std::to_string(i)}});
+  return {
+      json::object(),
+      json::array(),
+      json{{"a", {{"b", {{"c", {{"d", json::array({1, {{"e", nullptr}}, "f", true})}}}}}}}},
+      json{{"unicode", "héllo wörld — 日本語 — 🚀🎉 — עברית"}, {"ключ", "значение"}, {"emoji 🔑", "✓"}},
+      json{{"escapes", "quote \" backslash \\ slash / newline \n tab \t cr \r bell \x07 del \x7f"}},
+      json{{"empty", ""}, {"space", " "}, {"null", nullptr}, {"false", false}, {"zero", 0}},
+      json{{"int_max", std::numeric_limits<int64_t>::max()},
+           {"int_min", std::numeric_limits<int64_t>::min()},
+           {"uint_max", std::numeric_limits<uint64_t>::max()},
+           {"pi", 3.141592653589793},
+           {"tenth", 0.1},
+           {"tiny", 5e-324},
+           {"huge", 1e300},
+           {"neg", -2.5}},
+      json("just a string"),
+      json(12345),
+      json(true),
+      json{{"big", big}},
+      big_array,
+  };
+}
+
+}  // namespace
+
+TEST_P(StoreConformance, JsonRoundTripsEverywhere) {
+  Workflow wf = MakeWorkflow();
+  int n = 0;
+  for (const json& v : JsonSamples()) {
+    SCOPED_TRACE("sample " + std::to_string(n) + ": " + v.dump().substr(0, 80));
+    // Workflow plan.
+    Workflow w = Must(store().CreateWorkflow(NewWorkflow{"json-" + std::to_string(n++), "", v}));
+    EXPECT_EQ(Must(store().GetWorkflow(w.id)).plan, v);
+    Workflow w2 = Must(store().UpdateWorkflow(w.id, NewWorkflow{w.name, "", v}));
+    EXPECT_EQ(Must(store().GetWorkflow(w.id, w2.version)).plan, v);
+    // Run input and output.
+    Run run = MakeRun(wf, v);
+    EXPECT_EQ(Must(store().GetRun(run.id)).input, v);
+    Must(store().TransitionRun({run.id, RunStatus::kPending, RunStatus::kRunning}));
+    RunTransition done{run.id, RunStatus::kRunning, RunStatus::kCompleted};
+    done.output = v;
+    EXPECT_EQ(Must(store().TransitionRun(done)).output, v);
+    Run got = Must(store().GetRun(run.id));
+    EXPECT_EQ(got.output, v);
+    EXPECT_EQ(got.input, v);
+    RunFilter f;
+    f.workflow_id = wf.id;
+    f.status = RunStatus::kCompleted;
+    f.limit = 1000;
+    bool listed = false;
+    for (const Run& r : Must(store().ListRuns(f)).items) {
+      if (r.id == run.id) {
+        listed = true;
+        EXPECT_EQ(r.output, v);
+        EXPECT_EQ(r.input, v);
+      }
+    }
+    EXPECT_TRUE(listed);
+    // Step input and output.
+    StepExecution e;
+    e.run_id = run.id;
+    e.step_id = "s";
+    e.input = v;
+    int64_t id = Must(store().InsertStep(e));
+    MustOk(store().FinishStep({run.id, id, StepStatus::kCompleted, v, ""}));
+    std::vector<StepExecution> steps = Must(store().ListSteps(run.id));
+    ASSERT_EQ(steps.size(), 1u);
+    EXPECT_EQ(steps[0].input, v);
+    EXPECT_EQ(steps[0].output, v);
+    // Agent metadata.
+    Agent a;
+    a.name = "agent-" + std::to_string(n);
+    a.url = "http://x";
+    a.metadata = v;
+    Must(store().CreateAgent(a));
+    EXPECT_EQ(Must(store().GetAgent(a.name)).metadata, v);
+  }
+}
+
+TEST_P(StoreConformance, JsonNullIsKeptApartFromEmptyValues) {
+  Workflow wf = MakeWorkflow();
+  Run run = RunIn(wf, RunStatus::kRunning);
+  for (const json& out : {json(nullptr), json(""), json::object(), json::array(), json(0), json(false)}) {
+    Run r = RunIn(wf, RunStatus::kRunning);
+    RunTransition t{r.id, RunStatus::kRunning, RunStatus::kCompleted};
+    t.output = out;
+    Must(store().TransitionRun(t));
+    json got = Must(store().GetRun(r.id)).output;
+    // (JSON equality tells null, "", {}, [], 0 and false apart.)
+    EXPECT_EQ(got, out) << out.dump();
+    EXPECT_EQ(got.is_null(), out.is_null()) << out.dump();
+  }
+  StepExecution e;
+  e.run_id = run.id;
+  e.step_id = "s";
+  e.input = nullptr;
+  Must(store().InsertStep(e));
+  EXPECT_TRUE(Must(store().ListSteps(run.id)).at(0).input.is_null());
+}
+
+// Agents may return any JSON string, including U+0000 (PostgreSQL's jsonb
+// cannot store it: a backend must keep JSON as text or escape it).
+TEST_P(StoreConformance, JsonWithNulCharacterRoundTrips) {
+  Workflow wf = MakeWorkflow();
+  json v{{"nul", std::string("a\0b", 3)}, {"ctl", "\x01\x1f"}};
+  Run run = MakeRun(wf, v);
+  EXPECT_EQ(Must(store().GetRun(run.id)).input, v);
+}
+
+// ---------------------------------------------------------------- misc
+
+TEST_P(StoreConformance, Ping) { MustOk(store().Ping()); }
+
+TEST_P(StoreConformance, ConcurrentMixedWorkload) {
+  Workflow wf = MakeWorkflow();
+  constexpr int kThreads = 4;
+  constexpr int kRunsPerThread = 25;
+  std::latch go(kThreads);
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      go.arrive_and_wait();
+      for (int i = 0; i < kRunsPerThread; ++i) {
+        auto created = store().CreateRun(NewRun{"", wf.id, 1, json{{"t", t}, {"i", i}}, ""});
+        if (!created.ok()) {
+          ++failures;
+          continue;
+        }
+        const std::string& id = created->run.id;
+        bool ok = store().TransitionRun({id, RunStatus::kPending, RunStatus::kRunning}).ok();
+        StepExecution e;
+        e.run_id = id;
+        e.step_id = "only";
+        auto step = store().InsertStep(e);
+        ok = ok && step.ok() && store().FinishStep({id, *step, StepStatus::kCompleted, json(i), ""}).ok();
+        RunTransition done{id, RunStatus::kRunning, RunStatus::kCompleted};
+        done.output = json(i);
+        ok = ok && store().TransitionRun(done).ok();
+        ok = ok && store().ListSteps(id).ok() && store().GetRun(id).ok();
+        if (!ok) ++failures;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(failures.load(), 0);
+  RunFilter f;
+  f.status = RunStatus::kCompleted;
+  EXPECT_EQ(AllRunPages(store(), f).size(), static_cast<size_t>(kThreads * kRunsPerThread));
+  EXPECT_TRUE(Must(store().ListUnfinishedRuns(10)).empty());
+}
+
+// A binary may link the suite without instantiating it (e.g. a backend that
+// is not configured).
+GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(StoreConformance);
+
+}  // namespace af

@@ -1,1 +1,1078 @@
-// placeholder: to be written
+// SqliteStore: the Store on one SQLite connection.
+//
+// Design:
+// - One connection, guarded by one mutex: every public method locks it for
+//   its whole duration, so a method's statements never interleave with
+//   another thread's. SQLite itself is opened NOMUTEX (our mutex suffices).
+//   Other processes may open the same file; WAL lets their readers run while
+//   we write, and busy_timeout waits for their write locks (after which the
+//   error is Unavailable, i.e. retryable).
+// - Every statement is prepared once at open (a typo fails the open, not a
+//   request) and reused; a Stmt scope resets it and clears its bindings.
+// - Status changes are one compare-and-set UPDATE ... WHERE status = <from>
+//   ... RETURNING, after the status machine allowed from → to; only when it
+//   matches no row do we read the row to say why.
+// - Writes that touch several rows run in a BEGIN IMMEDIATE transaction (the
+//   write lock is taken up front, so two processes cannot deadlock upgrading).
+// - No exception leaves the store: every public method catches and returns
+//   Internal.
+#include "storage/sqlite/sqlite_store.h"
+
+#include <sqlite3.h>
+
+#include <algorithm>
+#include <array>
+#include <charconv>
+#include <cstdint>
+#include <cstring>
+#include <exception>
+#include <limits>
+#include <mutex>
+
+#include "common/ids.h"
+#include "common/time.h"
+#include "model/status_machine.h"
+#include "storage/sqlite/migrations.h"
+
+namespace af {
+namespace {
+
+using sqlite::SqliteError;
+
+constexpr int kBusyTimeoutMs = 5000;
+constexpr int kMaxPageSize = 1000;
+
+// ---------------------------------------------------------------- SQL text
+
+#define AF_RUN_COLS                                                                                    \
+  "id, workflow_id, workflow_version, status, input, output, error_message, idempotency_key, "        \
+  "cancel_requested, cancelled_by, cancel_reason, attempt, created_at, started_at, completed_at, "     \
+  "updated_at"
+#define AF_WORKFLOW_COLS "w.id, v.name, v.description, v.version, w.latest_version, v.plan, w.created_at, v.created_at"
+#define AF_WORKFLOW_LATEST \
+  " FROM workflows w JOIN workflow_versions v ON v.workflow_id = w.id AND v.version = w.latest_version "
+#define AF_STEP_COLS                                                                                    \
+  "id, run_id, step_id, item_index, agent_name, attempt, status, input, output, error_message, started_at, " \
+  "completed_at"
+#define AF_AGENT_COLS "name, url, timeout_ms, max_concurrency, metadata, created_at, updated_at"
+// Keyset pagination of runs, newest first: ?1 ?2 = the cursor (created_at, id)
+// of the previous page's last row, ?3 workflow, ?4 status, ?5 limit.
+#define AF_LIST_RUNS(filter)                                                                          \
+  "SELECT " AF_RUN_COLS " FROM workflow_runs WHERE " filter " (created_at, id) < (?1, ?2) "         \
+  "ORDER BY created_at DESC, id DESC LIMIT ?5"
+
+enum Sql {
+  kBegin,
+  kCommit,
+  kRollback,
+  kPing,
+  kInsertWorkflow,
+  kInsertWorkflowVersion,
+  kBumpWorkflow,
+  kGetWorkflowLatest,
+  kGetWorkflowVersion,
+  kGetWorkflowByName,
+  kListWorkflows,
+  kListWorkflowVersions,
+  kDeleteWorkflow,
+  kInsertRun,
+  kGetRun,
+  kGetRunByKey,
+  kGetRunStatus,
+  kListRuns,
+  kListRunsByWorkflow,
+  kListRunsByStatus,
+  kListRunsByWorkflowAndStatus,
+  kListUnfinishedRuns,
+  kTransitionRun,
+  kRequestCancel,
+  kInsertStep,
+  kFinishStep,
+  kGetStepStatus,
+  kListSteps,
+  kInsertAgent,
+  kUpsertAgent,
+  kGetAgent,
+  kListAgents,
+  kDeleteAgent,
+  kSqlCount,
+};
+
+// Indexed by Sql.
+constexpr std::array<const char*, kSqlCount> kSqlText = {
+    "BEGIN IMMEDIATE",
+    "COMMIT",
+    "ROLLBACK",
+    "SELECT 1",
+    // kInsertWorkflow
+    "INSERT INTO workflows (id, name, description, latest_version, created_at, updated_at) "
+    "VALUES (?1, ?2, ?3, 1, ?4, ?4)",
+    // kInsertWorkflowVersion
+    "INSERT INTO workflow_versions (workflow_id, version, name, description, plan, created_at) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    // kBumpWorkflow
+    "UPDATE workflows SET name = ?2, description = ?3, latest_version = latest_version + 1, updated_at = ?4 "
+    "WHERE id = ?1 AND deleted_at IS NULL RETURNING latest_version, created_at",
+    // kGetWorkflowLatest
+    "SELECT " AF_WORKFLOW_COLS AF_WORKFLOW_LATEST "WHERE w.id = ?1 AND w.deleted_at IS NULL",
+    // kGetWorkflowVersion
+    "SELECT " AF_WORKFLOW_COLS " FROM workflows w JOIN workflow_versions v ON v.workflow_id = w.id "
+    "WHERE w.id = ?1 AND v.version = ?2",
+    // kGetWorkflowByName
+    "SELECT " AF_WORKFLOW_COLS AF_WORKFLOW_LATEST "WHERE w.name = ?1 AND w.deleted_at IS NULL",
+    // kListWorkflows
+    "SELECT " AF_WORKFLOW_COLS AF_WORKFLOW_LATEST
+    "WHERE w.deleted_at IS NULL AND (w.created_at, w.id) < (?1, ?2) "
+    "ORDER BY w.created_at DESC, w.id DESC LIMIT ?3",
+    // kListWorkflowVersions
+    "SELECT " AF_WORKFLOW_COLS " FROM workflows w JOIN workflow_versions v ON v.workflow_id = w.id "
+    "WHERE w.id = ?1 AND w.deleted_at IS NULL ORDER BY v.version DESC",
+    // kDeleteWorkflow
+    "UPDATE workflows SET deleted_at = ?2, updated_at = ?2 WHERE id = ?1 AND deleted_at IS NULL",
+    // kInsertRun: an idempotency key already used for the workflow inserts
+    // nothing (and returns no row); any other conflict is an error.
+    "INSERT INTO workflow_runs (id, workflow_id, workflow_version, status, input, idempotency_key, "
+    "cancel_requested, attempt, created_at, updated_at) "
+    "VALUES (?1, ?2, ?3, 'PENDING', ?4, ?5, 0, 1, ?6, ?6) "
+    "ON CONFLICT (workflow_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
+    // kGetRun
+    "SELECT " AF_RUN_COLS " FROM workflow_runs WHERE id = ?1",
+    // kGetRunByKey
+    "SELECT " AF_RUN_COLS " FROM workflow_runs WHERE workflow_id = ?1 AND idempotency_key = ?2",
+    // kGetRunStatus
+    "SELECT status FROM workflow_runs WHERE id = ?1",
+    AF_LIST_RUNS(""),
+    AF_LIST_RUNS("workflow_id = ?3 AND"),
+    AF_LIST_RUNS("status = ?4 AND"),
+    AF_LIST_RUNS("workflow_id = ?3 AND status = ?4 AND"),
+    // kListUnfinishedRuns
+    "SELECT " AF_RUN_COLS " FROM workflow_runs WHERE status IN ('PENDING', 'RUNNING') "
+    "ORDER BY created_at, id LIMIT ?1",
+    // kTransitionRun: ?1 id, ?2 from, ?3 to, ?4 now, ?5 to is RUNNING,
+    // ?6 to is terminal, ?7 to is PENDING (retry), ?8/?9 set output,
+    // ?10/?11 set error_message, ?12/?13 set input.
+    "UPDATE workflow_runs SET status = ?3, updated_at = ?4, "
+    "started_at = CASE WHEN ?5 THEN coalesce(started_at, ?4) ELSE started_at END, "
+    "completed_at = CASE WHEN ?6 THEN ?4 ELSE NULL END, "
+    "output = CASE WHEN ?7 THEN NULL WHEN ?8 THEN ?9 ELSE output END, "
+    "error_message = CASE WHEN ?7 THEN NULL WHEN ?10 THEN ?11 ELSE error_message END, "
+    "input = CASE WHEN ?12 THEN ?13 ELSE input END, "
+    "cancel_requested = CASE WHEN ?7 THEN 0 ELSE cancel_requested END, "
+    "cancelled_by = CASE WHEN ?7 THEN NULL ELSE cancelled_by END, "
+    "cancel_reason = CASE WHEN ?7 THEN NULL ELSE cancel_reason END, "
+    "attempt = attempt + CASE WHEN ?7 THEN 1 ELSE 0 END "
+    "WHERE id = ?1 AND status = ?2 RETURNING " AF_RUN_COLS,
+    // kRequestCancel
+    "UPDATE workflow_runs SET cancel_requested = 1, cancelled_by = ?2, cancel_reason = ?3, updated_at = ?4 "
+    "WHERE id = ?1 AND status IN ('PENDING', 'RUNNING') RETURNING " AF_RUN_COLS,
+    // kInsertStep
+    "INSERT INTO step_executions (run_id, step_id, item_index, agent_name, attempt, status, input, output, "
+    "error_message, started_at, completed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    // kFinishStep
+    "UPDATE step_executions SET status = ?3, output = ?4, error_message = ?5, completed_at = ?6 "
+    "WHERE id = ?1 AND run_id = ?2 AND status = 'RUNNING'",
+    // kGetStepStatus
+    "SELECT status FROM step_executions WHERE id = ?1 AND run_id = ?2",
+    // kListSteps
+    "SELECT " AF_STEP_COLS " FROM step_executions WHERE run_id = ?1 ORDER BY started_at, id",
+    // kInsertAgent
+    "INSERT INTO agents (" AF_AGENT_COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+    // kUpsertAgent
+    "INSERT INTO agents (" AF_AGENT_COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) "
+    "ON CONFLICT (name) DO UPDATE SET url = excluded.url, timeout_ms = excluded.timeout_ms, "
+    "max_concurrency = excluded.max_concurrency, metadata = excluded.metadata, updated_at = excluded.updated_at "
+    "RETURNING created_at",
+    // kGetAgent
+    "SELECT " AF_AGENT_COLS " FROM agents WHERE name = ?1",
+    // kListAgents
+    "SELECT " AF_AGENT_COLS " FROM agents ORDER BY name",
+    // kDeleteAgent
+    "DELETE FROM agents WHERE name = ?1",
+};
+
+#undef AF_LIST_RUNS
+
+// ---------------------------------------------------------------- helpers
+
+// Extended result codes are on, so constraint failures arrive specific.
+bool IsUniqueViolation(int rc) { return rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY; }
+
+std::string DumpJson(const json& j) {
+  // Invalid UTF-8 in strings is replaced rather than thrown on.
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+// A cached statement in use: reset and unbound when the scope ends.
+class Stmt {
+ public:
+  Stmt(sqlite3* db, sqlite3_stmt* s) : db_(db), s_(s) {}
+  ~Stmt() {
+    sqlite3_reset(s_);
+    sqlite3_clear_bindings(s_);
+  }
+  Stmt(const Stmt&) = delete;
+  Stmt& operator=(const Stmt&) = delete;
+
+  void Bind(int i, int64_t v) { Check(sqlite3_bind_int64(s_, i, v)); }
+  void Bind(int i, int v) { Check(sqlite3_bind_int(s_, i, v)); }
+  void Bind(int i, bool v) { Check(sqlite3_bind_int(s_, i, v ? 1 : 0)); }
+  void Bind(int i, const std::string& v) {
+    Check(sqlite3_bind_text64(s_, i, v.data(), v.size(), SQLITE_TRANSIENT, SQLITE_UTF8));
+  }
+  void Bind(int i, const char* v) { Check(sqlite3_bind_text(s_, i, v, -1, SQLITE_STATIC)); }
+  void BindNull(int i) { Check(sqlite3_bind_null(s_, i)); }
+  // Empty text is stored as NULL.
+  void BindOptText(int i, const std::string& v) {
+    if (v.empty()) {
+      BindNull(i);
+    } else {
+      Bind(i, v);
+    }
+  }
+  // JSON null is stored as SQL NULL; anything else as its text.
+  void BindJson(int i, const json& j) {
+    if (j.is_null()) {
+      BindNull(i);
+    } else {
+      Bind(i, DumpJson(j));
+    }
+  }
+  void BindOptInt(int i, const std::optional<int64_t>& v) {
+    if (v) {
+      Bind(i, *v);
+    } else {
+      BindNull(i);
+    }
+  }
+
+  // SQLITE_ROW, SQLITE_DONE or an error code (a failed bind included).
+  int Step() { return bind_rc_ != SQLITE_OK ? bind_rc_ : sqlite3_step(s_); }
+  // Steps a statement that returns no rows.
+  int Exec() {
+    int rc = Step();
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+  }
+
+  bool IsNull(int c) const { return sqlite3_column_type(s_, c) == SQLITE_NULL; }
+  int64_t Int64(int c) const { return sqlite3_column_int64(s_, c); }
+  int Int(int c) const { return sqlite3_column_int(s_, c); }
+  std::optional<int64_t> OptInt64(int c) const {
+    return IsNull(c) ? std::nullopt : std::optional<int64_t>(Int64(c));
+  }
+  std::string Text(int c) const {
+    const unsigned char* p = sqlite3_column_text(s_, c);
+    return p ? std::string(reinterpret_cast<const char*>(p), static_cast<size_t>(sqlite3_column_bytes(s_, c)))
+             : std::string();
+  }
+  Status Json(int c, json* out) const {
+    const unsigned char* p = sqlite3_column_text(s_, c);
+    if (!p) {
+      *out = nullptr;
+      return Status::Ok();
+    }
+    const char* b = reinterpret_cast<const char*>(p);
+    *out = json::parse(b, b + sqlite3_column_bytes(s_, c), nullptr, /*allow_exceptions=*/false);
+    if (out->is_discarded()) {
+      return Status::Internal(std::string("sqlite: column ") + sqlite3_column_name(s_, c) +
+                              " holds invalid JSON");
+    }
+    return Status::Ok();
+  }
+
+  sqlite3* db() const { return db_; }
+
+ private:
+  void Check(int rc) {
+    if (rc != SQLITE_OK && bind_rc_ == SQLITE_OK) bind_rc_ = rc;
+  }
+
+  sqlite3* db_;
+  sqlite3_stmt* s_;
+  int bind_rc_ = SQLITE_OK;
+};
+
+Status CorruptStatus(const std::string& table, const std::string& value) {
+  return Status::Internal("sqlite: " + table + ".status holds an unknown value '" + value + "'");
+}
+
+Status ReadWorkflow(const Stmt& st, Workflow* w) {
+  w->id = st.Text(0);
+  w->name = st.Text(1);
+  w->description = st.Text(2);
+  w->version = st.Int(3);
+  w->latest_version = st.Int(4);
+  AF_RETURN_IF_ERROR(st.Json(5, &w->plan));
+  w->created_at = st.Int64(6);
+  w->updated_at = st.Int64(7);
+  return Status::Ok();
+}
+
+Status ReadRun(const Stmt& st, Run* r) {
+  r->id = st.Text(0);
+  r->workflow_id = st.Text(1);
+  r->workflow_version = st.Int(2);
+  std::string status = st.Text(3);
+  auto parsed = ParseRunStatus(status);
+  if (!parsed) return CorruptStatus("workflow_runs", status);
+  r->status = *parsed;
+  AF_RETURN_IF_ERROR(st.Json(4, &r->input));
+  AF_RETURN_IF_ERROR(st.Json(5, &r->output));
+  r->error_message = st.Text(6);
+  r->idempotency_key = st.Text(7);
+  r->cancel_requested = st.Int(8) != 0;
+  r->cancelled_by = st.Text(9);
+  r->cancel_reason = st.Text(10);
+  r->attempt = st.Int(11);
+  r->created_at = st.Int64(12);
+  r->started_at = st.OptInt64(13);
+  r->completed_at = st.OptInt64(14);
+  r->updated_at = st.Int64(15);
+  return Status::Ok();
+}
+
+Status ReadStep(const Stmt& st, StepExecution* s) {
+  s->id = st.Int64(0);
+  s->run_id = st.Text(1);
+  s->step_id = st.Text(2);
+  s->item_index = st.IsNull(3) ? std::nullopt : std::optional<int>(st.Int(3));
+  s->agent_name = st.Text(4);
+  s->attempt = st.Int(5);
+  std::string status = st.Text(6);
+  auto parsed = ParseStepStatus(status);
+  if (!parsed) return CorruptStatus("step_executions", status);
+  s->status = *parsed;
+  AF_RETURN_IF_ERROR(st.Json(7, &s->input));
+  AF_RETURN_IF_ERROR(st.Json(8, &s->output));
+  s->error_message = st.Text(9);
+  s->started_at = st.Int64(10);
+  s->completed_at = st.OptInt64(11);
+  return Status::Ok();
+}
+
+Status ReadAgent(const Stmt& st, Agent* a) {
+  a->name = st.Text(0);
+  a->url = st.Text(1);
+  a->timeout_ms = st.Int64(2);
+  a->max_concurrency = st.Int(3);
+  AF_RETURN_IF_ERROR(st.Json(4, &a->metadata));
+  a->created_at = st.Int64(5);
+  a->updated_at = st.Int64(6);
+  return Status::Ok();
+}
+
+// ---- page tokens: base64url("<created_at>:<id>"), opaque to callers.
+
+constexpr char kB64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+std::string Base64UrlEncode(const std::string& in) {
+  std::string out;
+  out.reserve((in.size() + 2) / 3 * 4);
+  uint32_t buf = 0;
+  int bits = 0;
+  for (unsigned char c : in) {
+    buf = (buf << 8) | c;
+    bits += 8;
+    while (bits >= 6) {
+      bits -= 6;
+      out.push_back(kB64[(buf >> bits) & 0x3f]);
+    }
+  }
+  if (bits > 0) out.push_back(kB64[(buf << (6 - bits)) & 0x3f]);
+  return out;
+}
+
+std::optional<std::string> Base64UrlDecode(const std::string& in) {
+  std::string out;
+  uint32_t buf = 0;
+  int bits = 0;
+  for (char c : in) {
+    const char* p = c ? std::strchr(kB64, c) : nullptr;
+    if (!p) return std::nullopt;
+    buf = (buf << 6) | static_cast<uint32_t>(p - kB64);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out.push_back(static_cast<char>((buf >> bits) & 0xff));
+    }
+  }
+  // Leftover bits must be zero padding of the last byte.
+  if (bits >= 6 || (buf & ((1u << bits) - 1)) != 0) return std::nullopt;
+  return out;
+}
+
+struct Cursor {
+  TimeMs created_at = std::numeric_limits<TimeMs>::max();
+  std::string id;  // with created_at = max: before every real row
+};
+
+std::string EncodeCursor(TimeMs created_at, const std::string& id) {
+  return Base64UrlEncode(std::to_string(created_at) + ":" + id);
+}
+
+Result<Cursor> DecodeCursor(const std::string& token) {
+  Cursor c;
+  if (token.empty()) return c;
+  auto bad = [] {
+    return Status::InvalidArgument("page_token is malformed",
+                                   {{"hint", "pass the next_page_token of the previous page unchanged, or "
+                                             "omit it for the first page"}});
+  };
+  auto raw = Base64UrlDecode(token);
+  if (!raw) return bad();
+  size_t colon = raw->find(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == raw->size()) return bad();
+  const char* b = raw->data();
+  auto [end, ec] = std::from_chars(b, b + colon, c.created_at);
+  if (ec != std::errc() || end != b + colon) return bad();
+  c.id = raw->substr(colon + 1);
+  return c;
+}
+
+int ClampLimit(int limit) { return std::clamp(limit, 1, kMaxPageSize); }
+
+template <typename F>
+auto Guarded(F&& f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const std::exception& e) {
+    return Status::Internal(std::string("storage: unexpected exception: ") + e.what());
+  } catch (...) {
+    return Status::Internal("storage: unexpected exception");
+  }
+}
+
+// ---------------------------------------------------------------- the store
+
+class SqliteStore final : public Store {
+ public:
+  static Result<std::unique_ptr<Store>> Open(const std::string& path, bool full_sync);
+  ~SqliteStore() override;
+
+  Result<Workflow> CreateWorkflow(const NewWorkflow& w) override {
+    return Locked([&] { return DoCreateWorkflow(w); });
+  }
+  Result<Workflow> UpdateWorkflow(const std::string& id, const NewWorkflow& w) override {
+    return Locked([&] { return DoUpdateWorkflow(id, w); });
+  }
+  Result<Workflow> GetWorkflow(const std::string& id, std::optional<int> version) override {
+    return Locked([&] { return DoGetWorkflow(id, version); });
+  }
+  Result<Workflow> GetWorkflowByName(const std::string& name) override {
+    return Locked([&] { return DoGetWorkflowByName(name); });
+  }
+  Result<Page<Workflow>> ListWorkflows(int limit, const std::string& page_token) override {
+    return Locked([&] { return DoListWorkflows(limit, page_token); });
+  }
+  Result<std::vector<Workflow>> ListWorkflowVersions(const std::string& id) override {
+    return Locked([&] { return DoListWorkflowVersions(id); });
+  }
+  Status DeleteWorkflow(const std::string& id) override {
+    return Locked([&] { return DoDeleteWorkflow(id); });
+  }
+
+  Result<CreatedRun> CreateRun(const NewRun& r) override {
+    return Locked([&] { return DoCreateRun(r); });
+  }
+  Result<Run> GetRun(const std::string& run_id) override {
+    return Locked([&] { return DoGetRun(run_id); });
+  }
+  Result<Page<Run>> ListRuns(const RunFilter& f) override {
+    return Locked([&] { return DoListRuns(f); });
+  }
+  Result<std::vector<Run>> ListUnfinishedRuns(int limit) override {
+    return Locked([&] { return DoListUnfinishedRuns(limit); });
+  }
+  Result<Run> TransitionRun(const RunTransition& t) override {
+    return Locked([&] { return DoTransitionRun(t); });
+  }
+  Result<Run> RequestCancel(const CancelRequest& c) override {
+    return Locked([&] { return DoRequestCancel(c); });
+  }
+
+  Result<int64_t> InsertStep(const StepExecution& s) override {
+    return Locked([&] { return DoInsertStep(s); });
+  }
+  Status FinishStep(const StepFinish& f) override {
+    return Locked([&] { return DoFinishStep(f); });
+  }
+  Result<std::vector<StepExecution>> ListSteps(const std::string& run_id) override {
+    return Locked([&] { return DoListSteps(run_id); });
+  }
+
+  Result<Agent> CreateAgent(const Agent& a) override {
+    return Locked([&] { return DoPutAgent(a, /*replace=*/false); });
+  }
+  Result<Agent> UpsertAgent(const Agent& a) override {
+    return Locked([&] { return DoPutAgent(a, /*replace=*/true); });
+  }
+  Result<Agent> GetAgent(const std::string& name) override {
+    return Locked([&] { return DoGetAgent(name); });
+  }
+  Result<std::vector<Agent>> ListAgents() override {
+    return Locked([&] { return DoListAgents(); });
+  }
+  Status DeleteAgent(const std::string& name) override {
+    return Locked([&] { return DoDeleteAgent(name); });
+  }
+  Status Ping() override {
+    return Locked([&]() -> Status {
+      Stmt st = Use(kPing);
+      int rc = st.Step();
+      if (rc != SQLITE_ROW) return Error(rc, "ping");
+      return Status::Ok();
+    });
+  }
+
+ private:
+  explicit SqliteStore(sqlite3* db) : db_(db) {}
+
+  template <typename F>
+  auto Locked(F&& f) -> decltype(f()) {
+    std::lock_guard<std::mutex> lock(mu_);
+    return Guarded(std::forward<F>(f));
+  }
+
+  Stmt Use(Sql s) { return Stmt(db_, stmts_[s]); }
+  Status Error(int rc, const std::string& what) { return SqliteError(db_, rc, what); }
+
+  // A BEGIN IMMEDIATE transaction, rolled back unless committed.
+  class Txn {
+   public:
+    explicit Txn(SqliteStore* store) : store_(store) {}
+    ~Txn() {
+      if (began_ && !committed_ && !sqlite3_get_autocommit(store_->db_)) {
+        Stmt st = store_->Use(kRollback);
+        (void)st.Exec();
+      }
+    }
+    Status Begin() {
+      Stmt st = store_->Use(kBegin);
+      int rc = st.Exec();
+      if (rc != SQLITE_OK) return store_->Error(rc, "begin transaction");
+      began_ = true;
+      return Status::Ok();
+    }
+    Status Commit() {
+      Stmt st = store_->Use(kCommit);
+      int rc = st.Exec();
+      if (rc != SQLITE_OK) return store_->Error(rc, "commit");
+      committed_ = true;
+      return Status::Ok();
+    }
+
+   private:
+    SqliteStore* store_;
+    bool began_ = false;
+    bool committed_ = false;
+  };
+
+  // ---- workflows
+
+  Status NameTaken(const std::string& name) {
+    return Status::AlreadyExists("a workflow named '" + name +
+                                 "' already exists. Hint: choose another name, or update that workflow");
+  }
+
+  Status InsertVersion(const std::string& id, int version, const NewWorkflow& w, TimeMs now) {
+    Stmt st = Use(kInsertWorkflowVersion);
+    st.Bind(1, id);
+    st.Bind(2, version);
+    st.Bind(3, w.name);
+    st.Bind(4, w.description);
+    st.Bind(5, DumpJson(w.plan));  // NOT NULL: a null plan is stored as "null"
+    st.Bind(6, now);
+    int rc = st.Exec();
+    if (rc != SQLITE_OK) return Error(rc, "insert workflow version");
+    return Status::Ok();
+  }
+
+  Result<Workflow> DoCreateWorkflow(const NewWorkflow& w) {
+    Workflow out;
+    out.id = NewWorkflowId();
+    out.name = w.name;
+    out.description = w.description;
+    out.version = out.latest_version = 1;
+    out.plan = w.plan;
+    out.created_at = out.updated_at = NowMs();
+    Txn txn(this);
+    AF_RETURN_IF_ERROR(txn.Begin());
+    {
+      Stmt st = Use(kInsertWorkflow);
+      st.Bind(1, out.id);
+      st.Bind(2, w.name);
+      st.Bind(3, w.description);
+      st.Bind(4, out.created_at);
+      int rc = st.Exec();
+      if (IsUniqueViolation(rc)) return NameTaken(w.name);
+      if (rc != SQLITE_OK) return Error(rc, "insert workflow");
+    }
+    AF_RETURN_IF_ERROR(InsertVersion(out.id, 1, w, out.created_at));
+    AF_RETURN_IF_ERROR(txn.Commit());
+    return out;
+  }
+
+  Result<Workflow> DoUpdateWorkflow(const std::string& id, const NewWorkflow& w) {
+    Workflow out;
+    out.id = id;
+    out.name = w.name;
+    out.description = w.description;
+    out.plan = w.plan;
+    out.updated_at = NowMs();
+    Txn txn(this);
+    AF_RETURN_IF_ERROR(txn.Begin());
+    {
+      Stmt st = Use(kBumpWorkflow);
+      st.Bind(1, id);
+      st.Bind(2, w.name);
+      st.Bind(3, w.description);
+      st.Bind(4, out.updated_at);
+      int rc = st.Step();
+      if (IsUniqueViolation(rc)) return NameTaken(w.name);
+      if (rc == SQLITE_DONE) return WorkflowNotFound(id);
+      if (rc != SQLITE_ROW) return Error(rc, "update workflow");
+      out.version = out.latest_version = st.Int(0);
+      out.created_at = st.Int64(1);
+      rc = st.Step();
+      if (rc != SQLITE_DONE) return Error(rc, "update workflow");
+    }
+    AF_RETURN_IF_ERROR(InsertVersion(id, out.version, w, out.updated_at));
+    AF_RETURN_IF_ERROR(txn.Commit());
+    return out;
+  }
+
+  static Status WorkflowNotFound(const std::string& id) {
+    return Status::NotFound("workflow " + id + " does not exist. Hint: list workflows to find its id");
+  }
+
+  // Reads at most one workflow row from a bound statement.
+  Result<Workflow> OneWorkflow(Stmt& st, const std::string& not_found_what) {
+    int rc = st.Step();
+    if (rc == SQLITE_DONE) {
+      return Status::NotFound(not_found_what + " does not exist. Hint: list workflows to find it");
+    }
+    if (rc != SQLITE_ROW) return Error(rc, "read workflow");
+    Workflow w;
+    AF_RETURN_IF_ERROR(ReadWorkflow(st, &w));
+    return w;
+  }
+
+  Result<Workflow> DoGetWorkflow(const std::string& id, std::optional<int> version) {
+    if (version) {
+      Stmt st = Use(kGetWorkflowVersion);
+      st.Bind(1, id);
+      st.Bind(2, *version);
+      return OneWorkflow(st, "workflow " + id + " version " + std::to_string(*version));
+    }
+    Stmt st = Use(kGetWorkflowLatest);
+    st.Bind(1, id);
+    return OneWorkflow(st, "workflow " + id);
+  }
+
+  Result<Workflow> DoGetWorkflowByName(const std::string& name) {
+    Stmt st = Use(kGetWorkflowByName);
+    st.Bind(1, name);
+    return OneWorkflow(st, "a workflow named '" + name + "'");
+  }
+
+  Result<Page<Workflow>> DoListWorkflows(int limit, const std::string& page_token) {
+    auto cursor = DecodeCursor(page_token);
+    if (!cursor.ok()) return cursor.status();
+    limit = ClampLimit(limit);
+    Stmt st = Use(kListWorkflows);
+    st.Bind(1, cursor->created_at);
+    st.Bind(2, cursor->id);
+    st.Bind(3, limit + 1);  // one more tells whether another page follows
+    Page<Workflow> page;
+    int rc;
+    while ((rc = st.Step()) == SQLITE_ROW) {
+      if (static_cast<int>(page.items.size()) == limit) {
+        const Workflow& last = page.items.back();
+        page.next_page_token = EncodeCursor(last.created_at, last.id);
+        break;
+      }
+      AF_RETURN_IF_ERROR(ReadWorkflow(st, &page.items.emplace_back()));
+    }
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return Error(rc, "list workflows");
+    return page;
+  }
+
+  Result<std::vector<Workflow>> DoListWorkflowVersions(const std::string& id) {
+    Stmt st = Use(kListWorkflowVersions);
+    st.Bind(1, id);
+    std::vector<Workflow> out;
+    int rc;
+    while ((rc = st.Step()) == SQLITE_ROW) AF_RETURN_IF_ERROR(ReadWorkflow(st, &out.emplace_back()));
+    if (rc != SQLITE_DONE) return Error(rc, "list workflow versions");
+    if (out.empty()) return WorkflowNotFound(id);
+    return out;
+  }
+
+  Status DoDeleteWorkflow(const std::string& id) {
+    Stmt st = Use(kDeleteWorkflow);
+    st.Bind(1, id);
+    st.Bind(2, NowMs());
+    int rc = st.Exec();
+    if (rc != SQLITE_OK) return Error(rc, "delete workflow");
+    if (sqlite3_changes(db_) == 0) return WorkflowNotFound(id);
+    return Status::Ok();
+  }
+
+  // ---- runs
+
+  static Status RunNotFound(const std::string& id) {
+    return Status::NotFound("run " + id + " does not exist. Hint: list runs to find its id");
+  }
+
+  // Reads at most one run row from a bound statement (SELECT or RETURNING)
+  // and steps it to completion. *found = false when there was no row.
+  Status OneRun(Stmt& st, const char* what, Run* out, bool* found) {
+    int rc = st.Step();
+    *found = rc == SQLITE_ROW;
+    if (rc == SQLITE_ROW) {
+      AF_RETURN_IF_ERROR(ReadRun(st, out));
+      rc = st.Step();
+    }
+    if (rc != SQLITE_DONE) return Error(rc, what);
+    return Status::Ok();
+  }
+
+  // The current status of a run, for explaining a failed compare-and-set.
+  Result<RunStatus> CurrentRunStatus(const std::string& id) {
+    Stmt st = Use(kGetRunStatus);
+    st.Bind(1, id);
+    int rc = st.Step();
+    if (rc == SQLITE_DONE) return RunNotFound(id);
+    if (rc != SQLITE_ROW) return Error(rc, "read run status");
+    std::string text = st.Text(0);
+    auto s = ParseRunStatus(text);
+    if (!s) return CorruptStatus("workflow_runs", text);
+    return *s;
+  }
+
+  Result<CreatedRun> DoCreateRun(const NewRun& r) {
+    CreatedRun out;
+    Run& run = out.run;
+    run.id = r.id.empty() ? NewRunId() : r.id;
+    run.workflow_id = r.workflow_id;
+    run.workflow_version = r.workflow_version;
+    run.status = RunStatus::kPending;
+    run.input = r.input;
+    run.idempotency_key = r.idempotency_key;
+    run.attempt = 1;
+    run.created_at = run.updated_at = NowMs();
+    // No explicit transaction: the INSERT is atomic and, with a key already
+    // used, inserts nothing; rows are never deleted, so the existing run is
+    // still there for the SELECT. Racing creators (threads or processes) are
+    // serialized by the unique index: exactly one inserts.
+    {
+      Stmt st = Use(kInsertRun);
+      st.Bind(1, run.id);
+      st.Bind(2, run.workflow_id);
+      st.Bind(3, run.workflow_version);
+      st.BindJson(4, run.input);
+      st.BindOptText(5, run.idempotency_key);
+      st.Bind(6, run.created_at);
+      int rc = st.Exec();
+      if (IsUniqueViolation(rc)) {
+        return Status::AlreadyExists("a run with id " + run.id + " already exists. Hint: omit the id to get a new one");
+      }
+      if (rc == SQLITE_CONSTRAINT_FOREIGNKEY) {
+        return Status::NotFound("workflow " + run.workflow_id + " has no version " +
+                                std::to_string(run.workflow_version) + ". Hint: create the workflow first");
+      }
+      if (rc != SQLITE_OK) return Error(rc, "insert run");
+      if (sqlite3_changes(db_) == 1) return out;
+    }
+    Stmt st = Use(kGetRunByKey);
+    st.Bind(1, run.workflow_id);
+    st.Bind(2, run.idempotency_key);
+    bool found = false;
+    AF_RETURN_IF_ERROR(OneRun(st, "read run by idempotency key", &out.run, &found));
+    if (!found) return Status::Internal("sqlite: run insert ignored but no run has its idempotency key");
+    out.created = false;
+    return out;
+  }
+
+  Result<Run> DoGetRun(const std::string& id) {
+    Stmt st = Use(kGetRun);
+    st.Bind(1, id);
+    Run run;
+    bool found = false;
+    AF_RETURN_IF_ERROR(OneRun(st, "read run", &run, &found));
+    if (!found) return RunNotFound(id);
+    return run;
+  }
+
+  Result<Page<Run>> DoListRuns(const RunFilter& f) {
+    auto cursor = DecodeCursor(f.page_token);
+    if (!cursor.ok()) return cursor.status();
+    int limit = ClampLimit(f.limit);
+    Sql which = f.workflow_id.empty() ? (f.status ? kListRunsByStatus : kListRuns)
+                                      : (f.status ? kListRunsByWorkflowAndStatus : kListRunsByWorkflow);
+    Stmt st = Use(which);
+    st.Bind(1, cursor->created_at);
+    st.Bind(2, cursor->id);
+    if (!f.workflow_id.empty()) st.Bind(3, f.workflow_id);
+    if (f.status) st.Bind(4, ToString(*f.status));
+    st.Bind(5, limit + 1);  // one more tells whether another page follows
+    Page<Run> page;
+    int rc;
+    while ((rc = st.Step()) == SQLITE_ROW) {
+      if (static_cast<int>(page.items.size()) == limit) {
+        const Run& last = page.items.back();
+        page.next_page_token = EncodeCursor(last.created_at, last.id);
+        break;
+      }
+      AF_RETURN_IF_ERROR(ReadRun(st, &page.items.emplace_back()));
+    }
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return Error(rc, "list runs");
+    return page;
+  }
+
+  Result<std::vector<Run>> DoListUnfinishedRuns(int limit) {
+    Stmt st = Use(kListUnfinishedRuns);
+    st.Bind(1, std::max(limit, 1));
+    std::vector<Run> out;
+    int rc;
+    while ((rc = st.Step()) == SQLITE_ROW) AF_RETURN_IF_ERROR(ReadRun(st, &out.emplace_back()));
+    if (rc != SQLITE_DONE) return Error(rc, "list unfinished runs");
+    return out;
+  }
+
+  Result<Run> DoTransitionRun(const RunTransition& t) {
+    AF_RETURN_IF_ERROR(CheckTransition(t.from, t.to));
+    Stmt st = Use(kTransitionRun);
+    st.Bind(1, t.run_id);
+    st.Bind(2, ToString(t.from));
+    st.Bind(3, ToString(t.to));
+    st.Bind(4, NowMs());
+    st.Bind(5, t.to == RunStatus::kRunning);
+    st.Bind(6, IsTerminal(t.to));
+    st.Bind(7, t.to == RunStatus::kPending);
+    st.Bind(8, t.output.has_value());
+    if (t.output) st.BindJson(9, *t.output);
+    st.Bind(10, t.error_message.has_value());
+    if (t.error_message) st.BindOptText(11, *t.error_message);
+    st.Bind(12, t.input.has_value());
+    if (t.input) st.BindJson(13, *t.input);
+    Run run;
+    bool found = false;
+    AF_RETURN_IF_ERROR(OneRun(st, "transition run", &run, &found));
+    if (found) return run;
+    // The compare-and-set matched nothing: say why.
+    auto current = CurrentRunStatus(t.run_id);
+    if (!current.ok()) return current.status();
+    return Status::FailedPrecondition(
+        "run " + t.run_id + " is " + ToString(*current) + ", not " + ToString(t.from) +
+            ". Hint: another writer changed it; read the run again",
+        {{"current", ToString(*current)}, {"expected", ToString(t.from)}, {"to", ToString(t.to)}});
+  }
+
+  Result<Run> DoRequestCancel(const CancelRequest& c) {
+    Stmt st = Use(kRequestCancel);
+    st.Bind(1, c.run_id);
+    st.BindOptText(2, c.cancelled_by);
+    st.BindOptText(3, c.reason);
+    st.Bind(4, NowMs());
+    Run run;
+    bool found = false;
+    AF_RETURN_IF_ERROR(OneRun(st, "request cancel", &run, &found));
+    if (found) return run;
+    auto current = CurrentRunStatus(c.run_id);
+    if (!current.ok()) return current.status();
+    return Status::FailedPrecondition(
+        "run " + c.run_id + " already finished as " + ToString(*current) + "; there is nothing to cancel",
+        {{"current", ToString(*current)}});
+  }
+
+  // ---- step executions
+
+  Result<int64_t> DoInsertStep(const StepExecution& s) {
+    AF_RETURN_IF_ERROR(CheckTransition(std::nullopt, s.status));
+    TimeMs now = NowMs();
+    Stmt st = Use(kInsertStep);
+    st.Bind(1, s.run_id);
+    st.Bind(2, s.step_id);
+    if (s.item_index) {
+      st.Bind(3, *s.item_index);
+    } else {
+      st.BindNull(3);
+    }
+    st.Bind(4, s.agent_name);
+    st.Bind(5, s.attempt);
+    st.Bind(6, ToString(s.status));
+    st.BindJson(7, s.input);
+    st.BindJson(8, s.output);
+    st.BindOptText(9, s.error_message);
+    st.Bind(10, s.started_at != 0 ? s.started_at : now);
+    if (IsTerminal(s.status)) {
+      st.Bind(11, s.completed_at.value_or(now));
+    } else {
+      st.BindNull(11);
+    }
+    int rc = st.Exec();
+    if (rc == SQLITE_CONSTRAINT_FOREIGNKEY) return RunNotFound(s.run_id);
+    if (rc != SQLITE_OK) return Error(rc, "insert step execution");
+    return static_cast<int64_t>(sqlite3_last_insert_rowid(db_));
+  }
+
+  Status DoFinishStep(const StepFinish& f) {
+    AF_RETURN_IF_ERROR(CheckTransition(StepStatus::kRunning, f.to));
+    {
+      Stmt st = Use(kFinishStep);
+      st.Bind(1, f.id);
+      st.Bind(2, f.run_id);
+      st.Bind(3, ToString(f.to));
+      st.BindJson(4, f.output);
+      st.BindOptText(5, f.error_message);
+      st.Bind(6, NowMs());
+      int rc = st.Exec();
+      if (rc != SQLITE_OK) return Error(rc, "finish step execution");
+      if (sqlite3_changes(db_) == 1) return Status::Ok();
+    }
+    Stmt st = Use(kGetStepStatus);
+    st.Bind(1, f.id);
+    st.Bind(2, f.run_id);
+    int rc = st.Step();
+    if (rc == SQLITE_DONE) {
+      return Status::NotFound("run " + f.run_id + " has no step execution " + std::to_string(f.id));
+    }
+    if (rc != SQLITE_ROW) return Error(rc, "read step execution status");
+    std::string current = st.Text(0);
+    return Status::FailedPrecondition("step execution " + std::to_string(f.id) + " is already " + current +
+                                          ", not RUNNING",
+                                      {{"current", current}, {"expected", "RUNNING"}, {"to", ToString(f.to)}});
+  }
+
+  Result<std::vector<StepExecution>> DoListSteps(const std::string& run_id) {
+    Stmt st = Use(kListSteps);
+    st.Bind(1, run_id);
+    std::vector<StepExecution> out;
+    int rc;
+    while ((rc = st.Step()) == SQLITE_ROW) AF_RETURN_IF_ERROR(ReadStep(st, &out.emplace_back()));
+    if (rc != SQLITE_DONE) return Error(rc, "list step executions");
+    return out;
+  }
+
+  // ---- agents
+
+  static Status AgentNotFound(const std::string& name) {
+    return Status::NotFound("agent '" + name + "' is not registered. Hint: list agents to see the names");
+  }
+
+  Result<Agent> DoPutAgent(const Agent& a, bool replace) {
+    Agent out = a;
+    out.created_at = out.updated_at = NowMs();
+    Stmt st = Use(replace ? kUpsertAgent : kInsertAgent);
+    st.Bind(1, a.name);
+    st.Bind(2, a.url);
+    st.Bind(3, a.timeout_ms);
+    st.Bind(4, a.max_concurrency);
+    st.BindJson(5, a.metadata);
+    st.Bind(6, out.created_at);
+    int rc = st.Step();
+    if (!replace && IsUniqueViolation(rc)) {
+      return Status::AlreadyExists("agent '" + a.name +
+                                   "' is already registered. Hint: update it instead, or choose another name");
+    }
+    if (rc == SQLITE_ROW) {  // upsert: RETURNING created_at (kept on replace)
+      out.created_at = st.Int64(0);
+      rc = st.Step();
+    }
+    if (rc != SQLITE_DONE) return Error(rc, replace ? "upsert agent" : "insert agent");
+    return out;
+  }
+
+  Result<Agent> DoGetAgent(const std::string& name) {
+    Stmt st = Use(kGetAgent);
+    st.Bind(1, name);
+    int rc = st.Step();
+    if (rc == SQLITE_DONE) return AgentNotFound(name);
+    if (rc != SQLITE_ROW) return Error(rc, "read agent");
+    Agent a;
+    AF_RETURN_IF_ERROR(ReadAgent(st, &a));
+    return a;
+  }
+
+  Result<std::vector<Agent>> DoListAgents() {
+    Stmt st = Use(kListAgents);
+    std::vector<Agent> out;
+    int rc;
+    while ((rc = st.Step()) == SQLITE_ROW) AF_RETURN_IF_ERROR(ReadAgent(st, &out.emplace_back()));
+    if (rc != SQLITE_DONE) return Error(rc, "list agents");
+    return out;
+  }
+
+  Status DoDeleteAgent(const std::string& name) {
+    Stmt st = Use(kDeleteAgent);
+    st.Bind(1, name);
+    int rc = st.Exec();
+    if (rc != SQLITE_OK) return Error(rc, "delete agent");
+    if (sqlite3_changes(db_) == 0) return AgentNotFound(name);
+    return Status::Ok();
+  }
+
+  std::mutex mu_;  // guards db_ and stmts_ (the connection is NOMUTEX)
+  sqlite3* db_;
+  std::array<sqlite3_stmt*, kSqlCount> stmts_{};
+};
+
+SqliteStore::~SqliteStore() {
+  for (sqlite3_stmt* s : stmts_) sqlite3_finalize(s);
+  sqlite3_close_v2(db_);
+}
+
+// Runs a PRAGMA and returns its first column (if any).
+Result<std::string> Pragma(sqlite3* db, const std::string& sql) {
+  sqlite3_stmt* st = nullptr;
+  int rc = sqlite3_prepare_v2(db, sql.c_str(), -1, &st, nullptr);
+  if (rc != SQLITE_OK) return SqliteError(db, rc, sql);
+  std::string value;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    if (value.empty() && sqlite3_column_text(st, 0)) {
+      value = reinterpret_cast<const char*>(sqlite3_column_text(st, 0));
+    }
+  }
+  sqlite3_finalize(st);
+  if (rc != SQLITE_DONE) return SqliteError(db, rc, sql);
+  return value;
+}
+
+Result<std::unique_ptr<Store>> SqliteStore::Open(const std::string& path, bool full_sync) {
+  sqlite3* db = nullptr;
+  int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                           nullptr);
+  // From here on the store owns db (and closes it on every error path).
+  std::unique_ptr<SqliteStore> store(new SqliteStore(db));
+  if (rc != SQLITE_OK) {
+    std::string msg = "cannot open SQLite database '" + path + "': " + (db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+    if ((rc & 0xff) == SQLITE_CANTOPEN) {
+      return Status::InvalidArgument(msg, {{"hint", "check that the directory exists and is writable"}});
+    }
+    return SqliteError(db, rc, "open '" + path + "'");
+  }
+  sqlite3_extended_result_codes(db, 1);
+  sqlite3_busy_timeout(db, kBusyTimeoutMs);
+  // WAL: readers in other processes do not block our writes and vice versa.
+  // (An in-memory database reports "memory"; that is fine.)
+  auto mode = Pragma(db, "PRAGMA journal_mode = WAL");
+  if (!mode.ok()) return mode.status();
+  auto sync = Pragma(db, full_sync ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL");
+  if (!sync.ok()) return sync.status();
+  auto fk = Pragma(db, "PRAGMA foreign_keys = ON");
+  if (!fk.ok()) return fk.status();
+  AF_RETURN_IF_ERROR(sqlite::ApplyMigrations(db, sqlite::EmbeddedMigrations()));
+  for (int i = 0; i < kSqlCount; ++i) {
+    rc = sqlite3_prepare_v3(db, kSqlText[i], -1, SQLITE_PREPARE_PERSISTENT, &store->stmts_[i], nullptr);
+    if (rc != SQLITE_OK) return SqliteError(db, rc, std::string("prepare: ") + kSqlText[i]);
+  }
+  return std::unique_ptr<Store>(std::move(store));
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path, bool full_sync) {
+  return Guarded([&] { return SqliteStore::Open(path, full_sync); });
+}
+
+}  // namespace af
