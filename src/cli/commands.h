@@ -1,0 +1,19 @@
+// The agentflow command line: one binary, subcommands registered here.
+#pragma once
+
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+namespace af::cli {
+
+struct GlobalOptions {
+  std::string server;  // --server or AGENTFLOW_SERVER
+  bool json = false;   // --json: machine-readable output
+};
+
+// Sets *exit_code when a command runs.
+void AddClientCommands(CLI::App& app, GlobalOptions& global, int* exit_code);  // workflow, run, agent
+void AddServerCommands(CLI::App& app, GlobalOptions& global, int* exit_code);  // serve, executor, demo-agents
+
+}  // namespace af::cli

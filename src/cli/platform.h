@@ -1,0 +1,73 @@
+// Wiring of the embedded default: one process with the SQLite store, the
+// embedded durable queue, the executor engine with its execution consumer,
+// the Workflow Management API and (optionally) the demo agents.
+// Logic lives in the modules; this file only connects them.
+// Thread-safety: Start/Stop from one thread.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "agent/agent.h"
+#include "agent/demo_agents.h"
+#include "api/api.h"
+#include "executor/consumer.h"
+#include "executor/engine.h"
+#include "executor/loop.h"
+#include "http/http.h"
+#include "queue/queue.h"
+#include "storage/change_feed.h"
+#include "storage/store.h"
+
+namespace af {
+
+struct PlatformOptions {
+  std::string host = "127.0.0.1";  // API bind address
+  uint16_t port = 8000;            // API port (0: pick a free one)
+  std::string data_dir = ".agentflow";  // SQLite database and queue file
+  std::string database_url;        // overrides data_dir/agentflow.db when set (DATABASE_URL)
+  bool demo = false;               // start demo agents, register them, load sample workflows
+  uint16_t demo_port = 0;          // demo agents' port (0: pick a free one)
+  int api_threads = 1;             // HTTP server threads
+  size_t max_body_bytes = 1 << 20; // request body limit (413 above)
+  size_t max_active_runs = 10000;  // runs executing at once before the consumer pauses
+  bool sqlite_full_sync = false;   // synchronous=FULL (power-loss durable)
+};
+
+class Platform {
+ public:
+  explicit Platform(PlatformOptions options);
+  ~Platform();
+
+  Status Start();
+  void Stop();
+
+  uint16_t port() const;
+  std::string url() const;  // "http://host:port"
+  const DemoAgents* demo_agents() const { return demo_.get(); }
+  Store* store() { return store_.get(); }
+
+ private:
+  Status LoadSampleWorkflows();
+
+  PlatformOptions options_;
+  std::shared_ptr<ChangeFeed> feed_;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<Queue> queue_;
+  std::unique_ptr<EventLoop> loop_;
+  std::unique_ptr<AgentDirectory> directory_;
+  std::unique_ptr<AgentCaller> caller_;
+  std::unique_ptr<Engine> engine_;
+  std::unique_ptr<ExecutionConsumer> consumer_;
+  std::unique_ptr<Api> api_;
+  std::unique_ptr<http::Router> router_;
+  std::unique_ptr<http::Server> server_;
+  std::unique_ptr<DemoAgents> demo_;
+  bool started_ = false;
+};
+
+// The sample workflows embedded from examples/*.json: {name → plan JSON text}.
+const std::vector<std::pair<std::string, std::string>>& SampleWorkflows();
+
+}  // namespace af
