@@ -211,7 +211,7 @@ asio::awaitable<RunOutcome> Engine::RunExecutor::Execute() {
     co_await wake_->Wait();
   }
   // Stop whatever still runs (another step failed, or cancel) and wait for it.
-  if (running_ > 0 && !active_->cancel.cancelled()) active_->cancel.Cancel("another step of the run failed");
+  if (running_ > 0 && !active_->cancel.cancelled()) active_->cancel.Cancel("cancelled because another step of the run failed");
   while (running_ > 0) co_await wake_->Wait();
   co_return co_await Finalize();
 }
@@ -276,7 +276,7 @@ void Engine::RunExecutor::StepFailed(int idx, const std::string& message) {
 
 void Engine::RunExecutor::StoreFailed(const Status& s) {
   if (!store_error_) store_error_ = s;
-  if (!active_->cancel.cancelled()) active_->cancel.Cancel("store unavailable");
+  if (!active_->cancel.cancelled()) active_->cancel.Cancel("cancelled because the store is unavailable");
   wake_->Notify();
 }
 
@@ -409,10 +409,10 @@ asio::awaitable<void> Engine::RunExecutor::RunForEach(int idx) {
                          done[i] = true;
                        } else if (r.kind == ItemOutcome::Kind::kFailed && !item_failure) {
                          item_failure = r.error;
-                         step_cancel.Cancel("another item of the step failed");
+                         step_cancel.Cancel("cancelled because another item of the step failed");
                        } else if (r.kind == ItemOutcome::Kind::kStoreError) {
                          store_failed = true;
-                         step_cancel.Cancel("store unavailable");
+                         step_cancel.Cancel("cancelled because the store is unavailable");
                        }
                        local.Notify();
                      });
@@ -436,7 +436,7 @@ asio::awaitable<void> Engine::RunExecutor::RunForEach(int idx) {
   if (step_cancel.cancelled()) {
     if (!active_->abandoned) {
       fin.to = StepStatus::kCancelled;
-      fin.error_message = "cancelled: " + step_cancel.reason();
+      fin.error_message = step_cancel.reason();
       Status st = store_->FinishStep(fin);
       if (!st.ok()) co_return StoreFailed(st);
     }
@@ -545,7 +545,7 @@ asio::awaitable<Engine::RunExecutor::ItemOutcome> Engine::RunExecutor::RunItem(i
     if (reply.outcome == AgentReply::Outcome::kCancelled || cancel->cancelled()) {
       if (active_->abandoned) co_return cancelled();  // leave RUNNING: resumed later
       fin.to = StepStatus::kCancelled;
-      fin.error_message = "cancelled: " + cancel->reason();
+      fin.error_message = cancel->reason();
       Status st = store_->FinishStep(fin);
       if (!st.ok()) co_return store_fail(st);
       co_return cancelled();
@@ -725,7 +725,7 @@ void Engine::Shutdown() {
     shutdown_done_ = promise;
     for (auto& [id, a] : active_) {
       a->abandoned = true;
-      a->cancel.Cancel("the executor is shutting down");
+      a->cancel.Cancel("cancelled because the executor is shutting down");
     }
   });
   future.wait();
