@@ -1,1 +1,483 @@
-// placeholder: to be written
+// Agent module tests: the protocol's pure functions as tables, then the HTTP
+// caller against the demo agents on loopback, then the directories.
+#include <map>
+
+#include <boost/asio.hpp>
+#include <gtest/gtest.h>
+
+#include "agent/agent.h"
+#include "agent/demo_agents.h"
+#include "http/http.h"
+#include "storage/store.h"
+
+namespace af {
+namespace {
+
+namespace asio = boost::asio;
+using namespace std::chrono_literals;
+using Outcome = AgentReply::Outcome;
+
+// ---------------------------------------------------------------- pure functions
+
+TEST(IdempotencyKeyTest, RunStepAndIndex) {
+  AgentCall call;
+  call.run_id = "run-1";
+  call.step_id = "fetch";
+  EXPECT_EQ(IdempotencyKey(call), "run-1/fetch");
+  call.item_index = 0;
+  EXPECT_EQ(IdempotencyKey(call), "run-1/fetch/0");
+  call.item_index = 12;
+  call.attempt = 3;  // the attempt is not part of the key: retries share it
+  EXPECT_EQ(IdempotencyKey(call), "run-1/fetch/12");
+}
+
+TEST(ParseRetryAfterTest, DeltaSeconds) {
+  EXPECT_EQ(ParseRetryAfterMs("120", 0), 120000);
+  EXPECT_EQ(ParseRetryAfterMs(" 5 ", 0), 5000);
+  EXPECT_EQ(ParseRetryAfterMs("0", 0), 0);
+  EXPECT_EQ(ParseRetryAfterMs("86400000", 0), 86400000000);  // no cap here: the retry policy decides
+  EXPECT_EQ(ParseRetryAfterMs("", 0), std::nullopt);
+  EXPECT_EQ(ParseRetryAfterMs("-1", 0), std::nullopt);
+  EXPECT_EQ(ParseRetryAfterMs("1.5", 0), std::nullopt);
+  EXPECT_EQ(ParseRetryAfterMs("soon", 0), std::nullopt);
+  EXPECT_EQ(ParseRetryAfterMs("99999999999999999999", 0), std::nullopt);  // not representable
+}
+
+TEST(ParseRetryAfterTest, HttpDates) {
+  const TimeMs at = 1445412480000;  // 2015-10-21T07:28:00Z
+  EXPECT_EQ(ParseRetryAfterMs("Wed, 21 Oct 2015 07:28:00 GMT", at - 60000), 60000);
+  EXPECT_EQ(ParseRetryAfterMs("Wed, 21 Oct 2015 07:28:00 GMT", at - 1500), 1500);
+  EXPECT_EQ(ParseRetryAfterMs("Wed, 21 Oct 2015 07:28:00 GMT", at + 5000), 0);  // past: retry now
+  EXPECT_EQ(ParseRetryAfterMs("Wednesday, 21-Oct-15 07:28:00 GMT", at - 60000), 60000);  // RFC 850
+  EXPECT_EQ(ParseRetryAfterMs("Wed Oct 21 07:28:00 2015", at - 60000), 60000);           // asctime
+  EXPECT_EQ(ParseRetryAfterMs("Sun Nov  6 08:49:37 1994", 784111777000 - 1000), 1000);
+  EXPECT_EQ(ParseRetryAfterMs("Thu, 01 Jan 1970 00:00:10 GMT", 0), 10000);
+  EXPECT_EQ(ParseRetryAfterMs("Sat, 29 Feb 2020 00:00:00 GMT", 1582934400000 - 1), 1);
+  for (const char* bad : {"Wed, 32 Oct 2015 07:28:00 GMT", "Wed, 21 Foo 2015 07:28:00 GMT",
+                          "Wed, 21 Oct 2015 24:28:00 GMT", "Wed, 21 Oct 2015 07:28:00 UTC", "Wed, 21 Oct 2015",
+                          "2015-10-21T07:28:00Z"}) {
+    EXPECT_EQ(ParseRetryAfterMs(bad, 0), std::nullopt) << bad;
+  }
+}
+
+Result<http::ClientResponse> Reply(int status, std::string body, http::Headers headers = {}) {
+  http::ClientResponse r;
+  r.status = status;
+  r.body = std::move(body);
+  r.headers = std::move(headers);
+  return r;
+}
+
+TEST(ClassifyHttpReplyTest, SuccessNeedsAJsonBody) {
+  AgentReply r = ClassifyHttpReply(Reply(200, R"({"a":1})"), 1000);
+  EXPECT_EQ(r.outcome, Outcome::kOk);
+  EXPECT_EQ(r.output, (json{{"a", 1}}));
+  EXPECT_EQ(r.http_status, 200);
+  EXPECT_TRUE(r.error.empty());
+
+  r = ClassifyHttpReply(Reply(201, "[1, 2]"), 1000);
+  EXPECT_EQ(r.outcome, Outcome::kOk);
+  EXPECT_EQ(r.output, json::array({1, 2}));
+
+  r = ClassifyHttpReply(Reply(200, "\"just a string\""), 1000);
+  EXPECT_EQ(r.outcome, Outcome::kOk);
+  EXPECT_EQ(r.output, "just a string");
+
+  for (const char* body : {"", "hello", "{\"a\":", "<html></html>"}) {
+    r = ClassifyHttpReply(Reply(200, body), 1000);
+    EXPECT_EQ(r.outcome, Outcome::kPermanent) << body;
+    EXPECT_NE(r.error.find("agent returned a non-JSON body"), std::string::npos) << r.error;
+    EXPECT_EQ(r.http_status, 200);
+  }
+  r = ClassifyHttpReply(Reply(204, ""), 1000);  // 204 has no body, hence no output
+  EXPECT_EQ(r.outcome, Outcome::kPermanent);
+  EXPECT_EQ(r.http_status, 204);
+}
+
+TEST(ClassifyHttpReplyTest, StatusClasses) {
+  struct Case {
+    int status;
+    Outcome outcome;
+  };
+  const Case cases[] = {
+      {301, Outcome::kPermanent}, {302, Outcome::kPermanent}, {400, Outcome::kPermanent},
+      {401, Outcome::kPermanent}, {403, Outcome::kPermanent}, {404, Outcome::kPermanent},
+      {409, Outcome::kPermanent}, {413, Outcome::kPermanent}, {422, Outcome::kPermanent},
+      {408, Outcome::kRetryable}, {429, Outcome::kRetryable}, {500, Outcome::kRetryable},
+      {502, Outcome::kRetryable}, {503, Outcome::kRetryable}, {504, Outcome::kRetryable},
+      {599, Outcome::kRetryable},
+  };
+  for (const Case& c : cases) {
+    AgentReply r = ClassifyHttpReply(Reply(c.status, R"({"error":"x"})"), 1000);
+    EXPECT_EQ(r.outcome, c.outcome) << c.status;
+    EXPECT_EQ(r.http_status, c.status);
+    EXPECT_EQ(r.error.rfind("HTTP " + std::to_string(c.status) + ": {\"error\":\"x\"}", 0), 0u) << r.error;
+    EXPECT_FALSE(r.retry_after_ms.has_value());
+    EXPECT_TRUE(r.output.is_null());
+  }
+  EXPECT_EQ(ClassifyHttpReply(Reply(500, R"({"error":"boom"})"), 1000).error, R"(HTTP 500: {"error":"boom"})");
+  EXPECT_EQ(ClassifyHttpReply(Reply(502, ""), 1000).error, "HTTP 502");
+}
+
+TEST(ClassifyHttpReplyTest, RetryAfterSecondsAndDate) {
+  AgentReply r = ClassifyHttpReply(Reply(503, "busy", {{"Retry-After", "7"}}), 1000);
+  EXPECT_EQ(r.outcome, Outcome::kRetryable);
+  EXPECT_EQ(r.retry_after_ms, 7000);
+
+  r = ClassifyHttpReply(Reply(429, "", {{"retry-after", "0"}}), 1000);
+  EXPECT_EQ(r.retry_after_ms, 0);
+
+  // An HTTP date two minutes ahead (whole seconds, so between 119 and 120 s).
+  time_t t = static_cast<time_t>(NowMs() / 1000 + 120);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char date[64];
+  strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+  r = ClassifyHttpReply(Reply(503, "", {{"Retry-After", date}}), 1000);
+  ASSERT_TRUE(r.retry_after_ms.has_value()) << date;
+  EXPECT_GE(*r.retry_after_ms, 100000) << date;
+  EXPECT_LE(*r.retry_after_ms, 120000) << date;
+
+  r = ClassifyHttpReply(Reply(503, "", {{"Retry-After", "whenever"}}), 1000);
+  EXPECT_EQ(r.outcome, Outcome::kRetryable);
+  EXPECT_FALSE(r.retry_after_ms.has_value());
+}
+
+TEST(ClassifyHttpReplyTest, ErrorTextIsAShortValidExcerpt) {
+  std::string big(5000, 'x');
+  AgentReply r = ClassifyHttpReply(Reply(500, big), 1000);
+  EXPECT_LE(r.error.size(), std::string("HTTP 500: ").size() + 300 + 3);
+  EXPECT_EQ(r.error.substr(r.error.size() - 3), "...");
+
+  // Invalid UTF-8 and newlines must not leak into messages that become JSON.
+  r = ClassifyHttpReply(Reply(500, "bad \xff\xfe bytes\nline2\n"), 1000);
+  EXPECT_EQ(r.error, "HTTP 500: bad ?? bytes line2");
+  EXPECT_NO_THROW(json(r.error).dump());
+
+  // Multi-byte characters are never cut in half.
+  std::string euros;
+  for (int i = 0; i < 200; ++i) euros += "\xE2\x82\xAC";
+  r = ClassifyHttpReply(Reply(500, euros), 1000);
+  EXPECT_NO_THROW(json(r.error).dump());
+}
+
+TEST(ClassifyHttpReplyTest, ClientErrors) {
+  AgentReply r = ClassifyHttpReply(Status::DeadlineExceeded("request to http://x timed out after 1500 ms"), 1500);
+  EXPECT_EQ(r.outcome, Outcome::kRetryable);
+  EXPECT_EQ(r.error, "timed out after 1500 ms");
+  EXPECT_EQ(r.http_status, 0);
+
+  r = ClassifyHttpReply(Status::Unavailable("cannot connect to 127.0.0.1:1: Connection refused"), 1000);
+  EXPECT_EQ(r.outcome, Outcome::kRetryable);
+  EXPECT_NE(r.error.find("Connection refused"), std::string::npos);
+
+  r = ClassifyHttpReply(Status::Cancelled("run cancelled by alice"), 1000);
+  EXPECT_EQ(r.outcome, Outcome::kCancelled);
+
+  r = ClassifyHttpReply(Status::TooLarge("response larger than 100 bytes"), 1000);
+  EXPECT_EQ(r.outcome, Outcome::kPermanent);
+  EXPECT_EQ(r.error, "response larger than 100 bytes");
+
+  r = ClassifyHttpReply(Status::InvalidArgument("unsupported URL 'ftp://x'"), 1000);
+  EXPECT_EQ(r.outcome, Outcome::kPermanent);
+}
+
+// ---------------------------------------------------------------- caller against the demo agents
+
+asio::awaitable<void> DoCall(AgentCaller* caller, AgentEndpoint agent, AgentCall call, CancelSignal* cancel,
+                             AgentReply* out) {
+  asio::awaitable<AgentReply> op = caller->Call(agent, call, cancel);
+  AgentReply r = co_await std::move(op);
+  *out = std::move(r);
+}
+
+asio::awaitable<void> CancelAfter(CancelSignal* signal, std::chrono::milliseconds d) {
+  asio::steady_timer t(co_await asio::this_coro::executor);
+  t.expires_after(d);
+  co_await t.async_wait(asio::use_awaitable);
+  signal->Cancel("run cancelled by test");
+}
+
+class DemoAgentsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto started = StartDemoAgents("127.0.0.1", 0);
+    ASSERT_TRUE(started.ok()) << started.status().ToString();
+    demo_ = std::move(*started);
+    caller_ = NewHttpAgentCaller(ioc_.get_executor());
+  }
+  void TearDown() override {
+    caller_.reset();
+    if (demo_) demo_->Stop();
+  }
+
+  AgentEndpoint Endpoint(const std::string& name) {
+    AgentEndpoint e;
+    e.name = name;
+    e.url = demo_->base_url() + "/agents/" + name;
+    return e;
+  }
+
+  AgentReply Call(const std::string& name, json input, int64_t timeout_ms = 10000, const std::string& step = "s1",
+                  std::optional<int> item = std::nullopt, CancelSignal* cancel = nullptr, AgentCaller* caller = nullptr) {
+    AgentCall call;
+    call.run_id = "run-1";
+    call.step_id = step;
+    call.item_index = item;
+    call.input = std::move(input);
+    call.timeout_ms = timeout_ms;
+    AgentReply out;
+    out.error = "not run";
+    asio::co_spawn(ioc_, DoCall(caller ? caller : caller_.get(), Endpoint(name), std::move(call), cancel, &out),
+                   asio::detached);
+    ioc_.restart();
+    ioc_.run();
+    return out;
+  }
+
+  std::unique_ptr<DemoAgents> demo_;
+  asio::io_context ioc_;
+  std::unique_ptr<AgentCaller> caller_;
+};
+
+TEST_F(DemoAgentsTest, EchoAndUpper) {
+  json input = {{"text", "hello"}, {"n", 3}};
+  AgentReply r = Call("echo", input);
+  ASSERT_EQ(r.outcome, Outcome::kOk) << r.error;
+  EXPECT_EQ(r.output, (json{{"echo", input}}));
+  EXPECT_EQ(r.http_status, 200);
+
+  r = Call("upper", {{"text", "Hello, wörld"}});
+  ASSERT_EQ(r.outcome, Outcome::kOk) << r.error;
+  EXPECT_EQ(r.output, (json{{"text", "HELLO, WöRLD"}}));
+
+  r = Call("upper", {{"txt", "typo"}});
+  EXPECT_EQ(r.outcome, Outcome::kPermanent);
+  EXPECT_EQ(r.http_status, 400);
+  EXPECT_NE(r.error.find("input.text"), std::string::npos) << r.error;
+}
+
+TEST_F(DemoAgentsTest, FailIsRetryableUnlessPermanent) {
+  AgentReply r = Call("fail", json::object());
+  EXPECT_EQ(r.outcome, Outcome::kRetryable);
+  EXPECT_EQ(r.http_status, 500);
+  EXPECT_EQ(r.error.rfind("HTTP 500: {\"error\":", 0), 0u) << r.error;
+
+  r = Call("fail", {{"permanent", true}, {"message", "bad input"}});
+  EXPECT_EQ(r.outcome, Outcome::kPermanent);
+  EXPECT_EQ(r.http_status, 400);
+  EXPECT_EQ(r.error, R"(HTTP 400: {"error":"bad input"})");
+}
+
+TEST_F(DemoAgentsTest, FlakyFailsNTimesPerIdempotencyKeyThenSucceeds) {
+  json input = {{"failures", 2}};
+  AgentReply r = Call("flaky", input);
+  EXPECT_EQ(r.outcome, Outcome::kRetryable);
+  EXPECT_EQ(r.http_status, 503);
+  r = Call("flaky", input);
+  EXPECT_EQ(r.outcome, Outcome::kRetryable);
+  r = Call("flaky", input);
+  ASSERT_EQ(r.outcome, Outcome::kOk) << r.error;
+  EXPECT_EQ(r.output["attempts"], 3);
+  EXPECT_EQ(r.output["input"], input);
+
+  // Another step, and each for_each item, has a key of its own.
+  EXPECT_EQ(Call("flaky", input, 10000, "s2").outcome, Outcome::kRetryable);
+  EXPECT_EQ(Call("flaky", {{"failures", 1}}, 10000, "s3", 0).outcome, Outcome::kRetryable);
+  EXPECT_EQ(Call("flaky", {{"failures", 1}}, 10000, "s3", 1).outcome, Outcome::kRetryable);
+  EXPECT_EQ(Call("flaky", {{"failures", 1}}, 10000, "s3", 0).outcome, Outcome::kOk);
+}
+
+TEST_F(DemoAgentsTest, SleepCompletesOrTimesOut) {
+  AgentReply r = Call("sleep", {{"ms", 20}});
+  ASSERT_EQ(r.outcome, Outcome::kOk) << r.error;
+  EXPECT_EQ(r.output, (json{{"slept_ms", 20}}));
+
+  auto start = std::chrono::steady_clock::now();
+  r = Call("sleep", {{"ms", 20000}}, /*timeout_ms=*/200);
+  EXPECT_EQ(r.outcome, Outcome::kRetryable);
+  EXPECT_EQ(r.error, "timed out after 200 ms");
+  EXPECT_EQ(r.http_status, 0);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 10s);
+}
+
+TEST_F(DemoAgentsTest, CancelDuringSleepIsCancelledPromptly) {
+  CancelSignal signal;
+  asio::co_spawn(ioc_, CancelAfter(&signal, 100ms), asio::detached);
+  auto start = std::chrono::steady_clock::now();
+  AgentReply r = Call("sleep", {{"ms", 20000}}, 60000, "s1", std::nullopt, &signal);
+  EXPECT_EQ(r.outcome, Outcome::kCancelled) << r.error;
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 10s);
+}
+
+TEST_F(DemoAgentsTest, TransportAndProtocolFailures) {
+  // A path no agent serves.
+  AgentReply r = Call("nosuchagent", json::object());
+  EXPECT_EQ(r.outcome, Outcome::kPermanent);
+  EXPECT_EQ(r.http_status, 404);
+
+  // Nothing listens on the port any more.
+  AgentEndpoint gone = Endpoint("echo");
+  demo_->Stop();
+  AgentCall call;
+  call.run_id = "run-1";
+  call.step_id = "s1";
+  call.timeout_ms = 5000;
+  AgentReply out;
+  asio::co_spawn(ioc_, DoCall(caller_.get(), gone, call, nullptr, &out), asio::detached);
+  ioc_.restart();
+  ioc_.run();
+  EXPECT_EQ(out.outcome, Outcome::kRetryable) << out.error;
+  EXPECT_EQ(out.http_status, 0);
+}
+
+TEST_F(DemoAgentsTest, ResponseOverLimitIsPermanent) {
+  HttpAgentCallerOptions opts;
+  opts.max_response_bytes = 10;
+  auto small = NewHttpAgentCaller(ioc_.get_executor(), opts);
+  AgentReply r = Call("echo", {{"text", std::string(100, 'x')}}, 10000, "s1", std::nullopt, nullptr, small.get());
+  EXPECT_EQ(r.outcome, Outcome::kPermanent);
+  EXPECT_EQ(r.error, "response larger than 10 bytes");
+}
+
+TEST_F(DemoAgentsTest, RecordsHealthAndBadJson) {
+  std::vector<Agent> records = demo_->Records();
+  std::map<std::string, Agent> by_name;
+  for (auto& a : records) by_name[a.name] = a;
+  ASSERT_EQ(by_name.size(), 5u);
+  for (const char* name : {"echo", "upper", "sleep", "fail", "flaky"}) {
+    ASSERT_EQ(by_name.count(name), 1u) << name;
+    const Agent& a = by_name[name];
+    EXPECT_EQ(a.url, demo_->base_url() + "/agents/" + name);
+    EXPECT_EQ(a.timeout_ms, std::string(name) == "sleep" ? 600000 : 30000);
+    EXPECT_EQ(a.max_concurrency, 0);
+    EXPECT_EQ(a.metadata["demo"], true);
+    EXPECT_TRUE(a.metadata["description"].is_string());
+  }
+  EXPECT_EQ(demo_->base_url(), "http://127.0.0.1:" + std::to_string(demo_->port()));
+
+  http::ClientRequest req;
+  req.url = demo_->base_url() + "/healthz";
+  auto health = http::FetchSync(req);
+  ASSERT_TRUE(health.ok()) << health.status().ToString();
+  EXPECT_EQ(json::parse(health->body), (json{{"status", "ok"}}));
+
+  req.method = "POST";
+  req.url = demo_->base_url() + "/agents/echo";
+  req.body = "not json";
+  auto bad = http::FetchSync(req);
+  ASSERT_TRUE(bad.ok());
+  EXPECT_EQ(bad->status, 400);
+
+  // Anything sent without the protocol's input field echoes null.
+  req.body = R"({"run_id":"r"})";
+  auto bare = http::FetchSync(req);
+  ASSERT_TRUE(bare.ok());
+  EXPECT_EQ(json::parse(bare->body), (json{{"echo", nullptr}}));
+}
+
+// ---------------------------------------------------------------- directories
+
+TEST(StaticAgentDirectoryTest, ResolvesConfiguredAgents) {
+  AgentEndpoint e;
+  e.name = "echo";
+  e.url = "http://127.0.0.1:9000/agents/echo";
+  e.timeout_ms = 1234;
+  e.max_concurrency = 4;
+  auto dir = NewStaticAgentDirectory({e});
+  auto r = dir->Resolve("echo");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->url, e.url);
+  EXPECT_EQ(r->timeout_ms, 1234);
+  EXPECT_EQ(r->max_concurrency, 4);
+
+  r = dir->Resolve("nope");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), Code::kNotFound);
+  EXPECT_NE(r.status().message().find("Hint: pass --agent nope=URL"), std::string::npos) << r.status().message();
+}
+
+// Implements only the agents part of Store; everything else is an error.
+class FakeAgentStore final : public Store {
+ public:
+  std::map<std::string, Agent> agents;
+  Status fail_with;  // returned by GetAgent when set
+
+  Result<Agent> GetAgent(const std::string& name) override {
+    if (!fail_with.ok()) return fail_with;
+    auto it = agents.find(name);
+    if (it == agents.end()) return Status::NotFound("agent " + name);
+    return it->second;
+  }
+  Result<Agent> CreateAgent(const Agent& a) override {
+    if (agents.count(a.name)) return Status::AlreadyExists(a.name);
+    return agents[a.name] = a;
+  }
+  Result<Agent> UpsertAgent(const Agent& a) override { return agents[a.name] = a; }
+  Result<std::vector<Agent>> ListAgents() override {
+    std::vector<Agent> out;
+    for (auto& [n, a] : agents) out.push_back(a);
+    return out;
+  }
+  Status DeleteAgent(const std::string& name) override {
+    return agents.erase(name) ? Status::Ok() : Status::NotFound(name);
+  }
+
+  Result<Workflow> CreateWorkflow(const NewWorkflow&) override { return No(); }
+  Result<Workflow> UpdateWorkflow(const std::string&, const NewWorkflow&) override { return No(); }
+  Result<Workflow> GetWorkflow(const std::string&, std::optional<int>) override { return No(); }
+  Result<Workflow> GetWorkflowByName(const std::string&) override { return No(); }
+  Result<Page<Workflow>> ListWorkflows(int, const std::string&) override { return No(); }
+  Result<std::vector<Workflow>> ListWorkflowVersions(const std::string&) override { return No(); }
+  Status DeleteWorkflow(const std::string&) override { return No(); }
+  Result<CreatedRun> CreateRun(const NewRun&) override { return No(); }
+  Result<Run> GetRun(const std::string&) override { return No(); }
+  Result<Page<Run>> ListRuns(const RunFilter&) override { return No(); }
+  Result<std::vector<Run>> ListUnfinishedRuns(int) override { return No(); }
+  Result<Run> TransitionRun(const RunTransition&) override { return No(); }
+  Result<Run> RequestCancel(const CancelRequest&) override { return No(); }
+  Result<int64_t> InsertStep(const StepExecution&) override { return No(); }
+  Status FinishStep(const StepFinish&) override { return No(); }
+  Result<std::vector<StepExecution>> ListSteps(const std::string&) override { return No(); }
+  Status Ping() override { return Status::Ok(); }
+
+ private:
+  static Status No() { return Status::Internal("FakeAgentStore implements agents only"); }
+};
+
+TEST(StoreAgentDirectoryTest, ReadsTheStoreOnEveryCall) {
+  FakeAgentStore store;
+  auto dir = NewStoreAgentDirectory(&store);
+
+  auto r = dir->Resolve("x");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), Code::kNotFound);
+  EXPECT_EQ(r.status().message(),
+            "agent 'x' is not registered. Hint: register it with POST /api/v1/agents or "
+            "'agentflow agent register --name x --url URL'");
+
+  Agent a;
+  a.name = "x";
+  a.url = "http://127.0.0.1:1/agents/x";
+  a.timeout_ms = 777;
+  a.max_concurrency = 2;
+  ASSERT_TRUE(store.CreateAgent(a).ok());
+  r = dir->Resolve("x");
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->name, "x");
+  EXPECT_EQ(r->url, a.url);
+  EXPECT_EQ(r->timeout_ms, 777);
+  EXPECT_EQ(r->max_concurrency, 2);
+
+  a.url = "http://127.0.0.1:2/agents/x";  // re-registered: seen at once
+  ASSERT_TRUE(store.UpsertAgent(a).ok());
+  EXPECT_EQ(dir->Resolve("x")->url, a.url);
+
+  store.fail_with = Status::Unavailable("database is locked");
+  r = dir->Resolve("x");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), Code::kUnavailable);  // store errors pass through unchanged
+}
+
+}  // namespace
+}  // namespace af

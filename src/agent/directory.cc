@@ -1,1 +1,80 @@
-// placeholder: to be written
+// AgentDirectory implementations: the store's `agents` table (embedded
+// registry) and a fixed map (standalone executor).
+#include <map>
+
+#include "agent/agent.h"
+#include "storage/store.h"
+
+namespace af {
+
+namespace {
+
+AgentEndpoint ToEndpoint(const Agent& a) {
+  AgentEndpoint e;
+  e.name = a.name;
+  e.url = a.url;
+  e.timeout_ms = a.timeout_ms;
+  e.max_concurrency = a.max_concurrency;
+  return e;
+}
+
+// Thread-safe as far as the Store is (every Store is).
+class StoreAgentDirectory final : public AgentDirectory {
+ public:
+  explicit StoreAgentDirectory(Store* store) : store_(store) {}
+
+  Result<AgentEndpoint> Resolve(const std::string& name) override {
+    Result<Agent> agent = store_->GetAgent(name);
+    if (!agent.ok()) {
+      if (agent.status().code() == Code::kNotFound) {
+        return Status::NotFound("agent '" + name +
+                                "' is not registered. Hint: register it with POST /api/v1/agents or "
+                                "'agentflow agent register --name " +
+                                name + " --url URL'");
+      }
+      return agent.status();
+    }
+    return ToEndpoint(*agent);
+  }
+
+ private:
+  Store* store_;
+};
+
+// Immutable after construction, hence thread-safe.
+class StaticAgentDirectory final : public AgentDirectory {
+ public:
+  explicit StaticAgentDirectory(std::vector<AgentEndpoint> agents) {
+    for (auto& a : agents) {
+      std::string name = a.name;
+      agents_.insert_or_assign(std::move(name), std::move(a));  // a later duplicate wins
+    }
+  }
+
+  Result<AgentEndpoint> Resolve(const std::string& name) override {
+    auto it = agents_.find(name);
+    if (it == agents_.end()) {
+      std::string known;
+      for (const auto& [n, a] : agents_) known += (known.empty() ? "" : ", ") + n;
+      return Status::NotFound("agent '" + name + "' is not configured" +
+                              (known.empty() ? std::string() : " (known: " + known + ")") +
+                              ". Hint: pass --agent " + name + "=URL to the executor");
+    }
+    return it->second;
+  }
+
+ private:
+  std::map<std::string, AgentEndpoint> agents_;
+};
+
+}  // namespace
+
+std::unique_ptr<AgentDirectory> NewStoreAgentDirectory(Store* store) {
+  return std::make_unique<StoreAgentDirectory>(store);
+}
+
+std::unique_ptr<AgentDirectory> NewStaticAgentDirectory(std::vector<AgentEndpoint> agents) {
+  return std::make_unique<StaticAgentDirectory>(std::move(agents));
+}
+
+}  // namespace af
