@@ -1,1 +1,576 @@
-// placeholder
+// Tests of the Centralized Executor against a real SQLite store and a fake
+// agent transport (no network): scheduling, retries, failure, cancellation,
+// resume, per-agent concurrency, and the execution consumer on the embedded
+// queue.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <future>
+#include <mutex>
+
+#include "executor/async_util.h"
+#include "executor/consumer.h"
+#include "executor/engine.h"
+#include "executor/loop.h"
+#include "queue/messages.h"
+#include "storage/store.h"
+
+namespace af {
+namespace {
+
+using namespace std::chrono_literals;
+
+// An agent transport whose behaviour each test scripts per agent name.
+class FakeCaller : public AgentCaller {
+ public:
+  struct Behavior {
+    std::function<AgentReply(const AgentCall&)> reply = [](const AgentCall& c) {
+      AgentReply r;
+      r.output = json{{"echo", c.input}};
+      return r;
+    };
+    std::chrono::milliseconds delay{0};
+  };
+
+  void Set(const std::string& agent, Behavior b) {
+    std::lock_guard<std::mutex> lock(mu_);
+    behaviors_[agent] = std::move(b);
+  }
+  int Calls(const std::string& agent) {
+    std::lock_guard<std::mutex> lock(mu_);
+    return calls_[agent];
+  }
+  int MaxInFlight(const std::string& agent) {
+    std::lock_guard<std::mutex> lock(mu_);
+    return max_in_flight_[agent];
+  }
+  int Cancelled() { return cancelled_.load(); }
+
+  asio::awaitable<AgentReply> Call(const AgentEndpoint& agent, const AgentCall& call, CancelSignal* cancel) override {
+    Behavior b;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      b = behaviors_[agent.name];
+      ++calls_[agent.name];
+      int now = ++in_flight_[agent.name];
+      max_in_flight_[agent.name] = std::max(max_in_flight_[agent.name], now);
+    }
+    bool finished = true;
+    if (b.delay.count() > 0) finished = co_await SleepFor(b.delay, cancel);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      --in_flight_[agent.name];
+    }
+    if (!finished) {
+      ++cancelled_;
+      AgentReply r;
+      r.outcome = AgentReply::Outcome::kCancelled;
+      r.error = "cancelled";
+      co_return r;
+    }
+    co_return b.reply(call);
+  }
+
+ private:
+  std::mutex mu_;
+  std::map<std::string, Behavior> behaviors_;
+  std::map<std::string, int> calls_, in_flight_, max_in_flight_;
+  std::atomic<int> cancelled_{0};
+};
+
+AgentReply Retryable(std::string error) {
+  AgentReply r;
+  r.outcome = AgentReply::Outcome::kRetryable;
+  r.error = std::move(error);
+  r.http_status = 503;
+  return r;
+}
+
+AgentReply Permanent(std::string error) {
+  AgentReply r;
+  r.outcome = AgentReply::Outcome::kPermanent;
+  r.error = std::move(error);
+  r.http_status = 400;
+  return r;
+}
+
+class EngineTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto s = OpenStore(StoreOptions{":memory:"});
+    ASSERT_TRUE(s.ok()) << s.status().ToString();
+    store_ = std::move(s).value();
+    std::vector<AgentEndpoint> agents;
+    for (const char* n : {"a", "b", "c", "slow", "limited", "bad"}) agents.push_back({n, "http://fake/" + std::string(n)});
+    agents[4].max_concurrency = 2;
+    directory_ = NewStaticAgentDirectory(agents);
+    EngineOptions eo;
+    eo.store_retry_delay = 20ms;
+    engine_ = std::make_unique<Engine>(loop_.executor(), store_.get(), directory_.get(), &caller_, eo);
+    loop_.Start();
+  }
+  void TearDown() override {
+    engine_->Shutdown();
+    loop_.Stop();
+  }
+
+  // Creates a workflow and a PENDING run of it.
+  std::string NewRunOf(const json& plan, const json& input = json::object()) {
+    auto wf = store_->CreateWorkflow(NewWorkflow{plan["name"].get<std::string>(), "", plan});
+    EXPECT_TRUE(wf.ok()) << wf.status().ToString();
+    NewRun nr;
+    nr.workflow_id = wf->id;
+    nr.workflow_version = wf->version;
+    nr.input = input;
+    auto run = store_->CreateRun(nr);
+    EXPECT_TRUE(run.ok()) << run.status().ToString();
+    return run->run.id;
+  }
+
+  std::future<RunOutcome> Submit(const std::string& run_id) {
+    auto p = std::make_shared<std::promise<RunOutcome>>();
+    auto f = p->get_future();
+    ExecutionRequest er;
+    er.run_id = run_id;  // no plan: the executor reads the run's workflow version
+    engine_->Submit(er, [p](const RunOutcome& o) { p->set_value(o); });
+    return f;
+  }
+
+  af::Run RunToEnd(const std::string& run_id) {
+    auto f = Submit(run_id);
+    EXPECT_EQ(f.wait_for(20s), std::future_status::ready) << "run did not end";
+    auto run = store_->GetRun(run_id);
+    EXPECT_TRUE(run.ok());
+    return *run;
+  }
+
+  std::vector<StepExecution> Steps(const std::string& run_id, const std::string& step_id = "") {
+    auto all = store_->ListSteps(run_id);
+    EXPECT_TRUE(all.ok());
+    std::vector<StepExecution> out;
+    for (auto& s : *all) {
+      if (step_id.empty() || s.step_id == step_id) out.push_back(s);
+    }
+    return out;
+  }
+
+  std::unique_ptr<Store> store_;
+  EventLoop loop_{1};
+  FakeCaller caller_;
+  std::unique_ptr<AgentDirectory> directory_;
+  std::unique_ptr<Engine> engine_;
+};
+
+TEST_F(EngineTest, SequentialPlanPassesOutputsAlongAndCommitsEachStep) {
+  json plan = json::parse(R"({"name": "seq", "steps": [
+    {"id": "one", "agent": "a", "input": {"v": "${input.x}"}},
+    {"id": "two", "agent": "b", "input": {"prev": "${steps.one.output.echo.v}", "run": "${run.id}"}}],
+    "output": {"result": "${steps.two.output.echo.prev}"}})");
+  std::string id = NewRunOf(plan, {{"x", 42}});
+  af::Run run = RunToEnd(id);
+  EXPECT_EQ(run.status, RunStatus::kCompleted) << run.error_message;
+  EXPECT_EQ(run.output, json({{"result", 42}}));
+  ASSERT_TRUE(run.started_at && run.completed_at);
+  auto steps = Steps(id);
+  ASSERT_EQ(steps.size(), 2u);
+  EXPECT_EQ(steps[0].step_id, "one");
+  EXPECT_EQ(steps[0].status, StepStatus::kCompleted);
+  EXPECT_EQ(steps[0].input, json({{"v", 42}}));
+  EXPECT_EQ(steps[1].input["run"], id);
+  // The second step started only after the first one's result was recorded.
+  ASSERT_TRUE(steps[0].completed_at.has_value());
+  EXPECT_LE(*steps[0].completed_at, steps[1].started_at);
+}
+
+TEST_F(EngineTest, DefaultOutputMapsEveryStep) {
+  json plan = json::parse(R"({"name": "o", "steps": [{"id": "one", "agent": "a", "input": {"k": 1}}]})");
+  af::Run run = RunToEnd(NewRunOf(plan));
+  EXPECT_EQ(run.output, json::parse(R"({"one": {"echo": {"k": 1}}})"));
+}
+
+TEST_F(EngineTest, IndependentDagBranchesRunInParallel) {
+  caller_.Set("slow", {.delay = 200ms});
+  json plan = json::parse(R"({"name": "dag", "steps": [
+    {"id": "root", "agent": "a"},
+    {"id": "left", "agent": "slow", "depends_on": ["root"]},
+    {"id": "right", "agent": "slow", "depends_on": ["root"]},
+    {"id": "join", "agent": "b", "depends_on": ["left", "right"],
+     "input": {"l": "${steps.left.output}", "r": "${steps.right.output}"}}]})");
+  std::string id = NewRunOf(plan);
+  af::Run run = RunToEnd(id);
+  EXPECT_EQ(run.status, RunStatus::kCompleted) << run.error_message;
+  EXPECT_EQ(caller_.MaxInFlight("slow"), 2);
+  auto join = Steps(id, "join");
+  ASSERT_EQ(join.size(), 1u);
+  for (const auto& s : Steps(id)) {
+    if (s.step_id == "left" || s.step_id == "right") {
+      EXPECT_LE(*s.completed_at, join[0].started_at);
+    }
+  }
+}
+
+TEST_F(EngineTest, ForEachFansOutWithinMaxParallelAndKeepsOrder) {
+  caller_.Set("limited", {.reply = [](const AgentCall& c) {
+                            AgentReply r;
+                            r.output = json{{"i", *c.item_index}, {"item", c.input["v"]}};
+                            return r;
+                          },
+                          .delay = 5ms});
+  json plan = json::parse(R"({"name": "fan", "steps": [
+    {"id": "many", "agent": "slow", "for_each": "${input.items}", "max_parallel": 3,
+     "input": {"v": "${item}", "i": "${index}"}}],
+    "output": "${steps.many.output}"})");
+  caller_.Set("slow", {.reply = [](const AgentCall& c) {
+                         AgentReply r;
+                         r.output = json{{"i", *c.item_index}, {"v", c.input["v"]}};
+                         return r;
+                       },
+                       .delay = 5ms});
+  json items = json::array();
+  for (int i = 0; i < 40; ++i) items.push_back("x" + std::to_string(i));
+  std::string id = NewRunOf(plan, {{"items", items}});
+  af::Run run = RunToEnd(id);
+  ASSERT_EQ(run.status, RunStatus::kCompleted) << run.error_message;
+  ASSERT_TRUE(run.output.is_array());
+  ASSERT_EQ(run.output.size(), 40u);
+  for (int i = 0; i < 40; ++i) EXPECT_EQ(run.output[i], json({{"i", i}, {"v", "x" + std::to_string(i)}}));
+  EXPECT_LE(caller_.MaxInFlight("slow"), 3);
+  EXPECT_GE(caller_.MaxInFlight("slow"), 2);
+  auto rows = Steps(id, "many");
+  EXPECT_EQ(rows.size(), 41u);  // 40 items + the fan-in row
+  int aggregates = 0;
+  for (const auto& r : rows) {
+    if (!r.item_index) {
+      ++aggregates;
+      EXPECT_EQ(r.output, run.output);
+    }
+  }
+  EXPECT_EQ(aggregates, 1);
+}
+
+TEST_F(EngineTest, FalseConditionSkipsStepAndDownstreamSeesNull) {
+  json plan = json::parse(R"({"name": "when", "steps": [
+    {"id": "check", "agent": "a", "input": {"go": "${input.go}"}},
+    {"id": "maybe", "agent": "b", "when": "${steps.check.output.echo.go} == true"},
+    {"id": "after", "agent": "c", "input": {"m": "${steps.maybe.output}"}}]})");
+  std::string id = NewRunOf(plan, {{"go", false}});
+  af::Run run = RunToEnd(id);
+  ASSERT_EQ(run.status, RunStatus::kCompleted) << run.error_message;
+  auto maybe = Steps(id, "maybe");
+  ASSERT_EQ(maybe.size(), 1u);
+  EXPECT_EQ(maybe[0].status, StepStatus::kSkipped);
+  EXPECT_EQ(caller_.Calls("b"), 0);
+  EXPECT_EQ(Steps(id, "after")[0].input, json({{"m", nullptr}}));
+
+  std::string id2 = NewRunOf(json::parse(R"({"name": "when2", "steps": [
+    {"id": "check", "agent": "a", "input": {"go": "${input.go}"}},
+    {"id": "maybe", "agent": "b", "when": "${steps.check.output.echo.go} == true"}]})"),
+                             {{"go", true}});
+  EXPECT_EQ(RunToEnd(id2).status, RunStatus::kCompleted);
+  EXPECT_EQ(caller_.Calls("b"), 1);
+}
+
+TEST_F(EngineTest, RetryableFailuresAreRetriedWithNewAttemptRows) {
+  auto attempts = std::make_shared<std::atomic<int>>(0);
+  caller_.Set("a", {.reply = [attempts](const AgentCall& c) {
+    if (++*attempts < 3) return Retryable("HTTP 503: busy");
+    AgentReply r;
+    r.output = json{{"attempt", c.attempt}};
+    return r;
+  }});
+  json plan = json::parse(R"({"name": "retry", "steps": [
+    {"id": "s", "agent": "a", "retry": {"max_attempts": 5, "initial_backoff_ms": 1, "max_backoff_ms": 5}}]})");
+  std::string id = NewRunOf(plan);
+  af::Run run = RunToEnd(id);
+  ASSERT_EQ(run.status, RunStatus::kCompleted) << run.error_message;
+  auto rows = Steps(id);
+  ASSERT_EQ(rows.size(), 3u);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(rows[i].attempt, i + 1);
+  EXPECT_EQ(rows[0].status, StepStatus::kFailed);
+  EXPECT_EQ(rows[0].error_message, "HTTP 503: busy");
+  EXPECT_EQ(rows[2].status, StepStatus::kCompleted);
+  EXPECT_EQ(rows[2].output, json({{"attempt", 3}}));
+}
+
+TEST_F(EngineTest, ExhaustedRetriesFailTheRunNamingStepAgentAndCause) {
+  caller_.Set("a", {.reply = [](const AgentCall&) { return Retryable("HTTP 500: boom"); }});
+  json plan = json::parse(R"({"name": "fail", "steps": [
+    {"id": "s", "agent": "a", "retry": {"max_attempts": 3, "initial_backoff_ms": 1}},
+    {"id": "never", "agent": "b"}]})");
+  std::string id = NewRunOf(plan);
+  af::Run run = RunToEnd(id);
+  EXPECT_EQ(run.status, RunStatus::kFailed);
+  EXPECT_NE(run.error_message.find("step 's'"), std::string::npos) << run.error_message;
+  EXPECT_NE(run.error_message.find("agent 'a'"), std::string::npos) << run.error_message;
+  EXPECT_NE(run.error_message.find("after 3 attempts"), std::string::npos) << run.error_message;
+  EXPECT_NE(run.error_message.find("HTTP 500: boom"), std::string::npos) << run.error_message;
+  EXPECT_EQ(Steps(id, "s").size(), 3u);
+  EXPECT_EQ(caller_.Calls("b"), 0);
+}
+
+TEST_F(EngineTest, PermanentFailureIsNotRetried) {
+  caller_.Set("a", {.reply = [](const AgentCall&) { return Permanent("HTTP 400: bad input"); }});
+  json plan = json::parse(R"({"name": "perm", "steps": [{"id": "s", "agent": "a", "retry": {"max_attempts": 5}}]})");
+  std::string id = NewRunOf(plan);
+  af::Run run = RunToEnd(id);
+  EXPECT_EQ(run.status, RunStatus::kFailed);
+  EXPECT_EQ(Steps(id).size(), 1u);
+  EXPECT_NE(run.error_message.find("HTTP 400: bad input"), std::string::npos);
+}
+
+TEST_F(EngineTest, FailingStepCancelsTheStepsStillRunning) {
+  caller_.Set("slow", {.delay = 30s});
+  caller_.Set("bad", {.reply = [](const AgentCall&) { return Permanent("HTTP 400: no"); }});
+  json plan = json::parse(R"({"name": "x", "steps": [
+    {"id": "long", "agent": "slow", "depends_on": []},
+    {"id": "boom", "agent": "bad", "depends_on": []}]})");
+  std::string id = NewRunOf(plan);
+  af::Run run = RunToEnd(id);
+  EXPECT_EQ(run.status, RunStatus::kFailed);
+  auto longs = Steps(id, "long");
+  ASSERT_EQ(longs.size(), 1u);
+  EXPECT_EQ(longs[0].status, StepStatus::kCancelled);
+  EXPECT_EQ(caller_.Cancelled(), 1);
+}
+
+TEST_F(EngineTest, CancelAbortsInFlightCallsAndEndsCancelled) {
+  caller_.Set("slow", {.delay = 30s});
+  json plan = json::parse(R"({"name": "c", "steps": [{"id": "nap", "agent": "slow"}, {"id": "next", "agent": "a"}]})");
+  std::string id = NewRunOf(plan);
+  auto f = Submit(id);
+  // Wait until the call is in flight.
+  for (int i = 0; i < 500 && Steps(id).empty(); ++i) std::this_thread::sleep_for(5ms);
+  ASSERT_EQ(Steps(id).size(), 1u);
+  engine_->Cancel(id, "alice", "changed my mind");
+  ASSERT_EQ(f.wait_for(5s), std::future_status::ready);
+  EXPECT_EQ(f.get().status, RunStatus::kCancelled);
+  auto run = store_->GetRun(id);
+  EXPECT_EQ(run->status, RunStatus::kCancelled);
+  EXPECT_EQ(run->cancelled_by, "alice");
+  EXPECT_EQ(run->cancel_reason, "changed my mind");
+  EXPECT_EQ(run->error_message, "cancelled by alice: changed my mind");
+  auto rows = Steps(id);
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].status, StepStatus::kCancelled);
+  EXPECT_EQ(caller_.Calls("a"), 0);
+}
+
+TEST_F(EngineTest, CancelRequestedBeforeStartEndsCancelledWithoutCalls) {
+  json plan = json::parse(R"({"name": "c", "steps": [{"id": "s", "agent": "a"}]})");
+  std::string id = NewRunOf(plan);
+  ASSERT_TRUE(store_->RequestCancel({id, "bob", "not needed"}).ok());
+  af::Run run = RunToEnd(id);
+  EXPECT_EQ(run.status, RunStatus::kCancelled);
+  EXPECT_EQ(caller_.Calls("a"), 0);
+}
+
+TEST_F(EngineTest, ResumeReusesCompletedStepsAndRedoesInterruptedOnes) {
+  json plan = json::parse(R"({"name": "resume", "steps": [
+    {"id": "one", "agent": "a"}, {"id": "two", "agent": "b", "input": {"p": "${steps.one.output}"}},
+    {"id": "three", "agent": "c"}]})");
+  std::string id = NewRunOf(plan);
+  // The state a crashed executor leaves: RUNNING run, step one done, two in flight.
+  RunTransition t{id, RunStatus::kPending, RunStatus::kRunning};
+  ASSERT_TRUE(store_->TransitionRun(t).ok());
+  StepExecution one{0, id, "one", std::nullopt, "a", 1, StepStatus::kRunning, json::object(), nullptr, "", NowMs()};
+  auto one_id = store_->InsertStep(one);
+  ASSERT_TRUE(one_id.ok());
+  StepFinish fin{id, *one_id, StepStatus::kCompleted, json{{"recorded", true}}, ""};
+  ASSERT_TRUE(store_->FinishStep(fin).ok());
+  StepExecution two{0, id, "two", std::nullopt, "b", 1, StepStatus::kRunning, json::object(), nullptr, "", NowMs()};
+  ASSERT_TRUE(store_->InsertStep(two).ok());
+
+  af::Run run = RunToEnd(id);
+  ASSERT_EQ(run.status, RunStatus::kCompleted) << run.error_message;
+  EXPECT_EQ(caller_.Calls("a"), 0) << "a COMPLETED step must not be called again";
+  EXPECT_EQ(caller_.Calls("b"), 1);
+  auto twos = Steps(id, "two");
+  ASSERT_EQ(twos.size(), 2u);
+  EXPECT_EQ(twos[0].status, StepStatus::kFailed);
+  EXPECT_NE(twos[0].error_message.find("interrupted"), std::string::npos);
+  EXPECT_EQ(twos[1].attempt, 2);
+  EXPECT_EQ(twos[1].input, json({{"p", {{"recorded", true}}}}));
+}
+
+TEST_F(EngineTest, ResumeOfForEachReusesCompletedItems) {
+  json plan = json::parse(R"({"name": "fe", "steps": [
+    {"id": "f", "agent": "a", "for_each": "${input.xs}", "input": {"x": "${item}"}}]})");
+  std::string id = NewRunOf(plan, {{"xs", {1, 2, 3}}});
+  ASSERT_TRUE(store_->TransitionRun({id, RunStatus::kPending, RunStatus::kRunning}).ok());
+  StepExecution item1{0, id, "f", 1, "a", 1, StepStatus::kRunning, json{{"x", 2}}, nullptr, "", NowMs()};
+  auto item1_id = store_->InsertStep(item1);
+  ASSERT_TRUE(store_->FinishStep({id, *item1_id, StepStatus::kCompleted, json{{"old", 2}}, ""}).ok());
+  af::Run run = RunToEnd(id);
+  ASSERT_EQ(run.status, RunStatus::kCompleted) << run.error_message;
+  EXPECT_EQ(caller_.Calls("a"), 2);
+  EXPECT_EQ(run.output["f"][1], json({{"old", 2}}));
+  EXPECT_EQ(run.output["f"][0], json({{"echo", {{"x", 1}}}}));
+}
+
+TEST_F(EngineTest, AgentMaxConcurrencyHoldsAcrossRuns) {
+  caller_.Set("limited", {.delay = 20ms});
+  json plan = json::parse(R"({"name": "lim", "steps": [{"id": "s", "agent": "limited"}]})");
+  auto wf = store_->CreateWorkflow(NewWorkflow{"lim", "", plan});
+  std::vector<std::future<RunOutcome>> futures;
+  std::vector<std::string> ids;
+  for (int i = 0; i < 8; ++i) {
+    NewRun nr{"", wf->id, wf->version, json::object(), ""};
+    ids.push_back(store_->CreateRun(nr)->run.id);
+    futures.push_back(Submit(ids.back()));
+  }
+  for (auto& f : futures) ASSERT_EQ(f.wait_for(10s), std::future_status::ready);
+  for (auto& id : ids) EXPECT_EQ(store_->GetRun(id)->status, RunStatus::kCompleted);
+  EXPECT_EQ(caller_.MaxInFlight("limited"), 2);
+  EXPECT_EQ(caller_.Calls("limited"), 8);
+}
+
+TEST_F(EngineTest, UnknownAgentAndMissingReferenceFailWithClearMessages) {
+  json plan = json::parse(R"({"name": "u", "steps": [{"id": "s", "agent": "nobody"}]})");
+  af::Run run = RunToEnd(NewRunOf(plan));
+  EXPECT_EQ(run.status, RunStatus::kFailed);
+  EXPECT_NE(run.error_message.find("nobody"), std::string::npos) << run.error_message;
+
+  json plan2 = json::parse(R"({"name": "m", "steps": [{"id": "s", "agent": "a", "input": {"x": "${input.missing.deep}"}}]})");
+  af::Run run2 = RunToEnd(NewRunOf(plan2, {{"other", 1}}));
+  EXPECT_EQ(run2.status, RunStatus::kFailed);
+  EXPECT_NE(run2.error_message.find("input.missing"), std::string::npos) << run2.error_message;
+}
+
+TEST_F(EngineTest, DuplicateSubmitWhileActiveAndTerminalRunsAreNoOps) {
+  caller_.Set("slow", {.delay = 100ms});
+  json plan = json::parse(R"({"name": "d", "steps": [{"id": "s", "agent": "slow"}]})");
+  std::string id = NewRunOf(plan);
+  auto first = Submit(id);
+  auto second = Submit(id);
+  ASSERT_EQ(second.wait_for(5s), std::future_status::ready);
+  EXPECT_EQ(second.get().kind, RunOutcome::Kind::kDuplicate);
+  ASSERT_EQ(first.wait_for(5s), std::future_status::ready);
+  EXPECT_EQ(first.get().status, RunStatus::kCompleted);
+  auto again = Submit(id);
+  ASSERT_EQ(again.wait_for(5s), std::future_status::ready);
+  RunOutcome o = again.get();
+  EXPECT_EQ(o.kind, RunOutcome::Kind::kFinished);
+  EXPECT_EQ(caller_.Calls("slow"), 1);
+
+  auto unknown = Submit("run-does-not-exist");
+  ASSERT_EQ(unknown.wait_for(5s), std::future_status::ready);
+  EXPECT_EQ(unknown.get().kind, RunOutcome::Kind::kDropped);
+}
+
+TEST_F(EngineTest, ShutdownAbandonsRunsWithoutRecordingAnEnd) {
+  caller_.Set("slow", {.delay = 30s});
+  json plan = json::parse(R"({"name": "sd", "steps": [{"id": "s", "agent": "slow"}]})");
+  std::string id = NewRunOf(plan);
+  auto f = Submit(id);
+  for (int i = 0; i < 500 && Steps(id).empty(); ++i) std::this_thread::sleep_for(5ms);
+  engine_->Shutdown();
+  ASSERT_EQ(f.wait_for(5s), std::future_status::ready);
+  EXPECT_EQ(f.get().kind, RunOutcome::Kind::kAbandoned);
+  EXPECT_EQ(store_->GetRun(id)->status, RunStatus::kRunning);
+  EXPECT_EQ(Steps(id)[0].status, StepStatus::kRunning) << "left for the next executor to resume";
+}
+
+// Fails the first N step inserts with Unavailable, as a database outage would.
+class FlakyStore : public Store {
+ public:
+  FlakyStore(Store* inner, int failures) : inner_(inner), failures_(failures) {}
+  Result<Workflow> CreateWorkflow(const NewWorkflow& w) override { return inner_->CreateWorkflow(w); }
+  Result<Workflow> UpdateWorkflow(const std::string& id, const NewWorkflow& w) override {
+    return inner_->UpdateWorkflow(id, w);
+  }
+  Result<Workflow> GetWorkflow(const std::string& id, std::optional<int> v) override {
+    return inner_->GetWorkflow(id, v);
+  }
+  Result<Workflow> GetWorkflowByName(const std::string& n) override { return inner_->GetWorkflowByName(n); }
+  Result<Page<Workflow>> ListWorkflows(int l, const std::string& t) override { return inner_->ListWorkflows(l, t); }
+  Result<std::vector<Workflow>> ListWorkflowVersions(const std::string& id) override {
+    return inner_->ListWorkflowVersions(id);
+  }
+  Status DeleteWorkflow(const std::string& id) override { return inner_->DeleteWorkflow(id); }
+  Result<CreatedRun> CreateRun(const NewRun& r) override { return inner_->CreateRun(r); }
+  Result<Run> GetRun(const std::string& id) override { return inner_->GetRun(id); }
+  Result<Page<Run>> ListRuns(const RunFilter& f) override { return inner_->ListRuns(f); }
+  Result<std::vector<Run>> ListUnfinishedRuns(int l) override { return inner_->ListUnfinishedRuns(l); }
+  Result<Run> TransitionRun(const RunTransition& t) override { return inner_->TransitionRun(t); }
+  Result<Run> RequestCancel(const CancelRequest& c) override { return inner_->RequestCancel(c); }
+  Result<int64_t> InsertStep(const StepExecution& s) override {
+    if (failures_-- > 0) return Status::Unavailable("database is restarting");
+    return inner_->InsertStep(s);
+  }
+  Status FinishStep(const StepFinish& f) override { return inner_->FinishStep(f); }
+  Result<std::vector<StepExecution>> ListSteps(const std::string& id) override { return inner_->ListSteps(id); }
+  Result<Agent> CreateAgent(const Agent& a) override { return inner_->CreateAgent(a); }
+  Result<Agent> UpsertAgent(const Agent& a) override { return inner_->UpsertAgent(a); }
+  Result<Agent> GetAgent(const std::string& n) override { return inner_->GetAgent(n); }
+  Result<std::vector<Agent>> ListAgents() override { return inner_->ListAgents(); }
+  Status DeleteAgent(const std::string& n) override { return inner_->DeleteAgent(n); }
+  Status Ping() override { return inner_->Ping(); }
+
+ private:
+  Store* inner_;
+  std::atomic<int> failures_;
+};
+
+TEST_F(EngineTest, StoreOutageIsRetriedUntilTheRunCompletes) {
+  FlakyStore flaky(store_.get(), 2);
+  EngineOptions eo;
+  eo.store_retry_delay = 10ms;
+  Engine engine(loop_.executor(), &flaky, directory_.get(), &caller_, eo);
+  json plan = json::parse(R"({"name": "flaky-db", "steps": [{"id": "s", "agent": "a"}]})");
+  std::string id = NewRunOf(plan);
+  std::promise<RunOutcome> p;
+  ExecutionRequest er;
+  er.run_id = id;
+  engine.Submit(er, [&p](const RunOutcome& o) { p.set_value(o); });
+  auto f = p.get_future();
+  ASSERT_EQ(f.wait_for(10s), std::future_status::ready);
+  EXPECT_EQ(f.get().status, RunStatus::kCompleted);
+  EXPECT_EQ(store_->GetRun(id)->status, RunStatus::kCompleted);
+  engine.Shutdown();
+}
+
+TEST_F(EngineTest, ConsumerRunsQueuedRequestsAcksThemAndSetsAsideMalformedOnes) {
+  auto q = OpenEmbeddedQueue(QueueOptions{""});
+  ASSERT_TRUE(q.ok());
+  Queue* queue = q->get();
+  ExecutionConsumer consumer(queue, engine_.get(), ConsumerOptions{});
+  ASSERT_TRUE(consumer.Start().ok());
+
+  ASSERT_TRUE(queue->Publish(kExecutionTopic, "bad", "{not json").ok());
+  json plan = json::parse(R"({"name": "q", "steps": [{"id": "s", "agent": "a"}]})");
+  std::string id = NewRunOf(plan);
+  ExecutionRequest er;
+  er.run_id = id;
+  er.workflow_plan = plan;
+  ASSERT_TRUE(queue->Publish(kExecutionTopic, id, SerializeExecutionRequest(er)).ok());
+
+  caller_.Set("slow", {.delay = 30s});
+  json slow_plan = json::parse(R"({"name": "q2", "steps": [{"id": "s", "agent": "slow"}]})");
+  std::string slow_id = NewRunOf(slow_plan);
+  er.run_id = slow_id;
+  er.workflow_plan = slow_plan;
+  ASSERT_TRUE(queue->Publish(kExecutionTopic, slow_id, SerializeExecutionRequest(er)).ok());
+  for (int i = 0; i < 1000 && Steps(slow_id).empty(); ++i) std::this_thread::sleep_for(5ms);
+  CancellationRequest cr{slow_id, "carol", "stop", NowMs()};
+  ASSERT_TRUE(queue->Publish(kCancellationTopic, slow_id, SerializeCancellationRequest(cr)).ok());
+
+  for (int i = 0; i < 1000; ++i) {
+    auto a = store_->GetRun(id), b = store_->GetRun(slow_id);
+    if (IsTerminal(a->status) && IsTerminal(b->status)) break;
+    std::this_thread::sleep_for(5ms);
+  }
+  EXPECT_EQ(store_->GetRun(id)->status, RunStatus::kCompleted);
+  EXPECT_EQ(store_->GetRun(slow_id)->status, RunStatus::kCancelled);
+  EXPECT_EQ(consumer.rejected(), 1u);
+  consumer.Stop();
+
+  // Everything was acked: a new consumer of the group receives nothing.
+  auto sub = queue->Subscribe({kExecutionTopic, kCancellationTopic}, "execution-consumer-group");
+  ASSERT_TRUE(sub.ok());
+  auto left = (*sub)->Poll(10, 100ms);
+  ASSERT_TRUE(left.ok());
+  EXPECT_TRUE(left->empty());
+}
+
+}  // namespace
+}  // namespace af
