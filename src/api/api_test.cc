@@ -1,1 +1,261 @@
-// placeholder
+// API handler tests without a network: requests are dispatched through the
+// Router on a private io_context, against an in-memory SQLite store and an
+// in-memory embedded queue, so the messages the API publishes can be read.
+#include <gtest/gtest.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+
+#include "api/api.h"
+#include "queue/messages.h"
+
+namespace af {
+namespace {
+
+using namespace std::chrono_literals;
+
+class ApiTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto s = OpenStore(StoreOptions{":memory:"});
+    ASSERT_TRUE(s.ok());
+    feed_ = std::make_shared<ChangeFeed>();
+    store_ = WithChangeFeed(std::move(s).value(), feed_);
+    auto q = OpenEmbeddedQueue(QueueOptions{""});
+    ASSERT_TRUE(q.ok());
+    queue_ = std::move(q).value();
+    api_ = std::make_unique<Api>(store_.get(), queue_.get(), feed_);
+    api_->Register(router_);
+    auto sub = queue_->Subscribe({kExecutionTopic, kCancellationTopic}, "test");
+    ASSERT_TRUE(sub.ok());
+    consumer_ = std::move(sub).value();
+  }
+
+  http::Response Call(const std::string& method, const std::string& path, const std::string& body = "",
+                      http::Headers headers = {}) {
+    http::Request req;
+    req.method = method;
+    req.target = path;
+    auto q = path.find('?');
+    req.path = path.substr(0, q);
+    if (q != std::string::npos) req.query = http::ParseQuery(path.substr(q + 1));
+    req.body = body;
+    req.headers = std::move(headers);
+    if (!body.empty()) req.headers.emplace_back("Content-Type", "application/json");
+    boost::asio::io_context ioc;
+    http::Response out;
+    boost::asio::co_spawn(
+        ioc,
+        [&]() -> boost::asio::awaitable<void> { out = co_await router_.Dispatch(req); },
+        [](std::exception_ptr e) {
+          if (e) std::rethrow_exception(e);
+        });
+    ioc.run();
+    return out;
+  }
+
+  json Body(const http::Response& r) { return json::parse(r.body); }
+
+  std::vector<QueueMessage> Drain() {
+    auto got = consumer_->Poll(100, 50ms);
+    EXPECT_TRUE(got.ok());
+    for (auto& m : *got) EXPECT_TRUE(consumer_->Ack(m).ok());
+    return *got;
+  }
+
+  std::string CreateWorkflow(const std::string& name) {
+    json plan{{"name", name}, {"steps", {{{"id", "s"}, {"agent", "echo"}, {"input", {{"x", "${input.x}"}}}}}}};
+    auto r = Call("POST", "/api/v1/workflows", plan.dump());
+    EXPECT_EQ(r.status, 201) << r.body;
+    return Body(r)["workflow_id"];
+  }
+
+  std::shared_ptr<ChangeFeed> feed_;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<Queue> queue_;
+  std::unique_ptr<Api> api_;
+  http::Router router_;
+  std::unique_ptr<QueueConsumer> consumer_;
+};
+
+TEST_F(ApiTest, CreateWorkflowWarnsAboutUnregisteredAgents) {
+  json plan{{"name", "w"}, {"steps", {{{"id", "s"}, {"agent", "ghost"}}}}};
+  auto r = Call("POST", "/api/v1/workflows", plan.dump());
+  ASSERT_EQ(r.status, 201) << r.body;
+  json body = Body(r);
+  EXPECT_EQ(body["version"], 1);
+  ASSERT_EQ(body["warnings"].size(), 1u);
+  EXPECT_NE(body["warnings"][0].get<std::string>().find("ghost"), std::string::npos);
+}
+
+TEST_F(ApiTest, InvalidPlanListsEveryProblem) {
+  json plan = json::parse(R"({"name": "bad", "bogus": 1, "steps": [
+    {"id": "a", "agent": "x", "depends_on": ["nope"]},
+    {"id": "a", "agent": "x"}]})");
+  auto r = Call("POST", "/api/v1/workflows", plan.dump());
+  ASSERT_EQ(r.status, 400);
+  json err = Body(r)["error"];
+  EXPECT_EQ(err["code"], "INVALID_ARGUMENT");
+  ASSERT_TRUE(err["details"]["problems"].is_array());
+  EXPECT_GE(err["details"]["problems"].size(), 3u) << err.dump(2);
+}
+
+TEST_F(ApiTest, TriggerWritesPendingRunAndPublishesTheSeedMessage) {
+  std::string wf = CreateWorkflow("trig");
+  auto r = Call("POST", "/api/v1/workflows/" + wf + "/runs", R"({"input": {"x": 7}})");
+  ASSERT_EQ(r.status, 202) << r.body;
+  json run = Body(r);
+  EXPECT_EQ(run["status"], "PENDING");
+  auto msgs = Drain();
+  ASSERT_EQ(msgs.size(), 1u);
+  EXPECT_EQ(msgs[0].topic, kExecutionTopic);
+  EXPECT_EQ(msgs[0].key, run["run_id"]);
+  json m = json::parse(msgs[0].payload);
+  EXPECT_EQ(m["message_type"], "execution_request");
+  EXPECT_EQ(m["run_id"], run["run_id"]);
+  EXPECT_EQ(m["input_data"], json({{"x", 7}}));
+  EXPECT_EQ(m["workflow_plan"]["name"], "trig");
+  EXPECT_TRUE(m["timestamp"].is_string());
+}
+
+TEST_F(ApiTest, TriggerByNameAndIdempotencyKeyReturnsTheSameRunOnce) {
+  CreateWorkflow("idem");
+  http::Headers h{{"Idempotency-Key", "k-1"}};
+  auto a = Call("POST", "/api/v1/workflows/idem/runs", "{}", h);
+  auto b = Call("POST", "/api/v1/workflows/idem/runs", "{}", h);
+  ASSERT_EQ(a.status, 202);
+  ASSERT_EQ(b.status, 202);
+  EXPECT_EQ(Body(a)["run_id"], Body(b)["run_id"]);
+  EXPECT_EQ(Drain().size(), 1u) << "a replayed trigger must not publish again";
+}
+
+TEST_F(ApiTest, CancelPendingRunEndsItAndPublishesCancellation) {
+  std::string wf = CreateWorkflow("cancel");
+  std::string id = Body(Call("POST", "/api/v1/workflows/" + wf + "/runs", "{}"))["run_id"];
+  Drain();
+  auto r = Call("POST", "/api/v1/runs/" + id + "/cancel", R"({"reason": "nope", "cancelled_by": "dana"})");
+  ASSERT_EQ(r.status, 202) << r.body;
+  json run = Body(r);
+  EXPECT_EQ(run["status"], "CANCELLED");
+  EXPECT_EQ(run["cancelled_by"], "dana");
+  EXPECT_EQ(run["cancel_reason"], "nope");
+  auto msgs = Drain();
+  ASSERT_EQ(msgs.size(), 1u);
+  EXPECT_EQ(msgs[0].topic, kCancellationTopic);
+  json m = json::parse(msgs[0].payload);
+  EXPECT_EQ(m["message_type"], "cancellation_request");
+  EXPECT_EQ(m["cancelled_by"], "dana");
+  EXPECT_EQ(m["reason"], "nope");
+  EXPECT_EQ(Call("POST", "/api/v1/runs/" + id + "/cancel", "{}").status, 409);
+}
+
+TEST_F(ApiTest, RetryMovesFailedRunToPendingWithNewInputAndRequeues) {
+  std::string wf = CreateWorkflow("retry");
+  std::string id = Body(Call("POST", "/api/v1/workflows/" + wf + "/runs", R"({"input": {"x": 1}})"))["run_id"];
+  Drain();
+  EXPECT_EQ(Call("POST", "/api/v1/runs/" + id + "/retry", "{}").status, 409) << "PENDING runs cannot be retried";
+  ASSERT_TRUE(store_->TransitionRun({id, RunStatus::kPending, RunStatus::kRunning}).ok());
+  RunTransition fail{id, RunStatus::kRunning, RunStatus::kFailed};
+  fail.error_message = "boom";
+  ASSERT_TRUE(store_->TransitionRun(fail).ok());
+  auto r = Call("POST", "/api/v1/runs/" + id + "/retry", R"({"input": {"x": 2}})");
+  ASSERT_EQ(r.status, 202) << r.body;
+  json run = Body(r);
+  EXPECT_EQ(run["status"], "PENDING");
+  EXPECT_EQ(run["attempt"], 2);
+  EXPECT_EQ(run["input"], json({{"x", 2}}));
+  EXPECT_TRUE(run["error_message"].is_null());
+  auto msgs = Drain();
+  ASSERT_EQ(msgs.size(), 1u);
+  EXPECT_EQ(json::parse(msgs[0].payload)["input_data"], json({{"x", 2}}));
+}
+
+TEST_F(ApiTest, WaitReturnsAsSoonAsTheRunEnds) {
+  std::string wf = CreateWorkflow("wait");
+  std::string id = Body(Call("POST", "/api/v1/workflows/" + wf + "/runs", "{}"))["run_id"];
+  // Not terminal: a short wait returns the current state.
+  auto pending = Call("GET", "/api/v1/runs/" + id + "?wait=0.05");
+  EXPECT_EQ(Body(pending)["status"], "PENDING");
+  // Finish the run from another thread while a long wait is held.
+  std::thread finisher([&] {
+    std::this_thread::sleep_for(50ms);
+    EXPECT_TRUE(store_->TransitionRun({id, RunStatus::kPending, RunStatus::kRunning}).ok());
+    RunTransition done{id, RunStatus::kRunning, RunStatus::kCompleted};
+    done.output = json{{"ok", true}};
+    EXPECT_TRUE(store_->TransitionRun(done).ok());
+  });
+  auto r = Call("GET", "/api/v1/runs/" + id + "?wait=30");
+  finisher.join();
+  ASSERT_EQ(r.status, 200);
+  EXPECT_EQ(Body(r)["status"], "COMPLETED");
+  EXPECT_EQ(Body(r)["output"], json({{"ok", true}}));
+}
+
+TEST_F(ApiTest, BadInputIsAJsonClientError) {
+  std::string wf = CreateWorkflow("bad-input");
+  struct Case {
+    std::string method, path, body;
+    http::Headers headers;
+    int status;
+  };
+  std::vector<Case> cases = {
+      {"POST", "/api/v1/workflows", "{not json", {}, 400},
+      {"POST", "/api/v1/workflows", "[1, 2]", {}, 400},
+      {"POST", "/api/v1/workflows", "", {}, 400},
+      {"POST", "/api/v1/workflows/" + wf + "/runs", R"({"input": 5})", {}, 400},
+      {"POST", "/api/v1/workflows/" + wf + "/runs", R"({"inputs": {}})", {}, 400},
+      {"POST", "/api/v1/workflows/" + wf + "/runs", "{}", {{"Idempotency-Key", std::string(300, 'k')}}, 400},
+      {"GET", "/api/v1/runs/..%2F..%2Fetc", "", {}, 400},
+      {"GET", "/api/v1/runs/run-missing", "", {}, 404},
+      {"GET", "/api/v1/runs?status=DONE", "", {}, 400},
+      {"GET", "/api/v1/runs?limit=0", "", {}, 400},
+      {"GET", "/api/v1/runs/run-x?wait=-1", "", {}, 400},
+      {"GET", "/api/v1/workflows/nope", "", {}, 404},
+      {"POST", "/api/v1/agents", R"({"name": "a"})", {}, 400},
+      {"POST", "/api/v1/agents", R"({"name": "a", "url": "ftp://x"})", {}, 400},
+      {"POST", "/api/v1/agents", R"({"name": "a/b", "url": "http://x"})", {}, 400},
+      {"DELETE", "/api/v1/agents/none", "", {}, 404},
+  };
+  for (auto& c : cases) {
+    auto r = Call(c.method, c.path, c.body, c.headers);
+    EXPECT_EQ(r.status, c.status) << c.method << " " << c.path << " " << c.body << " → " << r.body;
+    json j = json::parse(r.body, nullptr, false);
+    ASSERT_FALSE(j.is_discarded()) << r.body;
+    EXPECT_TRUE(j["error"]["code"].is_string()) << r.body;
+    EXPECT_TRUE(j["error"]["message"].is_string()) << r.body;
+  }
+}
+
+TEST_F(ApiTest, WrongContentTypeIs415) {
+  http::Request req;
+  req.method = "POST";
+  req.path = "/api/v1/agents";
+  req.body = R"({"name": "a", "url": "http://x"})";
+  req.headers.emplace_back("Content-Type", "text/plain");
+  boost::asio::io_context ioc;
+  http::Response out;
+  boost::asio::co_spawn(
+      ioc, [&]() -> boost::asio::awaitable<void> { out = co_await router_.Dispatch(req); },
+      boost::asio::detached);
+  ioc.run();
+  EXPECT_EQ(out.status, 415);
+  EXPECT_EQ(json::parse(out.body)["error"]["code"], "UNSUPPORTED_MEDIA_TYPE");
+}
+
+TEST_F(ApiTest, ErrorTableCoversEveryCode) {
+  EXPECT_EQ(HttpStatusFor(Code::kInvalidArgument), 400);
+  EXPECT_EQ(HttpStatusFor(Code::kNotFound), 404);
+  EXPECT_EQ(HttpStatusFor(Code::kAlreadyExists), 409);
+  EXPECT_EQ(HttpStatusFor(Code::kFailedPrecondition), 409);
+  EXPECT_EQ(HttpStatusFor(Code::kTooLarge), 413);
+  EXPECT_EQ(HttpStatusFor(Code::kUnsupportedMediaType), 415);
+  EXPECT_EQ(HttpStatusFor(Code::kUnavailable), 503);
+  EXPECT_EQ(HttpStatusFor(Code::kInternal), 500);
+  auto r = ErrorResponse(Status::NotFound("run x not found"));
+  EXPECT_EQ(r.status, 404);
+  EXPECT_EQ(json::parse(r.body), json({{"error", {{"code", "NOT_FOUND"}, {"message", "run x not found"}}}}));
+}
+
+}  // namespace
+}  // namespace af
