@@ -35,14 +35,22 @@ std::string Quote(const std::string& s) {
 // "an object", "a string", ... for error messages.
 std::string Described(const json& v) {
   switch (v.type()) {
-    case json::value_t::null: return "null";
-    case json::value_t::object: return "an object";
-    case json::value_t::array: return "an array";
-    case json::value_t::string: return "a string";
-    case json::value_t::boolean: return "a boolean";
-    case json::value_t::binary: return "binary data";
-    case json::value_t::discarded: return "nothing";
-    default: return "a number";
+    case json::value_t::null:
+      return "null";
+    case json::value_t::object:
+      return "an object";
+    case json::value_t::array:
+      return "an array";
+    case json::value_t::string:
+      return "a string";
+    case json::value_t::boolean:
+      return "a boolean";
+    case json::value_t::binary:
+      return "binary data";
+    case json::value_t::discarded:
+      return "nothing";
+    default:
+      return "a number";
   }
 }
 
@@ -164,141 +172,142 @@ struct Token {
   Tok kind = Tok::kEnd;
   size_t pos = 0;  // 0-based offset in the text
   std::string text;
-  json value;      // kValue
-  Reference ref;   // kRef
+  json value;     // kValue
+  Reference ref;  // kRef
 };
 
 Status ConditionError(size_t pos, const std::string& why) {
   return Status::InvalidArgument("invalid condition at position " + std::to_string(pos + 1) + ": " + why);
 }
 
-Status Tokenize(const std::string& s, std::vector<Token>* out) {
-  size_t i = 0;
+// Lexes the token starting at or after `i` (kEnd at the end of the text) and
+// moves `i` past it. Lexing lazily lets the parser stop at the first error
+// or at the nesting limit without tokenizing a huge hostile input.
+Status NextToken(const std::string& s, size_t& i, Token* out) {
+  while (i < s.size() && IsSpace(s[i])) ++i;
+  if (i >= s.size()) {
+    *out = Token();
+    out->kind = Tok::kEnd;
+    out->pos = s.size();
+    return Status::Ok();
+  }
   auto add = [&](Tok kind, size_t len) {
     Token t;
     t.kind = kind;
     t.pos = i;
     t.text = s.substr(i, len);
-    out->push_back(std::move(t));
+    *out = std::move(t);
     i += len;
   };
-  while (i < s.size()) {
-    char c = s[i];
-    char n = i + 1 < s.size() ? s[i + 1] : '\0';
-    if (IsSpace(c)) {
-      ++i;
-    } else if (c == '(') {
-      add(Tok::kLParen, 1);
-    } else if (c == ')') {
-      add(Tok::kRParen, 1);
-    } else if (c == '!' && n == '=') {
-      add(Tok::kNe, 2);
-    } else if (c == '!') {
-      add(Tok::kNot, 1);
-    } else if (c == '=' && n == '=') {
-      add(Tok::kEq, 2);
-    } else if (c == '=') {
-      return ConditionError(i, "'=' is not an operator. Hint: use '==' to compare");
-    } else if (c == '<' && n == '=') {
-      add(Tok::kLe, 2);
-    } else if (c == '<') {
-      add(Tok::kLt, 1);
-    } else if (c == '>' && n == '=') {
-      add(Tok::kGe, 2);
-    } else if (c == '>') {
-      add(Tok::kGt, 1);
-    } else if (c == '&' && n == '&') {
-      add(Tok::kAnd, 2);
-    } else if (c == '|' && n == '|') {
-      add(Tok::kOr, 2);
-    } else if (c == '&' || c == '|') {
-      return ConditionError(i, std::string("'") + c + "' is not an operator. Hint: use '" + c + c + "'");
-    } else if (c == '$' && n == '{') {
-      size_t close = s.find('}', i + 2);
-      if (close == std::string::npos) return ConditionError(i, "unterminated '${'. Hint: close the reference with '}'");
-      Result<Reference> r = ParseReference(s.substr(i + 2, close - i - 2));
-      if (!r.ok()) return ConditionError(i, r.status().message());
-      Token t;
-      t.kind = Tok::kRef;
-      t.pos = i;
-      t.text = s.substr(i, close + 1 - i);
-      t.ref = std::move(r).value();
-      out->push_back(std::move(t));
-      i = close + 1;
-    } else if (c == '\'' || c == '"') {
-      std::string val;
-      size_t j = i + 1;
-      bool closed = false;
-      while (j < s.size()) {
-        char d = s[j];
-        if (d == c) {
-          closed = true;
-          break;
-        }
-        if (d == '\\' && j + 1 < s.size()) {
-          char e = s[j + 1];
-          val += e == 'n' ? '\n' : e == 't' ? '\t' : e;
-          j += 2;
-          continue;
-        }
-        val += d;
-        ++j;
+  char c = s[i];
+  char n = i + 1 < s.size() ? s[i + 1] : '\0';
+  if (c == '(') {
+    add(Tok::kLParen, 1);
+  } else if (c == ')') {
+    add(Tok::kRParen, 1);
+  } else if (c == '!' && n == '=') {
+    add(Tok::kNe, 2);
+  } else if (c == '!') {
+    add(Tok::kNot, 1);
+  } else if (c == '=' && n == '=') {
+    add(Tok::kEq, 2);
+  } else if (c == '=') {
+    return ConditionError(i, "'=' is not an operator. Hint: use '==' to compare");
+  } else if (c == '<' && n == '=') {
+    add(Tok::kLe, 2);
+  } else if (c == '<') {
+    add(Tok::kLt, 1);
+  } else if (c == '>' && n == '=') {
+    add(Tok::kGe, 2);
+  } else if (c == '>') {
+    add(Tok::kGt, 1);
+  } else if (c == '&' && n == '&') {
+    add(Tok::kAnd, 2);
+  } else if (c == '|' && n == '|') {
+    add(Tok::kOr, 2);
+  } else if (c == '&' || c == '|') {
+    return ConditionError(i, std::string("'") + c + "' is not an operator. Hint: use '" + c + c + "'");
+  } else if (c == '$' && n == '{') {
+    size_t close = s.find('}', i + 2);
+    if (close == std::string::npos) return ConditionError(i, "unterminated '${'. Hint: close the reference with '}'");
+    Result<Reference> r = ParseReference(s.substr(i + 2, close - i - 2));
+    if (!r.ok()) return ConditionError(i, r.status().message());
+    Token t;
+    t.kind = Tok::kRef;
+    t.pos = i;
+    t.text = s.substr(i, close + 1 - i);
+    t.ref = std::move(r).value();
+    *out = std::move(t);
+    i = close + 1;
+  } else if (c == '\'' || c == '"') {
+    std::string val;
+    size_t j = i + 1;
+    bool closed = false;
+    while (j < s.size()) {
+      char d = s[j];
+      if (d == c) {
+        closed = true;
+        break;
       }
-      if (!closed) return ConditionError(i, std::string("unterminated string (missing closing ") + c + ")");
-      Token t;
-      t.kind = Tok::kValue;
-      t.pos = i;
-      t.text = s.substr(i, j + 1 - i);
-      t.value = std::move(val);
-      out->push_back(std::move(t));
-      i = j + 1;
-    } else if (std::isdigit(static_cast<unsigned char>(c)) || (c == '-' && std::isdigit(static_cast<unsigned char>(n))) ||
-               (c == '.' && std::isdigit(static_cast<unsigned char>(n)))) {
-      size_t j = i + 1;
-      while (j < s.size()) {
-        char d = s[j];
-        bool exp_sign = (d == '+' || d == '-') && (s[j - 1] == 'e' || s[j - 1] == 'E');
-        if (!(std::isdigit(static_cast<unsigned char>(d)) || d == '.' || d == 'e' || d == 'E' || exp_sign)) break;
-        ++j;
+      if (d == '\\' && j + 1 < s.size()) {
+        char e = s[j + 1];
+        val += e == 'n' ? '\n' : e == 't' ? '\t' : e;
+        j += 2;
+        continue;
       }
-      std::string text = s.substr(i, j - i);
-      json v = json::parse(text, nullptr, /*allow_exceptions=*/false);
-      if (v.is_discarded() || !v.is_number()) return ConditionError(i, "malformed number " + Quote(text));
-      Token t;
-      t.kind = Tok::kValue;
-      t.pos = i;
-      t.text = std::move(text);
-      t.value = std::move(v);
-      out->push_back(std::move(t));
-      i = j;
-    } else if (std::isalpha(static_cast<unsigned char>(c)) || c == '_') {
-      size_t j = i;
-      while (j < s.size() && IsIdChar(s[j])) ++j;
-      std::string word = s.substr(i, j - i);
-      Token t;
-      t.kind = Tok::kValue;
-      t.pos = i;
-      t.text = word;
-      if (word == "true") {
-        t.value = true;
-      } else if (word == "false") {
-        t.value = false;
-      } else if (word == "null") {
-        t.value = nullptr;
-      } else {
-        return ConditionError(i, "unknown word " + Quote(word) +
-                                     ". Hint: quote strings ('text') and write references as ${input.x}");
-      }
-      out->push_back(std::move(t));
-      i = j;
-    } else {
-      return ConditionError(i, std::string("unexpected character '") + c + "'");
+      val += d;
+      ++j;
     }
+    if (!closed) return ConditionError(i, std::string("unterminated string (missing closing ") + c + ")");
+    Token t;
+    t.kind = Tok::kValue;
+    t.pos = i;
+    t.text = s.substr(i, j + 1 - i);
+    t.value = std::move(val);
+    *out = std::move(t);
+    i = j + 1;
+  } else if (std::isdigit(static_cast<unsigned char>(c)) || (c == '-' && std::isdigit(static_cast<unsigned char>(n))) ||
+             (c == '.' && std::isdigit(static_cast<unsigned char>(n)))) {
+    size_t j = i + 1;
+    while (j < s.size()) {
+      char d = s[j];
+      bool exp_sign = (d == '+' || d == '-') && (s[j - 1] == 'e' || s[j - 1] == 'E');
+      if (!(std::isdigit(static_cast<unsigned char>(d)) || d == '.' || d == 'e' || d == 'E' || exp_sign)) break;
+      ++j;
+    }
+    std::string text = s.substr(i, j - i);
+    json v = json::parse(text, nullptr, /*allow_exceptions=*/false);
+    if (v.is_discarded() || !v.is_number()) return ConditionError(i, "malformed number " + Quote(text));
+    Token t;
+    t.kind = Tok::kValue;
+    t.pos = i;
+    t.text = std::move(text);
+    t.value = std::move(v);
+    *out = std::move(t);
+    i = j;
+  } else if (std::isalpha(static_cast<unsigned char>(c)) || c == '_') {
+    size_t j = i;
+    while (j < s.size() && IsIdChar(s[j])) ++j;
+    std::string word = s.substr(i, j - i);
+    Token t;
+    t.kind = Tok::kValue;
+    t.pos = i;
+    t.text = word;
+    if (word == "true") {
+      t.value = true;
+    } else if (word == "false") {
+      t.value = false;
+    } else if (word == "null") {
+      t.value = nullptr;
+    } else {
+      return ConditionError(
+          i, "unknown word " + Quote(word) + ". Hint: quote strings ('text') and write references as ${input.x}");
+    }
+    *out = std::move(t);
+    i = j;
+  } else {
+    return ConditionError(i, std::string("unexpected character '") + c + "'");
   }
-  Token end;
-  end.kind = Tok::kEnd;
-  end.pos = s.size();
-  out->push_back(std::move(end));
   return Status::Ok();
 }
 
@@ -307,16 +316,17 @@ struct Node {
   Kind kind = Kind::kValue;
   json value;
   Reference ref;
-  Tok op = Tok::kEq;   // for kCmp
+  Tok op = Tok::kEq;  // for kCmp
   std::string op_text;
   std::vector<std::unique_ptr<Node>> kids;  // kAnd/kOr: n-ary, so long chains stay shallow
 };
 
 class Parser {
  public:
-  explicit Parser(std::vector<Token> toks) : toks_(std::move(toks)) {}
+  explicit Parser(const std::string& text) : text_(text) {}
 
   Result<std::unique_ptr<Node>> Parse() {
+    AF_RETURN_IF_ERROR(Next());
     Result<std::unique_ptr<Node>> root = ParseOr();
     if (!root.ok()) return root;
     if (Peek().kind != Tok::kEnd) return ConditionError(Peek().pos, "unexpected " + Quote(Peek().text));
@@ -326,10 +336,8 @@ class Parser {
   std::vector<Reference> TakeRefs() { return std::move(refs_); }
 
  private:
-  const Token& Peek() const { return toks_[pos_]; }
-  void Next() {
-    if (pos_ + 1 < toks_.size()) ++pos_;
-  }
+  const Token& Peek() const { return cur_; }
+  Status Next() { return NextToken(text_, offset_, &cur_); }
   static bool IsComparison(Tok t) {
     return t == Tok::kEq || t == Tok::kNe || t == Tok::kLt || t == Tok::kLe || t == Tok::kGt || t == Tok::kGe;
   }
@@ -342,7 +350,7 @@ class Parser {
     node->kind = kind;
     node->kids.push_back(std::move(first).value());
     while (Peek().kind == op) {
-      Next();
+      AF_RETURN_IF_ERROR(Next());
       Result<std::unique_ptr<Node>> more = sub();
       if (!more.ok()) return more;
       node->kids.push_back(std::move(more).value());
@@ -360,7 +368,7 @@ class Parser {
     node->kind = Node::Kind::kCmp;
     node->op = Peek().kind;
     node->op_text = Peek().text;
-    Next();
+    AF_RETURN_IF_ERROR(Next());
     Result<std::unique_ptr<Node>> right = ParseUnary();
     if (!right.ok()) return right;
     if (IsComparison(Peek().kind)) {
@@ -374,7 +382,7 @@ class Parser {
   Result<std::unique_ptr<Node>> ParseUnary() {
     if (Peek().kind != Tok::kNot) return ParsePrimary();
     if (++depth_ > kMaxConditionDepth) return TooDeep();
-    Next();
+    AF_RETURN_IF_ERROR(Next());
     Result<std::unique_ptr<Node>> operand = ParseUnary();
     --depth_;
     if (!operand.ok()) return operand;
@@ -391,7 +399,7 @@ class Parser {
         auto node = std::make_unique<Node>();
         node->kind = Node::Kind::kValue;
         node->value = t.value;
-        Next();
+        AF_RETURN_IF_ERROR(Next());
         return node;
       }
       case Tok::kRef: {
@@ -399,19 +407,20 @@ class Parser {
         node->kind = Node::Kind::kRef;
         node->ref = t.ref;
         refs_.push_back(t.ref);
-        Next();
+        AF_RETURN_IF_ERROR(Next());
         return node;
       }
       case Tok::kLParen: {
         if (++depth_ > kMaxConditionDepth) return TooDeep();
-        Next();
+        AF_RETURN_IF_ERROR(Next());
         Result<std::unique_ptr<Node>> inner = ParseOr();
         --depth_;
         if (!inner.ok()) return inner;
         if (Peek().kind != Tok::kRParen) {
-          return ConditionError(Peek().pos, Peek().kind == Tok::kEnd ? "missing ')'" : "expected ')' before " + Quote(Peek().text));
+          return ConditionError(Peek().pos,
+                                Peek().kind == Tok::kEnd ? "missing ')'" : "expected ')' before " + Quote(Peek().text));
         }
-        Next();
+        AF_RETURN_IF_ERROR(Next());
         return inner;
       }
       case Tok::kEnd:
@@ -425,8 +434,9 @@ class Parser {
     return ConditionError(Peek().pos, "nested deeper than " + std::to_string(kMaxConditionDepth) + " levels");
   }
 
-  std::vector<Token> toks_;
-  size_t pos_ = 0;
+  const std::string& text_;
+  size_t offset_ = 0;  // where the next token starts
+  Token cur_;
   int depth_ = 0;
   std::vector<Reference> refs_;
 };
@@ -441,10 +451,14 @@ Result<json> Compare(Tok op, const std::string& op_text, const json& a, const js
                                    "'. Hint: <, <=, > and >= need two numbers or two strings");
   }
   switch (op) {
-    case Tok::kLt: return json(a < b);
-    case Tok::kLe: return json(a <= b);
-    case Tok::kGt: return json(a > b);
-    default: return json(a >= b);
+    case Tok::kLt:
+      return json(a < b);
+    case Tok::kLe:
+      return json(a <= b);
+    case Tok::kGt:
+      return json(a > b);
+    default:
+      return json(a >= b);
   }
 }
 
@@ -655,9 +669,7 @@ Result<json> ResolveTemplate(const json& tmpl, const Scope& scope) {
 
 Result<std::shared_ptr<const Condition>> ParseCondition(const std::string& text) {
   try {
-    std::vector<Token> toks;
-    AF_RETURN_IF_ERROR(Tokenize(text, &toks));
-    Parser parser(std::move(toks));
+    Parser parser(text);
     Result<std::unique_ptr<Node>> root = parser.Parse();
     if (!root.ok()) return root.status();
     return std::shared_ptr<const Condition>(
@@ -689,9 +701,11 @@ bool Truthy(const json& v) {
       return d == d && d != 0.0;  // NaN is false
     }
     case json::value_t::string:
+      return !v.get_ref<const std::string&>().empty();  // json::empty() is false for any string
+    case json::value_t::binary:
+      return !v.get_binary().empty();
     case json::value_t::array:
     case json::value_t::object:
-    case json::value_t::binary:
       return !v.empty();
   }
   return false;

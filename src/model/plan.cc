@@ -97,7 +97,8 @@ void ScanTemplate(const json& v, const std::string& path, int depth, std::vector
     }
     for (Reference& ref : *r) refs->push_back({path, std::move(ref)});
   } else if (v.is_object()) {
-    for (auto it = v.begin(); it != v.end(); ++it) ScanTemplate(it.value(), path + "." + it.key(), depth + 1, refs, errors);
+    for (auto it = v.begin(); it != v.end(); ++it)
+      ScanTemplate(it.value(), path + "." + it.key(), depth + 1, refs, errors);
   } else if (v.is_array()) {
     for (size_t i = 0; i < v.size(); ++i) {
       ScanTemplate(v[i], path + "[" + std::to_string(i) + "]", depth + 1, refs, errors);
@@ -155,8 +156,8 @@ Result<Plan> ParsePlanImpl(const json& doc, const PlanLimits& limits) {
   } else if (it->size() > limits.max_steps) {
     // Validating a huge plan step by step is wasted work: this one problem
     // must be fixed first.
-    top("steps", "too many steps (" + std::to_string(it->size()) + "; the limit is " +
-                     std::to_string(limits.max_steps) + ")");
+    top("steps",
+        "too many steps (" + std::to_string(it->size()) + "; the limit is " + std::to_string(limits.max_steps) + ")");
     return problems.ToStatus();
   } else {
     steps = &*it;
@@ -202,14 +203,12 @@ Result<Plan> ParsePlanImpl(const json& doc, const PlanLimits& limits) {
         auto [pos, inserted] = plan.index_of.emplace(id, si);
         if (!inserted) {
           problems.Add(ids[i], labels[i], "id",
-                       "duplicate step id (steps[" + std::to_string(pos->second) + "] and steps[" +
-                           std::to_string(i) + "] both use it)");
+                       "duplicate step id (steps[" + std::to_string(pos->second) + "] and steps[" + std::to_string(i) +
+                           "] both use it)");
         }
       }
     }
-    auto add = [&](const std::string& field, const std::string& what) {
-      problems.Add(ids[i], labels[i], field, what);
-    };
+    auto add = [&](const std::string& field, const std::string& what) { problems.Add(ids[i], labels[i], field, what); };
 
     for (auto it = s.begin(); it != s.end(); ++it) {
       if (!StepFields().count(it.key())) {
@@ -373,8 +372,9 @@ Result<Plan> ParsePlanImpl(const json& doc, const PlanLimits& limits) {
             for (size_t k = start; k < path.size(); ++k) cycle += plan.steps[path[k]].id + " -> ";
             cycle += plan.steps[v].id;
             problems.Add(ids[v], labels[v], "depends_on",
-                         "dependency cycle: " + cycle + " (each step depends on the next). Hint: remove one of these "
-                         "dependencies");
+                         "dependency cycle: " + cycle +
+                             " (each step depends on the next). Hint: remove one of these "
+                             "dependencies");
           }
         } else {
           color[u] = 2;
@@ -432,8 +432,8 @@ Result<Plan> ParsePlanImpl(const json& doc, const PlanLimits& limits) {
         } else if (!is_upstream(use.step, it->second)) {
           const std::string self = plan.steps[i].id.empty() ? labels[i] : "'" + plan.steps[i].id + "'";
           if (plan.is_dag) {
-            add(Braced(r) + " refers to step '" + r.step_id + "', which is not upstream of " + self +
-                ". Hint: add '" + r.step_id + "' to depends_on (directly or through another step)");
+            add(Braced(r) + " refers to step '" + r.step_id + "', which is not upstream of " + self + ". Hint: add '" +
+                r.step_id + "' to depends_on (directly or through another step)");
           } else {
             add(Braced(r) + " refers to step '" + r.step_id + "', which runs after " + self +
                 ". Hint: move it before " + self + " in steps");
@@ -444,8 +444,9 @@ Result<Plan> ParsePlanImpl(const json& doc, const PlanLimits& limits) {
       case Reference::Root::kItem:
       case Reference::Root::kIndex:
         if (use.where == Where::kWhen) {
-          add(Braced(r) + " cannot be used in when: the condition is evaluated once per step, before for_each "
-                          "fans out");
+          add(Braced(r) +
+              " cannot be used in when: the condition is evaluated once per step, before for_each "
+              "fans out");
         } else if (use.where == Where::kInput && !has_for_each[i]) {
           add(Braced(r) + " is only available in the input of a for_each step");
         }
