@@ -73,7 +73,7 @@ void Write(Level level, std::string_view msg, const Fields& f) {
   if (level < s.level) return;
   std::string line;
   if (s.json) {
-    nlohmann::json j;
+    nlohmann::ordered_json j;  // keeps ts, level, msg first
     j["ts"] = FormatIso8601(NowMs());
     j["level"] = LevelName(level);
     j["msg"] = std::string(msg);
