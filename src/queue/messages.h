@@ -38,12 +38,19 @@ struct CancellationRequest {
 
 using QueueRequest = std::variant<ExecutionRequest, CancellationRequest>;
 
+// Never throw. `timestamp` is written as given (set it to NowMs()); the
+// optional workflow_id/workflow_version only when set (non-empty / > 0).
 std::string SerializeExecutionRequest(const ExecutionRequest& r);
 std::string SerializeCancellationRequest(const CancellationRequest& r);
 
 // Parses either message by its message_type. InvalidArgument (never an
 // exception) for malformed JSON, a missing/invalid run_id, a missing plan,
-// wrong types or an unknown message_type; the message says which.
+// wrong types or an unknown message_type; the message says which, and
+// details() is {"field": "<name>"} ("(message)" for the document itself).
+// Lenient where the seed's publishers differ: no message_type but a
+// workflow_plan means execution; absent or null optional fields take their
+// defaults; timestamp also accepts Python's isoformat() (no zone = UTC, an
+// offset, microseconds), and an unreadable timestamp string reads as 0.
 Result<QueueRequest> ParseQueueMessage(const std::string& payload);
 
 }  // namespace af

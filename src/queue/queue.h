@@ -9,7 +9,8 @@
 // later. Consumers must therefore treat duplicates as harmless.
 //
 // Thread-safety: Queue is safe from any thread. A QueueConsumer is used by
-// one thread at a time, except Ack, which may be called from any thread.
+// one thread at a time, except Ack and Close, which may be called from any
+// thread.
 #pragma once
 
 #include <chrono>
@@ -40,11 +41,16 @@ class QueueConsumer {
  public:
   virtual ~QueueConsumer() = default;
   // Waits up to `timeout` for messages; returns at most `max` (possibly none).
+  // A Poll blocked when Close is called (from another thread) returns
+  // promptly with no messages; a Poll after Close is FailedPrecondition.
   virtual Result<std::vector<QueueMessage>> Poll(size_t max, std::chrono::milliseconds timeout) = 0;
   // The message is fully handled: it is not delivered to this group again.
-  // Messages may be acked in any order.
+  // Messages may be acked in any order; acking one twice is OK. After Close,
+  // Ack is FailedPrecondition (the message will be delivered again): ack
+  // before closing.
   virtual Status Ack(const QueueMessage& m) = 0;
-  // Stops consuming; unacked messages become deliverable again.
+  // Stops consuming; unacked messages become deliverable again. Idempotent;
+  // may be called from any thread. The destructor closes.
   virtual void Close() = 0;
 };
 

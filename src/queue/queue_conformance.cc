@@ -415,6 +415,22 @@ TEST_P(QueueConformanceTest, PollAndAckAfterCloseFail) {
   EXPECT_EQ(Payloads(PollN(*d, 1)), std::vector<std::string>{"m0"});
 }
 
+TEST_P(QueueConformanceTest, CloseFromAnotherThreadWakesBlockedPoll) {
+  auto c = Subscribe({Topic("empty")}, Group("g"));
+  ASSERT_NE(c, nullptr);
+  bool returned_ok = false;
+  std::thread poller([&] {
+    // Only Close can end this Poll in a reasonable time: if Close does not
+    // wake it, the test hangs until the test runner's timeout.
+    auto r = c->Poll(10, std::chrono::hours(1));
+    returned_ok = r.ok() && r->empty();
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));  // usually lets the Poll block first
+  c->Close();
+  poller.join();
+  EXPECT_TRUE(returned_ok);
+}
+
 // --- Groups ----------------------------------------------------------------
 
 TEST_P(QueueConformanceTest, TwoGroupsEachGetEveryMessage) {
