@@ -171,7 +171,8 @@ asio::awaitable<Status> Connect(tcp::socket& sock, const Url& url, ExchangeState
     endpoints.emplace_back(asio::ip::address_v4::loopback(), url.port);
   } else {
     // async_resolve runs getaddrinfo on a background thread (PLATFORM-NOTES);
-    // only real names get here.
+    // only real names get here. A timeout or cancel during the lookup is
+    // reported once getaddrinfo returns: Asio cannot interrupt it.
     tcp::resolver resolver(co_await asio::this_coro::executor);
     std::string service = std::to_string(url.port);
     st.resolver = &resolver;

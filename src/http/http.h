@@ -70,7 +70,7 @@ class Router {
  public:
   void Add(std::string method, std::string pattern, Handler handler);
   asio::awaitable<Response> Dispatch(Request& req) const;
-  // As a Handler for Server.
+  // As a Handler for Server. The router must outlive the server.
   Handler AsHandler() const;
 
  private:
@@ -93,14 +93,19 @@ struct ServerOptions {
 // Serves `handler` until Stop() or destruction. Each connection is served
 // by one coroutine on its own strand; handlers may co_await (e.g. long-poll).
 // Malformed HTTP gets a JSON 400; a handler that throws gets a JSON 500 and
-// the server keeps serving. Thread-safety: Start/Stop from one thread.
+// the server keeps serving. Thread-safety: Start/Stop from one thread, not
+// from an io thread (a handler).
+// Stop() does not wait for handlers: one still suspended (long-poll, timer)
+// is destroyed without being resumed, so what handlers reference must outlive
+// Stop().
 class Server {
  public:
   virtual ~Server() = default;
   virtual uint16_t port() const = 0;
   // Stops accepting, closes connections and joins the io threads.
   virtual void Stop() = 0;
-  // The io_context executor (for timers in handlers, co_spawn).
+  // The io_context executor (for timers in handlers, co_spawn). Valid until
+  // Stop(); empty afterwards.
   virtual asio::any_io_executor executor() = 0;
 };
 

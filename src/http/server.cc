@@ -129,6 +129,7 @@ class ServerImpl final : public Server {
   std::unique_ptr<asio::io_context> ioc_;
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_;
   std::optional<tcp::acceptor> acceptor_;
+  asio::any_io_executor accept_strand_;
   std::vector<std::thread> threads_;
   uint16_t port_ = 0;
   std::atomic<bool> stopping_{false};
@@ -167,8 +168,11 @@ Status ServerImpl::Listen() {
   }
   port_ = acceptor_->local_endpoint(ec).port();
 
+  // The accept loop and Stop()'s close of the acceptor share a strand, so the
+  // acceptor is never touched from two io threads at once.
+  accept_strand_ = asio::make_strand(ioc_->get_executor());
   asio::awaitable<void> loop = AcceptLoop();
-  asio::co_spawn(*ioc_, std::move(loop), [](std::exception_ptr e) {
+  asio::co_spawn(accept_strand_, std::move(loop), [](std::exception_ptr e) {
     if (!e) return;
     try {
       std::rethrow_exception(e);
@@ -204,7 +208,7 @@ void ServerImpl::Stop() {
     {
       std::lock_guard<std::mutex> lock(mu_);
       pending->left = 1 + conns_.size();
-      asio::post(*ioc_, [this, pending] {
+      asio::post(accept_strand_, [this, pending] {
         error_code ec;
         if (acceptor_) acceptor_->close(ec);
         pending->Done();
@@ -234,6 +238,7 @@ void ServerImpl::Stop() {
   }
   threads_.clear();
   acceptor_.reset();
+  accept_strand_ = {};
   // Destroys every abandoned coroutine frame (handlers still suspended).
   ioc_.reset();
 }
