@@ -6,6 +6,8 @@
 #include <set>
 #include <utility>
 
+#include "common/ids.h"
+
 namespace af {
 namespace {
 
@@ -134,6 +136,9 @@ Result<Plan> ParsePlanImpl(const json& doc, const PlanLimits& limits) {
     top("name", "is required (a non-empty string)");
   } else if (!it->is_string() || it->get_ref<const std::string&>().empty()) {
     top("name", "must be a non-empty string");
+  } else if (!IsValidId(it->get<std::string>())) {
+    top("name", "must be 1-128 characters of letters, digits, '.', '_', ':' and '-' (it is used in URLs and "
+                "on the command line, e.g. 'agentflow run start NAME')");
   } else {
     plan.name = it->get<std::string>();
   }

@@ -209,6 +209,9 @@ TEST(ParsePlanProblemsTest, TopLevelFields) {
   EXPECT_EQ(OneProblem(PlanOf(json::array({Step("a")}), {{"name", ""}}))["message"],
             "field 'name': must be a non-empty string");
   EXPECT_EQ(OneProblem(PlanOf(json::array({Step("a")}), {{"name", 5}}))["field"], "name");
+  // Names are used in URLs and on the command line.
+  EXPECT_EQ(OneProblem(PlanOf(json::array({Step("a")}), {{"name", "my flow"}}))["field"], "name");
+  EXPECT_EQ(OneProblem(PlanOf(json::array({Step("a")}), {{"name", "../x"}}))["field"], "name");
   EXPECT_EQ(OneProblem(PlanOf(json::array({Step("a")}), {{"description", 5}}))["message"],
             "field 'description': must be a string");
   json unknown = OneProblem(PlanOf(json::array({Step("a")}), {{"stepz", 1}}));

@@ -109,7 +109,9 @@ int64_t BackoffMs(const RetryPolicy& policy, int next_attempt, double jitter, st
   if (jitter > 1.0) jitter = 1.0;
   double half = base / 2.0;
   auto delay = static_cast<int64_t>(std::floor(half + half * jitter));
-  if (retry_after_ms && *retry_after_ms > delay) delay = *retry_after_ms;
+  if (retry_after_ms && *retry_after_ms > delay) {
+    delay = std::max(delay, std::min(*retry_after_ms, static_cast<int64_t>(cap)));
+  }
   return delay;
 }
 

@@ -29,7 +29,9 @@ struct RetryPolicy {
 // policy, an optional server Retry-After, and a uniform random in [0,1).
 // Result: base = min(max_backoff, initial * multiplier^(next_attempt-2));
 // delay = base/2 + base/2 * jitter  ("equal jitter"); with Retry-After the
-// delay is max(delay, retry_after), not capped.
+// delay is max(delay, retry_after), capped at max_backoff_ms: no single wait
+// exceeds the cap the plan declares, so a hostile `Retry-After: 86400`
+// cannot stall a step for a day.
 int64_t BackoffMs(const RetryPolicy& policy, int next_attempt, double jitter,
                   std::optional<int64_t> retry_after_ms = std::nullopt);
 

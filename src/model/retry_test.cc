@@ -194,11 +194,11 @@ TEST(BackoffTest, OutOfRangeInputsAreClamped) {
   EXPECT_EQ(BackoffMs(Policy(0, 2.0, 0), 5, 0.5), 0);
 }
 
-TEST(BackoffTest, RetryAfterRaisesButIsNotCapped) {
+TEST(BackoffTest, RetryAfterRaisesUpToTheCap) {
   RetryPolicy p = Policy(100, 2.0, 1000);
   EXPECT_EQ(BackoffMs(p, 2, 0.0, 30), 50);        // smaller Retry-After: the backoff wins
   EXPECT_EQ(BackoffMs(p, 2, 0.0, 700), 700);      // larger: Retry-After wins
-  EXPECT_EQ(BackoffMs(p, 2, 0.0, 60000), 60000);  // above max_backoff_ms: not capped
+  EXPECT_EQ(BackoffMs(p, 2, 0.0, 60000), 1000);   // above max_backoff_ms: capped
   EXPECT_EQ(BackoffMs(p, 2, 0.0, std::nullopt), 50);
   EXPECT_EQ(BackoffMs(p, 2, 0.0, -5), 50);
 }
