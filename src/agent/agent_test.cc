@@ -479,5 +479,23 @@ TEST(StoreAgentDirectoryTest, ReadsTheStoreOnEveryCall) {
   EXPECT_EQ(r.status().code(), Code::kUnavailable);  // store errors pass through unchanged
 }
 
+TEST(StoreAgentDirectoryTest, WorksOnTheSqliteStore) {
+  StoreOptions opts;
+  opts.url = ":memory:";
+  auto store = OpenStore(opts);
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  auto dir = NewStoreAgentDirectory(store->get());
+  EXPECT_EQ(dir->Resolve("echo").status().code(), Code::kNotFound);
+
+  auto demo = StartDemoAgents("127.0.0.1", 0);
+  ASSERT_TRUE(demo.ok()) << demo.status().ToString();
+  for (const Agent& a : (*demo)->Records()) ASSERT_TRUE((*store)->UpsertAgent(a).ok()) << a.name;
+  auto r = dir->Resolve("sleep");
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->url, (*demo)->base_url() + "/agents/sleep");
+  EXPECT_EQ(r->timeout_ms, 600000);
+  (*demo)->Stop();
+}
+
 }  // namespace
 }  // namespace af
