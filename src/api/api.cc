@@ -10,6 +10,7 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include "common/ids.h"
+#include "common/json_limits.h"
 #include "common/log.h"
 #include "queue/messages.h"
 
@@ -44,17 +45,30 @@ namespace {
 
 constexpr size_t kMaxIdempotencyKey = 255;
 
+// "application/json" or any "<type>/<subtype>+json", parameters ignored,
+// case-insensitive (RFC 9110 8.3.1).
+bool IsJsonMediaType(const std::string& content_type) {
+  std::string t = content_type.substr(0, content_type.find(';'));
+  while (!t.empty() && (t.back() == ' ' || t.back() == '\t')) t.pop_back();
+  size_t start = t.find_first_not_of(" \t");
+  t = start == std::string::npos ? "" : t.substr(start);
+  for (char& c : t) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (t == "application/json") return true;
+  return t.size() > 5 && t.compare(t.size() - 5, 5, "+json") == 0 && t.find('/') != std::string::npos;
+}
+
 // Parses a JSON request body. Empty bodies are `empty_default` (null: a
 // body is required).
 Result<json> ParseBody(const Request& req, const json& empty_default) {
   std::string ct = req.Header("Content-Type");
-  if (!ct.empty() && ct.find("json") == std::string::npos) {
+  if (!ct.empty() && !IsJsonMediaType(ct)) {
     return Status(Code::kUnsupportedMediaType, "Content-Type must be application/json, got '" + ct + "'");
   }
   if (req.body.find_first_not_of(" \t\r\n") == std::string::npos) {
     if (empty_default.is_null()) return Status::InvalidArgument("a JSON request body is required");
     return empty_default;
   }
+  AF_RETURN_IF_ERROR(CheckJsonDepth(req.body, "request body"));
   json j;
   try {
     j = json::parse(req.body);

@@ -243,6 +243,38 @@ TEST_F(ApiTest, WrongContentTypeIs415) {
   EXPECT_EQ(json::parse(out.body)["error"]["code"], "UNSUPPORTED_MEDIA_TYPE");
 }
 
+TEST_F(ApiTest, ContentTypeIsACaseInsensitiveMediaType) {
+  std::string body = R"({"name": "a", "url": "http://127.0.0.1:1/x"})";
+  auto upper = Call("POST", "/api/v1/agents", "", {{"Content-Type", "Application/JSON; charset=utf-8"}});
+  EXPECT_EQ(upper.status, 400) << "accepted as JSON; rejected only because the body is empty";
+  auto send = [&](const std::string& ct) {
+    http::Headers h{{"Content-Type", ct}};
+    http::Request r;
+    r.method = "PUT";
+    r.path = "/api/v1/agents/a";
+    r.body = body;
+    r.headers = h;
+    boost::asio::io_context ioc;
+    http::Response out;
+    boost::asio::co_spawn(
+        ioc, [&]() -> boost::asio::awaitable<void> { out = co_await router_.Dispatch(r); }, boost::asio::detached);
+    ioc.run();
+    return out.status;
+  };
+  EXPECT_EQ(send("Application/JSON; charset=utf-8"), 200);
+  EXPECT_EQ(send("application/problem+json"), 200);
+  EXPECT_EQ(send("text/jsonish"), 415);
+  EXPECT_EQ(send("text/plain; note=json"), 415);
+}
+
+TEST_F(ApiTest, DeeplyNestedBodyIsRefusedBeforeParsing) {
+  std::string deep = R"({"input": )" + std::string(100000, '[') + std::string(100000, ']') + "}";
+  std::string wf = CreateWorkflow("deep");
+  auto r = Call("POST", "/api/v1/workflows/" + wf + "/runs", deep);
+  EXPECT_EQ(r.status, 400);
+  EXPECT_NE(Body(r)["error"]["message"].get<std::string>().find("nested"), std::string::npos);
+}
+
 TEST_F(ApiTest, ErrorTableCoversEveryCode) {
   EXPECT_EQ(HttpStatusFor(Code::kInvalidArgument), 400);
   EXPECT_EQ(HttpStatusFor(Code::kNotFound), 404);

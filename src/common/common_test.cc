@@ -52,3 +52,25 @@ TEST(IdsTest, UuidShapeAndValidation) {
 
 }  // namespace
 }  // namespace af
+
+#include "common/json_limits.h"
+
+namespace af {
+namespace {
+
+TEST(JsonLimitsTest, CountsNestingOutsideStrings) {
+  EXPECT_EQ(JsonNestingDepth("{}"), 1);
+  EXPECT_EQ(JsonNestingDepth(R"({"a": [1, {"b": []}]})"), 4);
+  EXPECT_EQ(JsonNestingDepth(R"({"a": "[[[[{{{{", "b": "\"[["})"), 1);
+  EXPECT_EQ(JsonNestingDepth("5"), 0);
+  std::string deep(100000, '[');
+  EXPECT_GT(JsonNestingDepth(deep), kMaxJsonDepth);
+  EXPECT_FALSE(CheckJsonDepth(deep, "request body").ok());
+  EXPECT_EQ(CheckJsonDepth(deep, "request body").code(), Code::kInvalidArgument);
+  std::string ok_depth = std::string(kMaxJsonDepth, '[') + std::string(kMaxJsonDepth, ']');
+  EXPECT_TRUE(CheckJsonDepth(ok_depth, "x").ok());
+  EXPECT_FALSE(CheckJsonDepth("[" + ok_depth + "]", "x").ok());
+}
+
+}  // namespace
+}  // namespace af

@@ -7,6 +7,7 @@
 #include <string_view>
 
 #include "common/ids.h"
+#include "common/json_limits.h"
 
 namespace af {
 namespace {
@@ -202,6 +203,9 @@ std::string SerializeCancellationRequest(const CancellationRequest& r) {
 }
 
 Result<QueueRequest> ParseQueueMessage(const std::string& payload) {
+  if (JsonNestingDepth(payload) > kMaxJsonDepth) {
+    return FieldError("(message)", "is nested more than " + std::to_string(kMaxJsonDepth) + " levels deep");
+  }
   try {
     json j = json::parse(payload, nullptr, /*allow_exceptions=*/false);
     if (j.is_discarded()) return FieldError("(message)", "is not valid JSON");

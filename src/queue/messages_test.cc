@@ -193,6 +193,15 @@ INSTANTIATE_TEST_SUITE_P(
         Malformed{"CancelTimestampBool", Cancel({{"timestamp", true}}), "timestamp"}),
     [](const ::testing::TestParamInfo<Malformed>& info) { return info.param.name; });
 
+TEST(MessagesTest, DeeplyNestedPayloadIsRejectedNotRecursedInto) {
+  std::string deep = R"({"run_id": "r-1", "workflow_plan": {"x": )" + std::string(200000, '[') +
+                     std::string(200000, ']') + "}}";
+  auto parsed = ParseQueueMessage(deep);
+  ASSERT_FALSE(parsed.ok());
+  EXPECT_EQ(parsed.status().code(), Code::kInvalidArgument);
+  EXPECT_NE(parsed.status().message().find("nested"), std::string::npos) << parsed.status().message();
+}
+
 TEST(MessagesTest, NeverThrowsOnGarbage) {
   std::mt19937 rng(12345);  // fixed seed: reproducible
   for (int i = 0; i < 2000; ++i) {
