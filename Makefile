@@ -23,7 +23,7 @@ $(BUILD)/build.ninja:
 configure: $(BUILD)/build.ninja
 
 build: deps configure
-	cmake --build $(BUILD)
+	cmake --build $(BUILD) --target agentflow
 
 run: build
 	$(BUILD)/agentflow serve --demo --port $(PORT) --data-dir $(DATA_DIR)
