@@ -324,6 +324,10 @@ asio::awaitable<Outcome> RunExchange(std::shared_ptr<Pool> pool, size_t max_body
   co_return out;
 }
 
+// Thread-safety: the header promises less, but Send may in fact run
+// concurrently from several threads of the executor (the pool is locked,
+// each exchange has its own strand). The client may be destroyed while Sends
+// are suspended: they hold the pool, not the client.
 class ClientImpl final : public Client {
  public:
   ClientImpl(asio::any_io_executor ex, const ClientOptions& options)

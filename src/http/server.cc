@@ -75,6 +75,9 @@ struct PendingCloses {
   }
 };
 
+// Thread-safety: Listen/Stop from one (non-io) thread; conns_ is shared by
+// the connection coroutines and Stop() under mu_; everything else of a
+// connection lives in its coroutine frame on its strand.
 class ServerImpl final : public Server {
  public:
   ServerImpl(ServerOptions options, Handler handler)
