@@ -94,6 +94,13 @@ TEST(ClassifyHttpReplyTest, SuccessNeedsAJsonBody) {
   EXPECT_EQ(r.http_status, 204);
 }
 
+TEST(ClassifyHttpReplyTest, DeeplyNestedOutputIsAPermanentFailureNotACrash) {
+  std::string deep = std::string(200000, '[') + std::string(200000, ']');
+  AgentReply r = ClassifyHttpReply(Reply(200, deep), 1000);
+  EXPECT_EQ(r.outcome, AgentReply::Outcome::kPermanent);
+  EXPECT_NE(r.error.find("nested"), std::string::npos) << r.error;
+}
+
 TEST(ClassifyHttpReplyTest, StatusClasses) {
   struct Case {
     int status;

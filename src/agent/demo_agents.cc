@@ -12,6 +12,7 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include "common/json_limits.h"
 #include "http/http.h"
 
 namespace af {
@@ -29,7 +30,8 @@ constexpr size_t kMaxFlakyKeys = 100000;         // bound on flaky's memory
 
 // Agent input from a protocol body, or the 400 to send.
 bool ParseInput(const Request& req, json& input, Response& error) {
-  json body = json::parse(req.body, nullptr, /*allow_exceptions=*/false);
+  json body = JsonNestingDepth(req.body) > kMaxJsonDepth ? json(json::value_t::discarded)
+                                                          : json::parse(req.body, nullptr, /*allow_exceptions=*/false);
   if (body.is_discarded() || !body.is_object()) {
     error = JsonError(400, "INVALID_ARGUMENT",
                       "request body is not a JSON object. Hint: send the agent protocol body "

@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "agent/agent.h"
+#include "common/json_limits.h"
 #include "http/http.h"
 
 namespace af {
@@ -184,6 +185,12 @@ AgentReply ClassifyHttpReply(const Result<http::ClientResponse>& exchange, int64
   const http::ClientResponse& res = *exchange;
   reply.http_status = res.status;
   if (res.status >= 200 && res.status < 300) {
+    if (JsonNestingDepth(res.body) > kMaxJsonDepth) {
+      reply.outcome = AgentReply::Outcome::kPermanent;
+      reply.error = "agent returned JSON nested more than " + std::to_string(kMaxJsonDepth) +
+                    " levels deep (HTTP " + std::to_string(res.status) + ")";
+      return reply;
+    }
     json output = json::parse(res.body, nullptr, /*allow_exceptions=*/false);
     if (res.body.empty() || output.is_discarded()) {
       reply.outcome = AgentReply::Outcome::kPermanent;

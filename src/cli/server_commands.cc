@@ -14,6 +14,7 @@
 #include "cli/commands.h"
 #include "cli/output.h"
 #include "cli/platform.h"
+#include "common/json_limits.h"
 #include "common/log.h"
 #include "executor/engine.h"
 #include "executor/loop.h"
@@ -121,6 +122,10 @@ int RunStandalone(ExecutorArgs& args) {
     PrintProblems(text.status());
     return 2;
   }
+  if (Status deep = CheckJsonDepth(*text, "the plan"); !deep.ok()) {
+    PrintProblems(deep);
+    return 2;
+  }
   json doc = json::parse(*text, nullptr, false);
   if (doc.is_discarded()) {
     std::fprintf(stderr, "error: %s is not valid JSON\n", args.plan_file.c_str());
@@ -140,7 +145,8 @@ int RunStandalone(ExecutorArgs& args) {
     }
     input_text = *in;
   }
-  json input = json::parse(input_text, nullptr, false);
+  json input = JsonNestingDepth(input_text) > kMaxJsonDepth ? json(json::value_t::discarded)
+                                                             : json::parse(input_text, nullptr, false);
   if (input.is_discarded() || !input.is_object()) {
     std::fprintf(stderr, "error: --input must be a JSON object\n");
     return 2;
