@@ -190,6 +190,14 @@ Result<Agent> AgentFromJson(const json& body, const std::string& path_name) {
   return a;
 }
 
+template <typename T>
+Response PageResponse(const Page<T>& page) {
+  json items = json::array();
+  for (const auto& item : page.items) items.push_back(ToJson(item));
+  json token = page.next_page_token.empty() ? json(nullptr) : json(page.next_page_token);
+  return http::JsonResponse(200, {{"items", items}, {"next_page_token", token}});
+}
+
 }  // namespace
 
 // All route handlers. Shared by the routes (captured as shared_ptr).
@@ -265,12 +273,7 @@ class Api::Handlers : public std::enable_shared_from_this<Api::Handlers> {
     if (!limit.ok()) return ErrorResponse(limit.status());
     auto page = store_->ListWorkflows(*limit, req.query["page_token"]);
     if (!page.ok()) return ErrorResponse(page.status());
-    json items = json::array();
-    for (const auto& w : page->items) items.push_back(ToJson(w));
-    return http::JsonResponse(200, {{"items", items},
-                                    {"next_page_token", page->next_page_token.empty()
-                                                            ? json(nullptr)
-                                                            : json(page->next_page_token)}});
+    return PageResponse(*page);
   }
 
   Response DeleteWorkflow(Request& req) {
@@ -310,14 +313,7 @@ class Api::Handlers : public std::enable_shared_from_this<Api::Handlers> {
     if (!created.ok()) co_return ErrorResponse(created.status());
     Run run = created->run;
     if (created->created) {
-      ExecutionRequest er;
-      er.run_id = run.id;
-      er.workflow_plan = wf->plan;
-      er.input_data = run.input;
-      er.workflow_id = wf->id;
-      er.workflow_version = wf->version;
-      er.timestamp = NowMs();
-      Status pub = queue_->Publish(options_.execution_topic, run.id, SerializeExecutionRequest(er));
+      Status pub = PublishExecution(run, *wf);
       if (!pub.ok()) {
         RunTransition t;
         t.run_id = run.id;
@@ -376,12 +372,7 @@ class Api::Handlers : public std::enable_shared_from_this<Api::Handlers> {
     }
     auto page = store_->ListRuns(f);
     if (!page.ok()) return ErrorResponse(page.status());
-    json items = json::array();
-    for (const auto& r : page->items) items.push_back(ToJson(r));
-    return http::JsonResponse(200, {{"items", items},
-                                    {"next_page_token", page->next_page_token.empty()
-                                                            ? json(nullptr)
-                                                            : json(page->next_page_token)}});
+    return PageResponse(*page);
   }
 
   Response ListSteps(Request& req) {
@@ -471,14 +462,7 @@ class Api::Handlers : public std::enable_shared_from_this<Api::Handlers> {
     t.input = input;
     auto moved = store_->TransitionRun(t);
     if (!moved.ok()) return ErrorResponse(moved.status());
-    ExecutionRequest er;
-    er.run_id = id;
-    er.workflow_plan = wf->plan;
-    er.input_data = moved->input;
-    er.workflow_id = wf->id;
-    er.workflow_version = wf->version;
-    er.timestamp = NowMs();
-    Status pub = queue_->Publish(options_.execution_topic, id, SerializeExecutionRequest(er));
+    Status pub = PublishExecution(*moved, *wf);
     if (!pub.ok()) return ErrorResponse(Status::Unavailable("could not queue the retry: " + pub.message()));
     log::Info("run retried", {id});
     return http::JsonResponse(202, ToJson(*moved));
@@ -553,14 +537,7 @@ class Api::Handlers : public std::enable_shared_from_this<Api::Handlers> {
     for (const Run& r : *runs) {
       auto wf = store_->GetWorkflow(r.workflow_id, r.workflow_version);
       if (!wf.ok()) continue;
-      ExecutionRequest er;
-      er.run_id = r.id;
-      er.workflow_plan = wf->plan;
-      er.input_data = r.input;
-      er.workflow_id = wf->id;
-      er.workflow_version = wf->version;
-      er.timestamp = NowMs();
-      AF_RETURN_IF_ERROR(queue_->Publish(options_.execution_topic, r.id, SerializeExecutionRequest(er)));
+      AF_RETURN_IF_ERROR(PublishExecution(r, *wf));
     }
     if (!runs->empty()) log::Info("re-queued " + std::to_string(runs->size()) + " unfinished run(s)");
     return Status::Ok();
@@ -576,6 +553,18 @@ class Api::Handlers : public std::enable_shared_from_this<Api::Handlers> {
     auto by_name = store_->GetWorkflowByName(id_or_name);
     if (by_name.ok()) return by_name;
     return Status::NotFound("workflow '" + id_or_name + "' not found (by id or name)");
+  }
+
+  // The seed's execution request for `run` of workflow version `wf`.
+  Status PublishExecution(const Run& run, const Workflow& wf) {
+    ExecutionRequest er;
+    er.run_id = run.id;
+    er.workflow_plan = wf.plan;
+    er.input_data = run.input;
+    er.workflow_id = wf.id;
+    er.workflow_version = wf.version;
+    er.timestamp = NowMs();
+    return queue_->Publish(options_.execution_topic, run.id, SerializeExecutionRequest(er));
   }
 
   json AgentWarnings(const Plan& plan) {

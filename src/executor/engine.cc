@@ -100,6 +100,8 @@ class Engine::RunExecutor {
   asio::awaitable<void> RunForEach(int idx);
   asio::awaitable<void> RunItemInto(int idx, int item, const json* value, CancelSignal* cancel, ItemOutcome* out);
   asio::awaitable<ItemOutcome> RunItem(int idx, std::optional<int> item, const json* value, CancelSignal* cancel);
+  // A new step_executions row for this step (or item) with the next attempt number.
+  StepExecution NewRow(int idx, std::optional<int> item, StepStatus status, const json& input);
   Result<int64_t> InsertTerminal(int idx, std::optional<int> item, StepStatus status, const json& input,
                                  const std::string& error);
   void StepFailed(int idx, const std::string& message);
@@ -280,8 +282,8 @@ void Engine::RunExecutor::StoreFailed(const Status& s) {
   wake_->Notify();
 }
 
-Result<int64_t> Engine::RunExecutor::InsertTerminal(int idx, std::optional<int> item, StepStatus status,
-                                                    const json& input, const std::string& error) {
+StepExecution Engine::RunExecutor::NewRow(int idx, std::optional<int> item, StepStatus status,
+                                          const json& input) {
   const StepSpec& spec = plan_.steps[idx];
   StepExecution row;
   row.run_id = run_.id;
@@ -291,8 +293,14 @@ Result<int64_t> Engine::RunExecutor::InsertTerminal(int idx, std::optional<int> 
   row.attempt = NextAttempt(spec.id, item);
   row.status = status;
   row.input = input;
-  row.error_message = error;
   row.started_at = NowMs();
+  return row;
+}
+
+Result<int64_t> Engine::RunExecutor::InsertTerminal(int idx, std::optional<int> item, StepStatus status,
+                                                    const json& input, const std::string& error) {
+  StepExecution row = NewRow(idx, item, status, input);
+  row.error_message = error;
   return store_->InsertStep(row);
 }
 
@@ -362,14 +370,7 @@ asio::awaitable<void> Engine::RunExecutor::RunForEach(int idx) {
   const int n = static_cast<int>(arr.size());
 
   // The fan-in row: RUNNING while items run, then the array of outputs.
-  StepExecution agg;
-  agg.run_id = run_.id;
-  agg.step_id = spec.id;
-  agg.agent_name = spec.agent;
-  agg.attempt = NextAttempt(spec.id, std::nullopt);
-  agg.status = StepStatus::kRunning;
-  agg.input = json{{"items", arr}};
-  agg.started_at = NowMs();
+  StepExecution agg = NewRow(idx, std::nullopt, StepStatus::kRunning, json{{"items", arr}});
   auto agg_id = store_->InsertStep(agg);
   if (!agg_id.ok()) co_return StoreFailed(agg_id.status());
 
@@ -504,15 +505,7 @@ asio::awaitable<Engine::RunExecutor::ItemOutcome> Engine::RunExecutor::RunItem(i
       engine_->limiter_->Release(spec.agent);
       co_return cancelled();
     }
-    StepExecution row;
-    row.run_id = run_.id;
-    row.step_id = spec.id;
-    row.item_index = item;
-    row.agent_name = spec.agent;
-    row.attempt = NextAttempt(spec.id, item);
-    row.status = StepStatus::kRunning;
-    row.input = *input;
-    row.started_at = NowMs();
+    StepExecution row = NewRow(idx, item, StepStatus::kRunning, *input);
     auto row_id = store_->InsertStep(row);
     if (!row_id.ok()) {
       engine_->limiter_->Release(spec.agent);
