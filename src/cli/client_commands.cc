@@ -33,8 +33,9 @@ Result<json> Call(const GlobalOptions& g, const std::string& method, const std::
   req.timeout = timeout;
   auto res = http::FetchSync(req);
   if (!res.ok()) {
-    return Status(res.status().code(), "cannot reach the agentflow API at " + g.server + ": " +
-                                           res.status().message() +
+    std::string cause = res.status().message();
+    cause = cause.substr(0, cause.find(". Hint:"));  // ours below says what to do here
+    return Status(res.status().code(), "cannot reach the agentflow API at " + g.server + ": " + cause +
                                            ". Hint: start it with 'agentflow serve' or pass --server URL");
   }
   json parsed = res->body.empty() ? json(nullptr) : json::parse(res->body, nullptr, false);
