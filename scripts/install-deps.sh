@@ -8,12 +8,13 @@ pkgs=(
   build-essential cmake ninja-build pkg-config
   nlohmann-json3-dev libspdlog-dev libfmt-dev libcli11-dev
   libboost-dev libboost-system-dev
-  libsqlite3-dev libcurl4-openssl-dev
+  libsqlite3-dev libpq-dev librdkafka-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   curl
 )
 if [[ "${1:-}" == "--test" ]]; then
-  pkgs+=(sqlite3)
+  # PostgreSQL 15 server: the tests start their own on a loopback port.
+  pkgs+=(sqlite3 postgresql-15 postgresql-client-15)
 fi
 
 missing=()

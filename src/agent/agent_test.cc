@@ -443,6 +443,7 @@ class FakeAgentStore final : public Store {
   Result<std::vector<Run>> ListUnfinishedRuns(int) override { return No(); }
   Result<Run> TransitionRun(const RunTransition&) override { return No(); }
   Result<Run> RequestCancel(const CancelRequest&) override { return No(); }
+  Result<std::vector<CancelRequest>> ListCancelRequests(const std::vector<std::string>&) override { return No(); }
   Result<int64_t> InsertStep(const StepExecution&) override { return No(); }
   Status FinishStep(const StepFinish&) override { return No(); }
   Result<std::vector<StepExecution>> ListSteps(const std::string&) override { return No(); }

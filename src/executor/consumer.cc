@@ -13,31 +13,43 @@ Status ExecutionConsumer::Start() {
   auto sub = queue_->Subscribe({options_.execution_topic, options_.cancellation_topic}, options_.group);
   if (!sub.ok()) return sub.status();
   consumer_ = std::shared_ptr<QueueConsumer>(std::move(sub).value());
+  // A rebalance moved partitions elsewhere: stop the runs whose requests
+  // came from them, so each run is driven by one consumer at a time.
+  consumer_->SetRevokedHandler([this](const std::vector<QueueMessage>& lost) {
+    std::vector<std::string> run_ids;
+    for (const QueueMessage& m : lost) {
+      if (m.topic == options_.execution_topic) run_ids.push_back(m.key);
+    }
+    if (!run_ids.empty()) engine_->Abandon(run_ids);
+  });
   thread_ = std::thread([this] { Loop(); });
   return Status::Ok();
 }
 
-void ExecutionConsumer::Stop() {
+void ExecutionConsumer::StopTaking() {
   if (!thread_.joinable()) return;
   stop_ = true;
-  capacity_cv_.notify_all();
-  consumer_->Close();
   thread_.join();
+}
+
+void ExecutionConsumer::Stop() {
+  if (thread_.joinable()) {
+    stop_ = true;
+    consumer_->Close();  // wakes a blocked Poll
+    thread_.join();
+  } else if (consumer_) {
+    consumer_->Close();
+  }
 }
 
 void ExecutionConsumer::Loop() {
   while (!stop_) {
-    {
-      // Back-pressure: leave requests on the queue while the engine is full.
-      std::unique_lock<std::mutex> lock(mu_);
-      capacity_cv_.wait_for(lock, std::chrono::milliseconds(200), [this] {
-        return stop_ || engine_->ActiveRuns() < options_.max_active_runs;
-      });
-      if (stop_) break;
-      if (engine_->ActiveRuns() >= options_.max_active_runs) continue;
-    }
-    size_t room = options_.max_active_runs - engine_->ActiveRuns();
-    auto polled = consumer_->Poll(std::min(room, options_.poll_batch), std::chrono::milliseconds(500));
+    // Back-pressure: while the engine is full, leave requests on the queue
+    // (Poll(0, ...) keeps the group membership alive without taking any).
+    size_t active = engine_->ActiveRuns();
+    size_t room = active < options_.max_active_runs ? options_.max_active_runs - active : 0;
+    auto polled = consumer_->Poll(std::min(room, options_.poll_batch),
+                                  room == 0 ? std::chrono::milliseconds(100) : std::chrono::milliseconds(500));
     if (!polled.ok()) {
       log::Warn("queue poll failed: " + polled.status().ToString());
       std::this_thread::sleep_for(std::chrono::milliseconds(200));
@@ -73,7 +85,6 @@ void ExecutionConsumer::Handle(const QueueMessage& m) {
         if (!s.ok()) log::Warn("ack failed: " + s.ToString(), {outcome.run_id});
       }
     }
-    capacity_cv_.notify_all();
   });
 }
 

@@ -9,9 +9,7 @@
 #pragma once
 
 #include <atomic>
-#include <condition_variable>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 
@@ -34,7 +32,12 @@ class ExecutionConsumer {
   ~ExecutionConsumer();
 
   Status Start();
-  // Stops polling and closes the subscription (unacked messages stay queued).
+  // Stops taking new requests but keeps the subscription open, so runs in
+  // flight can still finish and be acked (graceful shutdown, step 1).
+  void StopTaking();
+  // Stops polling and closes the subscription: unacked messages stay queued
+  // and are delivered again, here after a restart or to another consumer of
+  // the group.
   void Stop();
 
   // Messages handled so far (for tests and metrics).
@@ -53,8 +56,6 @@ class ExecutionConsumer {
   std::atomic<bool> stop_{false};
   std::atomic<uint64_t> handled_{0};
   std::atomic<uint64_t> rejected_{0};
-  std::mutex mu_;
-  std::condition_variable capacity_cv_;
 };
 
 }  // namespace af

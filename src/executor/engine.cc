@@ -1,11 +1,15 @@
 #include "executor/engine.h"
 
 #include <future>
+#include <thread>
 #include <random>
 #include <utility>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <spdlog/fmt/fmt.h>
 
@@ -639,18 +643,71 @@ void Engine::Submit(ExecutionRequest request, Done done) {
 }
 
 void Engine::Cancel(const std::string& run_id, const std::string& cancelled_by, const std::string& reason) {
-  asio::post(executor_, [this, run_id, cancelled_by, reason] {
-    auto it = active_.find(run_id);
-    if (it == active_.end()) return;
-    Active& a = *it->second;
-    if (a.user_cancelled) return;
-    a.user_cancelled = true;
-    a.cancelled_by = cancelled_by;
-    a.cancel_reason = reason;
-    log::Info("cancelling run: " + reason, {run_id});
-    a.cancel.Cancel("cancelled by " + (cancelled_by.empty() ? std::string("unknown") : cancelled_by) +
-                    (reason.empty() ? "" : ": " + reason));
+  asio::post(executor_, [this, run_id, cancelled_by, reason] { CancelLocal(run_id, cancelled_by, reason); });
+}
+
+void Engine::CancelLocal(const std::string& run_id, const std::string& cancelled_by, const std::string& reason) {
+  auto it = active_.find(run_id);
+  if (it == active_.end()) return;
+  Active& a = *it->second;
+  if (a.user_cancelled || a.abandoned) return;
+  a.user_cancelled = true;
+  a.cancelled_by = cancelled_by;
+  a.cancel_reason = reason;
+  log::Info("cancelling run: " + reason, {run_id});
+  a.cancel.Cancel("cancelled by " + (cancelled_by.empty() ? std::string("unknown") : cancelled_by) +
+                  (reason.empty() ? "" : ": " + reason));
+}
+
+asio::awaitable<void> Engine::PollCancelRequests() {
+  asio::steady_timer timer(executor_);
+  while (!shut_down_ && !active_.empty()) {
+    timer.expires_after(options_.cancel_poll_interval);
+    boost::system::error_code ec;
+    co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    if (shut_down_ || active_.empty()) break;
+    std::vector<std::string> ids;
+    ids.reserve(active_.size());
+    for (const auto& [id, a] : active_) {
+      if (!a->user_cancelled && !a->abandoned) ids.push_back(id);
+    }
+    if (ids.empty()) continue;
+    auto requests = store_->ListCancelRequests(ids);
+    if (!requests.ok()) continue;  // the next round tries again
+    for (const CancelRequest& c : *requests) CancelLocal(c.run_id, c.cancelled_by, c.reason);
+  }
+  cancel_poller_running_ = false;
+}
+
+void Engine::Abandon(const std::vector<std::string>& run_ids) {
+  auto promise = std::make_shared<std::promise<void>>();
+  auto future = promise->get_future();
+  asio::post(executor_, [this, run_ids, promise] {
+    AbandonWait wait{{}, promise};
+    for (const std::string& id : run_ids) {
+      auto it = active_.find(id);
+      if (it == active_.end()) continue;
+      wait.left.insert(id);
+      it->second->abandoned = true;
+      it->second->cancel.Cancel("cancelled because the run was handed to another executor");
+    }
+    if (wait.left.empty()) {
+      promise->set_value();
+      return;
+    }
+    log::Info("handing " + std::to_string(wait.left.size()) + " run(s) back to the queue");
+    abandon_waits_.push_back(std::move(wait));
   });
+  future.wait();
+}
+
+bool Engine::WaitIdle(std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (active_count_.load() > 0) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return true;
 }
 
 void Engine::Start(ExecutionRequest request, Done done) {
@@ -668,6 +725,10 @@ void Engine::Start(ExecutionRequest request, Done done) {
   active->done = std::move(done);
   active_[run_id] = active;
   ++active_count_;
+  if (!cancel_poller_running_ && options_.cancel_poll_interval.count() > 0) {
+    cancel_poller_running_ = true;
+    asio::co_spawn(executor_, PollCancelRequests(), [](std::exception_ptr) {});
+  }
 
   auto body = [this, active, request = std::move(request)]() -> asio::awaitable<RunOutcome> {
     while (true) {
@@ -700,6 +761,15 @@ void Engine::Finish(const std::string& run_id, const RunOutcome& outcome) {
   active_.erase(it);
   --active_count_;
   if (active->done) active->done(outcome);
+  for (auto w = abandon_waits_.begin(); w != abandon_waits_.end();) {
+    w->left.erase(run_id);
+    if (w->left.empty()) {
+      w->done->set_value();
+      w = abandon_waits_.erase(w);
+    } else {
+      ++w;
+    }
+  }
   if (shut_down_ && active_.empty() && shutdown_done_) {
     auto p = std::move(shutdown_done_);
     p->set_value();

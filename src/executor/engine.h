@@ -20,6 +20,8 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
+#include <vector>
 #include <string>
 
 #include <boost/asio/any_io_executor.hpp>
@@ -35,6 +37,10 @@ struct EngineOptions {
   std::chrono::milliseconds store_retry_delay{1000};
   // Applied when neither the step nor the agent sets a timeout.
   int64_t default_timeout_ms = 30000;
+  // How often the store is asked whether any run executing here was asked to
+  // be cancelled (so a cancellation reaches a run whichever process received
+  // it); 0 disables.
+  std::chrono::milliseconds cancel_poll_interval{500};
 };
 
 // What happened to a submitted run, reported once per Submit.
@@ -76,6 +82,17 @@ class Engine {
   // Runs currently executing (approximate when read from another thread).
   size_t ActiveRuns() const { return active_count_.load(); }
 
+  // Abandons the given runs if they execute here (they stay as recorded and
+  // resume wherever their request is delivered next), reporting kAbandoned
+  // for each. Blocks until they have unwound; call from another thread than
+  // the engine's. Used when the queue hands their requests to another
+  // consumer.
+  void Abandon(const std::vector<std::string>& run_ids);
+
+  // Waits up to `timeout` for every executing run to end (new Submits still
+  // start). True if none is left. Call from another thread than the engine's.
+  bool WaitIdle(std::chrono::milliseconds timeout);
+
   // Abandons all runs (they stay RUNNING in the store and resume on the next
   // Submit of their request) and reports kAbandoned for each. Blocks until
   // every executor has unwound: call it from another thread than the
@@ -87,6 +104,8 @@ class Engine {
  private:
   void Start(ExecutionRequest request, Done done);
   void Finish(const std::string& run_id, const RunOutcome& outcome);
+  void CancelLocal(const std::string& run_id, const std::string& cancelled_by, const std::string& reason);
+  boost::asio::awaitable<void> PollCancelRequests();
 
   boost::asio::any_io_executor executor_;
   Store* store_;
@@ -98,6 +117,13 @@ class Engine {
   std::atomic<size_t> active_count_{0};
   bool shut_down_ = false;
   std::shared_ptr<std::promise<void>> shutdown_done_;
+  bool cancel_poller_running_ = false;
+  // Abandon() waiters: run ids still to unwind, and the promise to fulfil.
+  struct AbandonWait {
+    std::set<std::string> left;
+    std::shared_ptr<std::promise<void>> done;
+  };
+  std::vector<AbandonWait> abandon_waits_;
   std::unique_ptr<class AgentLimiter> limiter_;
 };
 

@@ -355,6 +355,38 @@ TEST_F(EngineTest, CancelAbortsInFlightCallsAndEndsCancelled) {
   EXPECT_EQ(caller_.Calls("a"), 0);
 }
 
+TEST_F(EngineTest, CancelRecordedInTheStoreReachesARunExecutingHere) {
+  // Another process (an API, another consumer) recorded the request; no
+  // message reaches this engine. The engine's store poll must find it.
+  caller_.Set("slow", {.delay = 30s});
+  json plan = json::parse(R"({"name": "cs", "steps": [{"id": "nap", "agent": "slow"}]})");
+  std::string id = NewRunOf(plan);
+  auto f = Submit(id);
+  for (int i = 0; i < 500 && Steps(id).empty(); ++i) std::this_thread::sleep_for(5ms);
+  ASSERT_TRUE(store_->RequestCancel({id, "erin", "elsewhere"}).ok());
+  ASSERT_EQ(f.wait_for(10s), std::future_status::ready);
+  auto run = store_->GetRun(id);
+  EXPECT_EQ(run->status, RunStatus::kCancelled);
+  EXPECT_EQ(run->error_message, "cancelled by erin: elsewhere");
+}
+
+TEST_F(EngineTest, AbandonHandsRunsBackWithoutRecordingAnEnd) {
+  caller_.Set("slow", {.delay = 30s});
+  json plan = json::parse(R"({"name": "ab", "steps": [{"id": "s", "agent": "slow"}]})");
+  std::string id = NewRunOf(plan);
+  std::string other = NewRunOf(json::parse(R"({"name": "ab2", "steps": [{"id": "s", "agent": "slow"}]})"));
+  auto f = Submit(id);
+  auto g = Submit(other);
+  for (int i = 0; i < 500 && (Steps(id).empty() || Steps(other).empty()); ++i) std::this_thread::sleep_for(5ms);
+  engine_->Abandon({id, "run-not-here"});
+  ASSERT_EQ(f.wait_for(0s), std::future_status::ready) << "Abandon returns after the run unwound";
+  EXPECT_EQ(f.get().kind, RunOutcome::Kind::kAbandoned);
+  EXPECT_EQ(store_->GetRun(id)->status, RunStatus::kRunning);
+  EXPECT_EQ(Steps(id)[0].status, StepStatus::kRunning);
+  EXPECT_EQ(g.wait_for(50ms), std::future_status::timeout) << "other runs keep going";
+  EXPECT_EQ(engine_->ActiveRuns(), 1u);
+}
+
 TEST_F(EngineTest, CancelRequestedBeforeStartEndsCancelledWithoutCalls) {
   json plan = json::parse(R"({"name": "c", "steps": [{"id": "s", "agent": "a"}]})");
   std::string id = NewRunOf(plan);
@@ -491,6 +523,9 @@ class FlakyStore : public Store {
   Result<Run> GetRun(const std::string& id) override { return inner_->GetRun(id); }
   Result<Page<Run>> ListRuns(const RunFilter& f) override { return inner_->ListRuns(f); }
   Result<std::vector<Run>> ListUnfinishedRuns(int l) override { return inner_->ListUnfinishedRuns(l); }
+  Result<std::vector<CancelRequest>> ListCancelRequests(const std::vector<std::string>& ids) override {
+    return inner_->ListCancelRequests(ids);
+  }
   Result<Run> TransitionRun(const RunTransition& t) override { return inner_->TransitionRun(t); }
   Result<Run> RequestCancel(const CancelRequest& c) override { return inner_->RequestCancel(c); }
   Result<int64_t> InsertStep(const StepExecution& s) override {

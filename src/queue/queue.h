@@ -1,6 +1,6 @@
 // The queue interface that carries execution and cancellation requests from
 // the API to Execution Consumers. Backends: EmbeddedQueue (durable, in
-// process, the embedded default); Kafka slots in behind the same interface.
+// process, the embedded default) and KafkaQueue (the distributed topology).
 // Every backend passes the conformance suite in queue_conformance.h.
 //
 // Delivery is at-least-once: a message is delivered to one consumer of each
@@ -15,6 +15,8 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -43,6 +45,9 @@ class QueueConsumer {
   // Waits up to `timeout` for messages; returns at most `max` (possibly none).
   // A Poll blocked when Close is called (from another thread) returns
   // promptly with no messages; a Poll after Close is FailedPrecondition.
+  // Poll(0, t) takes no message but keeps the consumer's group membership
+  // alive (a consumer whose executor is full keeps calling it; a backend
+  // with a poll deadline, like Kafka, must not drop it from the group).
   virtual Result<std::vector<QueueMessage>> Poll(size_t max, std::chrono::milliseconds timeout) = 0;
   // The message is fully handled: it is not delivered to this group again.
   // Messages may be acked in any order; acking one twice is OK. After Close,
@@ -52,6 +57,15 @@ class QueueConsumer {
   // Stops consuming; unacked messages become deliverable again. Idempotent;
   // may be called from any thread. The destructor closes.
   virtual void Close() = 0;
+
+  // Called, on the polling thread inside Poll (or Close), when the group
+  // takes partitions away from this consumer (a rebalance): `lost` are the
+  // messages delivered from those partitions and not yet acked. Before it
+  // returns, the handler must stop working on them: they will be delivered
+  // to another consumer of the group, and acking them later has no effect.
+  // Backends without rebalances (the embedded queue) never call it.
+  using RevokedHandler = std::function<void(const std::vector<QueueMessage>& lost)>;
+  virtual void SetRevokedHandler(RevokedHandler handler) { (void)handler; }
 };
 
 class Queue {
@@ -69,11 +83,22 @@ class Queue {
 
 struct QueueOptions {
   // Embedded: a directory for the queue file ("" = in memory, not durable;
-  // tests only). Kafka: the later backend reads KAFKA_BROKERS.
+  // tests only).
   std::string embedded_dir;
+  // Kafka: bootstrap servers "host:port[,host:port]" (KAFKA_BROKERS). Empty:
+  // the embedded queue.
+  std::string kafka_brokers;
+  // Extra librdkafka properties ("fetch.wait.max.ms" → "10", ...), applied
+  // to producers and consumers after agentflow's defaults.
+  std::map<std::string, std::string> kafka_properties;
+  // Kafka client.id prefix (shows in broker logs).
+  std::string client_id = "agentflow";
 };
 
 // Opens the embedded queue in `options.embedded_dir`.
 Result<std::unique_ptr<Queue>> OpenEmbeddedQueue(const QueueOptions& options);
+
+// Opens Kafka when `kafka_brokers` is set, else the embedded queue.
+Result<std::unique_ptr<Queue>> OpenQueue(const QueueOptions& options);
 
 }  // namespace af

@@ -123,6 +123,10 @@ class Store {
   // is not in `from` (details: {"current": "<status>"}) or the transition is
   // not allowed; NotFound if there is no such run.
   virtual Result<Run> TransitionRun(const RunTransition& t) = 0;
+  // Of `run_ids`, the runs not yet terminal whose cancellation was requested,
+  // with who and why. Executors call it periodically for the runs they drive,
+  // so a cancellation reaches a run wherever it executes.
+  virtual Result<std::vector<CancelRequest>> ListCancelRequests(const std::vector<std::string>& run_ids) = 0;
   // Records who asked to cancel and why (cancel_requested = true). Does not
   // change the status. FailedPrecondition if the run is already terminal
   // (details: {"current": "<status>"}); NotFound. A repeated request

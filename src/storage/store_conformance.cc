@@ -1,6 +1,7 @@
 #include "storage/store_conformance.h"
 
 #include <algorithm>
+#include <map>
 #include <atomic>
 #include <cstdint>
 #include <latch>
@@ -899,6 +900,29 @@ TEST_P(StoreConformance, RequestCancelRecordsWhoAndWhy) {
     EXPECT_TRUE(ended.cancel_requested);
     EXPECT_EQ(ended.cancelled_by, "carol");
   }
+}
+
+TEST_P(StoreConformance, ListCancelRequestsReturnsOnlyRequestedUnfinishedRuns) {
+  Workflow wf = MakeWorkflow();
+  Run pending = RunIn(wf, RunStatus::kPending);
+  Run running = RunIn(wf, RunStatus::kRunning);
+  Run untouched = RunIn(wf, RunStatus::kRunning);
+  Run finished = RunIn(wf, RunStatus::kRunning);
+  Must(store().RequestCancel({pending.id, "ann", "a"}));
+  Must(store().RequestCancel({running.id, "ben", "b"}));
+  Must(store().RequestCancel({finished.id, "cat", "c"}));
+  RunTransition t{finished.id, RunStatus::kRunning, RunStatus::kCancelled};
+  Must(store().TransitionRun(t));
+
+  auto got = Must(store().ListCancelRequests({pending.id, running.id, untouched.id, finished.id, "run-unknown"}));
+  std::map<std::string, CancelRequest> by_id;
+  for (auto& c : got) by_id[c.run_id] = c;
+  ASSERT_EQ(by_id.size(), 2u);
+  EXPECT_EQ(by_id[pending.id].cancelled_by, "ann");
+  EXPECT_EQ(by_id[running.id].cancelled_by, "ben");
+  EXPECT_EQ(by_id[running.id].reason, "b");
+  EXPECT_TRUE(Must(store().ListCancelRequests({})).empty());
+  EXPECT_TRUE(Must(store().ListCancelRequests({untouched.id})).empty());
 }
 
 TEST_P(StoreConformance, RequestCancelOfFinishedRunFails) {

@@ -84,6 +84,7 @@ enum Sql {
   kListRunsByStatus,
   kListRunsByWorkflowAndStatus,
   kListUnfinishedRuns,
+  kListCancelRequests,
   kTransitionRun,
   kRequestCancel,
   kInsertStep,
@@ -148,6 +149,10 @@ constexpr std::array<const char*, kSqlCount> kSqlText = {
     // kListUnfinishedRuns
     "SELECT " AF_RUN_COLS " FROM workflow_runs WHERE status IN ('PENDING', 'RUNNING') "
     "ORDER BY created_at, id LIMIT ?1",
+    // kListCancelRequests (?1: JSON array of run ids)
+    "SELECT id, cancelled_by, cancel_reason FROM workflow_runs "
+    "WHERE id IN (SELECT value FROM json_each(?1)) AND cancel_requested = 1 "
+    "AND status IN ('PENDING', 'RUNNING')",
     // kTransitionRun: ?1 id, ?2 from, ?3 to, ?4 now, ?5 to is RUNNING,
     // ?6 to is terminal, ?7 to is PENDING (retry), ?8/?9 set output,
     // ?10/?11 set error_message, ?12/?13 set input.
@@ -481,6 +486,10 @@ class SqliteStore final : public Store {
   }
   Result<std::vector<Run>> ListUnfinishedRuns(int limit) override {
     return Locked([&] { return DoListUnfinishedRuns(limit); });
+  }
+  Result<std::vector<CancelRequest>> ListCancelRequests(const std::vector<std::string>& run_ids) override {
+    if (run_ids.empty()) return std::vector<CancelRequest>{};
+    return Locked([&] { return DoListCancelRequests(run_ids); });
   }
   Result<Run> TransitionRun(const RunTransition& t) override {
     return Locked([&] { return DoTransitionRun(t); });
@@ -836,6 +845,18 @@ class SqliteStore final : public Store {
     int rc;
     while ((rc = st.Step()) == SQLITE_ROW) AF_RETURN_IF_ERROR(ReadRun(st, &out.emplace_back()));
     if (rc != SQLITE_DONE) return Error(rc, "list unfinished runs");
+    return out;
+  }
+
+  Result<std::vector<CancelRequest>> DoListCancelRequests(const std::vector<std::string>& run_ids) {
+    Stmt st = Use(kListCancelRequests);
+    st.Bind(1, json(run_ids).dump());
+    std::vector<CancelRequest> out;
+    int rc;
+    while ((rc = st.Step()) == SQLITE_ROW) {
+      out.push_back(CancelRequest{st.Text(0), st.IsNull(1) ? "" : st.Text(1), st.IsNull(2) ? "" : st.Text(2)});
+    }
+    if (rc != SQLITE_DONE) return Error(rc, "list cancel requests");
     return out;
   }
 
