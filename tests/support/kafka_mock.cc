@@ -1,0 +1,1 @@
+// placeholder: Kafka mock runner (being written)

@@ -1,0 +1,1 @@
+// placeholder: PostgreSQL test server (being written)
