@@ -1,0 +1,1089 @@
+// PostgresStore: the Store on a pool of libpq connections.
+//
+// Design:
+// - Every public method takes a connection from the pool for its duration
+//   (Call), so a method's statements never interleave with another thread's
+//   on one connection. Each statement is prepared on each connection when
+//   the connection opens (a typo fails the open, not a request) and run with
+//   PQexecPrepared; values only ever travel as parameters.
+// - One round trip per call where the contract allows: compare-and-set
+//   UPDATE ... WHERE status = <from> ... RETURNING; INSERT ... RETURNING;
+//   workflow create/update (two tables) as one statement with a
+//   data-modifying CTE, so they are atomic without BEGIN/COMMIT round trips.
+//   Only when a compare-and-set matches nothing do we read the row to say
+//   why; only when CreateRun's idempotency key was already used do we read
+//   the existing run.
+// - All statements run in autocommit under READ COMMITTED. Concurrent
+//   compare-and-sets on one row serialize on its row lock and the losers
+//   re-check the WHERE clause against the winner's row, so exactly one wins;
+//   racing CreateRuns with one key serialize on the unique index.
+// - Connections: see postgres_store.h. A dead connection fails its call
+//   with Unavailable and is closed; its slot reconnects on next use. Idle
+//   connections are polled (no round trip) before use, so a restart of the
+//   server is noticed before a statement is lost on them.
+// - No exception leaves the store: every public method catches and returns
+//   Internal.
+#include "storage/postgres/postgres_store.h"
+
+#include <poll.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <charconv>
+#include <condition_variable>
+#include <cstdint>
+#include <cstring>
+#include <exception>
+#include <limits>
+#include <mutex>
+
+#include "common/ids.h"
+#include "common/time.h"
+#include "model/status_machine.h"
+#include "storage/postgres/migrations.h"
+#include "storage/postgres/pg_util.h"
+
+namespace af {
+namespace {
+
+using postgres::ConnectionLost;
+using postgres::Params;
+using postgres::PgError;
+using postgres::PgResult;
+using postgres::SqlStateOf;
+
+constexpr int kMaxPageSize = 1000;
+
+// ---------------------------------------------------------------- SQL text
+
+#define AF_RUN_COLS                                                                                    \
+  "id, workflow_id, workflow_version, status, input, output, error_message, idempotency_key, "        \
+  "cancel_requested, cancelled_by, cancel_reason, attempt, created_at, started_at, completed_at, "     \
+  "updated_at"
+#define AF_WORKFLOW_COLS "w.id, v.name, v.description, v.version, w.latest_version, v.plan, w.created_at, v.created_at"
+#define AF_WORKFLOW_LATEST \
+  " FROM workflows w JOIN workflow_versions v ON v.workflow_id = w.id AND v.version = w.latest_version "
+#define AF_STEP_COLS                                                                                    \
+  "id, run_id, step_id, item_index, agent_name, attempt, status, input, output, error_message, started_at, " \
+  "completed_at"
+#define AF_AGENT_COLS "name, url, timeout_ms, max_concurrency, metadata, created_at, updated_at"
+// Keyset pagination of runs, newest first: $1 $2 = the cursor (created_at,
+// id) of the previous page's last row; `filter` uses $3 (and $4), `limit`
+// is the next parameter.
+#define AF_LIST_RUNS(filter, limit)                                                                    \
+  "SELECT " AF_RUN_COLS " FROM workflow_runs WHERE " filter " (created_at, id) < ($1::bigint, $2::text) " \
+  "ORDER BY created_at DESC, id DESC LIMIT " limit
+
+enum Sql {
+  kPing,
+  kCreateWorkflow,
+  kUpdateWorkflow,
+  kGetWorkflowLatest,
+  kGetWorkflowVersion,
+  kGetWorkflowByName,
+  kListWorkflows,
+  kListWorkflowVersions,
+  kDeleteWorkflow,
+  kInsertRun,
+  kGetRun,
+  kGetRunByKey,
+  kGetRunStatus,
+  kListRuns,
+  kListRunsByWorkflow,
+  kListRunsByStatus,
+  kListRunsByWorkflowAndStatus,
+  kListUnfinishedRuns,
+  kListCancelRequests,
+  kTransitionRun,
+  kRequestCancel,
+  kInsertStep,
+  kFinishStep,
+  kGetStepStatus,
+  kListSteps,
+  kInsertAgent,
+  kUpsertAgent,
+  kGetAgent,
+  kListAgents,
+  kDeleteAgent,
+  kSqlCount,
+};
+
+// Indexed by Sql.
+constexpr std::array<const char*, kSqlCount> kSqlText = {
+    "SELECT 1",
+    // kCreateWorkflow: $1 id, $2 name, $3 description, $4 now, $5 plan. One
+    // statement writes both rows (atomic; the version's foreign key is
+    // checked at the end of the statement, when the workflow row exists).
+    "WITH w AS (INSERT INTO workflows (id, name, description, latest_version, created_at, updated_at) "
+    "VALUES ($1::text, $2::text, $3::text, 1, $4::bigint, $4::bigint) RETURNING id) "
+    "INSERT INTO workflow_versions (workflow_id, version, name, description, plan, created_at) "
+    "SELECT id, 1, $2::text, $3::text, $5::text, $4::bigint FROM w",
+    // kUpdateWorkflow: same parameters. The UPDATE locks the workflow row, so
+    // concurrent updates take versions one after another.
+    "WITH b AS (UPDATE workflows SET name = $2::text, description = $3::text, latest_version = latest_version + 1, "
+    "updated_at = $4::bigint WHERE id = $1::text AND deleted_at IS NULL RETURNING latest_version, created_at), "
+    "v AS (INSERT INTO workflow_versions (workflow_id, version, name, description, plan, created_at) "
+    "SELECT $1::text, latest_version, $2::text, $3::text, $5::text, $4::bigint FROM b) "
+    "SELECT latest_version, created_at FROM b",
+    // kGetWorkflowLatest
+    "SELECT " AF_WORKFLOW_COLS AF_WORKFLOW_LATEST "WHERE w.id = $1::text AND w.deleted_at IS NULL",
+    // kGetWorkflowVersion
+    "SELECT " AF_WORKFLOW_COLS " FROM workflows w JOIN workflow_versions v ON v.workflow_id = w.id "
+    "WHERE w.id = $1::text AND v.version = $2::integer",
+    // kGetWorkflowByName
+    "SELECT " AF_WORKFLOW_COLS AF_WORKFLOW_LATEST "WHERE w.name = $1::text AND w.deleted_at IS NULL",
+    // kListWorkflows
+    "SELECT " AF_WORKFLOW_COLS AF_WORKFLOW_LATEST
+    "WHERE w.deleted_at IS NULL AND (w.created_at, w.id) < ($1::bigint, $2::text) "
+    "ORDER BY w.created_at DESC, w.id DESC LIMIT $3::bigint",
+    // kListWorkflowVersions
+    "SELECT " AF_WORKFLOW_COLS " FROM workflows w JOIN workflow_versions v ON v.workflow_id = w.id "
+    "WHERE w.id = $1::text AND w.deleted_at IS NULL ORDER BY v.version DESC",
+    // kDeleteWorkflow
+    "UPDATE workflows SET deleted_at = $2::bigint, updated_at = $2::bigint WHERE id = $1::text AND deleted_at IS NULL",
+    // kInsertRun: an idempotency key already used for the workflow inserts
+    // nothing (and returns no row); any other conflict is an error.
+    "INSERT INTO workflow_runs (id, workflow_id, workflow_version, status, input, idempotency_key, "
+    "cancel_requested, attempt, created_at, updated_at) "
+    "VALUES ($1::text, $2::text, $3::integer, 'PENDING', $4::text, $5::text, false, 1, $6::bigint, $6::bigint) "
+    "ON CONFLICT (workflow_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
+    // kGetRun
+    "SELECT " AF_RUN_COLS " FROM workflow_runs WHERE id = $1::text",
+    // kGetRunByKey
+    "SELECT " AF_RUN_COLS " FROM workflow_runs WHERE workflow_id = $1::text AND idempotency_key = $2::text",
+    // kGetRunStatus
+    "SELECT status FROM workflow_runs WHERE id = $1::text",
+    AF_LIST_RUNS("", "$3::bigint"),
+    AF_LIST_RUNS("workflow_id = $3::text AND", "$4::bigint"),
+    AF_LIST_RUNS("status = $3::text AND", "$4::bigint"),
+    AF_LIST_RUNS("workflow_id = $3::text AND status = $4::text AND", "$5::bigint"),
+    // kListUnfinishedRuns
+    "SELECT " AF_RUN_COLS " FROM workflow_runs WHERE status IN ('PENDING', 'RUNNING') "
+    "ORDER BY created_at, id LIMIT $1::bigint",
+    // kListCancelRequests ($1: text[] of run ids)
+    "SELECT id, cancelled_by, cancel_reason FROM workflow_runs "
+    "WHERE id = ANY($1::text[]) AND cancel_requested AND status IN ('PENDING', 'RUNNING')",
+    // kTransitionRun: $1 id, $2 from, $3 to, $4 now, $5 to is RUNNING,
+    // $6 to is terminal, $7 to is PENDING (retry), $8/$9 set output,
+    // $10/$11 set error_message, $12/$13 set input.
+    "UPDATE workflow_runs SET status = $3::text, updated_at = $4::bigint, "
+    "started_at = CASE WHEN $5::boolean THEN coalesce(started_at, $4::bigint) ELSE started_at END, "
+    "completed_at = CASE WHEN $6::boolean THEN $4::bigint ELSE NULL END, "
+    "output = CASE WHEN $7::boolean THEN NULL WHEN $8::boolean THEN $9::text ELSE output END, "
+    "error_message = CASE WHEN $7::boolean THEN NULL WHEN $10::boolean THEN $11::text ELSE error_message END, "
+    "input = CASE WHEN $12::boolean THEN $13::text ELSE input END, "
+    "cancel_requested = CASE WHEN $7::boolean THEN false ELSE cancel_requested END, "
+    "cancelled_by = CASE WHEN $7::boolean THEN NULL ELSE cancelled_by END, "
+    "cancel_reason = CASE WHEN $7::boolean THEN NULL ELSE cancel_reason END, "
+    "attempt = attempt + CASE WHEN $7::boolean THEN 1 ELSE 0 END "
+    "WHERE id = $1::text AND status = $2::text RETURNING " AF_RUN_COLS,
+    // kRequestCancel
+    "UPDATE workflow_runs SET cancel_requested = true, cancelled_by = $2::text, cancel_reason = $3::text, "
+    "updated_at = $4::bigint WHERE id = $1::text AND status IN ('PENDING', 'RUNNING') RETURNING " AF_RUN_COLS,
+    // kInsertStep
+    "INSERT INTO step_executions (run_id, step_id, item_index, agent_name, attempt, status, input, output, "
+    "error_message, started_at, completed_at) VALUES ($1::text, $2::text, $3::integer, $4::text, $5::integer, "
+    "$6::text, $7::text, $8::text, $9::text, $10::bigint, $11::bigint) RETURNING id",
+    // kFinishStep
+    "UPDATE step_executions SET status = $3::text, output = $4::text, error_message = $5::text, "
+    "completed_at = $6::bigint WHERE id = $1::bigint AND run_id = $2::text AND status = 'RUNNING'",
+    // kGetStepStatus
+    "SELECT status FROM step_executions WHERE id = $1::bigint AND run_id = $2::text",
+    // kListSteps
+    "SELECT " AF_STEP_COLS " FROM step_executions WHERE run_id = $1::text ORDER BY started_at, id",
+    // kInsertAgent
+    "INSERT INTO agents (" AF_AGENT_COLS ") "
+    "VALUES ($1::text, $2::text, $3::bigint, $4::integer, $5::text, $6::bigint, $6::bigint)",
+    // kUpsertAgent
+    "INSERT INTO agents (" AF_AGENT_COLS ") "
+    "VALUES ($1::text, $2::text, $3::bigint, $4::integer, $5::text, $6::bigint, $6::bigint) "
+    "ON CONFLICT (name) DO UPDATE SET url = excluded.url, timeout_ms = excluded.timeout_ms, "
+    "max_concurrency = excluded.max_concurrency, metadata = excluded.metadata, updated_at = excluded.updated_at "
+    "RETURNING created_at",
+    // kGetAgent
+    "SELECT " AF_AGENT_COLS " FROM agents WHERE name = $1::text",
+    // kListAgents
+    "SELECT " AF_AGENT_COLS " FROM agents ORDER BY name",
+    // kDeleteAgent
+    "DELETE FROM agents WHERE name = $1::text",
+};
+
+#undef AF_LIST_RUNS
+
+// Prepared-statement names: "af0", "af1", ...
+const std::array<std::string, kSqlCount>& StatementNames() {
+  static const std::array<std::string, kSqlCount> names = [] {
+    std::array<std::string, kSqlCount> n;
+    for (int i = 0; i < kSqlCount; ++i) n[i] = "af" + std::to_string(i);
+    return n;
+  }();
+  return names;
+}
+
+// ---------------------------------------------------------------- rows
+
+Status CorruptStatus(const std::string& table, std::string_view value) {
+  return Status::Internal("postgres: " + table + ".status holds an unknown value '" + std::string(value) + "'");
+}
+
+Status ReadWorkflow(const PgResult& r, int i, Workflow* w) {
+  w->id = r.Text(i, 0);
+  w->name = r.Text(i, 1);
+  w->description = r.Text(i, 2);
+  w->version = r.Int(i, 3);
+  w->latest_version = r.Int(i, 4);
+  AF_RETURN_IF_ERROR(r.Json(i, 5, &w->plan));
+  w->created_at = r.Int64(i, 6);
+  w->updated_at = r.Int64(i, 7);
+  return Status::Ok();
+}
+
+Status ReadRun(const PgResult& r, int i, Run* run) {
+  run->id = r.Text(i, 0);
+  run->workflow_id = r.Text(i, 1);
+  run->workflow_version = r.Int(i, 2);
+  auto parsed = ParseRunStatus(r.Text(i, 3));
+  if (!parsed) return CorruptStatus("workflow_runs", r.View(i, 3));
+  run->status = *parsed;
+  AF_RETURN_IF_ERROR(r.Json(i, 4, &run->input));
+  AF_RETURN_IF_ERROR(r.Json(i, 5, &run->output));
+  run->error_message = r.Text(i, 6);
+  run->idempotency_key = r.Text(i, 7);
+  run->cancel_requested = r.Bool(i, 8);
+  run->cancelled_by = r.Text(i, 9);
+  run->cancel_reason = r.Text(i, 10);
+  run->attempt = r.Int(i, 11);
+  run->created_at = r.Int64(i, 12);
+  run->started_at = r.OptInt64(i, 13);
+  run->completed_at = r.OptInt64(i, 14);
+  run->updated_at = r.Int64(i, 15);
+  return Status::Ok();
+}
+
+Status ReadStep(const PgResult& r, int i, StepExecution* s) {
+  s->id = r.Int64(i, 0);
+  s->run_id = r.Text(i, 1);
+  s->step_id = r.Text(i, 2);
+  s->item_index = r.IsNull(i, 3) ? std::nullopt : std::optional<int>(r.Int(i, 3));
+  s->agent_name = r.Text(i, 4);
+  s->attempt = r.Int(i, 5);
+  auto parsed = ParseStepStatus(r.Text(i, 6));
+  if (!parsed) return CorruptStatus("step_executions", r.View(i, 6));
+  s->status = *parsed;
+  AF_RETURN_IF_ERROR(r.Json(i, 7, &s->input));
+  AF_RETURN_IF_ERROR(r.Json(i, 8, &s->output));
+  s->error_message = r.Text(i, 9);
+  s->started_at = r.Int64(i, 10);
+  s->completed_at = r.OptInt64(i, 11);
+  return Status::Ok();
+}
+
+Status ReadAgent(const PgResult& r, int i, Agent* a) {
+  a->name = r.Text(i, 0);
+  a->url = r.Text(i, 1);
+  a->timeout_ms = r.Int64(i, 2);
+  a->max_concurrency = r.Int(i, 3);
+  AF_RETURN_IF_ERROR(r.Json(i, 4, &a->metadata));
+  a->created_at = r.Int64(i, 5);
+  a->updated_at = r.Int64(i, 6);
+  return Status::Ok();
+}
+
+// ---- page tokens: base64url("<created_at>:<id>"), opaque to callers; the
+// same encoding as the SQLite store's, so a token means the same position.
+
+constexpr char kB64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+std::string Base64UrlEncode(const std::string& in) {
+  std::string out;
+  out.reserve((in.size() + 2) / 3 * 4);
+  uint32_t buf = 0;
+  int bits = 0;
+  for (unsigned char c : in) {
+    buf = (buf << 8) | c;
+    bits += 8;
+    while (bits >= 6) {
+      bits -= 6;
+      out.push_back(kB64[(buf >> bits) & 0x3f]);
+    }
+  }
+  if (bits > 0) out.push_back(kB64[(buf << (6 - bits)) & 0x3f]);
+  return out;
+}
+
+std::optional<std::string> Base64UrlDecode(const std::string& in) {
+  std::string out;
+  uint32_t buf = 0;
+  int bits = 0;
+  for (char c : in) {
+    const char* p = c ? std::strchr(kB64, c) : nullptr;
+    if (!p) return std::nullopt;
+    buf = (buf << 6) | static_cast<uint32_t>(p - kB64);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out.push_back(static_cast<char>((buf >> bits) & 0xff));
+    }
+  }
+  // Leftover bits must be zero padding of the last byte.
+  if (bits >= 6 || (buf & ((1u << bits) - 1)) != 0) return std::nullopt;
+  return out;
+}
+
+struct Cursor {
+  TimeMs created_at = std::numeric_limits<TimeMs>::max();
+  std::string id;  // with created_at = max: before every real row
+};
+
+std::string EncodeCursor(TimeMs created_at, const std::string& id) {
+  return Base64UrlEncode(std::to_string(created_at) + ":" + id);
+}
+
+Result<Cursor> DecodeCursor(const std::string& token) {
+  Cursor c;
+  if (token.empty()) return c;
+  auto bad = [] {
+    return Status::InvalidArgument("page_token is malformed",
+                                   {{"hint", "pass the next_page_token of the previous page unchanged, or "
+                                             "omit it for the first page"}});
+  };
+  auto raw = Base64UrlDecode(token);
+  if (!raw) return bad();
+  size_t colon = raw->find(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == raw->size()) return bad();
+  const char* b = raw->data();
+  auto [end, ec] = std::from_chars(b, b + colon, c.created_at);
+  if (ec != std::errc() || end != b + colon) return bad();
+  c.id = raw->substr(colon + 1);
+  // Ids we hand out are always storable; anything else is not our token.
+  if (!postgres::IsStorableText(c.id)) return bad();
+  return c;
+}
+
+int ClampLimit(int limit) { return std::clamp(limit, 1, kMaxPageSize); }
+
+template <typename F>
+auto Guarded(F&& f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const std::exception& e) {
+    return Status::Internal(std::string("storage: unexpected exception: ") + e.what());
+  } catch (...) {
+    return Status::Internal("storage: unexpected exception");
+  }
+}
+
+// ---------------------------------------------------------------- the pool
+
+// One pooled connection slot. pg is null until first use and after the
+// connection was found dead.
+struct Conn {
+  PGconn* pg = nullptr;
+  bool broken = false;  // set by a statement that lost the connection
+
+  Conn() = default;
+  Conn(const Conn&) = delete;
+  Conn& operator=(const Conn&) = delete;
+  ~Conn() {
+    if (pg) PQfinish(pg);
+  }
+  void Close() {
+    if (pg) PQfinish(pg);
+    pg = nullptr;
+    broken = false;
+  }
+};
+
+Status PrepareAll(PGconn* pg) {
+  const auto& names = StatementNames();
+  for (int i = 0; i < kSqlCount; ++i) {
+    PgResult r(PQprepare(pg, names[i].c_str(), kSqlText[i], 0, nullptr));
+    if (!r.ok()) return PgError(pg, r, std::string("prepare: ") + kSqlText[i]);
+  }
+  return Status::Ok();
+}
+
+// True if an idle connection still looks usable. Costs one poll(2), no round
+// trip: a server that shut down or restarted has closed the socket, which
+// then reads as EOF (possibly after a goodbye message).
+bool LooksAlive(PGconn* pg) {
+  if (PQstatus(pg) != CONNECTION_OK || PQtransactionStatus(pg) != PQTRANS_IDLE) return false;
+  for (int i = 0; i < 4; ++i) {
+    pollfd p{PQsocket(pg), POLLIN, 0};
+    int n = ::poll(&p, 1, 0);
+    if (n == 0) return true;
+    if (n < 0) return errno == EINTR;
+    if (!PQconsumeInput(pg)) return false;
+    while (PGnotify* note = PQnotifies(pg)) PQfreemem(note);
+    if (PQstatus(pg) != CONNECTION_OK) return false;
+  }
+  return true;
+}
+
+class Pool;
+
+// A connection taken from the pool; given back when the lease ends.
+class Lease {
+ public:
+  Lease() = default;
+  Lease(Pool* pool, std::unique_ptr<Conn> conn) : pool_(pool), conn_(std::move(conn)) {}
+  Lease(Lease&& o) noexcept = default;
+  Lease& operator=(Lease&& o) noexcept = default;
+  ~Lease();
+  Conn& operator*() { return *conn_; }
+
+ private:
+  Pool* pool_ = nullptr;
+  std::unique_ptr<Conn> conn_;
+};
+
+// Up to `size` connection slots behind a mutex and a condition variable.
+// Slots are handed out most-recently-used first, so a lightly loaded store
+// keeps using the same few connections and never opens the rest.
+class Pool {
+ public:
+  Pool(const PostgresOptions& o, std::string target, std::unique_ptr<Conn> first)
+      : url_(o.url), target_(std::move(target)), connect_timeout_(o.connect_timeout),
+        acquire_timeout_(o.acquire_timeout), size_(o.pool_size) {
+    for (int i = 1; i < size_; ++i) idle_.push_back(std::make_unique<Conn>());
+    idle_.push_back(std::move(first));
+  }
+
+  // A connected, usable connection, or Unavailable.
+  Result<Lease> Acquire() {
+    std::unique_ptr<Conn> conn;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      if (!cv_.wait_for(lock, acquire_timeout_, [&] { return !idle_.empty(); })) {
+        return Status::Unavailable("postgres: all " + std::to_string(size_) + " connections to " + target_ +
+                                   " stayed busy for " + std::to_string(acquire_timeout_.count()) +
+                                   " ms. Hint: the database is slow or overloaded; retry, or raise the pool size");
+      }
+      conn = std::move(idle_.back());
+      idle_.pop_back();
+    }
+    Lease lease(this, std::move(conn));
+    AF_RETURN_IF_ERROR(Ready(*lease));
+    return lease;
+  }
+
+  void Release(std::unique_ptr<Conn> conn) {
+    if (conn->broken) conn->Close();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      idle_.push_back(std::move(conn));
+    }
+    cv_.notify_one();
+  }
+
+ private:
+  Status Ready(Conn& c) {
+    if (c.pg && (c.broken || !LooksAlive(c.pg))) c.Close();
+    if (c.pg) return Status::Ok();
+    auto pg = postgres::Connect(url_, target_, connect_timeout_);
+    if (!pg.ok()) return pg.status();
+    c.pg = *pg;
+    Status s = PrepareAll(c.pg);
+    if (!s.ok()) {
+      c.Close();
+      return s;
+    }
+    return Status::Ok();
+  }
+
+  const std::string url_;
+  const std::string target_;  // url_ without the password, for messages
+  const std::chrono::milliseconds connect_timeout_;
+  const std::chrono::milliseconds acquire_timeout_;
+  const int size_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::unique_ptr<Conn>> idle_;  // guarded by mu_
+};
+
+Lease::~Lease() {
+  if (pool_ && conn_) pool_->Release(std::move(conn_));
+}
+
+// ---------------------------------------------------------------- the store
+
+class PostgresStore final : public Store {
+ public:
+  static Result<std::unique_ptr<Store>> Open(const PostgresOptions& o);
+
+  Result<Workflow> CreateWorkflow(const NewWorkflow& w) override {
+    return Call([&](Conn& c) { return DoCreateWorkflow(c, w); });
+  }
+  Result<Workflow> UpdateWorkflow(const std::string& id, const NewWorkflow& w) override {
+    return Call([&](Conn& c) { return DoUpdateWorkflow(c, id, w); });
+  }
+  Result<Workflow> GetWorkflow(const std::string& id, std::optional<int> version) override {
+    return Call([&](Conn& c) { return DoGetWorkflow(c, id, version); });
+  }
+  Result<Workflow> GetWorkflowByName(const std::string& name) override {
+    return Call([&](Conn& c) {
+      Params p;
+      p.Key("name", name);
+      return OneWorkflow(c, kGetWorkflowByName, p, "a workflow named '" + name + "'");
+    });
+  }
+  Result<Page<Workflow>> ListWorkflows(int limit, const std::string& page_token) override {
+    return Call([&](Conn& c) { return DoListWorkflows(c, limit, page_token); });
+  }
+  Result<std::vector<Workflow>> ListWorkflowVersions(const std::string& id) override {
+    return Call([&](Conn& c) { return DoListWorkflowVersions(c, id); });
+  }
+  Status DeleteWorkflow(const std::string& id) override {
+    return Call([&](Conn& c) { return DoDeleteWorkflow(c, id); });
+  }
+
+  Result<CreatedRun> CreateRun(const NewRun& r) override {
+    return Call([&](Conn& c) { return DoCreateRun(c, r); });
+  }
+  Result<Run> GetRun(const std::string& run_id) override {
+    return Call([&](Conn& c) { return DoGetRun(c, run_id); });
+  }
+  Result<Page<Run>> ListRuns(const RunFilter& f) override {
+    return Call([&](Conn& c) { return DoListRuns(c, f); });
+  }
+  Result<std::vector<Run>> ListUnfinishedRuns(int limit) override {
+    return Call([&](Conn& c) { return DoListUnfinishedRuns(c, limit); });
+  }
+  Result<std::vector<CancelRequest>> ListCancelRequests(const std::vector<std::string>& run_ids) override {
+    if (run_ids.empty()) return std::vector<CancelRequest>{};
+    return Call([&](Conn& c) { return DoListCancelRequests(c, run_ids); });
+  }
+  Result<Run> TransitionRun(const RunTransition& t) override {
+    return Call([&](Conn& c) { return DoTransitionRun(c, t); });
+  }
+  Result<Run> RequestCancel(const CancelRequest& r) override {
+    return Call([&](Conn& c) { return DoRequestCancel(c, r); });
+  }
+
+  Result<int64_t> InsertStep(const StepExecution& s) override {
+    return Call([&](Conn& c) { return DoInsertStep(c, s); });
+  }
+  Status FinishStep(const StepFinish& f) override {
+    return Call([&](Conn& c) { return DoFinishStep(c, f); });
+  }
+  Result<std::vector<StepExecution>> ListSteps(const std::string& run_id) override {
+    return Call([&](Conn& c) { return DoListSteps(c, run_id); });
+  }
+
+  Result<Agent> CreateAgent(const Agent& a) override {
+    return Call([&](Conn& c) { return DoPutAgent(c, a, /*replace=*/false); });
+  }
+  Result<Agent> UpsertAgent(const Agent& a) override {
+    return Call([&](Conn& c) { return DoPutAgent(c, a, /*replace=*/true); });
+  }
+  Result<Agent> GetAgent(const std::string& name) override {
+    return Call([&](Conn& c) { return DoGetAgent(c, name); });
+  }
+  Result<std::vector<Agent>> ListAgents() override {
+    return Call([&](Conn& c) { return DoListAgents(c); });
+  }
+  Status DeleteAgent(const std::string& name) override {
+    return Call([&](Conn& c) { return DoDeleteAgent(c, name); });
+  }
+  Status Ping() override {
+    return Call([&](Conn& c) -> Status {
+      auto r = Exec(c, kPing, Params(), "ping");
+      return r.ok() ? Status::Ok() : r.status();
+    });
+  }
+
+ private:
+  PostgresStore(const PostgresOptions& o, std::string target, std::unique_ptr<Conn> first)
+      : pool_(o, std::move(target), std::move(first)) {}
+
+  // Runs f with a pooled connection; no exception escapes.
+  template <typename F>
+  auto Call(F&& f) -> decltype(f(std::declval<Conn&>())) {
+    using R = decltype(f(std::declval<Conn&>()));
+    return Guarded([&]() -> R {
+      auto lease = pool_.Acquire();
+      if (!lease.ok()) return lease.status();
+      return f(**lease);
+    });
+  }
+
+  // Runs one prepared statement. A failure that lost the connection marks it
+  // broken, so it is replaced when the lease ends.
+  static Result<PgResult> Exec(Conn& c, Sql s, const Params& p, const char* what) {
+    if (!p.status().ok()) return p.status();
+    std::vector<const char*> values = p.Pointers();
+    PgResult r(PQexecPrepared(c.pg, StatementNames()[s].c_str(), p.size(), values.data(), nullptr, nullptr, 0));
+    if (r.ok()) return r;
+    if (ConnectionLost(c.pg, r.SqlState())) c.broken = true;
+    return PgError(c.pg, r, what);
+  }
+
+  static bool IsSqlState(const Status& s, const char* state) { return SqlStateOf(s) == state; }
+
+  // ---- workflows
+
+  static Status NameTaken(const std::string& name) {
+    return Status::AlreadyExists("a workflow named '" + name +
+                                 "' already exists. Hint: choose another name, or update that workflow");
+  }
+
+  static Status WorkflowNotFound(const std::string& id) {
+    return Status::NotFound("workflow " + id + " does not exist. Hint: list workflows to find its id");
+  }
+
+  static Params WorkflowParams(const std::string& id, const NewWorkflow& w, TimeMs now) {
+    Params p;
+    p.Key("workflow id", id).Key("workflow name", w.name).Text(w.description).Int(now).JsonText(w.plan);
+    return p;
+  }
+
+  Result<Workflow> DoCreateWorkflow(Conn& c, const NewWorkflow& w) {
+    Workflow out;
+    out.id = NewWorkflowId();
+    out.name = w.name;
+    out.description = w.description;
+    out.version = out.latest_version = 1;
+    out.plan = w.plan;
+    out.created_at = out.updated_at = NowMs();
+    auto r = Exec(c, kCreateWorkflow, WorkflowParams(out.id, w, out.created_at), "create workflow");
+    if (!r.ok()) {
+      if (IsSqlState(r.status(), postgres::kUniqueViolation)) return NameTaken(w.name);
+      return r.status();
+    }
+    return out;
+  }
+
+  Result<Workflow> DoUpdateWorkflow(Conn& c, const std::string& id, const NewWorkflow& w) {
+    Workflow out;
+    out.id = id;
+    out.name = w.name;
+    out.description = w.description;
+    out.plan = w.plan;
+    out.updated_at = NowMs();
+    auto r = Exec(c, kUpdateWorkflow, WorkflowParams(id, w, out.updated_at), "update workflow");
+    if (!r.ok()) {
+      if (IsSqlState(r.status(), postgres::kUniqueViolation)) return NameTaken(w.name);
+      return r.status();
+    }
+    if (r->rows() == 0) return WorkflowNotFound(id);
+    out.version = out.latest_version = r->Int(0, 0);
+    out.created_at = r->Int64(0, 1);
+    return out;
+  }
+
+  Result<Workflow> OneWorkflow(Conn& c, Sql s, const Params& p, const std::string& not_found_what) {
+    auto r = Exec(c, s, p, "read workflow");
+    if (!r.ok()) return r.status();
+    if (r->rows() == 0) {
+      return Status::NotFound(not_found_what + " does not exist. Hint: list workflows to find it");
+    }
+    Workflow w;
+    AF_RETURN_IF_ERROR(ReadWorkflow(*r, 0, &w));
+    return w;
+  }
+
+  Result<Workflow> DoGetWorkflow(Conn& c, const std::string& id, std::optional<int> version) {
+    Params p;
+    p.Key("workflow id", id);
+    if (version) {
+      p.Int(*version);
+      return OneWorkflow(c, kGetWorkflowVersion, p, "workflow " + id + " version " + std::to_string(*version));
+    }
+    return OneWorkflow(c, kGetWorkflowLatest, p, "workflow " + id);
+  }
+
+  Result<Page<Workflow>> DoListWorkflows(Conn& c, int limit, const std::string& page_token) {
+    auto cursor = DecodeCursor(page_token);
+    if (!cursor.ok()) return cursor.status();
+    limit = ClampLimit(limit);
+    Params p;
+    p.Int(cursor->created_at).Key("page token", cursor->id).Int(limit + 1);  // one more: is there another page?
+    auto r = Exec(c, kListWorkflows, p, "list workflows");
+    if (!r.ok()) return r.status();
+    Page<Workflow> page;
+    int n = std::min(r->rows(), limit);
+    page.items.resize(static_cast<size_t>(n));
+    for (int i = 0; i < n; ++i) AF_RETURN_IF_ERROR(ReadWorkflow(*r, i, &page.items[i]));
+    if (r->rows() > limit) {
+      const Workflow& last = page.items.back();
+      page.next_page_token = EncodeCursor(last.created_at, last.id);
+    }
+    return page;
+  }
+
+  Result<std::vector<Workflow>> DoListWorkflowVersions(Conn& c, const std::string& id) {
+    Params p;
+    p.Key("workflow id", id);
+    auto r = Exec(c, kListWorkflowVersions, p, "list workflow versions");
+    if (!r.ok()) return r.status();
+    if (r->rows() == 0) return WorkflowNotFound(id);
+    std::vector<Workflow> out(static_cast<size_t>(r->rows()));
+    for (int i = 0; i < r->rows(); ++i) AF_RETURN_IF_ERROR(ReadWorkflow(*r, i, &out[i]));
+    return out;
+  }
+
+  Status DoDeleteWorkflow(Conn& c, const std::string& id) {
+    Params p;
+    p.Key("workflow id", id).Int(NowMs());
+    auto r = Exec(c, kDeleteWorkflow, p, "delete workflow");
+    if (!r.ok()) return r.status();
+    if (r->affected() == 0) return WorkflowNotFound(id);
+    return Status::Ok();
+  }
+
+  // ---- runs
+
+  static Status RunNotFound(const std::string& id) {
+    return Status::NotFound("run " + id + " does not exist. Hint: list runs to find its id");
+  }
+
+  // Reads the single run row of `r` (if any).
+  static Status OneRun(const PgResult& r, Run* out, bool* found) {
+    *found = r.rows() > 0;
+    if (*found) AF_RETURN_IF_ERROR(ReadRun(r, 0, out));
+    return Status::Ok();
+  }
+
+  static Result<std::vector<Run>> AllRuns(const PgResult& r) {
+    std::vector<Run> out(static_cast<size_t>(r.rows()));
+    for (int i = 0; i < r.rows(); ++i) AF_RETURN_IF_ERROR(ReadRun(r, i, &out[i]));
+    return out;
+  }
+
+  // The current status of a run, for explaining a failed compare-and-set.
+  Result<RunStatus> CurrentRunStatus(Conn& c, const std::string& id) {
+    Params p;
+    p.Key("run id", id);
+    auto r = Exec(c, kGetRunStatus, p, "read run status");
+    if (!r.ok()) return r.status();
+    if (r->rows() == 0) return RunNotFound(id);
+    auto s = ParseRunStatus(r->Text(0, 0));
+    if (!s) return CorruptStatus("workflow_runs", r->View(0, 0));
+    return *s;
+  }
+
+  Result<CreatedRun> DoCreateRun(Conn& c, const NewRun& r) {
+    CreatedRun out;
+    Run& run = out.run;
+    run.id = r.id.empty() ? NewRunId() : r.id;
+    run.workflow_id = r.workflow_id;
+    run.workflow_version = r.workflow_version;
+    run.status = RunStatus::kPending;
+    run.input = r.input;
+    run.idempotency_key = r.idempotency_key;
+    run.attempt = 1;
+    run.created_at = run.updated_at = NowMs();
+    // No explicit transaction: the INSERT is atomic and, with a key already
+    // used, inserts nothing; runs are never deleted, so the existing run is
+    // still there for the SELECT (a new statement, so it sees the racing
+    // creator's commit that ON CONFLICT waited for).
+    Params p;
+    p.Key("run id", run.id)
+        .Key("workflow id", run.workflow_id)
+        .Int(run.workflow_version)
+        .Json(run.input)
+        .OptKey("idempotency key", run.idempotency_key)
+        .Int(run.created_at);
+    auto ins = Exec(c, kInsertRun, p, "insert run");
+    if (!ins.ok()) {
+      if (IsSqlState(ins.status(), postgres::kUniqueViolation)) {
+        return Status::AlreadyExists("a run with id " + run.id + " already exists. Hint: omit the id to get a new one");
+      }
+      if (IsSqlState(ins.status(), postgres::kForeignKeyViolation)) {
+        return Status::NotFound("workflow " + run.workflow_id + " has no version " +
+                                std::to_string(run.workflow_version) + ". Hint: create the workflow first");
+      }
+      return ins.status();
+    }
+    if (ins->affected() == 1) return out;
+    Params q;
+    q.Key("workflow id", run.workflow_id).Key("idempotency key", run.idempotency_key);
+    auto sel = Exec(c, kGetRunByKey, q, "read run by idempotency key");
+    if (!sel.ok()) return sel.status();
+    bool found = false;
+    AF_RETURN_IF_ERROR(OneRun(*sel, &out.run, &found));
+    if (!found) return Status::Internal("postgres: run insert ignored but no run has its idempotency key");
+    out.created = false;
+    return out;
+  }
+
+  Result<Run> DoGetRun(Conn& c, const std::string& id) {
+    Params p;
+    p.Key("run id", id);
+    auto r = Exec(c, kGetRun, p, "read run");
+    if (!r.ok()) return r.status();
+    Run run;
+    bool found = false;
+    AF_RETURN_IF_ERROR(OneRun(*r, &run, &found));
+    if (!found) return RunNotFound(id);
+    return run;
+  }
+
+  Result<Page<Run>> DoListRuns(Conn& c, const RunFilter& f) {
+    auto cursor = DecodeCursor(f.page_token);
+    if (!cursor.ok()) return cursor.status();
+    int limit = ClampLimit(f.limit);
+    Sql which = f.workflow_id.empty() ? (f.status ? kListRunsByStatus : kListRuns)
+                                      : (f.status ? kListRunsByWorkflowAndStatus : kListRunsByWorkflow);
+    Params p;
+    p.Int(cursor->created_at).Key("page token", cursor->id);
+    if (!f.workflow_id.empty()) p.Key("workflow id", f.workflow_id);
+    if (f.status) p.Key("status", ToString(*f.status));
+    p.Int(limit + 1);  // one more tells whether another page follows
+    auto r = Exec(c, which, p, "list runs");
+    if (!r.ok()) return r.status();
+    Page<Run> page;
+    int n = std::min(r->rows(), limit);
+    page.items.resize(static_cast<size_t>(n));
+    for (int i = 0; i < n; ++i) AF_RETURN_IF_ERROR(ReadRun(*r, i, &page.items[i]));
+    if (r->rows() > limit) {
+      const Run& last = page.items.back();
+      page.next_page_token = EncodeCursor(last.created_at, last.id);
+    }
+    return page;
+  }
+
+  Result<std::vector<Run>> DoListUnfinishedRuns(Conn& c, int limit) {
+    Params p;
+    p.Int(std::max(limit, 1));
+    auto r = Exec(c, kListUnfinishedRuns, p, "list unfinished runs");
+    if (!r.ok()) return r.status();
+    return AllRuns(*r);
+  }
+
+  Result<std::vector<CancelRequest>> DoListCancelRequests(Conn& c, const std::vector<std::string>& run_ids) {
+    Params p;
+    p.KeyArray("run id", run_ids);
+    auto r = Exec(c, kListCancelRequests, p, "list cancel requests");
+    if (!r.ok()) return r.status();
+    std::vector<CancelRequest> out;
+    out.reserve(static_cast<size_t>(r->rows()));
+    for (int i = 0; i < r->rows(); ++i) out.push_back(CancelRequest{r->Text(i, 0), r->Text(i, 1), r->Text(i, 2)});
+    return out;
+  }
+
+  Result<Run> DoTransitionRun(Conn& c, const RunTransition& t) {
+    AF_RETURN_IF_ERROR(CheckTransition(t.from, t.to));
+    Params p;
+    p.Key("run id", t.run_id)
+        .Key("status", ToString(t.from))
+        .Key("status", ToString(t.to))
+        .Int(NowMs())
+        .Bool(t.to == RunStatus::kRunning)
+        .Bool(IsTerminal(t.to))
+        .Bool(t.to == RunStatus::kPending)
+        .Bool(t.output.has_value());
+    if (t.output) {
+      p.Json(*t.output);
+    } else {
+      p.Null();
+    }
+    p.Bool(t.error_message.has_value());
+    if (t.error_message) {
+      p.Text(*t.error_message, /*empty_is_null=*/true);
+    } else {
+      p.Null();
+    }
+    p.Bool(t.input.has_value());
+    if (t.input) {
+      p.Json(*t.input);
+    } else {
+      p.Null();
+    }
+    auto r = Exec(c, kTransitionRun, p, "transition run");
+    if (!r.ok()) return r.status();
+    Run run;
+    bool found = false;
+    AF_RETURN_IF_ERROR(OneRun(*r, &run, &found));
+    if (found) return run;
+    // The compare-and-set matched nothing: say why.
+    auto current = CurrentRunStatus(c, t.run_id);
+    if (!current.ok()) return current.status();
+    return Status::FailedPrecondition(
+        "run " + t.run_id + " is " + ToString(*current) + ", not " + ToString(t.from) +
+            ". Hint: another writer changed it; read the run again",
+        {{"current", ToString(*current)}, {"expected", ToString(t.from)}, {"to", ToString(t.to)}});
+  }
+
+  Result<Run> DoRequestCancel(Conn& c, const CancelRequest& req) {
+    Params p;
+    p.Key("run id", req.run_id).Text(req.cancelled_by, true).Text(req.reason, true).Int(NowMs());
+    auto r = Exec(c, kRequestCancel, p, "request cancel");
+    if (!r.ok()) return r.status();
+    Run run;
+    bool found = false;
+    AF_RETURN_IF_ERROR(OneRun(*r, &run, &found));
+    if (found) return run;
+    auto current = CurrentRunStatus(c, req.run_id);
+    if (!current.ok()) return current.status();
+    return Status::FailedPrecondition(
+        "run " + req.run_id + " already finished as " + ToString(*current) + "; there is nothing to cancel",
+        {{"current", ToString(*current)}});
+  }
+
+  // ---- step executions
+
+  Result<int64_t> DoInsertStep(Conn& c, const StepExecution& s) {
+    AF_RETURN_IF_ERROR(CheckTransition(std::nullopt, s.status));
+    TimeMs now = NowMs();
+    Params p;
+    p.Key("run id", s.run_id).Key("step id", s.step_id);
+    if (s.item_index) {
+      p.Int(*s.item_index);
+    } else {
+      p.Null();
+    }
+    p.Key("agent name", s.agent_name)
+        .Int(s.attempt)
+        .Key("status", ToString(s.status))
+        .Json(s.input)
+        .Json(s.output)
+        .Text(s.error_message, /*empty_is_null=*/true)
+        .Int(s.started_at != 0 ? s.started_at : now);
+    if (IsTerminal(s.status)) {
+      p.Int(s.completed_at.value_or(now));
+    } else {
+      p.Null();
+    }
+    auto r = Exec(c, kInsertStep, p, "insert step execution");
+    if (!r.ok()) {
+      if (IsSqlState(r.status(), postgres::kForeignKeyViolation)) return RunNotFound(s.run_id);
+      return r.status();
+    }
+    if (r->rows() != 1) return Status::Internal("postgres: step insert returned no id");
+    return r->Int64(0, 0);
+  }
+
+  Status DoFinishStep(Conn& c, const StepFinish& f) {
+    AF_RETURN_IF_ERROR(CheckTransition(StepStatus::kRunning, f.to));
+    Params p;
+    p.Int(f.id)
+        .Key("run id", f.run_id)
+        .Key("status", ToString(f.to))
+        .Json(f.output)
+        .Text(f.error_message, /*empty_is_null=*/true)
+        .Int(NowMs());
+    auto r = Exec(c, kFinishStep, p, "finish step execution");
+    if (!r.ok()) return r.status();
+    if (r->affected() == 1) return Status::Ok();
+    Params q;
+    q.Int(f.id).Key("run id", f.run_id);
+    auto st = Exec(c, kGetStepStatus, q, "read step execution status");
+    if (!st.ok()) return st.status();
+    if (st->rows() == 0) {
+      return Status::NotFound("run " + f.run_id + " has no step execution " + std::to_string(f.id));
+    }
+    std::string current = st->Text(0, 0);
+    return Status::FailedPrecondition("step execution " + std::to_string(f.id) + " is already " + current +
+                                          ", not RUNNING",
+                                      {{"current", current}, {"expected", "RUNNING"}, {"to", ToString(f.to)}});
+  }
+
+  Result<std::vector<StepExecution>> DoListSteps(Conn& c, const std::string& run_id) {
+    Params p;
+    p.Key("run id", run_id);
+    auto r = Exec(c, kListSteps, p, "list step executions");
+    if (!r.ok()) return r.status();
+    std::vector<StepExecution> out(static_cast<size_t>(r->rows()));
+    for (int i = 0; i < r->rows(); ++i) AF_RETURN_IF_ERROR(ReadStep(*r, i, &out[i]));
+    return out;
+  }
+
+  // ---- agents
+
+  static Status AgentNotFound(const std::string& name) {
+    return Status::NotFound("agent '" + name + "' is not registered. Hint: list agents to see the names");
+  }
+
+  Result<Agent> DoPutAgent(Conn& c, const Agent& a, bool replace) {
+    Agent out = a;
+    out.created_at = out.updated_at = NowMs();
+    Params p;
+    p.Key("agent name", a.name)
+        .Key("agent url", a.url)
+        .Int(a.timeout_ms)
+        .Int(a.max_concurrency)
+        .Json(a.metadata)
+        .Int(out.created_at);
+    auto r = Exec(c, replace ? kUpsertAgent : kInsertAgent, p, replace ? "upsert agent" : "insert agent");
+    if (!r.ok()) {
+      if (!replace && IsSqlState(r.status(), postgres::kUniqueViolation)) {
+        return Status::AlreadyExists("agent '" + a.name +
+                                     "' is already registered. Hint: update it instead, or choose another name");
+      }
+      return r.status();
+    }
+    if (replace && r->rows() == 1) out.created_at = r->Int64(0, 0);  // kept on replace
+    return out;
+  }
+
+  Result<Agent> DoGetAgent(Conn& c, const std::string& name) {
+    Params p;
+    p.Key("agent name", name);
+    auto r = Exec(c, kGetAgent, p, "read agent");
+    if (!r.ok()) return r.status();
+    if (r->rows() == 0) return AgentNotFound(name);
+    Agent a;
+    AF_RETURN_IF_ERROR(ReadAgent(*r, 0, &a));
+    return a;
+  }
+
+  Result<std::vector<Agent>> DoListAgents(Conn& c) {
+    auto r = Exec(c, kListAgents, Params(), "list agents");
+    if (!r.ok()) return r.status();
+    std::vector<Agent> out(static_cast<size_t>(r->rows()));
+    for (int i = 0; i < r->rows(); ++i) AF_RETURN_IF_ERROR(ReadAgent(*r, i, &out[i]));
+    return out;
+  }
+
+  Status DoDeleteAgent(Conn& c, const std::string& name) {
+    Params p;
+    p.Key("agent name", name);
+    auto r = Exec(c, kDeleteAgent, p, "delete agent");
+    if (!r.ok()) return r.status();
+    if (r->affected() == 0) return AgentNotFound(name);
+    return Status::Ok();
+  }
+
+  Pool pool_;
+};
+
+Result<std::unique_ptr<Store>> PostgresStore::Open(const PostgresOptions& o) {
+  if (o.pool_size < 1) {
+    return Status::InvalidArgument("postgres: pool_size must be at least 1, not " + std::to_string(o.pool_size));
+  }
+  auto target = postgres::DescribeUrl(o.url);
+  if (!target.ok()) return target.status();
+  auto pg = postgres::Connect(o.url, *target, o.connect_timeout);
+  if (!pg.ok()) return pg.status();
+  auto first = std::make_unique<Conn>();  // owns the connection from here on
+  first->pg = *pg;
+  if (o.apply_migrations) {
+    AF_RETURN_IF_ERROR(postgres::ApplyMigrations(first->pg, postgres::EmbeddedMigrations(), nullptr));
+  } else {
+    AF_RETURN_IF_ERROR(postgres::CheckMigrations(first->pg, postgres::EmbeddedMigrations()));
+  }
+  AF_RETURN_IF_ERROR(PrepareAll(first->pg));
+  return std::unique_ptr<Store>(new PostgresStore(o, *target, std::move(first)));
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Store>> OpenPostgresStore(const PostgresOptions& options) {
+  return Guarded([&] { return PostgresStore::Open(options); });
+}
+
+Status MigratePostgres(const std::string& url, std::vector<std::string>* applied) {
+  return Guarded([&]() -> Status {
+    auto target = postgres::DescribeUrl(url);
+    if (!target.ok()) return target.status();
+    auto pg = postgres::Connect(url, *target, PostgresOptions{}.connect_timeout);
+    if (!pg.ok()) return pg.status();
+    Conn conn;  // closes the connection on every path
+    conn.pg = *pg;
+    return postgres::ApplyMigrations(conn.pg, postgres::EmbeddedMigrations(), applied);
+  });
+}
+
+}  // namespace af
