@@ -15,5 +15,6 @@ struct GlobalOptions {
 // Sets *exit_code when a command runs.
 void AddClientCommands(CLI::App& app, GlobalOptions& global, int* exit_code);  // workflow, run, agent
 void AddServerCommands(CLI::App& app, GlobalOptions& global, int* exit_code);  // serve, executor, demo-agents
+void AddServiceCommands(CLI::App& app, int* exit_code);  // api, consumer, migrate (distributed topology)
 
 }  // namespace af::cli

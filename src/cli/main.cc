@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
   app.add_flag("--json", global.json, "print JSON instead of tables");
   int exit_code = 0;
   af::cli::AddServerCommands(app, global, &exit_code);
+  af::cli::AddServiceCommands(app, &exit_code);
   af::cli::AddClientCommands(app, global, &exit_code);
   try {
     app.parse(argc, argv);

@@ -112,6 +112,7 @@ struct ExecutorArgs {
   std::string input = "{}";
   std::vector<std::string> agents;  // NAME=URL
   std::string registry;             // an agentflow API to read agents from
+  std::string database_url;         // record the run there (default: in memory)
   bool demo = false;
   bool json = false;
 };
@@ -187,7 +188,7 @@ int RunStandalone(ExecutorArgs& args) {
   }
 
   StoreOptions so;
-  so.url = ":memory:";
+  so.url = args.database_url.empty() ? ":memory:" : args.database_url;
   auto store = OpenStore(so);
   if (!store.ok()) {
     PrintProblems(store.status());
@@ -210,7 +211,9 @@ int RunStandalone(ExecutorArgs& args) {
   const std::string run_id = created->run.id;
 
   EventLoop loop(1);
-  auto directory = NewStaticAgentDirectory(endpoints);
+  // Agents given on the command line, else those registered in the database.
+  auto directory = endpoints.empty() && !args.database_url.empty() ? NewStoreAgentDirectory(store->get())
+                                                                   : NewStaticAgentDirectory(endpoints);
   auto caller = NewHttpAgentCaller(loop.executor());
   Engine engine(loop.executor(), store->get(), directory.get(), caller.get());
   loop.Start();
@@ -325,6 +328,10 @@ void AddServerCommands(CLI::App& app, GlobalOptions& global, int* exit_code) {
   exec->add_option("--agent", exec_args.agents, "an agent as NAME=URL (repeatable)");
   exec->add_option("--registry", exec_args.registry, "read agents from this agentflow API (e.g. http://127.0.0.1:8000)");
   exec->add_flag("--demo", exec_args.demo, "start the demo agents in-process and use them");
+  exec->add_option("--database-url", exec_args.database_url,
+                   "record the run in this database (postgresql://… or a SQLite path; default: in memory); "
+                   "agents not given with --agent are read from it")
+      ->envname("DATABASE_URL");
   exec->callback([exit_code, &global] {
     exec_args.json = global.json;  // --json prints the run with its steps as JSON
     *exit_code = RunStandalone(exec_args);

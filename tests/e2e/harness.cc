@@ -336,14 +336,18 @@ bool WaitUntil(const std::function<bool()>& pred, std::chrono::milliseconds time
 
 bool Server::TryStart(uint16_t port) {
   ++incarnation_;
-  std::string stem = options_.log_dir + "/serve." + std::to_string(incarnation_);
+  std::string stem = options_.log_dir + "/" + options_.name + "." + std::to_string(incarnation_);
   stdout_path_ = stem + ".out";
   stderr_path_ = stem + ".err";
   all_logs_.push_back(stdout_path_);
   all_logs_.push_back(stderr_path_);
-  std::vector<std::string> argv = {AgentflowBinary(), "serve",      "--host",
-                                   "127.0.0.1",       "--port",     std::to_string(port),
-                                   "--data-dir",      options_.data_dir};
+  std::vector<std::string> argv = {AgentflowBinary()};
+  if (options_.command.empty()) {
+    argv.insert(argv.end(), {"serve", "--data-dir", options_.data_dir});
+  } else {
+    argv.insert(argv.end(), options_.command.begin(), options_.command.end());
+  }
+  argv.insert(argv.end(), {"--host", "127.0.0.1", "--port", std::to_string(port)});
   if (options_.demo) {
     argv.push_back("--demo");
     argv.push_back("--demo-port");
@@ -367,14 +371,15 @@ bool Server::TryStart(uint16_t port) {
 void Server::Start(uint16_t port) {
   Require(!proc_, "Server::Start: already running");
   if (port != 0) {
-    Require(TryStart(port), "agentflow serve did not become healthy on port " + std::to_string(port) +
+    Require(TryStart(port), "agentflow " + options_.name + " did not become healthy on port " + std::to_string(port) +
                                 "; log:\n" + Tail(stdout_path_) + Tail(stderr_path_));
     return;
   }
   for (int attempt = 0; attempt < 3; ++attempt) {
     if (TryStart(PickFreePort())) return;
   }
-  throw HarnessError("agentflow serve did not start; last log:\n" + Tail(stdout_path_) + Tail(stderr_path_));
+  throw HarnessError("agentflow " + options_.name + " did not start; last log:\n" + Tail(stdout_path_) +
+                     Tail(stderr_path_));
 }
 
 int Server::Stop() {

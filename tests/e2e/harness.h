@@ -130,14 +130,20 @@ HttpResponse Fetch(const std::string& method, const std::string& url, const std:
 bool WaitUntil(const std::function<bool()>& pred, std::chrono::milliseconds timeout,
                std::chrono::milliseconds poll = std::chrono::milliseconds(20));
 
-// `agentflow serve` on a free loopback port with its own data directory.
+// `agentflow serve` (or another service: Options::command) on a free
+// loopback port.
 class Server {
  public:
   struct Options {
-    std::string data_dir;       // required
-    std::string log_dir;        // required: serve.<n>.out / .err go here
+    std::string data_dir;       // required for serve
+    std::string log_dir;        // required: <name>.<n>.out / .err go here
     bool demo = false;          // --demo
     EnvOverrides env;           // e.g. {"LOG_FORMAT", "json"}
+    // Another service instead of `serve`: its subcommand and arguments
+    // (e.g. {"api"} or {"consumer", "--group-id", "g"}); --host and --port
+    // are appended, and GET /healthz on that port must answer 200.
+    std::vector<std::string> command;
+    std::string name = "serve";  // log file stem
   };
   explicit Server(Options options) : options_(std::move(options)) {}
   ~Server() = default;

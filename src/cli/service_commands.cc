@@ -1,0 +1,277 @@
+// The distributed topology's services (the seed's): `agentflow api` (the
+// Workflow Management API on PostgreSQL + Kafka), `agentflow consumer` (the
+// Execution Consumer running Centralized Executors) and `agentflow migrate`.
+// Every setting is a flag and, as in the seed, an environment variable.
+#include <csignal>
+#include <cstdio>
+#include <map>
+
+#include <pthread.h>
+
+#include "agent/agent.h"
+#include "api/api.h"
+#include "cli/commands.h"
+#include "common/log.h"
+#include "executor/consumer.h"
+#include "executor/engine.h"
+#include "executor/loop.h"
+#include "http/http.h"
+#include "queue/queue.h"
+#include "storage/change_feed.h"
+#include "storage/postgres/postgres_store.h"
+#include "storage/store.h"
+
+namespace af::cli {
+namespace {
+
+struct ServiceConfig {
+  std::string database_url;        // DATABASE_URL
+  std::string kafka_brokers;       // KAFKA_BROKERS
+  std::string agent_registry_url;  // AGENT_REGISTRY_URL
+  std::string group_id = "execution-consumer-group";     // KAFKA_GROUP_ID
+  std::string execution_topic = kExecutionTopic;         // KAFKA_EXECUTION_TOPIC
+  std::string cancellation_topic = kCancellationTopic;   // KAFKA_CANCELLATION_TOPIC
+  std::string log_level = "INFO";  // LOG_LEVEL
+  std::string log_format = "text"; // LOG_FORMAT
+  std::vector<std::string> kafka_properties;  // key=value, repeatable
+  std::string host = "127.0.0.1";
+  uint16_t port = 8000;
+  // api
+  int api_threads = 1;
+  size_t max_body_bytes = 1 << 20;
+  // consumer
+  size_t max_active_runs = 1000;
+  double grace_seconds = 30;
+};
+
+void AddCommonOptions(CLI::App* cmd, ServiceConfig& c) {
+  cmd->add_option("--database-url", c.database_url, "postgresql://user:pass@host:port/db (or a SQLite path)")
+      ->envname("DATABASE_URL");
+  cmd->add_option("--kafka-brokers", c.kafka_brokers, "Kafka bootstrap servers host:port[,host:port]")
+      ->envname("KAFKA_BROKERS");
+  cmd->add_option("--agent-registry-url", c.agent_registry_url,
+                  "agent registry URL (until the registry service exists, agents are read from the database)")
+      ->envname("AGENT_REGISTRY_URL");
+  cmd->add_option("--execution-topic", c.execution_topic, "execution requests topic")
+      ->envname("KAFKA_EXECUTION_TOPIC")
+      ->capture_default_str();
+  cmd->add_option("--cancellation-topic", c.cancellation_topic, "cancellation requests topic")
+      ->envname("KAFKA_CANCELLATION_TOPIC")
+      ->capture_default_str();
+  cmd->add_option("--kafka-property", c.kafka_properties, "extra librdkafka property KEY=VALUE (repeatable)")
+      ->expected(1);
+  cmd->add_option("--log-level", c.log_level, "DEBUG, INFO, WARNING or ERROR")->envname("LOG_LEVEL")->capture_default_str();
+  cmd->add_option("--log-format", c.log_format, "text or json")->envname("LOG_FORMAT")->capture_default_str();
+  cmd->add_option("--host", c.host, "bind address")->capture_default_str();
+}
+
+// Blocks SIGINT/SIGTERM here and in threads started later; WaitForSignal takes them.
+sigset_t BlockSignals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  return set;
+}
+
+int WaitForSignal(const sigset_t& set) {
+  int sig = 0;
+  sigwait(&set, &sig);
+  return sig;
+}
+
+int Fail(const Status& s) {
+  std::fprintf(stderr, "error: %s\n", s.message().c_str());
+  log::Error(s.ToString());
+  return 1;
+}
+
+Result<std::unique_ptr<Store>> OpenServiceStore(const ServiceConfig& c) {
+  if (c.database_url.empty()) {
+    return Status::InvalidArgument(
+        "no database configured. Hint: set DATABASE_URL=postgresql://user:pass@host:port/db (or pass "
+        "--database-url); for one process with no setup, use 'agentflow serve'");
+  }
+  StoreOptions so;
+  so.url = c.database_url;
+  return OpenStore(so);
+}
+
+Result<std::unique_ptr<Queue>> OpenServiceQueue(const ServiceConfig& c) {
+  if (c.kafka_brokers.empty()) {
+    return Status::InvalidArgument(
+        "no Kafka brokers configured. Hint: set KAFKA_BROKERS=host:port (or pass --kafka-brokers); for one "
+        "process with an embedded queue, use 'agentflow serve'");
+  }
+  QueueOptions qo;
+  qo.kafka_brokers = c.kafka_brokers;
+  for (const std::string& kv : c.kafka_properties) {
+    auto eq = kv.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      return Status::InvalidArgument("--kafka-property takes KEY=VALUE, got '" + kv + "'");
+    }
+    qo.kafka_properties[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
+  return OpenQueue(qo);
+}
+
+int RunApi(ServiceConfig& c) {
+  log::Init(c.log_level, c.log_format);
+  sigset_t signals = BlockSignals();
+  auto feed = std::make_shared<ChangeFeed>();
+  auto store = OpenServiceStore(c);
+  if (!store.ok()) return Fail(store.status());
+  std::unique_ptr<Store> db = WithChangeFeed(std::move(store).value(), feed);
+  auto queue = OpenServiceQueue(c);
+  if (!queue.ok()) return Fail(queue.status());
+
+  ApiOptions ao;
+  ao.execution_topic = c.execution_topic;
+  ao.cancellation_topic = c.cancellation_topic;
+  Api api(db.get(), queue->get(), feed, ao);
+  http::Router router;
+  api.Register(router);
+  http::ServerOptions so;
+  so.host = c.host;
+  so.port = c.port;
+  so.threads = c.api_threads;
+  so.max_body_bytes = c.max_body_bytes;
+  auto server = http::StartServer(so, router.AsHandler());
+  if (!server.ok()) return Fail(server.status());
+  std::string url = "http://" + c.host + ":" + std::to_string((*server)->port());
+  std::printf("agentflow api listening on %s/api/v1\n", url.c_str());
+  std::fflush(stdout);
+  log::Info("agentflow api listening on " + url + " (topics " + c.execution_topic + ", " + c.cancellation_topic +
+            ")");
+  int sig = WaitForSignal(signals);
+  log::Info(std::string("agentflow api stopping on ") + (sig == SIGINT ? "SIGINT" : "SIGTERM"));
+  (*server)->Stop();
+  return 0;
+}
+
+int RunConsumer(ServiceConfig& c) {
+  log::Init(c.log_level, c.log_format);
+  sigset_t signals = BlockSignals();
+  auto store = OpenServiceStore(c);
+  if (!store.ok()) return Fail(store.status());
+  auto queue = OpenServiceQueue(c);
+  if (!queue.ok()) return Fail(queue.status());
+  if (!c.agent_registry_url.empty()) {
+    log::Info("AGENT_REGISTRY_URL is set; agents are read from the database until the registry service exists");
+  }
+
+  EventLoop loop(1);
+  auto directory = NewStoreAgentDirectory(store->get());
+  auto caller = NewHttpAgentCaller(loop.executor());
+  Engine engine(loop.executor(), store->get(), directory.get(), caller.get());
+  loop.Start();
+
+  ConsumerOptions co;
+  co.group = c.group_id;
+  co.execution_topic = c.execution_topic;
+  co.cancellation_topic = c.cancellation_topic;
+  co.max_active_runs = c.max_active_runs;
+  ExecutionConsumer consumer(queue->get(), &engine, co);
+  Status started = consumer.Start();
+  if (!started.ok()) {
+    engine.Shutdown();
+    return Fail(started);
+  }
+
+  // Health endpoint on its own small port.
+  http::Router router;
+  Store* db = store->get();
+  Queue* q = queue->get();
+  router.Add("GET", "/healthz", [&engine](http::Request&) -> boost::asio::awaitable<http::Response> {
+    co_return http::JsonResponse(200, {{"status", "ok"}, {"active_runs", engine.ActiveRuns()}});
+  });
+  router.Add("GET", "/readyz", [db, q](http::Request&) -> boost::asio::awaitable<http::Response> {
+    Status s = db->Ping();
+    Status k = q->Ping();
+    if (s.ok() && k.ok()) co_return http::JsonResponse(200, {{"status", "ok"}});
+    co_return http::JsonResponse(503, {{"status", "unavailable"},
+                                       {"database", s.ok() ? "ok" : s.message()},
+                                       {"kafka", k.ok() ? "ok" : k.message()}});
+  });
+  http::ServerOptions so;
+  so.host = c.host;
+  so.port = c.port;
+  auto server = http::StartServer(so, router.AsHandler());
+  if (!server.ok()) {
+    consumer.Stop();
+    engine.Shutdown();
+    return Fail(server.status());
+  }
+  std::string url = "http://" + c.host + ":" + std::to_string((*server)->port());
+  std::printf("agentflow consumer running (group %s); health on %s/healthz\n", c.group_id.c_str(), url.c_str());
+  std::fflush(stdout);
+  log::Info("agentflow consumer started: group " + c.group_id + ", topics " + c.execution_topic + ", " +
+            c.cancellation_topic + "; health on " + url);
+
+  int sig = WaitForSignal(signals);
+  // Graceful stop: take nothing new, let runs in flight finish within the
+  // grace period, hand the rest back (their requests stay unacked and go to
+  // another consumer of the group), commit, leave the group.
+  log::Info(std::string("stopping on ") + (sig == SIGINT ? "SIGINT" : "SIGTERM") + ": " +
+            std::to_string(engine.ActiveRuns()) + " run(s) in flight, grace period " +
+            std::to_string(c.grace_seconds) + " s");
+  consumer.StopTaking();
+  bool idle = engine.WaitIdle(std::chrono::milliseconds(static_cast<int64_t>(c.grace_seconds * 1000)));
+  if (!idle) log::Info(std::to_string(engine.ActiveRuns()) + " run(s) handed back to the queue");
+  engine.Shutdown();
+  consumer.Stop();
+  (*server)->Stop();
+  loop.Stop();
+  log::Info("agentflow consumer stopped");
+  return 0;
+}
+
+int RunMigrate(const std::string& url) {
+  if (url.empty()) return Fail(Status::InvalidArgument("--database-url (or DATABASE_URL) is required"));
+  if (url.rfind("postgresql://", 0) == 0 || url.rfind("postgres://", 0) == 0) {
+    Status s = MigratePostgres(url);
+    if (!s.ok()) return Fail(s);
+  } else {
+    StoreOptions so;
+    so.url = url;
+    auto store = OpenStore(so);  // applies SQLite migrations
+    if (!store.ok()) return Fail(store.status());
+  }
+  std::printf("migrations applied\n");
+  return 0;
+}
+
+}  // namespace
+
+void AddServiceCommands(CLI::App& app, int* exit_code) {
+  static ServiceConfig api_cfg;
+  auto* api = app.add_subcommand("api", "the Workflow Management API service (PostgreSQL + Kafka)");
+  AddCommonOptions(api, api_cfg);
+  api->add_option("--port", api_cfg.port, "API port (0: any free port)")->capture_default_str();
+  api->add_option("--api-threads", api_cfg.api_threads, "HTTP server threads")->capture_default_str();
+  api->add_option("--max-body-bytes", api_cfg.max_body_bytes, "request body limit")->capture_default_str();
+  api->callback([exit_code] { *exit_code = RunApi(api_cfg); });
+
+  static ServiceConfig consumer_cfg;
+  consumer_cfg.port = 8081;
+  auto* consumer = app.add_subcommand("consumer", "the Execution Consumer service: runs workflow executions from Kafka");
+  AddCommonOptions(consumer, consumer_cfg);
+  consumer->add_option("--group-id", consumer_cfg.group_id, "Kafka consumer group")
+      ->envname("KAFKA_GROUP_ID")
+      ->capture_default_str();
+  consumer->add_option("--port", consumer_cfg.port, "health endpoint port (0: any free port)")->capture_default_str();
+  consumer->add_option("--max-runs", consumer_cfg.max_active_runs, "runs executing at once in this process")
+      ->capture_default_str();
+  consumer->add_option("--grace-period", consumer_cfg.grace_seconds,
+                       "seconds to let runs in flight finish on SIGTERM before handing them back")
+      ->capture_default_str();
+  consumer->callback([exit_code] { *exit_code = RunConsumer(consumer_cfg); });
+
+  static std::string migrate_url;
+  auto* migrate = app.add_subcommand("migrate", "apply the database schema migrations (idempotent)");
+  migrate->add_option("--database-url", migrate_url, "postgresql://… or a SQLite path")->envname("DATABASE_URL");
+  migrate->callback([exit_code] { *exit_code = RunMigrate(migrate_url); });
+}
+
+}  // namespace af::cli
