@@ -1,1 +1,567 @@
-// being written
+// PostgresStore against a real PostgreSQL 15 (tests/support/pg_server.h):
+// the Store conformance suite, plus what only this backend has: migrations
+// under concurrency, the connection pool, recovery after a server restart,
+// parameterisation, and text PostgreSQL cannot store.
+#include "storage/postgres/postgres_store.h"
+
+#include <gtest/gtest.h>
+#include <libpq-fe.h>
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <latch>
+#include <map>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/time.h"
+#include "storage/postgres/migrations.h"
+#include "storage/store_conformance.h"
+#include "support/pg_server.h"
+
+namespace af {
+namespace {
+
+using test::PgServer;
+using namespace std::chrono_literals;
+// testing::Test::Run() would otherwise hide af::Run in TEST bodies.
+using RunRecord = ::af::Run;
+
+// ---------------------------------------------------------------- conformance
+
+// The shared server's database, emptied before each test: as isolated as a
+// new database, and much cheaper.
+Result<std::unique_ptr<Store>> OpenConformanceStore() {
+  auto pg = PgServer::Shared();
+  if (!pg.ok()) return pg.status();
+  auto url = (*pg)->CleanDatabase((*pg)->database());
+  if (!url.ok()) return url.status();
+  PostgresOptions o;
+  o.url = *url;
+  return OpenPostgresStore(o);
+}
+
+INSTANTIATE_TEST_SUITE_P(Postgres, StoreConformance, ::testing::Values(StoreBackend{"pg", OpenConformanceStore}),
+                         StoreBackendName);
+
+// ---------------------------------------------------------------- helpers
+
+#define ASSERT_OK(expr)                                  \
+  do {                                                   \
+    const ::af::Status& af_s_ = (expr);                  \
+    ASSERT_TRUE(af_s_.ok()) << #expr ": " << af_s_.ToString(); \
+  } while (0)
+
+template <typename T>
+T Must(Result<T> r, const char* what = "call") {
+  if (!r.ok()) throw std::runtime_error(std::string(what) + " failed: " + r.status().ToString());
+  return std::move(r).value();
+}
+
+std::string DbName(const std::string& url) { return url.substr(url.rfind('/') + 1); }
+
+std::vector<std::pair<std::string, std::string>> EmbeddedVersions() {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const auto& m : postgres::EmbeddedMigrations()) out.emplace_back(std::to_string(m.version), m.name);
+  return out;
+}
+
+class PostgresStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto pg = PgServer::Shared();
+    ASSERT_TRUE(pg.ok()) << pg.status().ToString();
+    pg_ = *pg;
+  }
+
+  std::string NewDb() { return Must(pg_->NewDatabase(), "NewDatabase"); }
+
+  std::vector<std::vector<std::string>> Query(const std::string& url, const std::string& sql) {
+    return Must(pg_->Query(DbName(url), sql), "Query");
+  }
+
+  std::vector<std::pair<std::string, std::string>> RecordedVersions(const std::string& url) {
+    std::vector<std::pair<std::string, std::string>> out;
+    for (auto& row : Query(url, "SELECT version, name FROM schema_migrations ORDER BY version")) {
+      out.emplace_back(row[0], row[1]);
+    }
+    return out;
+  }
+
+  static std::unique_ptr<Store> Open(const std::string& url, int pool_size = 8) {
+    PostgresOptions o;
+    o.url = url;
+    o.pool_size = pool_size;
+    return Must(OpenPostgresStore(o), "OpenPostgresStore");
+  }
+
+  PgServer* pg_ = nullptr;
+};
+
+Workflow MakeWorkflow(Store& store, const std::string& name) {
+  return Must(store.CreateWorkflow(NewWorkflow{name, "", json{{"steps", json::array()}}}), "CreateWorkflow");
+}
+
+// ---------------------------------------------------------------- migrations
+
+TEST_F(PostgresStoreTest, MigrationsAreRecordedAndIdempotent) {
+  std::string url = NewDb();
+  std::vector<std::string> applied;
+  ASSERT_OK(MigratePostgres(url, &applied));
+  std::vector<std::string> names;
+  for (const auto& m : postgres::EmbeddedMigrations()) names.push_back(m.name);
+  EXPECT_EQ(applied, names);
+  EXPECT_EQ(RecordedVersions(url), EmbeddedVersions());
+  auto when = Query(url, "SELECT applied_at FROM schema_migrations ORDER BY version");
+
+  // Again, and through an open: nothing more is applied or recorded.
+  applied.clear();
+  ASSERT_OK(MigratePostgres(url, &applied));
+  EXPECT_TRUE(applied.empty());
+  auto store = Open(url);
+  EXPECT_EQ(RecordedVersions(url), EmbeddedVersions());
+  EXPECT_EQ(Query(url, "SELECT applied_at FROM schema_migrations ORDER BY version"), when);
+
+  // The schema: the contract's tables; JSON as text (jsonb cannot hold
+  // U+0000); ids ordered bytewise whatever the database collation.
+  for (const char* table : {"workflows", "workflow_versions", "workflow_runs", "step_executions", "agents"}) {
+    EXPECT_EQ(Query(url, std::string("SELECT to_regclass('") + table + "') IS NOT NULL")[0][0], "t") << table;
+  }
+  EXPECT_EQ(Query(url, "SELECT data_type, collation_name FROM information_schema.columns "
+                       "WHERE table_name = 'workflow_runs' AND column_name IN ('input', 'id') ORDER BY column_name"),
+            (std::vector<std::vector<std::string>>{{"text", "C"}, {"text", ""}}));
+}
+
+TEST_F(PostgresStoreTest, ConcurrentMigrationsOfAnEmptyDatabaseAllSucceed) {
+  constexpr int kMigrators = 6;
+  for (int round = 0; round < 3; ++round) {
+    SCOPED_TRACE("round " + std::to_string(round));
+    std::string url = NewDb();
+    std::latch go(kMigrators + 2);
+    std::vector<Status> results(kMigrators);
+    std::vector<std::vector<std::string>> applied(kMigrators);
+    std::vector<Result<std::unique_ptr<Store>>> opened;
+    for (int i = 0; i < 2; ++i) opened.emplace_back(Status::Internal("not run"));
+    std::vector<std::thread> threads;
+    for (int i = 0; i < kMigrators; ++i) {
+      threads.emplace_back([&, i] {
+        go.arrive_and_wait();
+        results[i] = MigratePostgres(url, &applied[i]);
+      });
+    }
+    for (int i = 0; i < 2; ++i) {  // stores opening at the same time migrate too
+      threads.emplace_back([&, i] {
+        PostgresOptions o;
+        o.url = url;
+        go.arrive_and_wait();
+        opened[i] = OpenPostgresStore(o);
+      });
+    }
+    for (auto& t : threads) t.join();
+    size_t applied_total = 0;
+    for (int i = 0; i < kMigrators; ++i) {
+      EXPECT_TRUE(results[i].ok()) << results[i].ToString();
+      applied_total += applied[i].size();
+    }
+    for (auto& o : opened) ASSERT_TRUE(o.ok()) << o.status().ToString();
+    EXPECT_LE(applied_total, postgres::EmbeddedMigrations().size()) << "each migration applied once";
+    EXPECT_EQ(RecordedVersions(url), EmbeddedVersions());
+    Workflow wf = MakeWorkflow(**opened[0], "wf");
+    EXPECT_EQ(Must((*opened[1])->GetWorkflow(wf.id)).name, "wf");
+  }
+}
+
+TEST_F(PostgresStoreTest, FailedMigrationAppliesNothing) {
+  std::string url = NewDb();
+  PGconn* conn = PQconnectdb(url.c_str());
+  ASSERT_EQ(PQstatus(conn), CONNECTION_OK) << PQerrorMessage(conn);
+  const postgres::Migration broken[] = {
+      {1, "0001_good.sql", "CREATE TABLE good (x int);"},
+      {2, "0002_bad.sql", "CREATE TABLE bad (x int); SELECT no_such_column FROM good;"},
+  };
+  Status s = postgres::ApplyMigrations(conn, broken, nullptr);
+  EXPECT_EQ(s.code(), Code::kInternal) << s.ToString();
+  EXPECT_NE(s.message().find("0002_bad.sql"), std::string::npos) << s.message();
+  EXPECT_EQ(PQtransactionStatus(conn), PQTRANS_IDLE) << "rolled back";
+  for (const char* table : {"good", "bad", "schema_migrations"}) {
+    EXPECT_EQ(Query(url, std::string("SELECT to_regclass('") + table + "') IS NULL")[0][0], "t") << table;
+  }
+  const postgres::Migration unordered[] = {{2, "0002_a.sql", "SELECT 1"}, {1, "0001_b.sql", "SELECT 1"}};
+  EXPECT_EQ(postgres::ApplyMigrations(conn, unordered, nullptr).code(), Code::kInternal);
+  PQfinish(conn);
+}
+
+TEST_F(PostgresStoreTest, OpenWithoutMigrationsNeedsAMigratedDatabase) {
+  std::string url = NewDb();
+  PostgresOptions o;
+  o.url = url;
+  o.apply_migrations = false;
+  auto refused = OpenPostgresStore(o);
+  ASSERT_EQ(refused.status().code(), Code::kFailedPrecondition) << refused.status().ToString();
+  EXPECT_NE(refused.status().message().find("agentflow migrate"), std::string::npos) << refused.status().message();
+  EXPECT_EQ(Query(url, "SELECT to_regclass('workflows') IS NULL")[0][0], "t") << "nothing was created";
+
+  ASSERT_OK(MigratePostgres(url));
+  auto store = OpenPostgresStore(o);
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  MakeWorkflow(**store, "ready");
+}
+
+TEST_F(PostgresStoreTest, NewerSchemaIsRefused) {
+  std::string url = NewDb();
+  ASSERT_OK(MigratePostgres(url));
+  ASSERT_OK(pg_->Exec(DbName(url), "INSERT INTO schema_migrations VALUES (9999, '9999_future.sql', 0)"));
+  Status s = MigratePostgres(url);
+  EXPECT_EQ(s.code(), Code::kFailedPrecondition) << s.ToString();
+  EXPECT_NE(s.message().find("9999"), std::string::npos) << s.message();
+  PostgresOptions o;
+  o.url = url;
+  EXPECT_EQ(OpenPostgresStore(o).status().code(), Code::kFailedPrecondition);
+  o.apply_migrations = false;
+  EXPECT_EQ(OpenPostgresStore(o).status().code(), Code::kFailedPrecondition);
+}
+
+// ---------------------------------------------------------------- opening
+
+TEST_F(PostgresStoreTest, OpenErrorsSayWhatIsWrong) {
+  PostgresOptions o;
+  o.url = "postgresql://postgres@127.0.0.1:5432/db?no_such_option=1";
+  EXPECT_EQ(OpenPostgresStore(o).status().code(), Code::kInvalidArgument);
+
+  o.url = "postgresql://someone:s3cret@127.0.0.1:1/db";  // nothing listens on port 1
+  auto refused = OpenPostgresStore(o);
+  ASSERT_EQ(refused.status().code(), Code::kUnavailable) << refused.status().ToString();
+  EXPECT_TRUE(refused.status().IsRetryable());
+  EXPECT_NE(refused.status().message().find("cannot connect to someone@127.0.0.1:1/db"), std::string::npos)
+      << refused.status().message();
+  EXPECT_EQ(refused.status().message().find("s3cret"), std::string::npos) << "no password in messages";
+
+  o.url = pg_->UrlFor("no_such_database");
+  auto missing = OpenPostgresStore(o);
+  ASSERT_EQ(missing.status().code(), Code::kUnavailable);
+  EXPECT_NE(missing.status().message().find("does not exist"), std::string::npos) << missing.status().message();
+
+  o.url = NewDb();
+  o.pool_size = 0;
+  EXPECT_EQ(OpenPostgresStore(o).status().code(), Code::kInvalidArgument);
+
+  ASSERT_OK(pg_->Exec("postgres", "CREATE DATABASE latin1 ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' "
+                                  "TEMPLATE template0"));
+  o.url = pg_->UrlFor("latin1");
+  o.pool_size = 8;
+  auto latin1 = OpenPostgresStore(o);
+  ASSERT_EQ(latin1.status().code(), Code::kFailedPrecondition) << latin1.status().ToString();
+  EXPECT_NE(latin1.status().message().find("UTF8"), std::string::npos);
+}
+
+TEST_F(PostgresStoreTest, OpenStoreDispatchesPostgresUrls) {
+  std::string url = NewDb();
+  for (std::string scheme : {"postgresql://", "postgres://"}) {
+    SCOPED_TRACE(scheme);
+    StoreOptions o;
+    o.url = scheme + url.substr(std::string("postgresql://").size());
+    auto store = OpenStore(o);
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    MakeWorkflow(**store, "via-" + scheme.substr(0, scheme.size() - 3));
+  }
+  EXPECT_EQ(Query(url, "SELECT count(*) FROM workflows")[0][0], "2");
+}
+
+// ---------------------------------------------------------------- the pool
+
+TEST_F(PostgresStoreTest, PoolServesManyThreadsWithFewConnections) {
+  std::string url = NewDb();
+  auto store = Open(url, /*pool_size=*/3);
+  Workflow wf = MakeWorkflow(*store, "busy");
+  constexpr int kThreads = 12;
+  constexpr int kRuns = 20;
+  std::latch go(kThreads);
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      go.arrive_and_wait();
+      for (int i = 0; i < kRuns; ++i) {
+        auto created = store->CreateRun(NewRun{"", wf.id, 1, json{{"t", t}, {"i", i}}, ""});
+        bool ok = created.ok() &&
+                  store->TransitionRun({created->run.id, RunStatus::kPending, RunStatus::kRunning}).ok() &&
+                  store->GetRun(created->run.id).ok();
+        if (!ok) ++failures;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(failures.load(), 0);
+  RunFilter f;
+  f.limit = 1000;
+  EXPECT_EQ(Must(store->ListRuns(f)).items.size(), static_cast<size_t>(kThreads * kRuns));
+  int open = std::stoi(Query(url, "SELECT count(*) FROM pg_stat_activity WHERE datname = '" + DbName(url) +
+                                      "' AND application_name = 'agentflow'")[0][0]);
+  EXPECT_GE(open, 1);
+  EXPECT_LE(open, 3) << "never more connections than pool_size";
+}
+
+TEST_F(PostgresStoreTest, CallsWaitForAFreeConnectionBoundedly) {
+  std::string url = NewDb();
+  PostgresOptions o;
+  o.url = url;
+  o.pool_size = 1;
+  o.acquire_timeout = 300ms;
+  auto store = Must(OpenPostgresStore(o));
+  // Another session locks the agents table, so a ListAgents holds the only
+  // connection until that session ends.
+  PGconn* locker = PQconnectdb(url.c_str());
+  ASSERT_EQ(PQstatus(locker), CONNECTION_OK);
+  PQclear(PQexec(locker, "BEGIN; LOCK TABLE agents IN ACCESS EXCLUSIVE MODE"));
+  std::atomic<bool> listed{false};
+  std::thread blocked([&] { listed = store->ListAgents().ok(); });
+  // Wait until the ListAgents waits on the lock, i.e. holds the connection.
+  for (int i = 0; i < 500; ++i) {
+    if (Query(url, "SELECT count(*) FROM pg_locks WHERE NOT granted")[0][0] != "0") break;
+    std::this_thread::sleep_for(10ms);
+  }
+  Status busy = store->Ping();
+  EXPECT_EQ(busy.code(), Code::kUnavailable) << busy.ToString();
+  EXPECT_NE(busy.message().find("busy"), std::string::npos) << busy.message();
+  PQclear(PQexec(locker, "COMMIT"));
+  blocked.join();
+  PQfinish(locker);
+  EXPECT_TRUE(listed.load());
+  ASSERT_OK(store->Ping());
+}
+
+// ---------------------------------------------------------------- outages
+
+// Calls until one succeeds (at most ~30 s); every failure must be a
+// retryable Unavailable. Returns the number of failures.
+int CallUntilOk(const std::function<Status()>& call) {
+  auto deadline = std::chrono::steady_clock::now() + 30s;
+  int failures = 0;
+  for (;;) {
+    Status s = call();
+    if (s.ok()) return failures;
+    ++failures;
+    EXPECT_EQ(s.code(), Code::kUnavailable) << s.ToString();
+    if (s.code() != Code::kUnavailable || std::chrono::steady_clock::now() > deadline) {
+      ADD_FAILURE() << "no recovery: " << s.ToString();
+      return failures;
+    }
+    std::this_thread::sleep_for(20ms);
+  }
+}
+
+TEST(PostgresOutageTest, StoreRecoversAfterImmediateRestart) {
+  auto pg = PgServer::Launch();  // its own server: restarting the shared one would disturb other tests
+  ASSERT_TRUE(pg.ok()) << pg.status().ToString();
+  PostgresOptions o;
+  o.url = (*pg)->url();
+  o.pool_size = 4;
+  auto store = Must(OpenPostgresStore(o));
+  Workflow wf = MakeWorkflow(*store, "survivor");
+  RunRecord run = Must(store->CreateRun(NewRun{"", wf.id, 1, json{{"x", 1}}, ""})).run;
+  // Open every pooled connection, so all of them die with the server.
+  {
+    std::latch go(4);
+    std::vector<std::thread> threads;
+    for (int i = 0; i < 4; ++i) {
+      threads.emplace_back([&] {
+        go.arrive_and_wait();
+        for (int k = 0; k < 20; ++k) EXPECT_TRUE(store->GetRun(run.id).ok());
+      });
+    }
+    for (auto& t : threads) t.join();
+  }
+
+  for (int restart = 0; restart < 2; ++restart) {
+    SCOPED_TRACE("restart " + std::to_string(restart));
+    ASSERT_OK((*pg)->Restart(/*immediate=*/true));
+    int failures = CallUntilOk([&] { return store->GetRun(run.id).status(); });
+    EXPECT_LE(failures, 4) << "at most one failure per dead connection";
+    // Now every connection works again, from several threads at once.
+    std::atomic<int> bad{0};
+    std::vector<std::thread> threads;
+    for (int i = 0; i < 4; ++i) {
+      threads.emplace_back([&] {
+        for (int k = 0; k < 10; ++k) {
+          if (!store->GetRun(run.id).ok()) ++bad;
+        }
+      });
+    }
+    for (auto& t : threads) t.join();
+    EXPECT_EQ(bad.load(), 0);
+  }
+  // What was committed before the crashes is still there; writes work.
+  EXPECT_EQ(Must(store->GetRun(run.id)).input, json({{"x", 1}}));
+  RunRecord running = Must(store->TransitionRun({run.id, RunStatus::kPending, RunStatus::kRunning}));
+  EXPECT_EQ(running.status, RunStatus::kRunning);
+}
+
+TEST(PostgresOutageTest, EveryFailureDuringAnOutageIsUnavailable) {
+  auto pg = PgServer::Launch();
+  ASSERT_TRUE(pg.ok()) << pg.status().ToString();
+  PostgresOptions o;
+  o.url = (*pg)->url();
+  o.pool_size = 3;
+  auto store = Must(OpenPostgresStore(o));
+  Workflow wf = MakeWorkflow(*store, "hammered");
+
+  // While the server is down: Unavailable, naming the cause.
+  ASSERT_OK((*pg)->Stop(/*immediate=*/false));
+  Status down = store->Ping();
+  EXPECT_EQ(down.code(), Code::kUnavailable) << down.ToString();
+  EXPECT_NE(down.message().find("postgres"), std::string::npos) << down.message();
+  auto create = store->CreateRun(NewRun{"", wf.id, 1, json::object(), ""});
+  EXPECT_EQ(create.status().code(), Code::kUnavailable) << create.status().ToString();
+  ASSERT_OK((*pg)->Start());
+  EXPECT_EQ(CallUntilOk([&] { return store->Ping(); }), 0) << "idle connections are checked before use";
+
+  // Restarts while four threads keep calling: whatever fails is Unavailable.
+  std::atomic<bool> stop{false};
+  std::atomic<int> ok_calls{0};
+  std::mutex mu;
+  std::map<Code, int> failures;
+  std::vector<std::string> unexpected;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      int i = 0;
+      while (!stop) {
+        Status s;
+        switch (i++ % 3) {
+          case 0:
+            s = store->CreateRun(NewRun{"", wf.id, 1, json{{"t", t}}, ""}).status();
+            break;
+          case 1:
+            s = store->ListRuns(RunFilter{}).status();
+            break;
+          default:
+            s = store->Ping();
+        }
+        if (s.ok()) {
+          ++ok_calls;
+          continue;
+        }
+        std::lock_guard<std::mutex> lock(mu);
+        ++failures[s.code()];
+        if (s.code() != Code::kUnavailable && unexpected.size() < 5) unexpected.push_back(s.ToString());
+        std::this_thread::sleep_for(5ms);
+      }
+    });
+  }
+  for (bool immediate : {true, false, true}) {
+    std::this_thread::sleep_for(100ms);
+    ASSERT_OK((*pg)->Restart(immediate));
+  }
+  std::this_thread::sleep_for(300ms);
+  stop = true;
+  for (auto& t : threads) t.join();
+  for (const auto& [code, n] : failures) EXPECT_EQ(code, Code::kUnavailable) << n << " x " << CodeName(code);
+  EXPECT_TRUE(unexpected.empty()) << unexpected.front();
+  EXPECT_GT(ok_calls.load(), 0);
+  ASSERT_OK(store->Ping());
+}
+
+// ---------------------------------------------------------------- values
+
+TEST_F(PostgresStoreTest, SqlInjectionAttemptsAreStoredVerbatim) {
+  std::string url = NewDb();
+  auto store = Open(url);
+  const std::string name = "x'); DROP TABLE workflow_runs; --";
+  const std::string description = "'; DELETE FROM workflows; -- $1 %s \\ \"";
+  Workflow wf = Must(store->CreateWorkflow(NewWorkflow{name, description, json{{"q", "' OR 1=1 --"}}}));
+  EXPECT_EQ(Must(store->GetWorkflowByName(name)).description, description);
+  EXPECT_EQ(store->GetWorkflowByName("' OR '1'='1").status().code(), Code::kNotFound);
+  EXPECT_EQ(store->GetWorkflow("' OR '1'='1").status().code(), Code::kNotFound);
+
+  // Run ids with every character the text[] literal of ListCancelRequests
+  // must quote, and quoting of SQL itself.
+  const std::vector<std::string> ids = {"run-\"{a,b}\"", "run-\\\\\\", "run-'||(SELECT 1)||'", "run-NULL",
+                                        "run- spaced ", "run-}{", "run-,"};
+  const json input = {{"sql", "'; DROP TABLE agents; --"}, {"$1", "$2"}, {"brace", "{\"a\"}"}};
+  for (const std::string& id : ids) {
+    Store::CreatedRun created = Must(store->CreateRun(NewRun{id, wf.id, 1, input, "key' OR 'x'='x" + id}));
+    ASSERT_TRUE(created.created) << id;
+    RunRecord got = Must(store->GetRun(id));
+    EXPECT_EQ(got.id, id);
+    EXPECT_EQ(got.input, input);
+    EXPECT_EQ(got.idempotency_key, "key' OR 'x'='x" + id);
+    Must(store->RequestCancel({id, "Robert'); DROP TABLE Students;--", "why\"not'" + id}));
+  }
+  auto requests = Must(store->ListCancelRequests(ids));
+  std::map<std::string, std::string> reasons;
+  for (const auto& c : requests) reasons[c.run_id] = c.reason;
+  ASSERT_EQ(reasons.size(), ids.size());
+  for (const std::string& id : ids) EXPECT_EQ(reasons[id], "why\"not'" + id) << id;
+  EXPECT_TRUE(Must(store->ListCancelRequests({"run-\"{a", "b}\""})).empty()) << "elements are not split";
+
+  // Page tokens carry those ids and still page correctly.
+  RunFilter f;
+  f.limit = 1;
+  size_t seen = 0;
+  do {
+    Page<RunRecord> page = Must(store->ListRuns(f));
+    seen += page.items.size();
+    f.page_token = page.next_page_token;
+  } while (!f.page_token.empty() && seen < 100);
+  EXPECT_EQ(seen, ids.size());
+
+  StepExecution e;
+  e.run_id = ids[0];
+  e.step_id = "s'; --";
+  e.agent_name = "a\"; DROP TABLE agents; --";
+  e.input = input;
+  int64_t step = Must(store->InsertStep(e));
+  ASSERT_OK(store->FinishStep({ids[0], step, StepStatus::kFailed, nullptr, "e\\'x\"; --"}));
+  StepExecution got = Must(store->ListSteps(ids[0])).at(0);
+  EXPECT_EQ(got.step_id, e.step_id);
+  EXPECT_EQ(got.agent_name, e.agent_name);
+  EXPECT_EQ(got.error_message, "e\\'x\"; --");
+
+  Agent a;
+  a.name = "agent'); DELETE FROM agents; --";
+  a.url = "http://x/'--";
+  a.metadata = input;
+  Must(store->CreateAgent(a));
+  Agent fetched = Must(store->GetAgent(a.name));
+  EXPECT_EQ(fetched.url, a.url);
+  EXPECT_EQ(fetched.metadata, input);
+
+  // Everything is still there.
+  EXPECT_EQ(Query(url, "SELECT count(*) FROM workflow_runs")[0][0], std::to_string(ids.size()));
+  EXPECT_EQ(Query(url, "SELECT count(*) FROM workflows")[0][0], "1");
+  EXPECT_EQ(Query(url, "SELECT count(*) FROM agents")[0][0], "1");
+}
+
+TEST_F(PostgresStoreTest, TextPostgresCannotStoreIsRefusedOrReplaced) {
+  auto store = Open(NewDb());
+  const std::string nul("a\0b", 3);
+  // Keys: refused, nothing written.
+  auto bad_name = store->CreateWorkflow(NewWorkflow{nul, "", json::object()});
+  EXPECT_EQ(bad_name.status().code(), Code::kInvalidArgument) << bad_name.status().ToString();
+  EXPECT_EQ(store->GetRun("run-\xff").status().code(), Code::kInvalidArgument);
+  Agent a;
+  a.name = "ok";
+  a.url = "http://x/\xc3";
+  EXPECT_EQ(store->CreateAgent(a).status().code(), Code::kInvalidArgument);
+  EXPECT_TRUE(Must(store->ListAgents()).empty());
+
+  // Free text: stored with U+FFFD instead, so the run still ends.
+  Workflow wf = MakeWorkflow(*store, "texts");
+  RunRecord run = Must(store->CreateRun(NewRun{"", wf.id, 1, json{{"nul", nul}}, ""})).run;
+  Must(store->RequestCancel({run.id, "op\xff", "because " + nul}));
+  Must(store->TransitionRun({run.id, RunStatus::kPending, RunStatus::kRunning}));
+  RunTransition fail{run.id, RunStatus::kRunning, RunStatus::kFailed};
+  fail.error_message = "agent said \xc3\x28 and " + nul;
+  RunRecord failed = Must(store->TransitionRun(fail));
+  EXPECT_EQ(failed.error_message, "agent said \xEF\xBF\xBD( and a\xEF\xBF\xBD" "b");
+  EXPECT_EQ(failed.cancelled_by, "op\xEF\xBF\xBD");
+  EXPECT_EQ(failed.cancel_reason, "because a\xEF\xBF\xBD" "b");
+  EXPECT_EQ(failed.input, json({{"nul", nul}})) << "JSON keeps U+0000 exactly";
+}
+
+}  // namespace
+}  // namespace af
