@@ -1,0 +1,617 @@
+#include "queue/kafka/kafka_queue.h"
+
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafkacpp.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <utility>
+
+#include "common/log.h"
+#include "queue/kafka/ack_tracker.h"
+#include "queue/kafka/kafka_config.h"
+
+namespace af {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using kafka::AckTracker;
+using kafka::CommitOffset;
+using kafka::Properties;
+using kafka::TopicPartition;
+
+// Longest single consume() inside Poll: bounds how late a periodic commit
+// (or a missed wake-up) can be while a Poll waits.
+constexpr std::chrono::milliseconds kPollSlice{200};
+// Acked positions are committed asynchronously at most this often.
+constexpr std::chrono::milliseconds kCommitInterval{100};
+// Longest Poll wait; longer timeouts are clamped (Poll then returns empty).
+constexpr std::chrono::milliseconds kMaxPollWait = std::chrono::hours(24 * 30);
+// Ping's metadata request.
+constexpr int kPingTimeoutMs = 2000;
+// Publish waits this much longer than message.timeout.ms for the report.
+constexpr std::chrono::milliseconds kDeliveryGrace{2000};
+// The same librdkafka complaint is logged at most this often.
+constexpr std::chrono::seconds kLogEvery{10};
+
+std::string BrokerHint(const std::string& brokers) {
+  return ". Hint: check that the Kafka brokers " + brokers +
+         " (KAFKA_BROKERS) are up and reachable from this host.";
+}
+
+// Routes librdkafka's error events to agentflow's log as warnings, at most
+// one line per kind every kLogEvery (a broker outage otherwise logs every
+// reconnect attempt), and its log lines as debug. Called from librdkafka's
+// threads and from poll.
+class EventLogger final : public RdKafka::EventCb {
+ public:
+  explicit EventLogger(std::string who) : who_(std::move(who)) {}
+
+  void event_cb(RdKafka::Event& e) override {
+    switch (e.type()) {
+      case RdKafka::Event::EVENT_ERROR:
+        if (e.fatal()) {
+          log::Error("Kafka " + who_ + ": fatal error: " + RdKafka::err2str(e.err()) + ": " + e.str());
+        } else {
+          Throttled("err" + std::to_string(static_cast<int>(e.err())),
+                    RdKafka::err2str(e.err()) + ": " + e.str());
+        }
+        break;
+      case RdKafka::Event::EVENT_LOG:
+        // Problems also arrive as error events (above); the log lines only
+        // add detail, for LOG_LEVEL=DEBUG (with debug=... for librdkafka's).
+        if (log::Enabled(log::Level::kDebug)) log::Debug("Kafka " + who_ + ": " + e.fac() + ": " + e.str());
+        break;
+      default:
+        break;
+    }
+  }
+
+  // Logs `msg` as a warning unless a message of this `kind` was logged in
+  // the last kLogEvery.
+  void Throttled(const std::string& kind, const std::string& msg) {
+    size_t suppressed = 0;
+    {
+      std::lock_guard lk(mu_);
+      auto now = Clock::now();
+      auto& [last, count] = seen_[kind];
+      if (last != Clock::time_point{} && now - last < kLogEvery) {
+        ++count;
+        return;
+      }
+      last = now;
+      suppressed = count;
+      count = 0;
+    }
+    std::string line = "Kafka " + who_ + ": " + msg;
+    if (suppressed > 0) line += " (" + std::to_string(suppressed) + " similar suppressed)";
+    log::Warn(line);
+  }
+
+ private:
+  const std::string who_;
+  std::mutex mu_;
+  std::map<std::string, std::pair<Clock::time_point, size_t>> seen_;
+};
+
+Result<std::unique_ptr<RdKafka::Conf>> MakeConf(const Properties& props) {
+  std::unique_ptr<RdKafka::Conf> conf(RdKafka::Conf::create(RdKafka::Conf::CONF_GLOBAL));
+  std::string err;
+  for (const auto& [k, v] : props) {
+    if (conf->set(k, v, err) != RdKafka::Conf::CONF_OK) {
+      return Status::InvalidArgument("Kafka property " + k + "=" + v + ": " + err +
+                                     ". Hint: see librdkafka's CONFIGURATION.md for the valid properties and "
+                                     "values (--kafka-property KEY=VALUE).");
+    }
+  }
+  return conf;
+}
+
+// Sets a callback object; librdkafka keeps the raw pointer.
+template <typename Cb>
+Status SetCallback(RdKafka::Conf& conf, const char* name, Cb* cb) {
+  std::string err;
+  if (conf.set(name, cb, err) != RdKafka::Conf::CONF_OK) return Status::Internal(std::string(name) + ": " + err);
+  return Status::Ok();
+}
+
+// Owns a vector of librdkafka partition handles.
+class PartitionList {
+ public:
+  PartitionList() = default;
+  explicit PartitionList(const std::vector<CommitOffset>& commits) {
+    for (const CommitOffset& c : commits) {
+      v_.push_back(RdKafka::TopicPartition::create(c.tp.topic, c.tp.partition, c.offset));
+    }
+  }
+  ~PartitionList() { RdKafka::TopicPartition::destroy(v_); }
+  PartitionList(const PartitionList&) = delete;
+  PartitionList& operator=(const PartitionList&) = delete;
+  std::vector<RdKafka::TopicPartition*>& get() { return v_; }
+
+ private:
+  std::vector<RdKafka::TopicPartition*> v_;
+};
+
+std::vector<TopicPartition> ToTopicPartitions(const std::vector<RdKafka::TopicPartition*>& parts) {
+  std::vector<TopicPartition> out;
+  out.reserve(parts.size());
+  for (const RdKafka::TopicPartition* p : parts) out.push_back({p->topic(), p->partition()});
+  return out;
+}
+
+std::string Describe(const std::vector<CommitOffset>& commits) {
+  std::string s;
+  for (const CommitOffset& c : commits) {
+    if (!s.empty()) s += ", ";
+    s += c.tp.topic + "[" + std::to_string(c.tp.partition) + "]@" + std::to_string(c.offset);
+  }
+  return s;
+}
+
+// ---------------------------------------------------------------------------
+// Consumer
+
+class KafkaConsumerImpl final : public QueueConsumer, public RdKafka::RebalanceCb, public RdKafka::OffsetCommitCb {
+ public:
+  static Result<std::unique_ptr<QueueConsumer>> Create(const QueueOptions& options,
+                                                       const std::vector<std::string>& topics,
+                                                       const std::string& group) {
+    std::unique_ptr<KafkaConsumerImpl> c(new KafkaConsumerImpl(options.kafka_brokers, group));
+    auto conf = MakeConf(kafka::ConsumerProperties(options, group));
+    if (!conf.ok()) return conf.status();
+    AF_RETURN_IF_ERROR(SetCallback<RdKafka::RebalanceCb>(**conf, "rebalance_cb", c.get()));
+    AF_RETURN_IF_ERROR(SetCallback<RdKafka::OffsetCommitCb>(**conf, "offset_commit_cb", c.get()));
+    AF_RETURN_IF_ERROR(SetCallback<RdKafka::EventCb>(**conf, "event_cb", &c->events_));
+    std::string err;
+    c->consumer_.reset(RdKafka::KafkaConsumer::create(conf->get(), err));
+    if (c->consumer_ == nullptr) {
+      return Status::InvalidArgument("cannot create the Kafka consumer: " + err +
+                                     ". Hint: check the --kafka-property values.");
+    }
+    c->wake_ = rd_kafka_queue_get_consumer(c->consumer_->c_ptr());
+    RdKafka::ErrorCode e = c->consumer_->subscribe(topics);
+    if (e != RdKafka::ERR_NO_ERROR) {
+      return Status::InvalidArgument("cannot subscribe to Kafka topics: " + RdKafka::err2str(e));
+    }
+    return std::unique_ptr<QueueConsumer>(std::move(c));
+  }
+
+  ~KafkaConsumerImpl() override {
+    if (consumer_ == nullptr) return;
+    Close();
+    if (wake_ != nullptr) rd_kafka_queue_destroy(wake_);
+    consumer_.reset();
+  }
+
+  Result<std::vector<QueueMessage>> Poll(size_t max, std::chrono::milliseconds timeout) override {
+    if (closed_) return Status::FailedPrecondition("Kafka consumer: Poll after Close");
+    std::unique_lock use(use_mu_);
+    if (closed_) return std::vector<QueueMessage>{};  // Close came while this Poll waited to start
+    poll_thread_ = std::this_thread::get_id();
+    Result<std::vector<QueueMessage>> r = PollLocked(max, timeout);
+    poll_thread_ = std::thread::id();
+    if (closed_) {
+      DoClose();  // Close was called on this thread, from a callback inside Poll
+      return std::vector<QueueMessage>{};
+    }
+    return r;
+  }
+
+  Status Ack(const QueueMessage& m) override {
+    std::lock_guard lk(mu_);
+    if (closed_) {
+      return Status::FailedPrecondition("Kafka consumer is closed: the message at " + m.topic + "[" +
+                                        std::to_string(m.partition) + "]@" + std::to_string(m.offset) +
+                                        " will be delivered again. Hint: ack before Close.");
+    }
+    tracker_.Ack(m.topic, m.partition, m.offset);
+    return Status::Ok();
+  }
+
+  void Close() override {
+    closed_ = true;
+    if (wake_ != nullptr) rd_kafka_queue_yield(wake_);
+    if (poll_thread_ == std::this_thread::get_id()) return;  // inside Poll: it closes on its way out
+    std::lock_guard use(use_mu_);
+    DoClose();
+  }
+
+  void SetRevokedHandler(RevokedHandler handler) override {
+    std::lock_guard lk(mu_);
+    handler_ = std::move(handler);
+  }
+
+  // Runs inside consume() or close(), on the thread that called Poll/Close.
+  void rebalance_cb(RdKafka::KafkaConsumer* consumer, RdKafka::ErrorCode err,
+                    std::vector<RdKafka::TopicPartition*>& parts) override {
+    const bool cooperative = consumer->rebalance_protocol() == "COOPERATIVE";
+    if (err == RdKafka::ERR__ASSIGN_PARTITIONS) {
+      {
+        std::lock_guard lk(mu_);
+        tracker_.Assign(ToTopicPartitions(parts));
+      }
+      if (cooperative) {
+        ReportError("incremental_assign", consumer->incremental_assign(parts));
+      } else {
+        ReportCode("assign", consumer->assign(parts));
+      }
+      // A consumer that is not taking messages does not fetch new ones either.
+      if (paused_ && !parts.empty()) ReportCode("pause", consumer->pause(parts));
+      return;
+    }
+    if (err == RdKafka::ERR__REVOKE_PARTITIONS) {
+      Revoke(consumer, parts, cooperative);
+      return;
+    }
+    events_.Throttled("rebalance", "rebalance error: " + RdKafka::err2str(err));
+    if (!cooperative) ReportCode("unassign", consumer->unassign());
+  }
+
+  // Results of commitAsync (and of the sync commits), served in consume().
+  void offset_commit_cb(RdKafka::ErrorCode err, std::vector<RdKafka::TopicPartition*>& offsets) override {
+    if (err == RdKafka::ERR__NO_OFFSET) return;
+    std::vector<CommitOffset> failed;
+    for (const RdKafka::TopicPartition* p : offsets) {
+      if (err != RdKafka::ERR_NO_ERROR || p->err() != RdKafka::ERR_NO_ERROR) {
+        failed.push_back({{p->topic(), p->partition()}, p->offset()});
+      }
+    }
+    if (failed.empty()) return;
+    {
+      std::lock_guard lk(mu_);
+      for (const CommitOffset& c : failed) tracker_.CommitFailed(c);
+    }
+    events_.Throttled("commit", "offset commit failed (retried): " + RdKafka::err2str(err));
+  }
+
+ private:
+  KafkaConsumerImpl(std::string brokers, const std::string& group)
+      : brokers_(std::move(brokers)), events_("consumer (group " + group + ")") {}
+
+  Result<std::vector<QueueMessage>> PollLocked(size_t max, std::chrono::milliseconds timeout) {
+    const auto deadline = Clock::now() + std::clamp(timeout, std::chrono::milliseconds(0), kMaxPollWait);
+    SetPaused(max == 0);
+    batch_.clear();
+    while (!pending_.empty() && batch_.size() < max) {
+      batch_.push_back(std::move(pending_.front()));
+      pending_.pop_front();
+    }
+    while (true) {
+      MaybeCommit();
+      if (closed_) return std::vector<QueueMessage>{};
+      if (max > 0 && batch_.size() >= max) break;
+      // With a message in hand, only take what is already fetched.
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+      int wait_ms = batch_.empty() ? static_cast<int>(std::clamp(left, std::chrono::milliseconds(0), kPollSlice).count())
+                                   : 0;
+      std::unique_ptr<RdKafka::Message> msg(consumer_->consume(wait_ms));
+      RdKafka::ErrorCode err = msg->err();
+      if (err == RdKafka::ERR_NO_ERROR) {
+        QueueMessage m = ToQueueMessage(*msg);
+        // Only while paused (a message fetched before the pause took hold):
+        // kept for the next Poll that takes messages.
+        if (max == 0 || batch_.size() >= max) {
+          pending_.push_back(std::move(m));
+        } else {
+          batch_.push_back(std::move(m));
+        }
+        continue;
+      }
+      if (err == RdKafka::ERR__FATAL) {
+        std::string reason;
+        RdKafka::ErrorCode fatal = consumer_->fatal_error(reason);
+        return Status::Internal("Kafka consumer failed: " + RdKafka::err2str(fatal) + ": " + reason +
+                                ". Hint: restart the consumer.");
+      }
+      if (err != RdKafka::ERR__TIMED_OUT && err != RdKafka::ERR__PARTITION_EOF) {
+        events_.Throttled("consume" + std::to_string(static_cast<int>(err)), msg->errstr());
+      }
+      if (!batch_.empty() || Clock::now() >= deadline) break;
+    }
+    {
+      std::lock_guard lk(mu_);
+      for (const QueueMessage& m : batch_) tracker_.Delivered(m);
+    }
+    return std::move(batch_);
+  }
+
+  static QueueMessage ToQueueMessage(RdKafka::Message& msg) {
+    QueueMessage m;
+    m.topic = msg.topic_name();
+    if (msg.key_pointer() != nullptr) {
+      m.key.assign(static_cast<const char*>(msg.key_pointer()), msg.key_len());
+    }
+    if (msg.payload() != nullptr) m.payload.assign(static_cast<const char*>(msg.payload()), msg.len());
+    m.partition = msg.partition();
+    m.offset = msg.offset();
+    return m;
+  }
+
+  void SetPaused(bool pause) {
+    if (pause == paused_) return;
+    PartitionList parts;
+    ReportCode("assignment", consumer_->assignment(parts.get()));
+    if (!parts.get().empty()) {
+      ReportCode(pause ? "pause" : "resume", pause ? consumer_->pause(parts.get()) : consumer_->resume(parts.get()));
+    }
+    paused_ = pause;
+  }
+
+  void MaybeCommit() {
+    auto now = Clock::now();
+    if (now - last_commit_ < kCommitInterval) return;
+    last_commit_ = now;
+    std::vector<CommitOffset> commits;
+    {
+      std::lock_guard lk(mu_);
+      commits = tracker_.Pending();
+      tracker_.MarkSent(commits);
+    }
+    if (commits.empty()) return;
+    PartitionList parts(commits);
+    RdKafka::ErrorCode e = consumer_->commitAsync(parts.get());
+    if (e != RdKafka::ERR_NO_ERROR) {
+      std::lock_guard lk(mu_);
+      for (const CommitOffset& c : commits) tracker_.CommitFailed(c);
+    }
+  }
+
+  // Returns false (and logs) if the commit failed: the messages from these
+  // positions on are delivered again, which at-least-once allows.
+  bool CommitSync(const std::vector<CommitOffset>& commits) {
+    if (commits.empty()) return true;
+    PartitionList parts(commits);
+    RdKafka::ErrorCode e = consumer_->commitSync(parts.get());
+    bool ok = e == RdKafka::ERR_NO_ERROR;
+    for (const RdKafka::TopicPartition* p : parts.get()) ok = ok && p->err() == RdKafka::ERR_NO_ERROR;
+    if (!ok) {
+      log::Warn("Kafka consumer: committing " + Describe(commits) + " failed (" + RdKafka::err2str(e) +
+                "); acked messages from there on will be delivered again");
+    }
+    return ok;
+  }
+
+  void Revoke(RdKafka::KafkaConsumer* consumer, std::vector<RdKafka::TopicPartition*>& parts, bool cooperative) {
+    const bool assignment_lost = consumer->assignment_lost();
+    std::vector<TopicPartition> tps = ToTopicPartitions(parts);
+    std::vector<CommitOffset> commits;
+    std::vector<QueueMessage> lost;
+    RevokedHandler handler;
+    {
+      std::lock_guard lk(mu_);
+      lost = tracker_.Revoke(tps, &commits);
+      handler = handler_;
+    }
+    // Fetched but not handed out yet: the partitions' next owner gets them.
+    auto revoked = [&](const QueueMessage& m) {
+      return std::find(tps.begin(), tps.end(), TopicPartition{m.topic, m.partition}) != tps.end();
+    };
+    std::erase_if(batch_, revoked);
+    std::erase_if(pending_, revoked);
+    if (handler && !lost.empty()) {
+      try {
+        handler(lost);
+      } catch (const std::exception& e) {
+        log::Error(std::string("Kafka consumer: the revoked-partitions handler threw: ") + e.what());
+      } catch (...) {
+        log::Error("Kafka consumer: the revoked-partitions handler threw");
+      }
+    }
+    // A lost assignment (session timed out) may already belong to another
+    // member: committing would be refused, or worse, move its position.
+    if (!assignment_lost) CommitSync(commits);
+    if (cooperative) {
+      ReportError("incremental_unassign", consumer->incremental_unassign(parts));
+    } else {
+      ReportCode("unassign", consumer->unassign());
+    }
+  }
+
+  // Holds use_mu_.
+  void DoClose() {
+    if (consumer_closed_) return;
+    consumer_closed_ = true;
+    std::vector<CommitOffset> commits;
+    {
+      std::lock_guard lk(mu_);
+      commits = tracker_.Pending();
+      tracker_.MarkSent(commits);
+    }
+    CommitSync(commits);
+    // Leaves the group; revokes (rebalance_cb) what is still assigned.
+    ReportCode("close", consumer_->close());
+  }
+
+  void ReportCode(const char* what, RdKafka::ErrorCode e) {
+    if (e != RdKafka::ERR_NO_ERROR) events_.Throttled(what, std::string(what) + ": " + RdKafka::err2str(e));
+  }
+  void ReportError(const char* what, RdKafka::Error* e) {
+    if (e == nullptr) return;
+    events_.Throttled(what, std::string(what) + ": " + e->str());
+    delete e;
+  }
+
+  const std::string brokers_;
+  EventLogger events_;  // outlives consumer_, which calls it
+  std::unique_ptr<RdKafka::KafkaConsumer> consumer_;
+  rd_kafka_queue_t* wake_ = nullptr;  // the consumer queue, to yield a blocked consume()
+
+  std::atomic<bool> closed_{false};
+  std::atomic<std::thread::id> poll_thread_{};
+  // Held by Poll for its whole run and by the close: librdkafka's consumer
+  // is used by one thread at a time, and callbacks run on that thread.
+  std::mutex use_mu_;
+  bool consumer_closed_ = false;         // guarded by use_mu_
+  bool paused_ = false;                  // guarded by use_mu_
+  Clock::time_point last_commit_{};      // guarded by use_mu_
+  std::vector<QueueMessage> batch_;      // guarded by use_mu_: the Poll being filled
+  std::deque<QueueMessage> pending_;     // guarded by use_mu_: fetched while paused
+
+  std::mutex mu_;  // guards tracker_ and handler_ (Ack comes from any thread)
+  AckTracker tracker_;
+  RevokedHandler handler_;
+};
+
+// ---------------------------------------------------------------------------
+// Queue (producer)
+
+// One Publish waiting for its delivery report.
+struct Delivery {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  RdKafka::ErrorCode err = RdKafka::ERR_NO_ERROR;
+  std::string errstr;
+};
+
+class KafkaQueueImpl final : public Queue, public RdKafka::DeliveryReportCb {
+ public:
+  static Result<std::unique_ptr<Queue>> Open(const QueueOptions& options) {
+    if (options.kafka_brokers.empty()) {
+      return Status::InvalidArgument("no Kafka brokers given. Hint: set KAFKA_BROKERS=host:port[,host:port].");
+    }
+    std::unique_ptr<KafkaQueueImpl> q(new KafkaQueueImpl(options));
+    Properties props = kafka::ProducerProperties(options);
+    for (const auto& [k, v] : props) {
+      if (k == "message.timeout.ms" || k == "delivery.timeout.ms") {
+        try {
+          q->delivery_timeout_ = std::chrono::milliseconds(std::stoll(v));
+        } catch (const std::exception&) {
+          // librdkafka rejects the value below.
+        }
+      }
+    }
+    auto conf = MakeConf(props);
+    if (!conf.ok()) return conf.status();
+    AF_RETURN_IF_ERROR(SetCallback<RdKafka::DeliveryReportCb>(**conf, "dr_cb", q.get()));
+    AF_RETURN_IF_ERROR(SetCallback<RdKafka::EventCb>(**conf, "event_cb", &q->events_));
+    std::string err;
+    q->producer_.reset(RdKafka::Producer::create(conf->get(), err));
+    if (q->producer_ == nullptr) {
+      return Status::InvalidArgument("cannot create the Kafka producer: " + err +
+                                     ". Hint: check the --kafka-property values.");
+    }
+    q->poller_ = std::thread([p = q.get()] {
+      while (!p->stop_) p->producer_->poll(100);
+    });
+    return std::unique_ptr<Queue>(std::move(q));
+  }
+
+  ~KafkaQueueImpl() override {
+    if (poller_.joinable()) {
+      stop_ = true;
+      poller_.join();
+    }
+    if (producer_ != nullptr) {
+      // Every Publish waited for its report, so normally nothing is left;
+      // a report that never came still owns its Delivery reference.
+      producer_->flush(1000);
+      producer_->purge(RdKafka::Producer::PURGE_QUEUE | RdKafka::Producer::PURGE_INFLIGHT);
+      producer_->poll(0);
+      producer_.reset();
+    }
+  }
+
+  Status Publish(const std::string& topic, const std::string& key, const std::string& payload) override {
+    if (topic.empty()) return Status::InvalidArgument("Kafka publish: empty topic name");
+    auto d = std::make_shared<Delivery>();
+    auto* opaque = new std::shared_ptr<Delivery>(d);
+    RdKafka::ErrorCode e = producer_->produce(
+        topic, RdKafka::Topic::PARTITION_UA, RdKafka::Producer::RK_MSG_COPY, const_cast<char*>(payload.data()),
+        payload.size(), key.empty() ? nullptr : key.data(), key.size(), 0, opaque);
+    if (e != RdKafka::ERR_NO_ERROR) {
+      delete opaque;
+      return PublishError(topic, e, RdKafka::err2str(e));
+    }
+    std::unique_lock lk(d->mu);
+    if (!d->cv.wait_for(lk, delivery_timeout_ + kDeliveryGrace, [&] { return d->done; })) {
+      return Status::Unavailable("Kafka publish to " + topic + ": no delivery report within " +
+                                 std::to_string((delivery_timeout_ + kDeliveryGrace).count()) +
+                                 " ms; the message may or may not be written" + BrokerHint(options_.kafka_brokers));
+    }
+    if (d->err == RdKafka::ERR_NO_ERROR) return Status::Ok();
+    return PublishError(topic, d->err, d->errstr);
+  }
+
+  Result<std::unique_ptr<QueueConsumer>> Subscribe(const std::vector<std::string>& topics,
+                                                   const std::string& group) override {
+    if (topics.empty()) return Status::InvalidArgument("Kafka subscribe: no topics");
+    for (const std::string& t : topics) {
+      if (t.empty()) return Status::InvalidArgument("Kafka subscribe: empty topic name");
+    }
+    if (group.empty()) return Status::InvalidArgument("Kafka subscribe: empty consumer group");
+    return KafkaConsumerImpl::Create(options_, topics, group);
+  }
+
+  Status Ping() override {
+    RdKafka::Metadata* md = nullptr;
+    RdKafka::ErrorCode e = producer_->metadata(false, nullptr, &md, kPingTimeoutMs);
+    std::unique_ptr<RdKafka::Metadata> owned(md);
+    if (e != RdKafka::ERR_NO_ERROR) {
+      return Status::Unavailable("Kafka brokers did not answer a metadata request within " +
+                                 std::to_string(kPingTimeoutMs) + " ms: " + RdKafka::err2str(e) +
+                                 BrokerHint(options_.kafka_brokers));
+    }
+    return Status::Ok();
+  }
+
+  // Runs on the poller thread.
+  void dr_cb(RdKafka::Message& m) override {
+    auto* opaque = static_cast<std::shared_ptr<Delivery>*>(m.msg_opaque());
+    if (opaque == nullptr) return;
+    std::shared_ptr<Delivery> d = std::move(*opaque);
+    delete opaque;
+    {
+      std::lock_guard lk(d->mu);
+      d->done = true;
+      d->err = m.err();
+      d->errstr = m.errstr();
+    }
+    d->cv.notify_all();
+  }
+
+ private:
+  explicit KafkaQueueImpl(QueueOptions options) : options_(std::move(options)), events_("producer") {}
+
+  Status PublishError(const std::string& topic, RdKafka::ErrorCode e, const std::string& what) const {
+    std::string msg = "Kafka publish to " + topic + " failed: " + what;
+    switch (e) {
+      case RdKafka::ERR_MSG_SIZE_TOO_LARGE:
+      case RdKafka::ERR_RECORD_LIST_TOO_LARGE:
+        return Status::TooLarge(msg +
+                                ". Hint: raise the topic's max.message.bytes (and the producer's "
+                                "message.max.bytes, --kafka-property) or send a smaller request.");
+      case RdKafka::ERR__UNKNOWN_TOPIC:
+      case RdKafka::ERR_UNKNOWN_TOPIC_OR_PART:
+        return Status::Unavailable(msg + ". Hint: create the topic " + topic +
+                                   " or enable auto.create.topics.enable on the brokers.");
+      case RdKafka::ERR__FATAL: {
+        std::string reason;
+        RdKafka::ErrorCode fatal = producer_->fatal_error(reason);
+        return Status::Unavailable(msg + " (" + RdKafka::err2str(fatal) + ": " + reason +
+                                   "). Hint: the Kafka producer cannot continue; restart the service.");
+      }
+      default:
+        return Status::Unavailable(msg + BrokerHint(options_.kafka_brokers));
+    }
+  }
+
+  const QueueOptions options_;
+  std::chrono::milliseconds delivery_timeout_{10000};
+  EventLogger events_;  // outlives producer_
+  std::unique_ptr<RdKafka::Producer> producer_;
+  std::atomic<bool> stop_{false};
+  std::thread poller_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Queue>> OpenKafkaQueue(const QueueOptions& options) { return KafkaQueueImpl::Open(options); }
+
+}  // namespace af
