@@ -9,6 +9,7 @@
 #include <spawn.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -110,6 +111,9 @@ Result<int> RunCommand(const std::vector<std::string>& argv, const std::string& 
   posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
   posix_spawn_file_actions_addopen(&actions, 1, output_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
   posix_spawn_file_actions_adddup2(&actions, 1, 2);
+  // Nothing else of ours: the postmaster (started through pg_ctl) would keep
+  // any inherited descriptor open, e.g. the pipe ctest reads our output from.
+  posix_spawn_file_actions_addclosefrom_np(&actions, 3);
   posix_spawnattr_t attr;
   posix_spawnattr_init(&attr);
   sigset_t empty, all;
@@ -179,11 +183,19 @@ Result<int> FreePort() {
   return static_cast<int>(ntohs(addr.sin_port));
 }
 
-// The directory temporary servers live in. As root it must be reachable by
-// `postgres`, so /tmp; the Unix socket path must stay under ~100 bytes.
+// The directory temporary servers (and the template) live in: TMPDIR if the
+// user set one (and it is short enough for the Unix socket path, ~100 bytes),
+// else /dev/shm when it is a roomy tmpfs (copying and writing the data
+// directory there costs half as much as on disk), else /tmp. As root it must
+// be reachable by `postgres`, so never TMPDIR.
 std::string TempBase() {
   const char* env = std::getenv("TMPDIR");
   if (!IsRoot() && env && *env && std::strlen(env) < 60) return env;
+  struct statvfs vfs {};
+  if (::access("/dev/shm", W_OK | X_OK) == 0 && ::statvfs("/dev/shm", &vfs) == 0 &&
+      static_cast<unsigned long long>(vfs.f_bavail) * vfs.f_frsize >= (1ull << 30)) {
+    return "/dev/shm";
+  }
   return "/tmp";
 }
 
@@ -215,7 +227,7 @@ bool IsIdentifier(const std::string& s) {
 // ---- the cached initdb result
 
 // Bump the version when the initdb arguments change.
-std::string TemplateDir() { return "/tmp/agentflow-pg15-template-v2-u" + std::to_string(::geteuid()); }
+std::string TemplateDir() { return TempBase() + "/agentflow-pg15-template-v2-u" + std::to_string(::geteuid()); }
 
 // Ours (not planted by another user), not writable by others, complete.
 bool TemplateUsable(const std::string& dir) {
@@ -296,6 +308,7 @@ Result<int> StartWatchdog(const std::string& data, const std::string& dir) {
   posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
   posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
   posix_spawn_file_actions_adddup2(&actions, fds[0], 3);
+  posix_spawn_file_actions_addclosefrom_np(&actions, 4);
   std::vector<std::string> argv = {"/bin/sh", "-c", kWatchdogScript, "pg-watchdog", data, dir};
   std::vector<char*> args;
   for (auto& a : argv) args.push_back(a.data());
@@ -357,7 +370,12 @@ Result<std::unique_ptr<PgServer>> PgServer::Launch(const Options& options) {
   }
   AF_RETURN_IF_ERROR(server->Prepare());
   AF_RETURN_IF_ERROR(server->StartOnFreePort());
-  AF_RETURN_IF_ERROR(server->CreateDatabase(options.database));
+  if (options.database == "postgres") {  // exists already
+    std::lock_guard<std::mutex> lock(server->mu_);
+    server->databases_.insert(options.database);
+  } else {
+    AF_RETURN_IF_ERROR(server->CreateDatabase(options.database));
+  }
   return server;
 }
 
