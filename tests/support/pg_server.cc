@@ -358,6 +358,7 @@ Result<ConnPtr> ConnectTo(int port, const std::string& database) {
 
 Result<std::unique_ptr<PgServer>> PgServer::Launch(const Options& options) {
   std::unique_ptr<PgServer> server(new PgServer());
+  server->owner_pid_ = ::getpid();
   server->options_ = options;
   server->bin_dir_ = BinDir();
   for (const std::string& s : options.settings) {
@@ -538,6 +539,9 @@ Status PgServer::Restart(bool immediate) {
 }
 
 PgServer::~PgServer() {
+  // A forked child that exits normally runs this destructor too: the server
+  // is its parent's to stop.
+  if (::getpid() != owner_pid_) return;
   if (running_) (void)Stop(/*immediate=*/true);
   if (!dir_.empty()) {
     std::error_code ec;

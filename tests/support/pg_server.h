@@ -62,7 +62,8 @@ class PgServer {
   // their own.
   static Result<PgServer*> Shared();
 
-  // Stops the server (immediate shutdown) and removes its directory.
+  // Stops the server (immediate shutdown) and removes its directory; does
+  // nothing in a forked child of the process that started it.
   ~PgServer();
   PgServer(const PgServer&) = delete;
   PgServer& operator=(const PgServer&) = delete;
@@ -124,6 +125,7 @@ class PgServer {
   std::string url_;
   bool running_ = false;
   int watchdog_fd_ = -1;  // write end of the watchdog's pipe
+  int owner_pid_ = 0;     // the process that started the server
 
   std::mutex mu_;  // guards databases_ and next_db_
   std::set<std::string> databases_;
