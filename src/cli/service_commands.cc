@@ -59,7 +59,7 @@ void AddCommonOptions(CLI::App* cmd, ServiceConfig& c) {
       ->envname("KAFKA_CANCELLATION_TOPIC")
       ->capture_default_str();
   cmd->add_option("--kafka-property", c.kafka_properties, "extra librdkafka property KEY=VALUE (repeatable)")
-      ->expected(1);
+      ->allow_extra_args(false);
   cmd->add_option("--log-level", c.log_level, "DEBUG, INFO, WARNING or ERROR")->envname("LOG_LEVEL")->capture_default_str();
   cmd->add_option("--log-format", c.log_format, "text or json")->envname("LOG_FORMAT")->capture_default_str();
   cmd->add_option("--host", c.host, "bind address")->capture_default_str();

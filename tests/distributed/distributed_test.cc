@@ -1,0 +1,328 @@
+// The seed's topology, end to end: PostgreSQL, the Kafka test broker
+// (librdkafka's mock cluster), `agentflow api`, one or more `agentflow
+// consumer` processes and the demo agents, each a real process on loopback.
+// Assertions read workflow_runs and step_executions in PostgreSQL directly,
+// as the seed's integration test does. `ctest -L distributed`.
+#include <gtest/gtest.h>
+
+#include <map>
+#include <set>
+
+#include "e2e/harness.h"
+#include "queue/queue.h"
+#include "support/kafka_mock.h"
+#include "support/pg_server.h"
+
+namespace af::e2e {
+namespace {
+
+using namespace std::chrono_literals;
+using test::PgServer;
+
+// Settings that make the mock broker fast and group changes quick.
+const std::vector<std::string> kKafkaTestProps = {
+    "--kafka-property", "fetch.wait.max.ms=5",       "--kafka-property", "session.timeout.ms=6000",
+    "--kafka-property", "heartbeat.interval.ms=500", "--kafka-property", "linger.ms=0"};
+
+// PostgreSQL + broker + api + N consumers + demo agents.
+class Cluster {
+ public:
+  explicit Cluster(PgServer* pg, int consumers = 1) : pg_(pg) {
+    auto db = pg_->NewDatabase();
+    Require(db.ok(), "database: " + db.status().ToString());
+    db_url_ = *db;
+    db_name_ = db_url_.substr(db_url_.rfind('/') + 1);
+    auto kafka = KafkaMock::Start();
+    Require(kafka.ok(), "kafka mock: " + kafka.status().ToString());
+    kafka_ = std::move(kafka).value();
+    group_ = UniqueName("group");
+
+    Server::Options api;
+    api.log_dir = dir_.path().string();
+    api.name = "api";
+    api.command = {"api"};
+    api.command.insert(api.command.end(), kKafkaTestProps.begin(), kKafkaTestProps.end());
+    api.env = Env();
+    api_ = std::make_unique<Server>(api);
+    api_->Start();
+    agents_ = std::make_unique<DemoAgents>(dir_.path().string());
+    agents_->Start(api_->url());
+    for (int i = 0; i < consumers; ++i) AddConsumer();
+  }
+
+  ~Cluster() {
+    consumers_.clear();
+    if (agents_) agents_->Stop();
+    if (api_ && api_->running()) api_->Stop();
+  }
+
+  EnvOverrides Env() const {
+    return {{"DATABASE_URL", db_url_}, {"KAFKA_BROKERS", kafka_->brokers()}, {"KAFKA_GROUP_ID", group_}};
+  }
+
+  // Starts one more consumer in the group; returns its index.
+  size_t AddConsumer() {
+    Server::Options c;
+    c.log_dir = dir_.path().string();
+    c.name = "consumer" + std::to_string(consumers_.size());
+    c.command = {"consumer", "--grace-period", "5"};
+    c.command.insert(c.command.end(), kKafkaTestProps.begin(), kKafkaTestProps.end());
+    c.env = Env();
+    consumers_.push_back(std::make_unique<Server>(c));
+    consumers_.back()->Start();
+    return consumers_.size() - 1;
+  }
+
+  Server& api() { return *api_; }
+  Server& consumer(size_t i) { return *consumers_.at(i); }
+  KafkaMock& kafka() { return *kafka_; }
+  const std::string& db_url() const { return db_url_; }
+
+  // Rows of a query against this cluster's database.
+  std::vector<std::vector<std::string>> Query(const std::string& sql) {
+    auto rows = pg_->Query(db_name_, sql);
+    Require(rows.ok(), "query failed: " + rows.status().ToString() + "\n" + sql);
+    return *rows;
+  }
+  std::string RunStatus(const std::string& run_id) {
+    auto rows = Query("SELECT status FROM workflow_runs WHERE id = '" + run_id + "'");
+    return rows.empty() ? "" : rows[0][0];
+  }
+
+  std::string Logs() const {
+    std::string out;
+    for (const auto& entry : std::filesystem::directory_iterator(dir_.path())) {
+      out += "---- " + entry.path().filename().string() + "\n" + Tail(entry.path().string(), 3000);
+    }
+    return out;
+  }
+
+ private:
+  PgServer* pg_;
+  TempDir dir_;
+  std::string db_url_, db_name_, group_;
+  std::unique_ptr<KafkaMock> kafka_;
+  std::unique_ptr<Server> api_;
+  std::unique_ptr<DemoAgents> agents_;
+  std::vector<std::unique_ptr<Server>> consumers_;
+};
+
+PgServer* SharedPg() {
+  auto pg = PgServer::Shared();
+  Require(pg.ok(), "PostgreSQL: " + pg.status().ToString());
+  return *pg;
+}
+
+class DistributedTest : public ::testing::Test {
+ protected:
+  void TearDown() override {
+    if (HasFailure() && cluster_) std::cerr << "==== logs ====\n" << cluster_->Logs();
+  }
+  Cluster& Make(int consumers = 1) {
+    cluster_ = std::make_unique<Cluster>(SharedPg(), consumers);
+    return *cluster_;
+  }
+  std::unique_ptr<Cluster> cluster_;
+};
+
+json Plan(const std::string& name, const json& steps) { return json{{"name", name}, {"steps", steps}}; }
+
+// Waits until every run in `ids` is terminal in the database.
+void WaitAllTerminal(Cluster& c, const std::vector<std::string>& ids, std::chrono::seconds timeout) {
+  std::string list;
+  for (const auto& id : ids) list += (list.empty() ? "'" : ",'") + id + "'";
+  bool done = WaitUntil(
+      [&] {
+        auto rows = c.Query("SELECT count(*) FROM workflow_runs WHERE id IN (" + list +
+                            ") AND status IN ('COMPLETED','FAILED','CANCELLED')");
+        return std::stoul(rows[0][0]) == ids.size();
+      },
+      timeout, 100ms);
+  Require(done, "runs did not all end within the timeout");
+}
+
+TEST_F(DistributedTest, SeedIntegrationRunIsConsumedExecutedAndRecorded) {
+  Cluster& c = Make();
+  json wf = CreateWorkflow(c.api(), Plan(UniqueName("seed"), json::parse(R"([
+      {"id": "fetch", "agent": "echo", "input": {"text": "${input.topic}"}},
+      {"id": "wait", "agent": "sleep", "input": {"ms": 400}},
+      {"id": "shout", "agent": "upper", "input": {"text": "${steps.fetch.output.echo.text}"}}])")));
+  json run = StartRun(c.api(), wf["workflow_id"], {{"topic", "hello kafka"}});
+  const std::string id = run["run_id"];
+  EXPECT_EQ(run["status"], "PENDING");
+  // Consumed and executed: RUNNING in workflow_runs while the sleep step runs…
+  EXPECT_TRUE(WaitUntil([&] { return c.RunStatus(id) == "RUNNING"; }, 30s, 10ms)) << c.RunStatus(id);
+  // …then COMPLETED.
+  json done = WaitRunTerminal(c.api(), id, 60s);
+  ASSERT_EQ(done["status"], "COMPLETED") << done.dump();
+  auto rows = c.Query("SELECT status, output, started_at IS NOT NULL, completed_at IS NOT NULL FROM workflow_runs "
+                      "WHERE id = '" + id + "'");
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0][0], "COMPLETED");
+  EXPECT_EQ(json::parse(rows[0][1]), json({{"fetch", {{"echo", {{"text", "hello kafka"}}}}},
+                                           {"wait", {{"slept_ms", 400}}},
+                                           {"shout", {{"text", "HELLO KAFKA"}}}}));
+  EXPECT_EQ(rows[0][2], "t");
+  EXPECT_EQ(rows[0][3], "t");
+  auto steps = c.Query("SELECT step_id, agent_name, attempt, status, input, output, started_at, completed_at "
+                       "FROM step_executions WHERE run_id = '" + id + "' ORDER BY started_at, id");
+  ASSERT_EQ(steps.size(), 3u);
+  EXPECT_EQ(steps[0][0], "fetch");
+  EXPECT_EQ(steps[1][0], "wait");
+  EXPECT_EQ(steps[2][0], "shout");
+  for (const auto& s : steps) {
+    EXPECT_EQ(s[2], "1");
+    EXPECT_EQ(s[3], "COMPLETED");
+    EXPECT_FALSE(s[4].empty());
+    EXPECT_FALSE(s[5].empty());
+    EXPECT_LE(std::stoll(s[6]), std::stoll(s[7]));
+  }
+  EXPECT_EQ(json::parse(steps[2][4]), json({{"text", "hello kafka"}}));
+  EXPECT_EQ(json::parse(steps[2][5]), json({{"text", "HELLO KAFKA"}}));
+}
+
+TEST_F(DistributedTest, FailingAgentFailsTheRunWithItsErrorStored) {
+  Cluster& c = Make();
+  json wf = CreateWorkflow(c.api(), Plan(UniqueName("fail"), json::parse(R"([
+      {"id": "boom", "agent": "fail", "retry": {"max_attempts": 2, "initial_backoff_ms": 10}}])")));
+  std::string id = StartRun(c.api(), wf["workflow_id"], json::object())["run_id"];
+  json done = WaitRunTerminal(c.api(), id, 60s);
+  EXPECT_EQ(done["status"], "FAILED");
+  auto rows = c.Query("SELECT error_message FROM workflow_runs WHERE id = '" + id + "'");
+  EXPECT_NE(rows[0][0].find("step 'boom' (agent 'fail') failed after 2 attempts: HTTP 500"), std::string::npos)
+      << rows[0][0];
+  auto attempts = c.Query("SELECT attempt, status FROM step_executions WHERE run_id = '" + id + "' ORDER BY attempt");
+  ASSERT_EQ(attempts.size(), 2u);
+  EXPECT_EQ(attempts[1][1], "FAILED");
+
+  // A malformed message on the topic is set aside; the consumer keeps going.
+  QueueOptions qo;
+  qo.kafka_brokers = c.kafka().brokers();
+  auto queue = OpenQueue(qo);
+  ASSERT_TRUE(queue.ok()) << queue.status().ToString();
+  ASSERT_TRUE((*queue)->Publish(kExecutionTopic, "junk", "{this is not json").ok());
+  ASSERT_TRUE((*queue)->Publish(kExecutionTopic, "run-nope", R"({"run_id": 5})").ok());
+  json wf2 = CreateWorkflow(c.api(), Plan(UniqueName("after-junk"), json::parse(R"([{"id": "a", "agent": "echo"}])")));
+  std::string id2 = StartRun(c.api(), wf2["workflow_id"], json::object())["run_id"];
+  EXPECT_EQ(WaitRunTerminal(c.api(), id2, 60s)["status"], "COMPLETED");
+  EXPECT_TRUE(c.consumer(0).Alive());
+  EXPECT_NE(ReadFile(c.consumer(0).stderr_path()).find("malformed message"), std::string::npos);
+}
+
+TEST_F(DistributedTest, CancellationThroughTheApiEndsALongRunCancelled) {
+  Cluster& c = Make();
+  json wf = CreateWorkflow(c.api(), Plan(UniqueName("cancel"), json::parse(R"([
+      {"id": "nap", "agent": "sleep", "input": {"ms": 30000}}, {"id": "after", "agent": "echo"}])")));
+  std::string id = StartRun(c.api(), wf["workflow_id"], json::object())["run_id"];
+  WaitForStepRow(c.api(), id, [](const json& r) { return r["step_id"] == "nap" && r["status"] == "RUNNING"; }, 30s);
+  HttpResponse r = c.api().Post("/runs/" + id + "/cancel", {{"reason", "too slow"}, {"cancelled_by", "ops"}});
+  ASSERT_EQ(r.status, 202) << r.Describe();
+  json done = WaitRunTerminal(c.api(), id, 10s);
+  EXPECT_EQ(done["status"], "CANCELLED");
+  auto rows = c.Query("SELECT cancelled_by, cancel_reason, error_message FROM workflow_runs WHERE id = '" + id + "'");
+  EXPECT_EQ(rows[0][0], "ops");
+  EXPECT_EQ(rows[0][1], "too slow");
+  auto steps = c.Query("SELECT step_id, status FROM step_executions WHERE run_id = '" + id + "'");
+  ASSERT_EQ(steps.size(), 1u);
+  EXPECT_EQ(steps[0][1], "CANCELLED");
+}
+
+TEST_F(DistributedTest, RunsTriggeredWithoutAConsumerRunOnceOneStarts) {
+  Cluster& c = Make(/*consumers=*/0);
+  json wf = CreateWorkflow(c.api(), Plan(UniqueName("queued"), json::parse(R"([{"id": "a", "agent": "echo"}])")));
+  std::vector<std::string> ids;
+  for (int i = 0; i < 10; ++i) ids.push_back(StartRun(c.api(), wf["workflow_id"], {{"i", i}})["run_id"]);
+  std::this_thread::sleep_for(500ms);  // nothing may run without a consumer
+  for (const auto& id : ids) EXPECT_EQ(c.RunStatus(id), "PENDING");
+  c.AddConsumer();
+  WaitAllTerminal(c, ids, 60s);
+  for (const auto& id : ids) EXPECT_EQ(c.RunStatus(id), "COMPLETED");
+}
+
+TEST_F(DistributedTest, ConsumerKilledMidRunLosesNothingAndDoesNotRecallCompletedSteps) {
+  Cluster& c = Make();
+  json wf = CreateWorkflow(c.api(), Plan(UniqueName("crash"), json::parse(R"([
+      {"id": "one", "agent": "echo", "input": {"n": "${input.n}"}},
+      {"id": "two", "agent": "sleep", "input": {"ms": 3000}},
+      {"id": "three", "agent": "echo", "input": {"prev": "${steps.one.output}"}}])")));
+  std::vector<std::string> ids;
+  for (int i = 0; i < 5; ++i) ids.push_back(StartRun(c.api(), wf["workflow_id"], {{"n", i}})["run_id"]);
+  for (const auto& id : ids) {
+    WaitForStepRow(c.api(), id, [](const json& r) { return r["step_id"] == "two" && r["status"] == "RUNNING"; }, 30s);
+  }
+  c.consumer(0).Crash();  // SIGKILL mid-step
+  c.consumer(0).Restart();
+  WaitAllTerminal(c, ids, 90s);
+  for (const auto& id : ids) {
+    EXPECT_EQ(c.RunStatus(id), "COMPLETED") << id;
+    auto one = c.Query("SELECT count(*) FROM step_executions WHERE run_id = '" + id + "' AND step_id = 'one'");
+    EXPECT_EQ(one[0][0], "1") << "a COMPLETED step must not be called again";
+    auto two = c.Query("SELECT status, error_message FROM step_executions WHERE run_id = '" + id +
+                       "' AND step_id = 'two' ORDER BY attempt");
+    ASSERT_EQ(two.size(), 2u);
+    EXPECT_EQ(two[0][0], "FAILED");
+    EXPECT_NE(two[0][1].find("interrupted"), std::string::npos);
+    EXPECT_EQ(two[1][0], "COMPLETED");
+  }
+}
+
+TEST_F(DistributedTest, TwoConsumersInOneGroupSplitTwoHundredRuns) {
+  Cluster& c = Make(/*consumers=*/2);
+  json wf = CreateWorkflow(c.api(), Plan(UniqueName("split"), json::parse(R"([
+      {"id": "a", "agent": "echo", "input": {"i": "${input.i}"}},
+      {"id": "b", "agent": "sleep", "input": {"ms": 20}},
+      {"id": "c", "agent": "upper", "input": {"text": "run ${input.i}"}}])")));
+  std::vector<std::string> ids;
+  for (int i = 0; i < 200; ++i) ids.push_back(StartRun(c.api(), wf["workflow_id"], {{"i", i}})["run_id"]);
+  WaitAllTerminal(c, ids, 120s);
+  auto statuses = c.Query("SELECT status, count(*) FROM workflow_runs GROUP BY status");
+  ASSERT_EQ(statuses.size(), 1u);
+  EXPECT_EQ(statuses[0][0], "COMPLETED");
+  EXPECT_EQ(statuses[0][1], "200");
+  // Each step of each run COMPLETED exactly once, and no two attempts of a
+  // step overlapped in time (one executor at a time).
+  auto dup = c.Query("SELECT run_id, step_id, count(*) FROM step_executions WHERE status = 'COMPLETED' "
+                     "GROUP BY run_id, step_id HAVING count(*) <> 1");
+  EXPECT_TRUE(dup.empty()) << dup.size() << " steps completed more than once";
+  auto overlap = c.Query(
+      "SELECT a.run_id FROM step_executions a JOIN step_executions b ON a.run_id = b.run_id AND a.step_id = "
+      "b.step_id AND a.id < b.id WHERE b.started_at < coalesce(a.completed_at, b.started_at + 1)");
+  EXPECT_TRUE(overlap.empty()) << overlap.size() << " overlapping attempts";
+  // Both consumers did part of the work.
+  for (size_t i = 0; i < 2; ++i) {
+    std::string log = ReadFile(c.consumer(i).stderr_path());
+    size_t started = 0;
+    for (size_t pos = 0; (pos = log.find("run started", pos)) != std::string::npos; ++pos) ++started;
+    EXPECT_GT(started, 0u) << "consumer " << i << " ran nothing";
+  }
+}
+
+TEST_F(DistributedTest, PostgresRestartWhileRunsAreInFlightDelaysThemButTheyComplete) {
+  // This test restarts its own server.
+  auto own = PgServer::Launch();
+  ASSERT_TRUE(own.ok()) << own.status().ToString();
+  cluster_ = std::make_unique<Cluster>(own->get(), 1);
+  Cluster& c = *cluster_;
+  json wf = CreateWorkflow(c.api(), Plan(UniqueName("pgrestart"), json::parse(R"([
+      {"id": "a", "agent": "echo"},
+      {"id": "b", "agent": "sleep", "input": {"ms": 1500}},
+      {"id": "c", "agent": "echo", "input": {"prev": "${steps.a.output}"}}])")));
+  std::vector<std::string> ids;
+  for (int i = 0; i < 10; ++i) ids.push_back(StartRun(c.api(), wf["workflow_id"], {{"i", i}})["run_id"]);
+  for (const auto& id : ids) {
+    WaitForStepRow(c.api(), id, [](const json& r) { return r["step_id"] == "b" && r["status"] == "RUNNING"; }, 30s);
+  }
+  ASSERT_TRUE((*own)->Restart(/*immediate=*/true).ok());
+  WaitAllTerminal(c, ids, 120s);
+  for (const auto& id : ids) {
+    EXPECT_EQ(c.RunStatus(id), "COMPLETED") << id;
+    auto a = c.Query("SELECT count(*) FROM step_executions WHERE run_id = '" + id + "' AND step_id = 'a'");
+    EXPECT_EQ(a[0][0], "1");
+  }
+  EXPECT_TRUE(c.consumer(0).Alive());
+  EXPECT_EQ(c.api().Get("/runs/" + ids[0]).status, 200) << "the API reconnects too";
+  cluster_.reset();  // before the server it uses goes away
+}
+
+}  // namespace
+}  // namespace af::e2e
