@@ -297,6 +297,93 @@ TEST_F(DistributedTest, TwoConsumersInOneGroupSplitTwoHundredRuns) {
   }
 }
 
+TEST_F(DistributedTest, CancellationReachesRunsOnWhicheverConsumerRunsThem) {
+  Cluster& c = Make(/*consumers=*/2);
+  json wf = CreateWorkflow(c.api(), Plan(UniqueName("cancel2"), json::parse(R"([
+      {"id": "nap", "agent": "sleep", "input": {"ms": 60000}}])")));
+  std::vector<std::string> ids;
+  for (int i = 0; i < 8; ++i) ids.push_back(StartRun(c.api(), wf["workflow_id"], {{"i", i}})["run_id"]);
+  for (const auto& id : ids) {
+    WaitForStepRow(c.api(), id, [](const json& r) { return r["status"] == "RUNNING"; }, 30s);
+  }
+  for (const auto& id : ids) {
+    ASSERT_EQ(c.api().Post("/runs/" + id + "/cancel", {{"reason", "stop"}}).status, 202);
+  }
+  WaitAllTerminal(c, ids, 20s);
+  for (const auto& id : ids) EXPECT_EQ(c.RunStatus(id), "CANCELLED") << id;
+}
+
+TEST_F(DistributedTest, SigtermFinishesShortRunsAndHandsLongOnesToAnotherConsumer) {
+  Cluster& c = Make(/*consumers=*/1);
+  json quick = CreateWorkflow(c.api(), Plan(UniqueName("quick"), json::parse(R"([
+      {"id": "s", "agent": "sleep", "input": {"ms": 1000}}, {"id": "t", "agent": "echo"}])")));
+  json slow = CreateWorkflow(c.api(), Plan(UniqueName("slow"), json::parse(R"([
+      {"id": "first", "agent": "echo"}, {"id": "s", "agent": "sleep", "input": {"ms": 8000}}])")));
+  std::string q = StartRun(c.api(), quick["workflow_id"], json::object())["run_id"];
+  std::string l = StartRun(c.api(), slow["workflow_id"], json::object())["run_id"];
+  WaitForStepRow(c.api(), q, [](const json& r) { return r["step_id"] == "s" && r["status"] == "RUNNING"; }, 30s);
+  WaitForStepRow(c.api(), l, [](const json& r) { return r["step_id"] == "s" && r["status"] == "RUNNING"; }, 30s);
+  // The grace period (5 s) covers the quick run but not the slow one.
+  int code = c.consumer(0).Stop();
+  EXPECT_EQ(code, 0);
+  EXPECT_EQ(c.RunStatus(q), "COMPLETED") << "a run that fits in the grace period finishes before exit";
+  EXPECT_EQ(c.RunStatus(l), "RUNNING") << "the slow run was handed back, not failed";
+  c.AddConsumer();
+  WaitAllTerminal(c, {l}, 60s);
+  EXPECT_EQ(c.RunStatus(l), "COMPLETED");
+  auto first = c.Query("SELECT count(*) FROM step_executions WHERE run_id = '" + l + "' AND step_id = 'first'");
+  EXPECT_EQ(first[0][0], "1");
+  auto quick_rows = c.Query("SELECT count(*) FROM step_executions WHERE run_id = '" + q + "'");
+  EXPECT_EQ(quick_rows[0][0], "2") << "the finished run was not executed again";
+}
+
+TEST_F(DistributedTest, MigrateIsIdempotentAndSafeWhenRunConcurrently) {
+  PgServer* pg = SharedPg();
+  auto db = pg->NewDatabase();
+  ASSERT_TRUE(db.ok());
+  TempDir dir;
+  std::vector<std::unique_ptr<Process>> procs;
+  for (int i = 0; i < 3; ++i) {
+    procs.push_back(Process::Spawn({AgentflowBinary(), "migrate", "--database-url", *db},
+                                   dir.File("migrate" + std::to_string(i) + ".log")));
+  }
+  for (size_t i = 0; i < procs.size(); ++i) {
+    ASSERT_TRUE(procs[i]->WaitExit(60s));
+    EXPECT_EQ(procs[i]->exit_code(), 0) << ReadFile(dir.File("migrate" + std::to_string(i) + ".log"));
+  }
+  CliResult again = RunCli({"migrate", "--database-url", *db}, dir);
+  EXPECT_EQ(again.exit_code, 0) << again.Describe();
+  std::string name = db->substr(db->rfind('/') + 1);
+  auto tables = pg->Query(name, "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' "
+                                "ORDER BY table_name");
+  ASSERT_TRUE(tables.ok());
+  std::set<std::string> names;
+  for (auto& row : *tables) names.insert(row[0]);
+  for (const char* t : {"workflows", "workflow_runs", "step_executions", "agents", "schema_migrations"}) {
+    EXPECT_TRUE(names.count(t)) << t;
+  }
+  auto applied = pg->Query(name, "SELECT count(*) FROM schema_migrations");
+  EXPECT_EQ((*applied)[0][0], "1") << "each migration recorded once";
+}
+
+TEST_F(DistributedTest, StandaloneExecutorRecordsItsRunInPostgres) {
+  Cluster& c = Make(/*consumers=*/0);
+  TempDir dir;
+  std::string plan = dir.Write("plan.json", Plan("standalone", json::parse(R"([
+      {"id": "a", "agent": "echo", "input": {"x": "${input.x}"}},
+      {"id": "b", "agent": "upper", "input": {"text": "${input.x}"}}])")).dump());
+  // Agents come from the database (registered by the demo agents).
+  CliResult r = RunCli({"--json", "executor", "--plan", plan, "--input", R"({"x": "pg"})"}, dir,
+                       {{"DATABASE_URL", c.db_url()}});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  json run = json::parse(r.out);
+  EXPECT_EQ(run["status"], "COMPLETED");
+  EXPECT_EQ(run["output"]["b"], json({{"text", "PG"}}));
+  EXPECT_EQ(c.RunStatus(run["run_id"]), "COMPLETED");
+  auto steps = c.Query("SELECT count(*) FROM step_executions WHERE run_id = '" + run["run_id"].get<std::string>() + "'");
+  EXPECT_EQ(steps[0][0], "2");
+}
+
 TEST_F(DistributedTest, PostgresRestartWhileRunsAreInFlightDelaysThemButTheyComplete) {
   // This test restarts its own server.
   auto own = PgServer::Launch();
