@@ -191,15 +191,20 @@ class KafkaConsumerImpl final : public QueueConsumer, public RdKafka::RebalanceC
 
   Result<std::vector<QueueMessage>> Poll(size_t max, std::chrono::milliseconds timeout) override {
     if (closed_) return Status::FailedPrecondition("Kafka consumer: Poll after Close");
+    if (owner_ == std::this_thread::get_id()) {
+      return Status::FailedPrecondition("Kafka consumer: Poll from inside its revoked handler");
+    }
     std::unique_lock use(use_mu_);
     if (closed_) return std::vector<QueueMessage>{};  // Close came while this Poll waited to start
-    poll_thread_ = std::this_thread::get_id();
+    owner_ = std::this_thread::get_id();
     Result<std::vector<QueueMessage>> r = PollLocked(max, timeout);
-    poll_thread_ = std::thread::id();
     if (closed_) {
-      DoClose();  // Close was called on this thread, from a callback inside Poll
-      return std::vector<QueueMessage>{};
+      // Close was called meanwhile: from another thread (now waiting for
+      // use_mu_) or from the revoked handler. Close here, on this thread.
+      DoClose();
+      r = std::vector<QueueMessage>{};
     }
+    owner_ = std::thread::id();
     return r;
   }
 
@@ -217,9 +222,12 @@ class KafkaConsumerImpl final : public QueueConsumer, public RdKafka::RebalanceC
   void Close() override {
     closed_ = true;
     if (wake_ != nullptr) rd_kafka_queue_yield(wake_);
-    if (poll_thread_ == std::this_thread::get_id()) return;  // inside Poll: it closes on its way out
+    // From the revoked handler: the Poll or Close running it finishes the job.
+    if (owner_ == std::this_thread::get_id()) return;
     std::lock_guard use(use_mu_);
+    owner_ = std::this_thread::get_id();
     DoClose();
+    owner_ = std::thread::id();
   }
 
   void SetRevokedHandler(RevokedHandler handler) override {
@@ -443,7 +451,7 @@ class KafkaConsumerImpl final : public QueueConsumer, public RdKafka::RebalanceC
   rd_kafka_queue_t* wake_ = nullptr;  // the consumer queue, to yield a blocked consume()
 
   std::atomic<bool> closed_{false};
-  std::atomic<std::thread::id> poll_thread_{};
+  std::atomic<std::thread::id> owner_{};  // the thread holding use_mu_, if any
   // Held by Poll for its whole run and by the close: librdkafka's consumer
   // is used by one thread at a time, and callbacks run on that thread.
   std::mutex use_mu_;
@@ -508,6 +516,7 @@ class KafkaQueueImpl final : public Queue, public RdKafka::DeliveryReportCb {
       stop_ = true;
       poller_.join();
     }
+    topics_.clear();  // handles go before their producer
     if (producer_ != nullptr) {
       // Every Publish waited for its report, so normally nothing is left;
       // a report that never came still owns its Delivery reference.
@@ -529,6 +538,7 @@ class KafkaQueueImpl final : public Queue, public RdKafka::DeliveryReportCb {
       delete opaque;
       return PublishError(topic, e, RdKafka::err2str(e));
     }
+    LearnTopic(topic);
     std::unique_lock lk(d->mu);
     if (!d->cv.wait_for(lk, delivery_timeout_ + kDeliveryGrace, [&] { return d->done; })) {
       return Status::Unavailable("Kafka publish to " + topic + ": no delivery report within " +
@@ -579,6 +589,27 @@ class KafkaQueueImpl final : public Queue, public RdKafka::DeliveryReportCb {
  private:
   explicit KafkaQueueImpl(QueueOptions options) : options_(std::move(options)), events_("producer") {}
 
+  // librdkafka 2.0 looks up a topic it has not produced to before only in
+  // its once-a-second topic scan, so a first Publish to a topic would wait
+  // up to 1 s. Asking for the topic's metadata (once per topic) right after
+  // the produce partitions the queued message as soon as the answer comes.
+  // The wait counts against the Publish's own delivery wait.
+  void LearnTopic(const std::string& topic) {
+    RdKafka::Topic* handle = nullptr;
+    {
+      std::lock_guard lk(topics_mu_);
+      if (topics_.count(topic) > 0) return;
+      std::string err;
+      handle = RdKafka::Topic::create(producer_.get(), topic, nullptr, err);
+      if (handle == nullptr) return;
+      topics_.emplace(topic, std::unique_ptr<RdKafka::Topic>(handle));
+    }
+    RdKafka::Metadata* md = nullptr;
+    int wait_ms = static_cast<int>(std::min<int64_t>(delivery_timeout_.count(), kPingTimeoutMs));
+    producer_->metadata(false, handle, &md, wait_ms);
+    delete md;
+  }
+
   Status PublishError(const std::string& topic, RdKafka::ErrorCode e, const std::string& what) const {
     std::string msg = "Kafka publish to " + topic + " failed: " + what;
     switch (e) {
@@ -606,6 +637,8 @@ class KafkaQueueImpl final : public Queue, public RdKafka::DeliveryReportCb {
   std::chrono::milliseconds delivery_timeout_{10000};
   EventLogger events_;  // outlives producer_
   std::unique_ptr<RdKafka::Producer> producer_;
+  std::mutex topics_mu_;
+  std::map<std::string, std::unique_ptr<RdKafka::Topic>> topics_;  // guarded by topics_mu_; see LearnTopic
   std::atomic<bool> stop_{false};
   std::thread poller_;
 };
