@@ -84,7 +84,8 @@ std::string ReadTail(const std::string& path, size_t max_bytes) {
   if (!in) return "";
   in.seekg(0, std::ios::end);
   std::streamoff size = in.tellg();
-  std::streamoff from = size > static_cast<std::streamoff>(max_bytes) ? size - static_cast<std::streamoff>(max_bytes) : 0;
+  std::streamoff from =
+      size > static_cast<std::streamoff>(max_bytes) ? size - static_cast<std::streamoff>(max_bytes) : 0;
   in.seekg(from);
   std::ostringstream out;
   out << in.rdbuf();
@@ -411,7 +412,8 @@ Status PgServer::Prepare() {
   if (!dir.ok()) return dir.status();
   dir_ = *dir;
   if (!IsShellSafe(dir_)) {
-    return Status::FailedPrecondition("temporary directory " + dir_ + " has characters pg_ctl cannot pass. "
+    return Status::FailedPrecondition("temporary directory " + dir_ +
+                                      " has characters pg_ctl cannot pass. "
                                       "Hint: set TMPDIR to a plain path");
   }
   AF_RETURN_IF_ERROR(ChownToServer(dir_));  // the log and the socket go here
@@ -449,8 +451,7 @@ Status PgServer::RunPgCtl(const std::vector<std::string>& args, const std::strin
   if (!rc.ok()) return Status::Unavailable("pg_ctl " + what + ": " + rc.status().message() + "\n" + LogTail());
   if (*rc != 0) {
     return Status::Unavailable("pg_ctl " + what + " failed (exit " + std::to_string(*rc) + "):\n" +
-                               ReadTail(out, 1500) + "\nserver log:\n" + LogTail() +
-                               "\nHint: see " + log_path());
+                               ReadTail(out, 1500) + "\nserver log:\n" + LogTail() + "\nHint: see " + log_path());
   }
   return Status::Ok();
 }
@@ -476,7 +477,8 @@ Status PgServer::Start() {
   auto log_offset = fs::exists(log, ec) ? fs::file_size(log, ec) : 0;
   // -W: pg_ctl waits by polling every 100 ms; pinging every 10 ms is faster.
   AF_RETURN_IF_ERROR(RunPgCtl({"start", "-W", "-l", log, "-o", ServerOptions()}, "start"));
-  std::string conninfo = "host=127.0.0.1 port=" + std::to_string(port_) + " user=postgres dbname=postgres connect_timeout=2";
+  std::string conninfo =
+      "host=127.0.0.1 port=" + std::to_string(port_) + " user=postgres dbname=postgres connect_timeout=2";
   auto deadline = Clock::now() + options_.timeout;
   for (;;) {
     if (PQping(conninfo.c_str()) == PQPING_OK) {

@@ -111,8 +111,8 @@ class PgServer {
 
  private:
   PgServer() = default;
-  Status Prepare();              // directory, watchdog, data directory
-  Status StartOnFreePort();      // picks ports until one works
+  Status Prepare();          // directory, watchdog, data directory
+  Status StartOnFreePort();  // picks ports until one works
   std::string ServerOptions() const;
   Status RunPgCtl(const std::vector<std::string>& args, const std::string& what);
   // Signals the postmaster and waits until it has exited.

@@ -43,11 +43,11 @@ Result<std::set<int>> AppliedVersions(PGconn* conn, bool missing_table_is_empty)
 Status CheckNotNewer(const std::set<int>& applied, std::span<const Migration> migrations) {
   int newest_known = migrations.empty() ? 0 : migrations.back().version;
   if (!applied.empty() && *applied.rbegin() > newest_known) {
-    return Status::FailedPrecondition(
-        "the database has schema version " + std::to_string(*applied.rbegin()) + ", newer than this binary knows (" +
-            std::to_string(newest_known) + "). Hint: run a newer agentflow against this database, or use another "
-            "database",
-        {{"database_version", *applied.rbegin()}, {"binary_version", newest_known}});
+    return Status::FailedPrecondition("the database has schema version " + std::to_string(*applied.rbegin()) +
+                                          ", newer than this binary knows (" + std::to_string(newest_known) +
+                                          "). Hint: run a newer agentflow against this database, or use another "
+                                          "database",
+                                      {{"database_version", *applied.rbegin()}, {"binary_version", newest_known}});
   }
   return Status::Ok();
 }

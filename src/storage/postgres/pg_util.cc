@@ -68,6 +68,12 @@ void AppendArrayElement(std::string* out, const std::string& v) {
   out->push_back('"');
 }
 
+// `s` ending in a full stop, so a hint can follow ("...connections?" stays).
+std::string Sentence(std::string s) {
+  if (s.empty() || (s.back() != '.' && s.back() != '?' && s.back() != '!')) s.push_back('.');
+  return s;
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------- PgResult
@@ -277,17 +283,24 @@ Result<PGconn*> Connect(const std::string& url, const std::string& target, std::
   // overrides what precedes it: defaults first, the forced encoding last.
   // Keepalives and tcp_user_timeout turn a vanished server (host down, no
   // FIN) into a failed call within ~1 min instead of a hang of many minutes.
-  const char* keys[] = {"connect_timeout", "application_name", "keepalives_idle", "keepalives_interval",
-                        "keepalives_count", "tcp_user_timeout", "dbname", "client_encoding", nullptr};
+  const char* keys[] = {"connect_timeout",
+                        "application_name",
+                        "keepalives_idle",
+                        "keepalives_interval",
+                        "keepalives_count",
+                        "tcp_user_timeout",
+                        "dbname",
+                        "client_encoding",
+                        nullptr};
   const char* values[] = {timeout_s.c_str(), "agentflow", "30", "10", "3", "60000", url.c_str(), "UTF8", nullptr};
   PGconn* conn = PQconnectdbParams(keys, values, /*expand_dbname=*/1);
   if (!conn) return Status::Unavailable("postgres: cannot connect to " + target + ": out of memory");
   if (PQstatus(conn) != CONNECTION_OK) {
     std::string why = OneLine(PQerrorMessage(conn));
     PQfinish(conn);
-    return Status::Unavailable("postgres: cannot connect to " + target + ": " + why +
-                               ". Hint: check that PostgreSQL is running and reachable and that the URL, user "
-                               "and password are right; agentflow retries");
+    return Status::Unavailable(Sentence("postgres: cannot connect to " + target + ": " + why) +
+                               " Hint: check that PostgreSQL is running and reachable, and that the URL, user "
+                               "and password are right");
   }
   PQsetNoticeProcessor(conn, DropNotice, nullptr);
   const char* enc = PQparameterStatus(conn, "server_encoding");
@@ -296,7 +309,8 @@ Result<PGconn*> Connect(const std::string& url, const std::string& target, std::
     PQfinish(conn);
     return Status::FailedPrecondition(
         "postgres: database " + target + " uses the encoding " + encoding + ", but agentflow needs UTF8",
-        {{"hint", "create the database with ENCODING 'UTF8' (CREATE DATABASE ... ENCODING 'UTF8' TEMPLATE template0)"}});
+        {{"hint",
+          "create the database with ENCODING 'UTF8' (CREATE DATABASE ... ENCODING 'UTF8' TEMPLATE template0)"}});
   }
   return conn;
 }
@@ -326,16 +340,16 @@ Status PgError(PGconn* conn, const PgResult& res, const std::string& what) {
 
   if (ConnectionLost(conn, state)) {
     return Status(Code::kUnavailable,
-                  msg + ". Hint: the database connection was lost (server restart, failover or network); "
-                        "retry once the database is reachable",
+                  Sentence(msg) +
+                      " Hint: the database connection was lost (server restart, failover or network); "
+                      "retry once the database is reachable",
                   details);
   }
   std::string cls = state.substr(0, 2);
-  if (state == "40001" || state == "40P01" || state == "55P03" || cls == "53" || state == "57014" ||
-      state == "25006") {
+  if (state == "40001" || state == "40P01" || state == "55P03" || cls == "53" || state == "57014" || state == "25006") {
     // serialization failure, deadlock, lock timeout, out of resources (too
     // many connections, disk full), statement timeout, read-only standby.
-    return Status(Code::kUnavailable, msg + ". Hint: a transient database condition; retry", details);
+    return Status(Code::kUnavailable, Sentence(msg) + " Hint: a transient database condition; retry", details);
   }
   return Status(Code::kInternal, msg, details);
 }

@@ -12,7 +12,7 @@ TEST(PgTextTest, StorableTextIsValidUtf8WithoutNul) {
   EXPECT_TRUE(IsStorableText(""));
   EXPECT_TRUE(IsStorableText("plain ascii ' \" \\ ; --"));
   EXPECT_TRUE(IsStorableText("héllo — 日本語 — 🚀"));
-  EXPECT_TRUE(IsStorableText("\xEF\xBF\xBD"));     // U+FFFD
+  EXPECT_TRUE(IsStorableText("\xEF\xBF\xBD"));      // U+FFFD
   EXPECT_TRUE(IsStorableText("\xF4\x8F\xBF\xBF"));  // U+10FFFF
 
   EXPECT_FALSE(IsStorableText(std::string("a\0b", 3)));
@@ -27,7 +27,9 @@ TEST(PgTextTest, StorableTextIsValidUtf8WithoutNul) {
 
 TEST(PgTextTest, ToStorableTextReplacesOnlyBadBytes) {
   EXPECT_EQ(ToStorableText("héllo"), "héllo");
-  EXPECT_EQ(ToStorableText(std::string("a\0b", 3)), "a\xEF\xBF\xBD" "b");
+  EXPECT_EQ(ToStorableText(std::string("a\0b", 3)),
+            "a\xEF\xBF\xBD"
+            "b");
   EXPECT_EQ(ToStorableText("x\xFFy"), "x\xEF\xBF\xBDy");
   EXPECT_EQ(ToStorableText("\xC3"), "\xEF\xBF\xBD");
   EXPECT_TRUE(IsStorableText(ToStorableText("\xED\xA0\x80\xC0\xAF mixed \xE6\x97")));

@@ -57,6 +57,8 @@ constexpr int kMaxPageSize = 1000;
 
 // ---------------------------------------------------------------- SQL text
 
+// SQL reads best broken at its clauses, not at column 120:
+// clang-format off
 #define AF_RUN_COLS                                                                                    \
   "id, workflow_id, workflow_version, status, input, output, error_message, idempotency_key, "        \
   "cancel_requested, cancelled_by, cancel_reason, attempt, created_at, started_at, completed_at, "     \
@@ -210,6 +212,7 @@ constexpr std::array<const char*, kSqlCount> kSqlText = {
 };
 
 #undef AF_LIST_RUNS
+// clang-format on
 
 // Prepared-statement names: "af0", "af1", ...
 const std::array<std::string, kSqlCount>& StatementNames() {
@@ -345,8 +348,9 @@ Result<Cursor> DecodeCursor(const std::string& token) {
   if (token.empty()) return c;
   auto bad = [] {
     return Status::InvalidArgument("page_token is malformed",
-                                   {{"hint", "pass the next_page_token of the previous page unchanged, or "
-                                             "omit it for the first page"}});
+                                   {{"hint",
+                                     "pass the next_page_token of the previous page unchanged, or "
+                                     "omit it for the first page"}});
   };
   auto raw = Base64UrlDecode(token);
   if (!raw) return bad();
@@ -444,8 +448,11 @@ class Lease {
 class Pool {
  public:
   Pool(const PostgresOptions& o, std::string target, std::unique_ptr<Conn> first)
-      : url_(o.url), target_(std::move(target)), connect_timeout_(o.connect_timeout),
-        acquire_timeout_(o.acquire_timeout), size_(o.pool_size) {
+      : url_(o.url),
+        target_(std::move(target)),
+        connect_timeout_(o.connect_timeout),
+        acquire_timeout_(o.acquire_timeout),
+        size_(o.pool_size) {
     for (int i = 1; i < size_; ++i) idle_.push_back(std::make_unique<Conn>());
     idle_.push_back(std::move(first));
   }
@@ -975,9 +982,9 @@ class PostgresStore final : public Store {
       return Status::NotFound("run " + f.run_id + " has no step execution " + std::to_string(f.id));
     }
     std::string current = st->Text(0, 0);
-    return Status::FailedPrecondition("step execution " + std::to_string(f.id) + " is already " + current +
-                                          ", not RUNNING",
-                                      {{"current", current}, {"expected", "RUNNING"}, {"to", ToString(f.to)}});
+    return Status::FailedPrecondition(
+        "step execution " + std::to_string(f.id) + " is already " + current + ", not RUNNING",
+        {{"current", current}, {"expected", "RUNNING"}, {"to", ToString(f.to)}});
   }
 
   Result<std::vector<StepExecution>> DoListSteps(Conn& c, const std::string& run_id) {

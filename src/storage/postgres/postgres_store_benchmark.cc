@@ -7,15 +7,15 @@
 // Figures, not assertions: tests never assert on time.
 #include <time.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
-#include <algorithm>
-#include <memory>
 #include <vector>
 
 #include "common/time.h"
@@ -101,7 +101,8 @@ int main(int argc, char** argv) {
   po.url = url;
   po.pool_size = threads;
   auto store = Must(af::OpenPostgresStore(po));
-  auto wf = Must(store->CreateWorkflow({"bench-" + std::to_string(af::NowMs()), "", af::json{{"steps", af::json::array()}}}));
+  auto wf =
+      Must(store->CreateWorkflow({"bench-" + std::to_string(af::NowMs()), "", af::json{{"steps", af::json::array()}}}));
   af::json input{{"question", "what is the answer?"}, {"n", 42}};
   af::json output{{"answer", "forty-two"}, {"tokens", {1, 2, 3, 4, 5}}};
 
@@ -151,8 +152,9 @@ int main(int argc, char** argv) {
   for (auto& w : workers) w.join();
   double total_s = (WallUs() - w0) / 1e6;
   int n = runs * threads;
-  std::printf("PostgreSQL %s, fsync %s, %d thread(s) x %d runs x %d steps\n", server ? "local throw-away server" : url.c_str(),
-              server ? (fsync ? "on" : "off") : "as configured", threads, runs, steps_per_run);
+  std::printf("PostgreSQL %s, fsync %s, %d thread(s) x %d runs x %d steps\n",
+              server ? "local throw-away server" : url.c_str(), server ? (fsync ? "on" : "off") : "as configured",
+              threads, runs, steps_per_run);
   create.Print("CreateRun", n);
   start.Print("TransitionRun PENDING->RUNNING", n);
   step.Print("InsertStep + FinishStep (pair)", n * std::max(steps_per_run, 1));

@@ -50,9 +50,9 @@ INSTANTIATE_TEST_SUITE_P(Postgres, StoreConformance, ::testing::Values(StoreBack
 
 // ---------------------------------------------------------------- helpers
 
-#define ASSERT_OK(expr)                                  \
-  do {                                                   \
-    const ::af::Status& af_s_ = (expr);                  \
+#define ASSERT_OK(expr)                                        \
+  do {                                                         \
+    const ::af::Status& af_s_ = (expr);                        \
     ASSERT_TRUE(af_s_.ok()) << #expr ": " << af_s_.ToString(); \
   } while (0)
 
@@ -131,8 +131,9 @@ TEST_F(PostgresStoreTest, MigrationsAreRecordedAndIdempotent) {
   for (const char* table : {"workflows", "workflow_versions", "workflow_runs", "step_executions", "agents"}) {
     EXPECT_EQ(Query(url, std::string("SELECT to_regclass('") + table + "') IS NOT NULL")[0][0], "t") << table;
   }
-  EXPECT_EQ(Query(url, "SELECT data_type, collation_name FROM information_schema.columns "
-                       "WHERE table_name = 'workflow_runs' AND column_name IN ('input', 'id') ORDER BY column_name"),
+  EXPECT_EQ(Query(url,
+                  "SELECT data_type, collation_name FROM information_schema.columns "
+                  "WHERE table_name = 'workflow_runs' AND column_name IN ('input', 'id') ORDER BY column_name"),
             (std::vector<std::vector<std::string>>{{"text", "C"}, {"text", ""}}));
 }
 
@@ -249,8 +250,9 @@ TEST_F(PostgresStoreTest, OpenErrorsSayWhatIsWrong) {
   o.pool_size = 0;
   EXPECT_EQ(OpenPostgresStore(o).status().code(), Code::kInvalidArgument);
 
-  ASSERT_OK(pg_->Exec("postgres", "CREATE DATABASE latin1 ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' "
-                                  "TEMPLATE template0"));
+  ASSERT_OK(pg_->Exec("postgres",
+                      "CREATE DATABASE latin1 ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' "
+                      "TEMPLATE template0"));
   o.url = pg_->UrlFor("latin1");
   o.pool_size = 8;
   auto latin1 = OpenPostgresStore(o);
@@ -479,8 +481,8 @@ TEST_F(PostgresStoreTest, SqlInjectionAttemptsAreStoredVerbatim) {
 
   // Run ids with every character the text[] literal of ListCancelRequests
   // must quote, and quoting of SQL itself.
-  const std::vector<std::string> ids = {"run-\"{a,b}\"", "run-\\\\\\", "run-'||(SELECT 1)||'", "run-NULL",
-                                        "run- spaced ", "run-}{", "run-,"};
+  const std::vector<std::string> ids = {
+      "run-\"{a,b}\"", "run-\\\\\\", "run-'||(SELECT 1)||'", "run-NULL", "run- spaced ", "run-}{", "run-,"};
   const json input = {{"sql", "'; DROP TABLE agents; --"}, {"$1", "$2"}, {"brace", "{\"a\"}"}};
   for (const std::string& id : ids) {
     Store::CreatedRun created = Must(store->CreateRun(NewRun{id, wf.id, 1, input, "key' OR 'x'='x" + id}));
@@ -557,9 +559,13 @@ TEST_F(PostgresStoreTest, TextPostgresCannotStoreIsRefusedOrReplaced) {
   RunTransition fail{run.id, RunStatus::kRunning, RunStatus::kFailed};
   fail.error_message = "agent said \xc3\x28 and " + nul;
   RunRecord failed = Must(store->TransitionRun(fail));
-  EXPECT_EQ(failed.error_message, "agent said \xEF\xBF\xBD( and a\xEF\xBF\xBD" "b");
+  EXPECT_EQ(failed.error_message,
+            "agent said \xEF\xBF\xBD( and a\xEF\xBF\xBD"
+            "b");
   EXPECT_EQ(failed.cancelled_by, "op\xEF\xBF\xBD");
-  EXPECT_EQ(failed.cancel_reason, "because a\xEF\xBF\xBD" "b");
+  EXPECT_EQ(failed.cancel_reason,
+            "because a\xEF\xBF\xBD"
+            "b");
   EXPECT_EQ(failed.input, json({{"nul", nul}})) << "JSON keeps U+0000 exactly";
 }
 
