@@ -74,6 +74,20 @@ class Queue {
   // Durably appends a message; when this returns OK the message survives a
   // crash of the process.
   virtual Status Publish(const std::string& topic, const std::string& key, const std::string& payload) = 0;
+
+  // Called exactly once with what Publish would have returned.
+  using PublishDone = std::function<void(Status)>;
+  // Appends a message without waiting for the write: `done` runs once the
+  // message is durable (OK) or could not be written. It runs on one of the
+  // queue's threads, or on the calling thread before PublishAsync returns
+  // (an immediate failure, or a backend without asynchronous writes), so it
+  // must be quick and must not call the queue's blocking operations (Publish,
+  // Subscribe). For services that must not block a thread per message (the
+  // Kafka agent transport). The default calls Publish.
+  virtual void PublishAsync(const std::string& topic, const std::string& key, const std::string& payload,
+                            PublishDone done) {
+    done(Publish(topic, key, payload));
+  }
   // Joins consumer group `group` on `topics`.
   virtual Result<std::unique_ptr<QueueConsumer>> Subscribe(const std::vector<std::string>& topics,
                                                            const std::string& group) = 0;

@@ -5,6 +5,7 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -185,6 +186,49 @@ TEST_P(QueueConformanceTest, OneSubscriptionToSeveralTopics) {
   }
   EXPECT_EQ(received, want);
   EXPECT_TRUE(PollQuiet(*c).empty());
+}
+
+TEST_P(QueueConformanceTest, PublishAsyncReportsEachMessageOnceAndDeliversIt) {
+  const std::string topic = Topic("a");
+  const auto want = Numbered("m", 20);
+  std::mutex mu;
+  std::condition_variable cv;
+  std::map<std::string, std::vector<Status>> reports;  // payload -> completions
+  for (const auto& p : want) {
+    queue().PublishAsync(topic, "run-" + p, p, [&, p](Status s) {
+      std::lock_guard lk(mu);
+      reports[p].push_back(std::move(s));
+      cv.notify_all();
+    });
+  }
+  {
+    std::unique_lock lk(mu);
+    ASSERT_TRUE(cv.wait_for(lk, caps().arrival_timeout, [&] { return reports.size() == want.size(); }))
+        << reports.size() << " of " << want.size() << " publishes reported";
+  }
+  auto c = Subscribe({topic}, Group("g"));
+  ASSERT_NE(c, nullptr);
+  auto got = PollN(*c, want.size());
+  EXPECT_TRUE(SameMessages(Payloads(got), want));
+  std::lock_guard lk(mu);
+  for (const auto& [p, statuses] : reports) {
+    ASSERT_EQ(statuses.size(), 1u) << p << " reported more than once";
+    EXPECT_TRUE(statuses[0].ok()) << statuses[0].ToString();
+  }
+}
+
+TEST_P(QueueConformanceTest, PublishAsyncToAnEmptyTopicReportsAnError) {
+  std::optional<Status> reported;
+  std::mutex mu;
+  std::condition_variable cv;
+  queue().PublishAsync("", "k", "p", [&](Status s) {
+    std::lock_guard lk(mu);
+    reported = std::move(s);
+    cv.notify_all();
+  });
+  std::unique_lock lk(mu);
+  ASSERT_TRUE(cv.wait_for(lk, caps().arrival_timeout, [&] { return reported.has_value(); }));
+  EXPECT_EQ(reported->code(), Code::kInvalidArgument) << reported->ToString();
 }
 
 TEST_P(QueueConformanceTest, BlockedPollReturnsMessagePublishedMeanwhile) {

@@ -9,20 +9,26 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <set>
 #include <thread>
 #include <utility>
 
 #include "common/log.h"
 #include "queue/kafka/ack_tracker.h"
 #include "queue/kafka/kafka_config.h"
+#include "queue/kafka/rdkafka_util.h"
 
 namespace af {
 namespace {
 
 using Clock = std::chrono::steady_clock;
 using kafka::AckTracker;
+using kafka::BrokerHint;
 using kafka::CommitOffset;
+using kafka::EventLogger;
+using kafka::MakeConf;
 using kafka::Properties;
+using kafka::SetCallback;
 using kafka::TopicPartition;
 
 // Longest single consume() inside Poll: bounds how late a periodic commit
@@ -36,89 +42,6 @@ constexpr std::chrono::milliseconds kMaxPollWait = std::chrono::hours(24 * 30);
 constexpr int kPingTimeoutMs = 2000;
 // Publish waits this much longer than message.timeout.ms for the report.
 constexpr std::chrono::milliseconds kDeliveryGrace{2000};
-// The same librdkafka complaint is logged at most this often.
-constexpr std::chrono::seconds kLogEvery{10};
-
-std::string BrokerHint(const std::string& brokers) {
-  return ". Hint: check that the Kafka brokers " + brokers +
-         " (KAFKA_BROKERS) are up and reachable from this host.";
-}
-
-// Routes librdkafka's error events to agentflow's log as warnings, at most
-// one line per kind every kLogEvery (a broker outage otherwise logs every
-// reconnect attempt), and its log lines as debug. Called from librdkafka's
-// threads and from poll.
-class EventLogger final : public RdKafka::EventCb {
- public:
-  explicit EventLogger(std::string who) : who_(std::move(who)) {}
-
-  void event_cb(RdKafka::Event& e) override {
-    switch (e.type()) {
-      case RdKafka::Event::EVENT_ERROR:
-        if (e.fatal()) {
-          log::Error("Kafka " + who_ + ": fatal error: " + RdKafka::err2str(e.err()) + ": " + e.str());
-        } else {
-          Throttled("err" + std::to_string(static_cast<int>(e.err())),
-                    RdKafka::err2str(e.err()) + ": " + e.str());
-        }
-        break;
-      case RdKafka::Event::EVENT_LOG:
-        // Problems also arrive as error events (above); the log lines only
-        // add detail, for LOG_LEVEL=DEBUG (with debug=... for librdkafka's).
-        if (log::Enabled(log::Level::kDebug)) log::Debug("Kafka " + who_ + ": " + e.fac() + ": " + e.str());
-        break;
-      default:
-        break;
-    }
-  }
-
-  // Logs `msg` as a warning unless a message of this `kind` was logged in
-  // the last kLogEvery.
-  void Throttled(const std::string& kind, const std::string& msg) {
-    size_t suppressed = 0;
-    {
-      std::lock_guard lk(mu_);
-      auto now = Clock::now();
-      auto& [last, count] = seen_[kind];
-      if (last != Clock::time_point{} && now - last < kLogEvery) {
-        ++count;
-        return;
-      }
-      last = now;
-      suppressed = count;
-      count = 0;
-    }
-    std::string line = "Kafka " + who_ + ": " + msg;
-    if (suppressed > 0) line += " (" + std::to_string(suppressed) + " similar suppressed)";
-    log::Warn(line);
-  }
-
- private:
-  const std::string who_;
-  std::mutex mu_;
-  std::map<std::string, std::pair<Clock::time_point, size_t>> seen_;
-};
-
-Result<std::unique_ptr<RdKafka::Conf>> MakeConf(const Properties& props) {
-  std::unique_ptr<RdKafka::Conf> conf(RdKafka::Conf::create(RdKafka::Conf::CONF_GLOBAL));
-  std::string err;
-  for (const auto& [k, v] : props) {
-    if (conf->set(k, v, err) != RdKafka::Conf::CONF_OK) {
-      return Status::InvalidArgument("Kafka property " + k + "=" + v + ": " + err +
-                                     ". Hint: see librdkafka's CONFIGURATION.md for the valid properties and "
-                                     "values (--kafka-property KEY=VALUE).");
-    }
-  }
-  return conf;
-}
-
-// Sets a callback object; librdkafka keeps the raw pointer.
-template <typename Cb>
-Status SetCallback(RdKafka::Conf& conf, const char* name, Cb* cb) {
-  std::string err;
-  if (conf.set(name, cb, err) != RdKafka::Conf::CONF_OK) return Status::Internal(std::string(name) + ": " + err);
-  return Status::Ok();
-}
 
 // Owns a vector of librdkafka partition handles.
 class PartitionList {
@@ -474,8 +397,7 @@ struct Delivery {
   std::mutex mu;
   std::condition_variable cv;
   bool done = false;
-  RdKafka::ErrorCode err = RdKafka::ERR_NO_ERROR;
-  std::string errstr;
+  Status status;
 };
 
 class KafkaQueueImpl final : public Queue, public RdKafka::DeliveryReportCb {
@@ -506,7 +428,10 @@ class KafkaQueueImpl final : public Queue, public RdKafka::DeliveryReportCb {
                                      ". Hint: check the --kafka-property values.");
     }
     q->poller_ = std::thread([p = q.get()] {
-      while (!p->stop_) p->producer_->poll(100);
+      while (!p->stop_) {
+        p->producer_->poll(100);
+        p->LearnQueuedTopics();
+      }
     });
     return std::unique_ptr<Queue>(std::move(q));
   }
@@ -518,8 +443,9 @@ class KafkaQueueImpl final : public Queue, public RdKafka::DeliveryReportCb {
     }
     topics_.clear();  // handles go before their producer
     if (producer_ != nullptr) {
-      // Every Publish waited for its report, so normally nothing is left;
-      // a report that never came still owns its Delivery reference.
+      // Every Publish waited for its report, so normally nothing is left
+      // but PublishAsync messages in flight; a report that has not come
+      // still owns its callback, which the purge runs (with an error).
       producer_->flush(1000);
       producer_->purge(RdKafka::Producer::PURGE_QUEUE | RdKafka::Producer::PURGE_INFLIGHT);
       producer_->poll(0);
@@ -528,25 +454,32 @@ class KafkaQueueImpl final : public Queue, public RdKafka::DeliveryReportCb {
   }
 
   Status Publish(const std::string& topic, const std::string& key, const std::string& payload) override {
-    if (topic.empty()) return Status::InvalidArgument("Kafka publish: empty topic name");
     auto d = std::make_shared<Delivery>();
-    auto* opaque = new std::shared_ptr<Delivery>(d);
-    RdKafka::ErrorCode e = producer_->produce(
-        topic, RdKafka::Topic::PARTITION_UA, RdKafka::Producer::RK_MSG_COPY, const_cast<char*>(payload.data()),
-        payload.size(), key.empty() ? nullptr : key.data(), key.size(), 0, opaque);
-    if (e != RdKafka::ERR_NO_ERROR) {
-      delete opaque;
-      return PublishError(topic, e, RdKafka::err2str(e));
-    }
-    LearnTopic(topic);
+    bool produced = Produce(topic, key, payload, [d](Status s) {
+      {
+        std::lock_guard lk(d->mu);
+        d->done = true;
+        d->status = std::move(s);
+      }
+      d->cv.notify_all();
+    });
+    if (produced) LearnTopic(topic);
     std::unique_lock lk(d->mu);
     if (!d->cv.wait_for(lk, delivery_timeout_ + kDeliveryGrace, [&] { return d->done; })) {
       return Status::Unavailable("Kafka publish to " + topic + ": no delivery report within " +
                                  std::to_string((delivery_timeout_ + kDeliveryGrace).count()) +
                                  " ms; the message may or may not be written" + BrokerHint(options_.kafka_brokers));
     }
-    if (d->err == RdKafka::ERR_NO_ERROR) return Status::Ok();
-    return PublishError(topic, d->err, d->errstr);
+    return d->status;
+  }
+
+  void PublishAsync(const std::string& topic, const std::string& key, const std::string& payload,
+                    PublishDone done) override {
+    if (!Produce(topic, key, payload, std::move(done))) return;
+    // As in Publish, but the metadata request waits on the poller thread,
+    // not on the caller's.
+    std::lock_guard lk(topics_mu_);
+    if (topics_.count(topic) == 0) to_learn_.insert(topic);
   }
 
   Result<std::unique_ptr<QueueConsumer>> Subscribe(const std::vector<std::string>& topics,
@@ -571,23 +504,58 @@ class KafkaQueueImpl final : public Queue, public RdKafka::DeliveryReportCb {
     return Status::Ok();
   }
 
-  // Runs on the poller thread.
+  // Runs on the poller thread (or the destructor's, for purged messages).
   void dr_cb(RdKafka::Message& m) override {
-    auto* opaque = static_cast<std::shared_ptr<Delivery>*>(m.msg_opaque());
-    if (opaque == nullptr) return;
-    std::shared_ptr<Delivery> d = std::move(*opaque);
-    delete opaque;
-    {
-      std::lock_guard lk(d->mu);
-      d->done = true;
-      d->err = m.err();
-      d->errstr = m.errstr();
-    }
-    d->cv.notify_all();
+    std::unique_ptr<PublishDone> done(static_cast<PublishDone*>(m.msg_opaque()));
+    if (done == nullptr) return;
+    Status s = m.err() == RdKafka::ERR_NO_ERROR ? Status::Ok() : PublishError(m.topic_name(), m.err(), m.errstr());
+    Report(*done, std::move(s));
   }
 
  private:
   explicit KafkaQueueImpl(QueueOptions options) : options_(std::move(options)), events_("producer") {}
+
+  // Hands the message to librdkafka; `done` gets the delivery report. False
+  // (after calling `done` with the error) if librdkafka refused it at once.
+  bool Produce(const std::string& topic, const std::string& key, const std::string& payload, PublishDone done) {
+    if (topic.empty()) {
+      Report(done, Status::InvalidArgument("Kafka publish: empty topic name"));
+      return false;
+    }
+    auto* opaque = new PublishDone(std::move(done));
+    RdKafka::ErrorCode e = producer_->produce(
+        topic, RdKafka::Topic::PARTITION_UA, RdKafka::Producer::RK_MSG_COPY, const_cast<char*>(payload.data()),
+        payload.size(), key.empty() ? nullptr : key.data(), key.size(), 0, opaque);
+    if (e != RdKafka::ERR_NO_ERROR) {
+      std::unique_ptr<PublishDone> owned(opaque);
+      Report(*owned, PublishError(topic, e, RdKafka::err2str(e)));
+      return false;
+    }
+    return true;
+  }
+
+  // Runs a completion; one that throws is a bug in its owner, not a reason
+  // to take the poller thread down.
+  static void Report(const PublishDone& done, Status s) {
+    try {
+      done(std::move(s));
+    } catch (const std::exception& e) {
+      log::Error(std::string("Kafka producer: a publish completion threw: ") + e.what());
+    } catch (...) {
+      log::Error("Kafka producer: a publish completion threw");
+    }
+  }
+
+  // On the poller thread: the topics PublishAsync produced to for the first time.
+  void LearnQueuedTopics() {
+    std::set<std::string> topics;
+    {
+      std::lock_guard lk(topics_mu_);
+      if (to_learn_.empty()) return;
+      topics.swap(to_learn_);
+    }
+    for (const std::string& t : topics) LearnTopic(t);
+  }
 
   // librdkafka 2.0 looks up a topic it has not produced to before only in
   // its once-a-second topic scan, so a first Publish to a topic would wait
@@ -639,6 +607,7 @@ class KafkaQueueImpl final : public Queue, public RdKafka::DeliveryReportCb {
   std::unique_ptr<RdKafka::Producer> producer_;
   std::mutex topics_mu_;
   std::map<std::string, std::unique_ptr<RdKafka::Topic>> topics_;  // guarded by topics_mu_; see LearnTopic
+  std::set<std::string> to_learn_;  // guarded by topics_mu_: for the poller thread's LearnQueuedTopics
   std::atomic<bool> stop_{false};
   std::thread poller_;
 };

@@ -6,7 +6,11 @@
 // order). Publish returns after the broker confirmed the write (the delivery
 // report), or Unavailable once message.timeout.ms (default 10 s) passed
 // without it, e.g. while the brokers are down. An empty key is sent as no
-// key (any partition).
+// key (any partition). PublishAsync hands the message to librdkafka and
+// returns; its completion runs on the producer's poller thread with the
+// delivery report (or at once, on the caller's thread, if librdkafka refuses
+// the message), and for messages still unconfirmed when the queue is
+// destroyed, with an error from the destructor.
 //
 // Subscribe: one KafkaConsumer per subscription, group.id = the group,
 // cooperative-sticky assignment, no auto-commit. Acks may come in any order
