@@ -30,21 +30,33 @@ namespace http {
 struct ClientResponse;
 }
 
+// An agent as the executor needs it: how to reach it and whether the
+// registry currently considers it usable.
 struct AgentEndpoint {
   std::string name;
-  std::string url;
+  AgentTransport transport = AgentTransport::kHttp;
+  std::string url;             // http
+  std::string topic;           // kafka: request topic
   int64_t timeout_ms = 30000;  // default per call when the step sets none
   int max_concurrency = 0;     // 0 = unlimited
+  AgentHealth health = AgentHealth::kUnknown;  // kUnhealthy: attempts fail (retryable) without a call
+  std::string health_error;                    // why kUnhealthy
 };
 
-// Resolves agent names. Implementations: store-backed (embedded registry),
-// a fixed map (standalone executor).
-// Thread-safety: implementations are safe from any thread.
+AgentEndpoint ToEndpoint(const Agent& a);
+
+// Resolves agent names. Implementations: store-backed (embedded registry and
+// consumers sharing the registry's database), the registry service over HTTP
+// with a short cache, a fixed map (standalone executor).
+// Errors: NotFound (with a hint) when the agent is not registered, which
+// fails the step; anything else (Unavailable: store or registry unreachable)
+// makes the executor retry the run later without using up retries.
+// Thread-safety: Resolve is called from the engine's executor only; the
+// returned coroutine runs there.
 class AgentDirectory {
  public:
   virtual ~AgentDirectory() = default;
-  // NotFound with a hint when the agent is not registered.
-  virtual Result<AgentEndpoint> Resolve(const std::string& name) = 0;
+  virtual boost::asio::awaitable<Result<AgentEndpoint>> Resolve(const std::string& name) = 0;
 };
 
 class Store;

@@ -295,6 +295,17 @@ TEST_F(DemoAgentsTest, FlakyFailsNTimesPerIdempotencyKeyThenSucceeds) {
   EXPECT_EQ(Call("flaky", {{"failures", 1}}, 10000, "s3", 0).outcome, Outcome::kOk);
 }
 
+TEST_F(DemoAgentsTest, SleepCountsCallsPerIdempotencyKeyWhenAsked) {
+  json input = {{"ms", 1}, {"count_calls", true}};
+  AgentReply r = Call("sleep", input, 10000, "nap");
+  ASSERT_EQ(r.outcome, Outcome::kOk) << r.error;
+  EXPECT_EQ(r.output, (json{{"slept_ms", 1}, {"idempotency_key", "run-1/nap"}, {"calls", 1}}));
+  r = Call("sleep", input, 10000, "nap");
+  EXPECT_EQ(r.output["calls"], 2);
+  r = Call("sleep", input, 10000, "other");
+  EXPECT_EQ(r.output["calls"], 1);
+}
+
 TEST_F(DemoAgentsTest, SleepCompletesOrTimesOut) {
   AgentReply r = Call("sleep", {{"ms", 20}});
   ASSERT_EQ(r.outcome, Outcome::kOk) << r.error;
@@ -385,6 +396,16 @@ TEST_F(DemoAgentsTest, RecordsHealthAndBadJson) {
 
 // ---------------------------------------------------------------- directories
 
+// Runs a directory's Resolve to completion on a private loop.
+Result<AgentEndpoint> ResolveNow(AgentDirectory* dir, const std::string& name) {
+  asio::io_context ioc;
+  Result<AgentEndpoint> out = Status::Internal("not run");
+  asio::co_spawn(
+      ioc, [&]() -> asio::awaitable<void> { out = co_await dir->Resolve(name); }, asio::detached);
+  ioc.run();
+  return out;
+}
+
 TEST(StaticAgentDirectoryTest, ResolvesConfiguredAgents) {
   AgentEndpoint e;
   e.name = "echo";
@@ -392,13 +413,13 @@ TEST(StaticAgentDirectoryTest, ResolvesConfiguredAgents) {
   e.timeout_ms = 1234;
   e.max_concurrency = 4;
   auto dir = NewStaticAgentDirectory({e});
-  auto r = dir->Resolve("echo");
+  auto r = ResolveNow(dir.get(), "echo");
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->url, e.url);
   EXPECT_EQ(r->timeout_ms, 1234);
   EXPECT_EQ(r->max_concurrency, 4);
 
-  r = dir->Resolve("nope");
+  r = ResolveNow(dir.get(), "nope");
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), Code::kNotFound);
   EXPECT_NE(r.status().message().find("Hint: pass --agent nope=URL"), std::string::npos) << r.status().message();
@@ -429,6 +450,13 @@ class FakeAgentStore final : public Store {
   Status DeleteAgent(const std::string& name) override {
     return agents.erase(name) ? Status::Ok() : Status::NotFound(name);
   }
+  Status RecordAgentHealth(const AgentHealthUpdate& u) override {
+    auto it = agents.find(u.name);
+    if (it == agents.end()) return Status::NotFound(u.name);
+    it->second.health = u.health;
+    it->second.health_error = u.error;
+    return Status::Ok();
+  }
 
   Result<Workflow> CreateWorkflow(const NewWorkflow&) override { return No(); }
   Result<Workflow> UpdateWorkflow(const std::string&, const NewWorkflow&) override { return No(); }
@@ -457,7 +485,7 @@ TEST(StoreAgentDirectoryTest, ReadsTheStoreOnEveryCall) {
   FakeAgentStore store;
   auto dir = NewStoreAgentDirectory(&store);
 
-  auto r = dir->Resolve("x");
+  auto r = ResolveNow(dir.get(), "x");
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), Code::kNotFound);
   EXPECT_EQ(r.status().message(),
@@ -470,7 +498,7 @@ TEST(StoreAgentDirectoryTest, ReadsTheStoreOnEveryCall) {
   a.timeout_ms = 777;
   a.max_concurrency = 2;
   ASSERT_TRUE(store.CreateAgent(a).ok());
-  r = dir->Resolve("x");
+  r = ResolveNow(dir.get(), "x");
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(r->name, "x");
   EXPECT_EQ(r->url, a.url);
@@ -479,10 +507,10 @@ TEST(StoreAgentDirectoryTest, ReadsTheStoreOnEveryCall) {
 
   a.url = "http://127.0.0.1:2/agents/x";  // re-registered: seen at once
   ASSERT_TRUE(store.UpsertAgent(a).ok());
-  EXPECT_EQ(dir->Resolve("x")->url, a.url);
+  EXPECT_EQ(ResolveNow(dir.get(), "x")->url, a.url);
 
   store.fail_with = Status::Unavailable("database is locked");
-  r = dir->Resolve("x");
+  r = ResolveNow(dir.get(), "x");
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), Code::kUnavailable);  // store errors pass through unchanged
 }
@@ -493,12 +521,12 @@ TEST(StoreAgentDirectoryTest, WorksOnTheSqliteStore) {
   auto store = OpenStore(opts);
   ASSERT_TRUE(store.ok()) << store.status().ToString();
   auto dir = NewStoreAgentDirectory(store->get());
-  EXPECT_EQ(dir->Resolve("echo").status().code(), Code::kNotFound);
+  EXPECT_EQ(ResolveNow(dir.get(), "echo").status().code(), Code::kNotFound);
 
   auto demo = StartDemoAgents("127.0.0.1", 0);
   ASSERT_TRUE(demo.ok()) << demo.status().ToString();
   for (const Agent& a : (*demo)->Records()) ASSERT_TRUE((*store)->UpsertAgent(a).ok()) << a.name;
-  auto r = dir->Resolve("sleep");
+  auto r = ResolveNow(dir.get(), "sleep");
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(r->url, (*demo)->base_url() + "/agents/sleep");
   EXPECT_EQ(r->timeout_ms, 600000);

@@ -90,7 +90,10 @@ class DemoAgentsImpl final : public DemoAgents {
     static constexpr Spec kSpecs[] = {
         {"echo", "returns {\"echo\": input}", 30000},
         {"upper", "returns {\"text\": input.text in upper case}", 30000},
-        {"sleep", "waits input.ms milliseconds (no thread held), then returns {\"slept_ms\": ms}", 600000},
+        {"sleep",
+         "waits input.ms milliseconds (no thread held), then returns {\"slept_ms\": ms}; with input.count_calls "
+         "also the Idempotency-Key and how many calls carried it",
+         600000},
         {"fail", "always fails: HTTP 500, or 400 when input.permanent is true", 30000},
         {"flaky", "fails with 503 the first input.failures attempts per Idempotency-Key, then succeeds", 30000},
     };
@@ -137,7 +140,7 @@ class DemoAgentsImpl final : public DemoAgents {
       co_return JsonResponse(200, {{"text", s}});
     });
 
-    router_.Add("POST", "/agents/sleep", [](Request& req) -> asio::awaitable<Response> {
+    router_.Add("POST", "/agents/sleep", [this](Request& req) -> asio::awaitable<Response> {
       json input;
       Response error;
       if (!ParseInput(req, input, error)) co_return error;
@@ -152,7 +155,15 @@ class DemoAgentsImpl final : public DemoAgents {
       timer.expires_after(std::chrono::milliseconds(ms));
       boost::system::error_code ec;
       co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-      co_return JsonResponse(200, {{"slept_ms", ms}});
+      json out = {{"slept_ms", ms}};
+      const json& count = Field(input, "count_calls");
+      if (count.is_boolean() && count.get<bool>()) {
+        // Lets a test see that a call cut off by a crash is made again with the same key.
+        std::string key = req.Header("Idempotency-Key");
+        out["idempotency_key"] = key;
+        out["calls"] = NextAttempt("sleep:" + key);
+      }
+      co_return JsonResponse(200, out);
     });
 
     router_.Add("POST", "/agents/fail", [](Request& req) -> asio::awaitable<Response> {

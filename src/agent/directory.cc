@@ -7,23 +7,32 @@
 
 namespace af {
 
-namespace {
-
 AgentEndpoint ToEndpoint(const Agent& a) {
   AgentEndpoint e;
   e.name = a.name;
+  e.transport = a.transport;
   e.url = a.url;
+  e.topic = a.topic;
   e.timeout_ms = a.timeout_ms;
   e.max_concurrency = a.max_concurrency;
+  e.health = a.health;
+  e.health_error = a.health_error;
   return e;
 }
+
+namespace {
 
 // Thread-safe as far as the Store is (every Store is).
 class StoreAgentDirectory final : public AgentDirectory {
  public:
   explicit StoreAgentDirectory(Store* store) : store_(store) {}
 
-  Result<AgentEndpoint> Resolve(const std::string& name) override {
+  boost::asio::awaitable<Result<AgentEndpoint>> Resolve(const std::string& name) override {
+    co_return Lookup(name);
+  }
+
+ private:
+  Result<AgentEndpoint> Lookup(const std::string& name) {
     Result<Agent> agent = store_->GetAgent(name);
     if (!agent.ok()) {
       if (agent.status().code() == Code::kNotFound) {
@@ -37,7 +46,6 @@ class StoreAgentDirectory final : public AgentDirectory {
     return ToEndpoint(*agent);
   }
 
- private:
   Store* store_;
 };
 
@@ -51,7 +59,12 @@ class StaticAgentDirectory final : public AgentDirectory {
     }
   }
 
-  Result<AgentEndpoint> Resolve(const std::string& name) override {
+  boost::asio::awaitable<Result<AgentEndpoint>> Resolve(const std::string& name) override {
+    co_return Lookup(name);
+  }
+
+ private:
+  Result<AgentEndpoint> Lookup(const std::string& name) const {
     auto it = agents_.find(name);
     if (it == agents_.end()) {
       std::string known;
@@ -63,7 +76,6 @@ class StaticAgentDirectory final : public AgentDirectory {
     return it->second;
   }
 
- private:
   std::map<std::string, AgentEndpoint> agents_;
 };
 

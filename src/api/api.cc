@@ -1,5 +1,7 @@
 #include "api/api.h"
 
+#include "api/request_util.h"
+
 #include <atomic>
 #include <set>
 
@@ -43,152 +45,14 @@ Response ErrorResponse(const Status& status) {
 
 namespace {
 
+using api::CheckFields;
+using api::CheckId;
+using api::OptString;
+using api::ParseBody;
+using api::ParseLimit;
+using api::ParseWait;
+
 constexpr size_t kMaxIdempotencyKey = 255;
-
-// "application/json" or any "<type>/<subtype>+json", parameters ignored,
-// case-insensitive (RFC 9110 8.3.1).
-bool IsJsonMediaType(const std::string& content_type) {
-  std::string t = content_type.substr(0, content_type.find(';'));
-  while (!t.empty() && (t.back() == ' ' || t.back() == '\t')) t.pop_back();
-  size_t start = t.find_first_not_of(" \t");
-  t = start == std::string::npos ? "" : t.substr(start);
-  for (char& c : t) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  if (t == "application/json") return true;
-  return t.size() > 5 && t.compare(t.size() - 5, 5, "+json") == 0 && t.find('/') != std::string::npos;
-}
-
-// Parses a JSON request body. Empty bodies are `empty_default` (null: a
-// body is required).
-Result<json> ParseBody(const Request& req, const json& empty_default) {
-  std::string ct = req.Header("Content-Type");
-  if (!ct.empty() && !IsJsonMediaType(ct)) {
-    return Status(Code::kUnsupportedMediaType, "Content-Type must be application/json, got '" + ct + "'");
-  }
-  if (req.body.find_first_not_of(" \t\r\n") == std::string::npos) {
-    if (empty_default.is_null()) return Status::InvalidArgument("a JSON request body is required");
-    return empty_default;
-  }
-  AF_RETURN_IF_ERROR(CheckJsonDepth(req.body, "request body"));
-  json j;
-  try {
-    j = json::parse(req.body);
-  } catch (const json::exception& e) {
-    return Status::InvalidArgument(std::string("request body is not valid JSON: ") + e.what());
-  }
-  if (!j.is_object()) return Status::InvalidArgument("request body must be a JSON object");
-  return j;
-}
-
-// Rejects fields outside `allowed`.
-Status CheckFields(const json& body, std::initializer_list<const char*> allowed) {
-  std::set<std::string> ok(allowed.begin(), allowed.end());
-  json problems = json::array();
-  for (auto it = body.begin(); it != body.end(); ++it) {
-    if (!ok.count(it.key())) {
-      problems.push_back({{"field", it.key()}, {"message", "unknown field '" + it.key() + "'"}});
-    }
-  }
-  if (problems.empty()) return Status::Ok();
-  return Status::InvalidArgument(problems[0]["message"].get<std::string>(), {{"problems", problems}});
-}
-
-Result<int> ParseLimit(const Request& req, int def) {
-  auto it = req.query.find("limit");
-  if (it == req.query.end() || it->second.empty()) return def;
-  try {
-    size_t pos = 0;
-    int v = std::stoi(it->second, &pos);
-    if (pos != it->second.size() || v < 1 || v > 1000) throw std::out_of_range("limit");
-    return v;
-  } catch (...) {
-    return Status::InvalidArgument("limit must be an integer from 1 to 1000");
-  }
-}
-
-// ?wait=<seconds> (decimal allowed); 0 when absent.
-Result<double> ParseWait(const Request& req, int max_seconds) {
-  auto it = req.query.find("wait");
-  if (it == req.query.end() || it->second.empty()) return 0.0;
-  try {
-    size_t pos = 0;
-    double v = std::stod(it->second, &pos);
-    if (pos != it->second.size() || !(v >= 0)) throw std::out_of_range("wait");
-    return std::min<double>(v, max_seconds);
-  } catch (...) {
-    return Status::InvalidArgument("wait must be a number of seconds >= 0");
-  }
-}
-
-std::string OptString(const json& body, const char* field, Status* err) {
-  if (!body.contains(field) || body[field].is_null()) return "";
-  if (!body[field].is_string()) {
-    *err = Status::InvalidArgument(std::string("field '") + field + "' must be a string");
-    return "";
-  }
-  return body[field].get<std::string>();
-}
-
-Status CheckId(const std::string& id, const char* what) {
-  if (IsValidId(id)) return Status::Ok();
-  return Status::InvalidArgument(std::string("invalid ") + what +
-                                 ": ids are 1-128 characters of letters, digits, '.', '_', ':' and '-'");
-}
-
-Result<Agent> AgentFromJson(const json& body, const std::string& path_name) {
-  AF_RETURN_IF_ERROR(CheckFields(body, {"name", "url", "timeout_ms", "max_concurrency", "metadata"}));
-  Agent a;
-  json problems = json::array();
-  auto problem = [&](const char* field, std::string msg) {
-    problems.push_back({{"field", field}, {"message", std::string(field) + ": " + msg}});
-  };
-  if (body.contains("name")) {
-    if (!body["name"].is_string()) {
-      problem("name", "must be a string");
-    } else {
-      a.name = body["name"].get<std::string>();
-    }
-  }
-  if (a.name.empty()) a.name = path_name;
-  if (!path_name.empty() && a.name != path_name) problem("name", "does not match the name in the path");
-  if (a.name.empty()) {
-    problem("name", "is required");
-  } else if (!IsValidId(a.name)) {
-    problem("name", "must be 1-128 characters of letters, digits, '.', '_', ':' and '-'");
-  }
-  if (!body.contains("url") || !body["url"].is_string() || body["url"].get<std::string>().empty()) {
-    problem("url", "is required (e.g. http://127.0.0.1:9000/agents/echo)");
-  } else {
-    a.url = body["url"].get<std::string>();
-    if (!http::ParseUrl(a.url).ok()) problem("url", "must be an http:// URL");
-  }
-  if (body.contains("timeout_ms")) {
-    const json& t = body["timeout_ms"];
-    if (!t.is_number_integer() || t.get<int64_t>() < 1 || t.get<int64_t>() > 86400000) {
-      problem("timeout_ms", "must be an integer from 1 to 86400000");
-    } else {
-      a.timeout_ms = t.get<int64_t>();
-    }
-  }
-  if (body.contains("max_concurrency")) {
-    const json& c = body["max_concurrency"];
-    if (!c.is_number_integer() || c.get<int64_t>() < 0 || c.get<int64_t>() > 1000000) {
-      problem("max_concurrency", "must be an integer >= 0 (0 = unlimited)");
-    } else {
-      a.max_concurrency = c.get<int>();
-    }
-  }
-  if (body.contains("metadata")) {
-    if (!body["metadata"].is_object()) {
-      problem("metadata", "must be an object");
-    } else {
-      a.metadata = body["metadata"];
-    }
-  }
-  if (!problems.empty()) {
-    return Status::InvalidArgument(problems[0]["message"].get<std::string>(), {{"problems", problems}});
-  }
-  return a;
-}
 
 template <typename T>
 Response PageResponse(const Page<T>& page) {
@@ -468,58 +332,6 @@ class Api::Handlers : public std::enable_shared_from_this<Api::Handlers> {
     return http::JsonResponse(202, ToJson(*moved));
   }
 
-  // ---- agents ----
-  Response CreateAgent(Request& req) {
-    auto body = ParseBody(req, nullptr);
-    if (!body.ok()) return ErrorResponse(body.status());
-    auto agent = AgentFromJson(*body, "");
-    if (!agent.ok()) return ErrorResponse(agent.status());
-    auto created = store_->CreateAgent(*agent);
-    if (!created.ok()) return ErrorResponse(created.status());
-    return http::JsonResponse(201, ToJson(*created));
-  }
-
-  Response PutAgent(Request& req) {
-    const std::string& name = req.path_params["name"];
-    Status valid = CheckId(name, "agent name");
-    if (!valid.ok()) return ErrorResponse(valid);
-    auto body = ParseBody(req, nullptr);
-    if (!body.ok()) return ErrorResponse(body.status());
-    auto agent = AgentFromJson(*body, name);
-    if (!agent.ok()) return ErrorResponse(agent.status());
-    auto saved = store_->UpsertAgent(*agent);
-    if (!saved.ok()) return ErrorResponse(saved.status());
-    return http::JsonResponse(200, ToJson(*saved));
-  }
-
-  Response ListAgents(Request&) {
-    auto agents = store_->ListAgents();
-    if (!agents.ok()) return ErrorResponse(agents.status());
-    json items = json::array();
-    for (const auto& a : *agents) items.push_back(ToJson(a));
-    return http::JsonResponse(200, {{"items", items}});
-  }
-
-  Response GetAgent(Request& req) {
-    const std::string& name = req.path_params["name"];
-    Status valid = CheckId(name, "agent name");
-    if (!valid.ok()) return ErrorResponse(valid);
-    auto a = store_->GetAgent(name);
-    if (!a.ok()) return ErrorResponse(a.status());
-    return http::JsonResponse(200, ToJson(*a));
-  }
-
-  Response DeleteAgent(Request& req) {
-    const std::string& name = req.path_params["name"];
-    Status valid = CheckId(name, "agent name");
-    if (!valid.ok()) return ErrorResponse(valid);
-    Status s = store_->DeleteAgent(name);
-    if (!s.ok()) return ErrorResponse(s);
-    Response r;
-    r.status = 204;
-    return r;
-  }
-
   Response Health(Request&) {
     Status db = store_->Ping();
     Status q = queue_->Ping();
@@ -619,7 +431,7 @@ class Api::Handlers : public std::enable_shared_from_this<Api::Handlers> {
 };
 
 Api::Api(Store* store, Queue* queue, std::shared_ptr<ChangeFeed> feed, ApiOptions options)
-    : handlers_(std::make_shared<Handlers>(store, queue, std::move(feed), std::move(options))) {}
+    : handlers_(std::make_shared<Handlers>(store, queue, std::move(feed), std::move(options))), agents_(store) {}
 
 Status Api::RequeueUnfinishedRuns() { return handlers_->RequeueUnfinished(); }
 
@@ -650,11 +462,7 @@ void Api::Register(http::Router& router) {
   router.Add("POST", v1 + "/runs/{run_id}/cancel", sync(&Handlers::CancelRun));
   router.Add("POST", v1 + "/runs/{run_id}/retry", sync(&Handlers::RetryRun));
 
-  router.Add("POST", v1 + "/agents", sync(&Handlers::CreateAgent));
-  router.Add("GET", v1 + "/agents", sync(&Handlers::ListAgents));
-  router.Add("GET", v1 + "/agents/{name}", sync(&Handlers::GetAgent));
-  router.Add("PUT", v1 + "/agents/{name}", sync(&Handlers::PutAgent));
-  router.Add("DELETE", v1 + "/agents/{name}", sync(&Handlers::DeleteAgent));
+  agents_.Register(router);
 }
 
 }  // namespace af

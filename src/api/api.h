@@ -1,5 +1,6 @@
 // The Workflow Management API (JSON under /api/v1): workflows, runs, step
-// executions, agents, health. Handlers are logic over the Store and Queue
+// executions, agents (AgentsApi, also served alone by `agentflow registry`),
+// health. Handlers are logic over the Store and Queue
 // interfaces; the HTTP server is wiring (http::Server + http::Router).
 // docs/api.md documents every route.
 //
@@ -10,6 +11,7 @@
 #include <memory>
 #include <string>
 
+#include "api/agents_api.h"
 #include "http/http.h"
 #include "model/plan.h"
 #include "queue/queue.h"
@@ -49,6 +51,7 @@ class Api {
  private:
   class Handlers;
   std::shared_ptr<Handlers> handlers_;
+  AgentsApi agents_;
 };
 
 }  // namespace af

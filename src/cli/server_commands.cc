@@ -162,7 +162,7 @@ int RunStandalone(ExecutorArgs& args) {
       return 1;
     }
     demo = std::move(started).value();
-    for (const Agent& a : demo->Records()) endpoints.push_back({a.name, a.url, a.timeout_ms, a.max_concurrency});
+    for (const Agent& a : demo->Records()) endpoints.push_back(ToEndpoint(a));
   }
   if (!args.registry.empty()) {
     http::ClientRequest req;
@@ -174,8 +174,12 @@ int RunStandalone(ExecutorArgs& args) {
       return 1;
     }
     for (const auto& a : body["items"]) {
-      endpoints.push_back({a.value("name", ""), a.value("url", ""), a.value("timeout_ms", int64_t{30000}),
-                           a.value("max_concurrency", 0)});
+      AgentEndpoint e;
+      e.name = a.value("name", "");
+      e.url = a["url"].is_string() ? a["url"].get<std::string>() : "";
+      e.timeout_ms = a.value("timeout_ms", int64_t{30000});
+      e.max_concurrency = a.value("max_concurrency", 0);
+      endpoints.push_back(std::move(e));
     }
   }
   for (const std::string& spec : args.agents) {
@@ -184,7 +188,10 @@ int RunStandalone(ExecutorArgs& args) {
       std::fprintf(stderr, "error: --agent takes NAME=URL, got '%s'\n", spec.c_str());
       return 2;
     }
-    endpoints.push_back({spec.substr(0, eq), spec.substr(eq + 1), 30000, 0});
+    AgentEndpoint e;
+    e.name = spec.substr(0, eq);
+    e.url = spec.substr(eq + 1);
+    endpoints.push_back(std::move(e));
   }
 
   StoreOptions so;

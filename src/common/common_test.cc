@@ -50,6 +50,17 @@ TEST(IdsTest, UuidShapeAndValidation) {
   EXPECT_FALSE(IsValidId("a b"));
 }
 
+TEST(IdsTest, KafkaTopicNames) {
+  EXPECT_TRUE(IsValidKafkaTopic("agent.echo.requests"));
+  EXPECT_TRUE(IsValidKafkaTopic("a_b-C.9"));
+  EXPECT_TRUE(IsValidKafkaTopic(std::string(249, 't')));
+  EXPECT_FALSE(IsValidKafkaTopic(std::string(250, 't')));
+  EXPECT_FALSE(IsValidKafkaTopic(""));
+  EXPECT_FALSE(IsValidKafkaTopic(".."));
+  EXPECT_FALSE(IsValidKafkaTopic("a:b"));  // ':' is valid in ids, not in topics
+  EXPECT_FALSE(IsValidKafkaTopic("a/b"));
+}
+
 }  // namespace
 }  // namespace af
 

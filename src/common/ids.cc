@@ -27,4 +27,14 @@ bool IsValidId(const std::string& id) {
   return true;
 }
 
+bool IsValidKafkaTopic(const std::string& topic) {
+  if (topic.empty() || topic.size() > 249 || topic == "." || topic == "..") return false;
+  for (char c : topic) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+              c == '_' || c == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
 }  // namespace af

@@ -14,4 +14,8 @@ inline std::string NewWorkflowId() { return "wf-" + NewUuid(); }
 // 1..128 chars of [A-Za-z0-9._:-], not "." or "..".
 bool IsValidId(const std::string& id);
 
+// A Kafka topic name as brokers accept it: 1..249 chars of [A-Za-z0-9._-],
+// not "." or "..".
+bool IsValidKafkaTopic(const std::string& topic);
+
 }  // namespace af

@@ -488,21 +488,42 @@ asio::awaitable<Engine::RunExecutor::ItemOutcome> Engine::RunExecutor::RunItem(i
     if (!ins.ok()) co_return store_fail(ins.status());
     co_return fail(msg);
   }
-  auto endpoint = engine_->agents_->Resolve(spec.agent);
-  if (!endpoint.ok()) {
-    if (endpoint.status().code() != Code::kNotFound) co_return store_fail(endpoint.status());
-    std::string msg = fmt::format("{} (agent '{}'): {}", label, spec.agent, endpoint.status().message());
-    auto ins = InsertTerminal(idx, item, StepStatus::kFailed, *input, msg);
-    if (!ins.ok()) co_return store_fail(ins.status());
-    co_return fail(msg);
-  }
-  const AgentEndpoint& ep = *endpoint;
-  int64_t timeout = spec.timeout_ms.value_or(ep.timeout_ms > 0 ? ep.timeout_ms : engine_->options_.default_timeout_ms);
   log::Fields fields{run_.id, spec.id, spec.agent};
 
   int tries = 0;
   while (true) {
     if (cancel->cancelled()) co_return cancelled();
+    // Resolved on every attempt: an agent may be re-registered or turn
+    // healthy between attempts.
+    Result<AgentEndpoint> endpoint = co_await engine_->agents_->Resolve(spec.agent);
+    if (cancel->cancelled()) co_return cancelled();
+    if (!endpoint.ok()) {
+      if (endpoint.status().code() != Code::kNotFound) co_return store_fail(endpoint.status());
+      std::string msg = fmt::format("{} (agent '{}'): {}", label, spec.agent, endpoint.status().message());
+      auto ins = InsertTerminal(idx, item, StepStatus::kFailed, *input, msg);
+      if (!ins.ok()) co_return store_fail(ins.status());
+      co_return fail(msg);
+    }
+    const AgentEndpoint& ep = *endpoint;
+    int64_t timeout =
+        spec.timeout_ms.value_or(ep.timeout_ms > 0 ? ep.timeout_ms : engine_->options_.default_timeout_ms);
+    if (ep.health == AgentHealth::kUnhealthy) {
+      // Not called: the attempt fails retryably, within the step's retry policy.
+      std::string why = "agent '" + spec.agent + "' is unhealthy" +
+                        (ep.health_error.empty() ? std::string() : ": " + ep.health_error);
+      auto ins = InsertTerminal(idx, item, StepStatus::kFailed, *input, why);
+      if (!ins.ok()) co_return store_fail(ins.status());
+      ++tries;
+      if (!ShouldRetry(spec.retry, tries)) {
+        co_return fail(fmt::format("{} failed after {} attempt{}: {}", label, tries, tries == 1 ? "" : "s", why));
+      }
+      std::uniform_real_distribution<double> jitter(0.0, 1.0);
+      int64_t delay = BackoffMs(spec.retry, tries + 1, jitter(rng_), std::nullopt);
+      log::Info(fmt::format("{}; retrying in {} ms", why, delay), fields);
+      bool slept = co_await SleepFor(std::chrono::milliseconds(delay), cancel);
+      if (!slept) co_return cancelled();
+      continue;
+    }
     bool slot = co_await engine_->limiter_->Acquire(spec.agent, ep.max_concurrency, cancel);
     if (!slot) co_return cancelled();
     if (cancel->cancelled()) {

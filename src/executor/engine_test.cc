@@ -94,6 +94,31 @@ AgentReply Permanent(std::string error) {
   return r;
 }
 
+// The static directory, with health the test can change while runs execute.
+class TestDirectory : public AgentDirectory {
+ public:
+  explicit TestDirectory(std::vector<AgentEndpoint> agents) : inner_(NewStaticAgentDirectory(std::move(agents))) {}
+  void SetHealth(const std::string& name, AgentHealth h, std::string error = "") {
+    std::lock_guard<std::mutex> lock(mu_);
+    health_[name] = {h, std::move(error)};
+  }
+  asio::awaitable<Result<AgentEndpoint>> Resolve(const std::string& name) override {
+    Result<AgentEndpoint> e = co_await inner_->Resolve(name);
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = health_.find(name);
+    if (e.ok() && it != health_.end()) {
+      e->health = it->second.first;
+      e->health_error = it->second.second;
+    }
+    co_return e;
+  }
+
+ private:
+  std::unique_ptr<AgentDirectory> inner_;
+  std::mutex mu_;
+  std::map<std::string, std::pair<AgentHealth, std::string>> health_;
+};
+
 class EngineTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -101,9 +126,14 @@ class EngineTest : public ::testing::Test {
     ASSERT_TRUE(s.ok()) << s.status().ToString();
     store_ = std::move(s).value();
     std::vector<AgentEndpoint> agents;
-    for (const char* n : {"a", "b", "c", "slow", "limited", "bad"}) agents.push_back({n, "http://fake/" + std::string(n)});
+    for (const char* n : {"a", "b", "c", "slow", "limited", "bad"}) {
+      AgentEndpoint e;
+      e.name = n;
+      e.url = "http://fake/" + std::string(n);
+      agents.push_back(e);
+    }
     agents[4].max_concurrency = 2;
-    directory_ = NewStaticAgentDirectory(agents);
+    directory_ = std::make_unique<TestDirectory>(agents);
     EngineOptions eo;
     eo.store_retry_delay = 20ms;
     engine_ = std::make_unique<Engine>(loop_.executor(), store_.get(), directory_.get(), &caller_, eo);
@@ -157,7 +187,7 @@ class EngineTest : public ::testing::Test {
   std::unique_ptr<Store> store_;
   EventLoop loop_{1};
   FakeCaller caller_;
-  std::unique_ptr<AgentDirectory> directory_;
+  std::unique_ptr<TestDirectory> directory_;
   std::unique_ptr<Engine> engine_;
 };
 
@@ -468,6 +498,40 @@ TEST_F(EngineTest, UnknownAgentAndMissingReferenceFailWithClearMessages) {
   EXPECT_NE(run2.error_message.find("input.missing"), std::string::npos) << run2.error_message;
 }
 
+TEST_F(EngineTest, UnhealthyAgentFailsAttemptsWithoutCallingUntilItRecovers) {
+  directory_->SetHealth("a", AgentHealth::kUnhealthy, "GET http://fake/healthz: HTTP 503");
+  // Each attempt records a FAILED row; after the second, the agent recovers.
+  json plan = json::parse(R"({"name": "sick", "steps": [
+    {"id": "s", "agent": "a", "retry": {"max_attempts": 5, "initial_backoff_ms": 50, "max_backoff_ms": 50}}]})");
+  std::string id = NewRunOf(plan);
+  auto f = Submit(id);
+  for (int i = 0; i < 2000 && Steps(id).size() < 2; ++i) std::this_thread::sleep_for(5ms);
+  ASSERT_GE(Steps(id).size(), 2u);
+  directory_->SetHealth("a", AgentHealth::kHealthy);
+  ASSERT_EQ(f.wait_for(20s), std::future_status::ready);
+  af::Run run = *store_->GetRun(id);
+  ASSERT_EQ(run.status, RunStatus::kCompleted) << run.error_message;
+  auto rows = Steps(id);
+  ASSERT_GE(rows.size(), 3u);
+  EXPECT_EQ(rows[0].status, StepStatus::kFailed);
+  EXPECT_EQ(rows[0].error_message, "agent 'a' is unhealthy: GET http://fake/healthz: HTTP 503");
+  EXPECT_EQ(rows.back().status, StepStatus::kCompleted);
+  EXPECT_EQ(caller_.Calls("a"), 1) << "an unhealthy agent is not called";
+}
+
+TEST_F(EngineTest, UnhealthyAgentFailsTheStepOnceRetriesAreUsedUp) {
+  directory_->SetHealth("b", AgentHealth::kUnhealthy, "no heartbeat for 30 s");
+  json plan = json::parse(R"({"name": "sick2", "steps": [
+    {"id": "s", "agent": "b", "retry": {"max_attempts": 2, "initial_backoff_ms": 1, "max_backoff_ms": 1}}]})");
+  std::string id = NewRunOf(plan);
+  af::Run run = RunToEnd(id);
+  EXPECT_EQ(run.status, RunStatus::kFailed);
+  EXPECT_NE(run.error_message.find("after 2 attempts: agent 'b' is unhealthy: no heartbeat for 30 s"), std::string::npos)
+      << run.error_message;
+  EXPECT_EQ(Steps(id).size(), 2u);
+  EXPECT_EQ(caller_.Calls("b"), 0);
+}
+
 TEST_F(EngineTest, DuplicateSubmitWhileActiveAndTerminalRunsAreNoOps) {
   caller_.Set("slow", {.delay = 100ms});
   json plan = json::parse(R"({"name": "d", "steps": [{"id": "s", "agent": "slow"}]})");
@@ -539,6 +603,7 @@ class FlakyStore : public Store {
   Result<Agent> GetAgent(const std::string& n) override { return inner_->GetAgent(n); }
   Result<std::vector<Agent>> ListAgents() override { return inner_->ListAgents(); }
   Status DeleteAgent(const std::string& n) override { return inner_->DeleteAgent(n); }
+  Status RecordAgentHealth(const AgentHealthUpdate& u) override { return inner_->RecordAgentHealth(u); }
   Status Ping() override { return inner_->Ping(); }
 
  private:

@@ -96,12 +96,50 @@ json ToJson(const StepExecution& s) {
               {"completed_at", OptTime(s.completed_at)}};
 }
 
+const char* ToString(AgentTransport t) { return t == AgentTransport::kKafka ? "kafka" : "http"; }
+
+const char* ToString(AgentHealth h) {
+  switch (h) {
+    case AgentHealth::kHealthy:
+      return "healthy";
+    case AgentHealth::kUnhealthy:
+      return "unhealthy";
+    case AgentHealth::kUnknown:
+      break;
+  }
+  return "unknown";
+}
+
+std::optional<AgentTransport> ParseAgentTransport(const std::string& s) {
+  if (s == "http") return AgentTransport::kHttp;
+  if (s == "kafka") return AgentTransport::kKafka;
+  return std::nullopt;
+}
+
+std::optional<AgentHealth> ParseAgentHealth(const std::string& s) {
+  if (s == "unknown") return AgentHealth::kUnknown;
+  if (s == "healthy") return AgentHealth::kHealthy;
+  if (s == "unhealthy") return AgentHealth::kUnhealthy;
+  return std::nullopt;
+}
+
+std::string DefaultAgentTopic(const std::string& name) { return "agent." + name + ".requests"; }
+
 json ToJson(const Agent& a) {
+  auto opt_time = [](const std::optional<TimeMs>& t) { return t ? json(FormatIso8601(*t)) : json(nullptr); };
+  auto opt_str = [](const std::string& s) { return s.empty() ? json(nullptr) : json(s); };
   return json{{"name", a.name},
-              {"url", a.url},
+              {"transport", ToString(a.transport)},
+              {"url", opt_str(a.url)},
+              {"topic", opt_str(a.topic)},
               {"timeout_ms", a.timeout_ms},
               {"max_concurrency", a.max_concurrency},
               {"metadata", a.metadata},
+              {"health_url", opt_str(a.health_url)},
+              {"health", ToString(a.health)},
+              {"health_error", opt_str(a.health_error)},
+              {"last_seen_at", opt_time(a.last_seen_at)},
+              {"health_checked_at", opt_time(a.health_checked_at)},
               {"created_at", FormatIso8601(a.created_at)},
               {"updated_at", FormatIso8601(a.updated_at)}};
 }

@@ -75,15 +75,49 @@ struct StepExecution {
   std::optional<TimeMs> completed_at;
 };
 
-// An HTTP agent registered by name.
+// How the executor reaches an agent: HTTP POST to `url`, or a request on the
+// Kafka topic `topic` answered on a reply topic (docs/agents.md).
+enum class AgentTransport { kHttp, kKafka };
+// What the registry last observed: kUnknown until a health check or a
+// heartbeat says otherwise (agents without health_url that never heartbeat
+// stay kUnknown, and are called).
+enum class AgentHealth { kUnknown, kHealthy, kUnhealthy };
+
+const char* ToString(AgentTransport t);  // "http", "kafka"
+const char* ToString(AgentHealth h);     // "unknown", "healthy", "unhealthy"
+std::optional<AgentTransport> ParseAgentTransport(const std::string& s);
+std::optional<AgentHealth> ParseAgentHealth(const std::string& s);
+
+// The default request topic of a kafka agent: "agent.<name>.requests".
+std::string DefaultAgentTopic(const std::string& name);
+
+// An agent registered by name. The first group is configuration (written by
+// create/PUT); the second is observed state, written only by
+// Store::RecordAgentHealth and kept across PUTs.
 struct Agent {
   std::string name;
-  std::string url;           // POST target, e.g. http://127.0.0.1:9000/agents/echo
+  AgentTransport transport = AgentTransport::kHttp;
+  std::string url;           // http: POST target, e.g. http://127.0.0.1:9000/agents/echo
+  std::string topic;         // kafka: request topic
   int64_t timeout_ms = 30000;// default per-call timeout when a step sets none
   int max_concurrency = 0;   // in-flight calls per process; 0 = unlimited
   json metadata = json::object();
+  std::string health_url;    // GET target of the registry's health check; empty = none
   TimeMs created_at = 0;
   TimeMs updated_at = 0;
+
+  AgentHealth health = AgentHealth::kUnknown;
+  std::string health_error;          // why kUnhealthy
+  std::optional<TimeMs> last_seen_at;       // last successful check or heartbeat
+  std::optional<TimeMs> health_checked_at;  // last check or heartbeat, either outcome
+};
+
+// An observation of an agent's health (a check's outcome or a heartbeat).
+struct AgentHealthUpdate {
+  std::string name;
+  AgentHealth health = AgentHealth::kUnknown;
+  std::string error;  // empty unless kUnhealthy
+  TimeMs at = 0;      // health_checked_at; also last_seen_at when kHealthy
 };
 
 // JSON shapes used by the API and the CLI (timestamps ISO-8601, nulls kept).

@@ -92,6 +92,7 @@ class FeedStore final : public Store {
   Result<Agent> GetAgent(const std::string& name) override { return inner_->GetAgent(name); }
   Result<std::vector<Agent>> ListAgents() override { return inner_->ListAgents(); }
   Status DeleteAgent(const std::string& name) override { return inner_->DeleteAgent(name); }
+  Status RecordAgentHealth(const AgentHealthUpdate& u) override { return inner_->RecordAgentHealth(u); }
   Status Ping() override { return inner_->Ping(); }
 
  private:

@@ -151,8 +151,15 @@ class Store {
   // ---- agents ----
   // AlreadyExists if the name is taken.
   virtual Result<Agent> CreateAgent(const Agent& a) = 0;
-  // Creates or replaces (keeps created_at).
+  // Creates or replaces the configuration (keeps created_at and the observed
+  // health fields: health, health_error, last_seen_at, health_checked_at).
+  // CreateAgent/UpsertAgent ignore the observed fields of `a`; a new agent
+  // starts kUnknown with no times.
   virtual Result<Agent> UpsertAgent(const Agent& a) = 0;
+  // Records a health observation: sets health, health_error (cleared unless
+  // kUnhealthy) and health_checked_at = u.at, and last_seen_at = u.at when
+  // kHealthy. Does not touch updated_at. NotFound if no such agent.
+  virtual Status RecordAgentHealth(const AgentHealthUpdate& u) = 0;
   // NotFound.
   virtual Result<Agent> GetAgent(const std::string& name) = 0;
   // Sorted by name.

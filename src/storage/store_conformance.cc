@@ -99,6 +99,13 @@ void ExpectSameAgent(const Agent& a, const Agent& b) {
   EXPECT_EQ(a.metadata, b.metadata);
   EXPECT_EQ(a.created_at, b.created_at);
   EXPECT_EQ(a.updated_at, b.updated_at);
+  EXPECT_EQ(a.transport, b.transport);
+  EXPECT_EQ(a.topic, b.topic);
+  EXPECT_EQ(a.health_url, b.health_url);
+  EXPECT_EQ(a.health, b.health);
+  EXPECT_EQ(a.health_error, b.health_error);
+  EXPECT_EQ(a.last_seen_at, b.last_seen_at);
+  EXPECT_EQ(a.health_checked_at, b.health_checked_at);
 }
 
 json SamplePlan(const std::string& tag) {
@@ -1203,6 +1210,76 @@ TEST_P(StoreConformance, AgentsCrud) {
   EXPECT_EQ(Must(store().ListAgents()).size(), 2u);
   // A deleted name can be registered again.
   EXPECT_TRUE(store().CreateAgent(echo).ok());
+}
+
+TEST_P(StoreConformance, KafkaAgentsKeepTheirTransportAndTopic) {
+  Agent k;
+  k.name = "summarizer";
+  k.transport = AgentTransport::kKafka;
+  k.topic = "agent.summarizer.requests";
+  Agent created = Must(store().CreateAgent(k));
+  EXPECT_EQ(created.transport, AgentTransport::kKafka);
+  EXPECT_EQ(created.url, "");
+  ExpectSameAgent(Must(store().GetAgent("summarizer")), created);
+  // And back to HTTP by a replace.
+  Agent h;
+  h.name = "summarizer";
+  h.url = "http://127.0.0.1:9/s";
+  h.health_url = "http://127.0.0.1:9/healthz";
+  Agent replaced = Must(store().UpsertAgent(h));
+  EXPECT_EQ(replaced.transport, AgentTransport::kHttp);
+  EXPECT_EQ(replaced.topic, "");
+  EXPECT_EQ(replaced.health_url, h.health_url);
+  ExpectSameAgent(Must(store().GetAgent("summarizer")), replaced);
+}
+
+TEST_P(StoreConformance, AgentHealthIsRecordedAndKeptAcrossReplace) {
+  Agent a;
+  a.name = "echo";
+  a.url = "http://127.0.0.1:9/echo";
+  a.health = AgentHealth::kUnhealthy;  // ignored: observed fields are not configuration
+  a.last_seen_at = 5;
+  Agent created = Must(store().CreateAgent(a));
+  EXPECT_EQ(created.health, AgentHealth::kUnknown);
+  EXPECT_EQ(created.last_seen_at, std::nullopt);
+  EXPECT_EQ(created.health_checked_at, std::nullopt);
+  ExpectSameAgent(Must(store().GetAgent("echo")), created);
+
+  MustOk(store().RecordAgentHealth({"echo", AgentHealth::kHealthy, "ignored when healthy", 1000}));
+  Agent healthy = Must(store().GetAgent("echo"));
+  EXPECT_EQ(healthy.health, AgentHealth::kHealthy);
+  EXPECT_EQ(healthy.health_error, "");
+  EXPECT_EQ(healthy.last_seen_at, 1000);
+  EXPECT_EQ(healthy.health_checked_at, 1000);
+  EXPECT_EQ(healthy.updated_at, created.updated_at) << "health is not a configuration change";
+
+  MustOk(store().RecordAgentHealth({"echo", AgentHealth::kUnhealthy, "GET /healthz: 503", 2000}));
+  Agent sick = Must(store().GetAgent("echo"));
+  EXPECT_EQ(sick.health, AgentHealth::kUnhealthy);
+  EXPECT_EQ(sick.health_error, "GET /healthz: 503");
+  EXPECT_EQ(sick.last_seen_at, 1000) << "last seen healthy stays";
+  EXPECT_EQ(sick.health_checked_at, 2000);
+
+  // A PUT changes configuration but keeps what was observed.
+  Agent changed = a;
+  changed.url = "http://127.0.0.1:9/echo2";
+  Agent replaced = Must(store().UpsertAgent(changed));
+  EXPECT_EQ(replaced.url, changed.url);
+  EXPECT_EQ(replaced.health, AgentHealth::kUnhealthy);
+  EXPECT_EQ(replaced.health_error, "GET /healthz: 503");
+  EXPECT_EQ(replaced.last_seen_at, 1000);
+  EXPECT_EQ(replaced.health_checked_at, 2000);
+  ExpectSameAgent(Must(store().GetAgent("echo")), replaced);
+  ASSERT_EQ(Must(store().ListAgents()).size(), 1u);
+  ExpectSameAgent(Must(store().ListAgents())[0], replaced);
+
+  MustOk(store().RecordAgentHealth({"echo", AgentHealth::kHealthy, "", 3000}));
+  Agent back = Must(store().GetAgent("echo"));
+  EXPECT_EQ(back.health, AgentHealth::kHealthy);
+  EXPECT_EQ(back.health_error, "");
+  EXPECT_EQ(back.last_seen_at, 3000);
+
+  EXPECT_EQ(store().RecordAgentHealth({"nobody", AgentHealth::kHealthy, "", 1}).code(), Code::kNotFound);
 }
 
 TEST_P(StoreConformance, NoAgentsIsAnEmptyList) { EXPECT_TRUE(Must(store().ListAgents()).empty()); }

@@ -243,7 +243,7 @@ TEST_F(DistributedTest, ConsumerKilledMidRunLosesNothingAndDoesNotRecallComplete
   Cluster& c = Make();
   json wf = CreateWorkflow(c.api(), Plan(UniqueName("crash"), json::parse(R"([
       {"id": "one", "agent": "echo", "input": {"n": "${input.n}"}},
-      {"id": "two", "agent": "sleep", "input": {"ms": 3000}},
+      {"id": "two", "agent": "sleep", "input": {"ms": 3000, "count_calls": true}},
       {"id": "three", "agent": "echo", "input": {"prev": "${steps.one.output}"}}])")));
   std::vector<std::string> ids;
   for (int i = 0; i < 5; ++i) ids.push_back(StartRun(c.api(), wf["workflow_id"], {{"n", i}})["run_id"]);
@@ -257,12 +257,16 @@ TEST_F(DistributedTest, ConsumerKilledMidRunLosesNothingAndDoesNotRecallComplete
     EXPECT_EQ(c.RunStatus(id), "COMPLETED") << id;
     auto one = c.Query("SELECT count(*) FROM step_executions WHERE run_id = '" + id + "' AND step_id = 'one'");
     EXPECT_EQ(one[0][0], "1") << "a COMPLETED step must not be called again";
-    auto two = c.Query("SELECT status, error_message FROM step_executions WHERE run_id = '" + id +
+    auto two = c.Query("SELECT status, error_message, output FROM step_executions WHERE run_id = '" + id +
                        "' AND step_id = 'two' ORDER BY attempt");
     ASSERT_EQ(two.size(), 2u);
     EXPECT_EQ(two[0][0], "FAILED");
     EXPECT_NE(two[0][1].find("interrupted"), std::string::npos);
     EXPECT_EQ(two[1][0], "COMPLETED");
+    // The call in flight at the kill was made again, with the same Idempotency-Key.
+    json out = json::parse(two[1][2]);
+    EXPECT_EQ(out["idempotency_key"], id + "/two");
+    EXPECT_EQ(out["calls"], 2) << out.dump();
   }
 }
 

@@ -69,7 +69,9 @@ constexpr int kMaxPageSize = 1000;
 #define AF_STEP_COLS                                                                                    \
   "id, run_id, step_id, item_index, agent_name, attempt, status, input, output, error_message, started_at, " \
   "completed_at"
-#define AF_AGENT_COLS "name, url, timeout_ms, max_concurrency, metadata, created_at, updated_at"
+#define AF_AGENT_CONFIG_COLS \
+  "name, url, timeout_ms, max_concurrency, metadata, created_at, updated_at, transport, topic, health_url"
+#define AF_AGENT_COLS AF_AGENT_CONFIG_COLS ", health, health_error, last_seen_at, health_checked_at"
 // Keyset pagination of runs, newest first: $1 $2 = the cursor (created_at,
 // id) of the previous page's last row; `filter` uses $3 (and $4), `limit`
 // is the next parameter.
@@ -108,6 +110,7 @@ enum Sql {
   kGetAgent,
   kListAgents,
   kDeleteAgent,
+  kRecordAgentHealth,
   kSqlCount,
 };
 
@@ -195,20 +198,26 @@ constexpr std::array<const char*, kSqlCount> kSqlText = {
     // kListSteps
     "SELECT " AF_STEP_COLS " FROM step_executions WHERE run_id = $1::text ORDER BY started_at, id",
     // kInsertAgent
-    "INSERT INTO agents (" AF_AGENT_COLS ") "
-    "VALUES ($1::text, $2::text, $3::bigint, $4::integer, $5::text, $6::bigint, $6::bigint)",
+    "INSERT INTO agents (" AF_AGENT_CONFIG_COLS ") "
+    "VALUES ($1::text, $2::text, $3::bigint, $4::integer, $5::text, $6::bigint, $6::bigint, $7::text, $8::text, "
+    "$9::text)",
     // kUpsertAgent
-    "INSERT INTO agents (" AF_AGENT_COLS ") "
-    "VALUES ($1::text, $2::text, $3::bigint, $4::integer, $5::text, $6::bigint, $6::bigint) "
+    "INSERT INTO agents (" AF_AGENT_CONFIG_COLS ") "
+    "VALUES ($1::text, $2::text, $3::bigint, $4::integer, $5::text, $6::bigint, $6::bigint, $7::text, $8::text, "
+    "$9::text) "
     "ON CONFLICT (name) DO UPDATE SET url = excluded.url, timeout_ms = excluded.timeout_ms, "
-    "max_concurrency = excluded.max_concurrency, metadata = excluded.metadata, updated_at = excluded.updated_at "
-    "RETURNING created_at",
+    "max_concurrency = excluded.max_concurrency, metadata = excluded.metadata, updated_at = excluded.updated_at, "
+    "transport = excluded.transport, topic = excluded.topic, health_url = excluded.health_url "
+    "RETURNING " AF_AGENT_COLS,
     // kGetAgent
     "SELECT " AF_AGENT_COLS " FROM agents WHERE name = $1::text",
     // kListAgents
     "SELECT " AF_AGENT_COLS " FROM agents ORDER BY name",
     // kDeleteAgent
     "DELETE FROM agents WHERE name = $1::text",
+    // kRecordAgentHealth: $5 sets last_seen_at
+    "UPDATE agents SET health = $2::text, health_error = $3::text, health_checked_at = $4::bigint, "
+    "last_seen_at = CASE WHEN $5::boolean THEN $4::bigint ELSE last_seen_at END WHERE name = $1::text",
 };
 
 #undef AF_LIST_RUNS
@@ -290,6 +299,15 @@ Status ReadAgent(const PgResult& r, int i, Agent* a) {
   AF_RETURN_IF_ERROR(r.Json(i, 4, &a->metadata));
   a->created_at = r.Int64(i, 5);
   a->updated_at = r.Int64(i, 6);
+  auto transport = ParseAgentTransport(r.Text(i, 7));
+  if (!transport) return Status::Internal("agent '" + a->name + "' has an unknown transport '" + r.Text(i, 7) + "'");
+  a->transport = *transport;
+  a->topic = r.Text(i, 8);
+  a->health_url = r.Text(i, 9);
+  a->health = ParseAgentHealth(r.Text(i, 10)).value_or(AgentHealth::kUnknown);
+  a->health_error = r.Text(i, 11);
+  a->last_seen_at = r.OptInt64(i, 12);
+  a->health_checked_at = r.OptInt64(i, 13);
   return Status::Ok();
 }
 
@@ -592,6 +610,9 @@ class PostgresStore final : public Store {
   }
   Status DeleteAgent(const std::string& name) override {
     return Call([&](Conn& c) { return DoDeleteAgent(c, name); });
+  }
+  Status RecordAgentHealth(const AgentHealthUpdate& u) override {
+    return Call([&](Conn& c) { return DoRecordAgentHealth(c, u); });
   }
   Status Ping() override {
     return Call([&](Conn& c) -> Status {
@@ -1006,13 +1027,20 @@ class PostgresStore final : public Store {
   Result<Agent> DoPutAgent(Conn& c, const Agent& a, bool replace) {
     Agent out = a;
     out.created_at = out.updated_at = NowMs();
+    out.health = AgentHealth::kUnknown;
+    out.health_error.clear();
+    out.last_seen_at.reset();
+    out.health_checked_at.reset();
     Params p;
     p.Key("agent name", a.name)
         .Key("agent url", a.url)
         .Int(a.timeout_ms)
         .Int(a.max_concurrency)
         .Json(a.metadata)
-        .Int(out.created_at);
+        .Int(out.created_at)
+        .Key("agent transport", ToString(a.transport))
+        .OptKey("agent topic", a.topic)
+        .OptKey("agent health_url", a.health_url);
     auto r = Exec(c, replace ? kUpsertAgent : kInsertAgent, p, replace ? "upsert agent" : "insert agent");
     if (!r.ok()) {
       if (!replace && IsSqlState(r.status(), postgres::kUniqueViolation)) {
@@ -1021,7 +1049,7 @@ class PostgresStore final : public Store {
       }
       return r.status();
     }
-    if (replace && r->rows() == 1) out.created_at = r->Int64(0, 0);  // kept on replace
+    if (replace && r->rows() == 1) AF_RETURN_IF_ERROR(ReadAgent(*r, 0, &out));  // created_at, health kept
     return out;
   }
 
@@ -1050,6 +1078,19 @@ class PostgresStore final : public Store {
     auto r = Exec(c, kDeleteAgent, p, "delete agent");
     if (!r.ok()) return r.status();
     if (r->affected() == 0) return AgentNotFound(name);
+    return Status::Ok();
+  }
+
+  Status DoRecordAgentHealth(Conn& c, const AgentHealthUpdate& u) {
+    Params p;
+    p.Key("agent name", u.name)
+        .Key("agent health", ToString(u.health))
+        .Text(u.health == AgentHealth::kUnhealthy ? u.error : std::string(), /*empty_is_null=*/true)
+        .Int(u.at)
+        .Bool(u.health == AgentHealth::kHealthy);
+    auto r = Exec(c, kRecordAgentHealth, p, "record agent health");
+    if (!r.ok()) return r.status();
+    if (r->affected() == 0) return AgentNotFound(u.name);
     return Status::Ok();
   }
 

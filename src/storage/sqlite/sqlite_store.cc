@@ -54,7 +54,9 @@ constexpr int kMaxPageSize = 1000;
 #define AF_STEP_COLS                                                                                    \
   "id, run_id, step_id, item_index, agent_name, attempt, status, input, output, error_message, started_at, " \
   "completed_at"
-#define AF_AGENT_COLS "name, url, timeout_ms, max_concurrency, metadata, created_at, updated_at"
+#define AF_AGENT_CONFIG_COLS \
+  "name, url, timeout_ms, max_concurrency, metadata, created_at, updated_at, transport, topic, health_url"
+#define AF_AGENT_COLS AF_AGENT_CONFIG_COLS ", health, health_error, last_seen_at, health_checked_at"
 // Keyset pagination of runs, newest first: ?1 ?2 = the cursor (created_at, id)
 // of the previous page's last row, ?3 workflow, ?4 status, ?5 limit.
 #define AF_LIST_RUNS(filter)                                                                          \
@@ -96,6 +98,7 @@ enum Sql {
   kGetAgent,
   kListAgents,
   kDeleteAgent,
+  kRecordAgentHealth,
   kSqlCount,
 };
 
@@ -181,18 +184,22 @@ constexpr std::array<const char*, kSqlCount> kSqlText = {
     // kListSteps
     "SELECT " AF_STEP_COLS " FROM step_executions WHERE run_id = ?1 ORDER BY started_at, id",
     // kInsertAgent
-    "INSERT INTO agents (" AF_AGENT_COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+    "INSERT INTO agents (" AF_AGENT_CONFIG_COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9)",
     // kUpsertAgent
-    "INSERT INTO agents (" AF_AGENT_COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) "
+    "INSERT INTO agents (" AF_AGENT_CONFIG_COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9) "
     "ON CONFLICT (name) DO UPDATE SET url = excluded.url, timeout_ms = excluded.timeout_ms, "
-    "max_concurrency = excluded.max_concurrency, metadata = excluded.metadata, updated_at = excluded.updated_at "
-    "RETURNING created_at",
+    "max_concurrency = excluded.max_concurrency, metadata = excluded.metadata, updated_at = excluded.updated_at, "
+    "transport = excluded.transport, topic = excluded.topic, health_url = excluded.health_url "
+    "RETURNING " AF_AGENT_COLS,
     // kGetAgent
     "SELECT " AF_AGENT_COLS " FROM agents WHERE name = ?1",
     // kListAgents
     "SELECT " AF_AGENT_COLS " FROM agents ORDER BY name",
     // kDeleteAgent
     "DELETE FROM agents WHERE name = ?1",
+    // kRecordAgentHealth: ?5 = 1 sets last_seen_at
+    "UPDATE agents SET health = ?2, health_error = ?3, health_checked_at = ?4, "
+    "last_seen_at = CASE WHEN ?5 = 1 THEN ?4 ELSE last_seen_at END WHERE name = ?1",
 };
 
 #undef AF_LIST_RUNS
@@ -362,6 +369,15 @@ Status ReadAgent(const Stmt& st, Agent* a) {
   AF_RETURN_IF_ERROR(st.Json(4, &a->metadata));
   a->created_at = st.Int64(5);
   a->updated_at = st.Int64(6);
+  auto transport = ParseAgentTransport(st.Text(7));
+  if (!transport) return Status::Internal("agent '" + a->name + "' has an unknown transport '" + st.Text(7) + "'");
+  a->transport = *transport;
+  a->topic = st.Text(8);
+  a->health_url = st.Text(9);
+  a->health = ParseAgentHealth(st.Text(10)).value_or(AgentHealth::kUnknown);
+  a->health_error = st.Text(11);
+  a->last_seen_at = st.OptInt64(12);
+  a->health_checked_at = st.OptInt64(13);
   return Status::Ok();
 }
 
@@ -522,6 +538,9 @@ class SqliteStore final : public Store {
   }
   Status DeleteAgent(const std::string& name) override {
     return Locked([&] { return DoDeleteAgent(name); });
+  }
+  Status RecordAgentHealth(const AgentHealthUpdate& u) override {
+    return Locked([&] { return DoRecordAgentHealth(u); });
   }
   Status Ping() override {
     return Locked([&]() -> Status {
@@ -984,6 +1003,10 @@ class SqliteStore final : public Store {
   Result<Agent> DoPutAgent(const Agent& a, bool replace) {
     Agent out = a;
     out.created_at = out.updated_at = NowMs();
+    out.health = AgentHealth::kUnknown;
+    out.health_error.clear();
+    out.last_seen_at.reset();
+    out.health_checked_at.reset();
     Stmt st = Use(replace ? kUpsertAgent : kInsertAgent);
     st.Bind(1, a.name);
     st.Bind(2, a.url);
@@ -991,13 +1014,16 @@ class SqliteStore final : public Store {
     st.Bind(4, a.max_concurrency);
     st.BindJson(5, a.metadata);
     st.Bind(6, out.created_at);
+    st.Bind(7, ToString(a.transport));
+    st.BindOptText(8, a.topic);
+    st.BindOptText(9, a.health_url);
     int rc = st.Step();
     if (!replace && IsUniqueViolation(rc)) {
       return Status::AlreadyExists("agent '" + a.name +
                                    "' is already registered. Hint: update it instead, or choose another name");
     }
-    if (rc == SQLITE_ROW) {  // upsert: RETURNING created_at (kept on replace)
-      out.created_at = st.Int64(0);
+    if (rc == SQLITE_ROW) {  // upsert: RETURNING the row (created_at and health kept on replace)
+      AF_RETURN_IF_ERROR(ReadAgent(st, &out));
       rc = st.Step();
     }
     if (rc != SQLITE_DONE) return Error(rc, replace ? "upsert agent" : "insert agent");
@@ -1030,6 +1056,19 @@ class SqliteStore final : public Store {
     int rc = st.Exec();
     if (rc != SQLITE_OK) return Error(rc, "delete agent");
     if (sqlite3_changes(db_) == 0) return AgentNotFound(name);
+    return Status::Ok();
+  }
+
+  Status DoRecordAgentHealth(const AgentHealthUpdate& u) {
+    Stmt st = Use(kRecordAgentHealth);
+    st.Bind(1, u.name);
+    st.Bind(2, ToString(u.health));
+    st.BindOptText(3, u.health == AgentHealth::kUnhealthy ? u.error : std::string());
+    st.Bind(4, static_cast<int64_t>(u.at));
+    st.Bind(5, u.health == AgentHealth::kHealthy);
+    int rc = st.Exec();
+    if (rc != SQLITE_OK) return Error(rc, "record agent health");
+    if (sqlite3_changes(db_) == 0) return AgentNotFound(u.name);
     return Status::Ok();
   }
 

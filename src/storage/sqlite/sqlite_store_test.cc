@@ -204,9 +204,26 @@ TEST(SqliteStoreTest, EmbeddedMigrationsAreNumberedFromOne) {
     char prefix[16];
     std::snprintf(prefix, sizeof prefix, "%04d_", embedded[i].version);
     EXPECT_EQ(std::string(embedded[i].name).rfind(prefix, 0), 0u) << embedded[i].name;
-    EXPECT_NE(std::string(embedded[i].sql).find("CREATE"), std::string::npos);
+    EXPECT_NE(std::string(embedded[i].sql).find(';'), std::string::npos) << "holds at least one statement";
   }
   EXPECT_STREQ(embedded[0].name, "0001_initial.sql");
+}
+
+TEST(SqliteMigrationsTest, AgentsOfAVersionOneDatabaseBecomeHttpAgentsOfUnknownHealth) {
+  std::string path = TempDirEnvironment::NewDbPath();
+  {
+    RawDb raw(path);
+    ASSERT_TRUE(sqlite::ApplyMigrations(raw.get(), sqlite::EmbeddedMigrations().first(1)).ok());
+    raw.Query("INSERT INTO agents (name, url, timeout_ms, max_concurrency, metadata, created_at, updated_at) "
+              "VALUES ('old', 'http://127.0.0.1:9/old', 100, 2, '{}', 5, 6)");
+  }
+  auto store = Must(OpenSqliteStore(path));
+  Agent a = Must(store->GetAgent("old"));
+  EXPECT_EQ(a.transport, AgentTransport::kHttp);
+  EXPECT_EQ(a.url, "http://127.0.0.1:9/old");
+  EXPECT_EQ(a.timeout_ms, 100);
+  EXPECT_EQ(a.health, AgentHealth::kUnknown);
+  EXPECT_EQ(a.last_seen_at, std::nullopt);
 }
 
 TEST(SqliteMigrationsTest, ReapplyingAppliesOnlyNewOnes) {
