@@ -12,6 +12,7 @@
 // body fail the step at once.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -64,6 +65,27 @@ class Store;
 std::unique_ptr<AgentDirectory> NewStoreAgentDirectory(Store* store);
 // A fixed set of agents (for `agentflow executor --agent NAME=URL`).
 std::unique_ptr<AgentDirectory> NewStaticAgentDirectory(std::vector<AgentEndpoint> agents);
+
+struct RegistryDirectoryOptions {
+  std::string registry_url;  // e.g. http://agent-registry:8080 (AGENT_REGISTRY_URL)
+  // How long an answer (found or not found) is reused. While the registry is
+  // unreachable the last good record is reused past this; an agent never
+  // seen then resolves to Unavailable (the run is retried later).
+  std::chrono::milliseconds cache_ttl{2000};
+  std::chrono::milliseconds request_timeout{2000};
+};
+// Asks the registry service (GET /api/v1/agents/{name}). Use from
+// `executor` only.
+std::unique_ptr<AgentDirectory> NewRegistryAgentDirectory(boost::asio::any_io_executor executor,
+                                                          RegistryDirectoryOptions options);
+
+// An agent record as the registry API serves it (ToJson(Agent)), read back.
+Result<AgentEndpoint> EndpointFromJson(const json& j);
+
+// Tries `first`, then `second` when `first` says NotFound (static --agent
+// entries in front of a registry).
+std::unique_ptr<AgentDirectory> NewLayeredAgentDirectory(std::unique_ptr<AgentDirectory> first,
+                                                         std::unique_ptr<AgentDirectory> second);
 
 struct AgentCall {
   std::string run_id;

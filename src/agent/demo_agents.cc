@@ -102,6 +102,7 @@ class DemoAgentsImpl final : public DemoAgents {
       Agent a;
       a.name = s.name;
       a.url = base_url_ + "/agents/" + s.name;
+      a.health_url = base_url_ + "/healthz";
       a.timeout_ms = s.timeout_ms;
       a.max_concurrency = 0;
       a.metadata = {{"demo", true}, {"description", s.description}};

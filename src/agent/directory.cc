@@ -79,7 +79,27 @@ class StaticAgentDirectory final : public AgentDirectory {
   std::map<std::string, AgentEndpoint> agents_;
 };
 
+class LayeredAgentDirectory final : public AgentDirectory {
+ public:
+  LayeredAgentDirectory(std::unique_ptr<AgentDirectory> first, std::unique_ptr<AgentDirectory> second)
+      : first_(std::move(first)), second_(std::move(second)) {}
+  boost::asio::awaitable<Result<AgentEndpoint>> Resolve(const std::string& name) override {
+    Result<AgentEndpoint> r = co_await first_->Resolve(name);
+    if (r.ok() || r.status().code() != Code::kNotFound) co_return r;
+    Result<AgentEndpoint> second = co_await second_->Resolve(name);
+    co_return second;
+  }
+
+ private:
+  std::unique_ptr<AgentDirectory> first_, second_;
+};
+
 }  // namespace
+
+std::unique_ptr<AgentDirectory> NewLayeredAgentDirectory(std::unique_ptr<AgentDirectory> first,
+                                                         std::unique_ptr<AgentDirectory> second) {
+  return std::make_unique<LayeredAgentDirectory>(std::move(first), std::move(second));
+}
 
 std::unique_ptr<AgentDirectory> NewStoreAgentDirectory(Store* store) {
   return std::make_unique<StoreAgentDirectory>(store);

@@ -1,6 +1,6 @@
 // CLI commands that talk to a running agentflow API over HTTP:
 // workflow create|list|get, run start|get|list|steps|cancel|retry|watch,
-// agent register|list.
+// agent register|list|get|delete.
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -399,48 +399,124 @@ void AddClientCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
   }
 
   // ---- agent ----
-  auto* agent = app.add_subcommand("agent", "register and list agents");
+  // Agent commands talk to the agent registry: --registry / AGENT_REGISTRY_URL
+  // (agentflow registry), else --server (serve and api serve it too).
+  auto* agent = app.add_subcommand("agent", "register, list, show and delete agents");
   agent->require_subcommand(1);
+  static std::string registry_arg;
+  agent->add_option("--registry", registry_arg,
+                    "agent registry URL (default: --server), e.g. http://127.0.0.1:8080")
+      ->envname("AGENT_REGISTRY_URL");
+  // The options agent commands call with.
+  auto registry = [&g]() {
+    GlobalOptions r = g;
+    if (!registry_arg.empty()) r.server = registry_arg;
+    return r;
+  };
   {
-    auto* reg = agent->add_subcommand("register", "register (or update) an HTTP agent");
-    static std::string name_arg;
-    auto* name = &name_arg;
-    static std::string url_arg;
-    auto* url = &url_arg;
-    static int64_t timeout_arg(0);
-    auto* timeout = &timeout_arg;
-    static int maxc_arg(-1);
-    auto* maxc = &maxc_arg;
-    reg->add_option("--name", *name, "agent name")->required();
-    reg->add_option("--url", *url, "agent URL (POST target)")->required();
-    reg->add_option("--timeout-ms", *timeout, "default call timeout");
-    reg->add_option("--max-concurrency", *maxc, "calls in flight per executor process (0 = unlimited)");
-    reg->callback([&g, name, url, timeout, maxc, exit_code] {
-      json body{{"name", *name}, {"url", *url}};
-      if (*timeout > 0) body["timeout_ms"] = *timeout;
-      if (*maxc >= 0) body["max_concurrency"] = *maxc;
-      auto res = Call(g, "PUT", "/api/v1/agents/" + *name, body);
+    auto* reg = agent->add_subcommand(
+        "register", "register an agent, or update the given fields of a registered one");
+    struct RegisterArgs {
+      std::string name, url, transport, topic, health_url, metadata;
+      int64_t timeout_ms = 0;
+      int max_concurrency = -1;
+    };
+    static RegisterArgs a;
+    reg->add_option("--name", a.name, "agent name")->required();
+    reg->add_option("--url", a.url, "HTTP agent: the URL calls are POSTed to");
+    reg->add_option("--transport", a.transport, "http (default) or kafka");
+    reg->add_option("--topic", a.topic, "Kafka agent: its request topic (default agent.<name>.requests)");
+    reg->add_option("--health-url", a.health_url, "URL the registry GETs to check the agent's health");
+    reg->add_option("--timeout-ms", a.timeout_ms, "default call timeout");
+    reg->add_option("--max-concurrency", a.max_concurrency, "calls in flight per executor process (0 = unlimited)");
+    reg->add_option("--metadata", a.metadata, "free JSON object, e.g. '{\"capabilities\": [\"summarize\"]}'");
+    reg->callback([registry, exit_code] {
+      GlobalOptions r = registry();
+      // Start from the registered record, so that an update keeps what it does not name.
+      json body = json::object();
+      auto existing = Call(r, "GET", "/api/v1/agents/" + a.name);
+      if (existing.ok()) {
+        for (const char* f : {"transport", "url", "topic", "health_url", "timeout_ms", "max_concurrency", "metadata"}) {
+          if (existing->contains(f) && !(*existing)[f].is_null()) body[f] = (*existing)[f];
+        }
+      } else if (existing.status().code() != Code::kNotFound) {
+        *exit_code = Fail(existing.status());
+        return;
+      }
+      body["name"] = a.name;
+      if (!a.transport.empty()) body["transport"] = a.transport;
+      if (!a.url.empty()) body["url"] = a.url;
+      if (!a.topic.empty()) body["topic"] = a.topic;
+      if (!a.health_url.empty()) body["health_url"] = a.health_url;
+      if (a.timeout_ms > 0) body["timeout_ms"] = a.timeout_ms;
+      if (a.max_concurrency >= 0) body["max_concurrency"] = a.max_concurrency;
+      if (!a.metadata.empty()) {
+        json m = json::parse(a.metadata, nullptr, false);
+        if (m.is_discarded() || !m.is_object()) {
+          *exit_code = Fail(Status::InvalidArgument("--metadata must be a JSON object"));
+          return;
+        }
+        body["metadata"] = m;
+      }
+      // A transport switch drops the other transport's target.
+      if (body.value("transport", "http") == "kafka") {
+        body.erase("url");
+      } else {
+        body.erase("topic");
+      }
+      auto res = Call(r, "PUT", "/api/v1/agents/" + a.name, body);
       if (!res.ok()) {
         *exit_code = Fail(res.status());
         return;
       }
-      if (g.json) return PrintJson(*res);
-      std::printf("agent %s registered at %s\n", name->c_str(), url->c_str());
+      if (r.json) return PrintJson(*res);
+      std::string target = Str(*res, "transport") == "kafka" ? "topic " + Str(*res, "topic") : Str(*res, "url");
+      std::printf("agent %s %s (%s %s)\n", a.name.c_str(), existing.ok() ? "updated" : "registered",
+                  Str(*res, "transport").c_str(), target.c_str());
     });
 
-    auto* list = agent->add_subcommand("list", "list registered agents");
-    list->callback([&g, exit_code] {
-      auto res = Call(g, "GET", "/api/v1/agents");
+    auto* list = agent->add_subcommand("list", "list registered agents with their health");
+    list->callback([registry, exit_code] {
+      GlobalOptions r = registry();
+      auto res = Call(r, "GET", "/api/v1/agents");
       if (!res.ok()) {
         *exit_code = Fail(res.status());
         return;
       }
-      if (g.json) return PrintJson(*res);
+      if (r.json) return PrintJson(*res);
       std::vector<std::vector<std::string>> rows;
-      for (const auto& a : (*res)["items"]) {
-        rows.push_back({Str(a, "name"), Str(a, "url"), Str(a, "timeout_ms"), Str(a, "max_concurrency")});
+      for (const auto& x : (*res)["items"]) {
+        std::string target = Str(x, "transport") == "kafka" ? Str(x, "topic") : Str(x, "url");
+        rows.push_back({Str(x, "name"), Str(x, "transport"), target, Str(x, "health"), Str(x, "last_seen_at"),
+                        Str(x, "timeout_ms"), Str(x, "max_concurrency")});
       }
-      PrintTable({"NAME", "URL", "TIMEOUT_MS", "MAX_CONCURRENCY"}, rows);
+      PrintTable({"NAME", "TRANSPORT", "URL/TOPIC", "HEALTH", "LAST_SEEN", "TIMEOUT_MS", "MAX_CONCURRENCY"}, rows);
+    });
+
+    auto* get = agent->add_subcommand("get", "show one agent (health error included)");
+    static std::string get_name;
+    get->add_option("NAME", get_name, "agent name")->required();
+    get->callback([registry, exit_code] {
+      GlobalOptions r = registry();
+      auto res = Call(r, "GET", "/api/v1/agents/" + get_name);
+      if (!res.ok()) {
+        *exit_code = Fail(res.status());
+        return;
+      }
+      PrintJson(*res);
+    });
+
+    auto* del = agent->add_subcommand("delete", "remove an agent from the registry");
+    static std::string del_name;
+    del->add_option("NAME", del_name, "agent name")->required();
+    del->callback([registry, exit_code] {
+      GlobalOptions r = registry();
+      auto res = Call(r, "DELETE", "/api/v1/agents/" + del_name);
+      if (!res.ok()) {
+        *exit_code = Fail(res.status());
+        return;
+      }
+      if (!r.json) std::printf("agent %s deleted\n", del_name.c_str());
     });
   }
 }

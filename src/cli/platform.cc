@@ -63,6 +63,13 @@ Status Platform::Start() {
   consumer_ = std::make_unique<ExecutionConsumer>(queue_.get(), engine_.get(), co);
   AF_RETURN_IF_ERROR(consumer_->Start());
 
+  if (options_.health_interval_seconds > 0) {
+    HealthCheckOptions hc;
+    hc.interval = std::chrono::milliseconds(static_cast<int64_t>(options_.health_interval_seconds * 1000));
+    health_checker_ = NewHealthChecker(store_.get(), hc);
+    health_checker_->Start();
+  }
+
   router_ = std::make_unique<http::Router>();
   api_->Register(*router_);
   http::ServerOptions ho;
@@ -78,6 +85,7 @@ Status Platform::Start() {
 }
 
 void Platform::Stop() {
+  if (health_checker_) health_checker_->Stop();
   if (server_) server_->Stop();
   if (consumer_) consumer_->Stop();
   if (engine_ && loop_) engine_->Shutdown();

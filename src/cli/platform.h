@@ -17,6 +17,7 @@
 #include "executor/loop.h"
 #include "http/http.h"
 #include "queue/queue.h"
+#include "registry/health_checker.h"
 #include "storage/change_feed.h"
 #include "storage/store.h"
 
@@ -33,6 +34,7 @@ struct PlatformOptions {
   size_t max_body_bytes = 1 << 20; // request body limit (413 above)
   size_t max_active_runs = 10000;  // runs executing at once before the consumer pauses
   bool sqlite_full_sync = false;   // synchronous=FULL (power-loss durable)
+  double health_interval_seconds = 10;  // agent health checks (0: none)
 };
 
 class Platform {
@@ -53,6 +55,7 @@ class Platform {
 
   PlatformOptions options_;
   std::shared_ptr<ChangeFeed> feed_;
+  std::unique_ptr<HealthChecker> health_checker_;
   std::unique_ptr<Store> store_;
   std::unique_ptr<Queue> queue_;
   std::unique_ptr<EventLoop> loop_;

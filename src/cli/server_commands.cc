@@ -11,6 +11,8 @@
 
 #include "agent/agent.h"
 #include "agent/demo_agents.h"
+#include "agent/kafka/agent_messages.h"
+#include "cli/agent_callers.h"
 #include "cli/commands.h"
 #include "cli/output.h"
 #include "cli/platform.h"
@@ -111,8 +113,11 @@ struct ExecutorArgs {
   std::string plan_file;
   std::string input = "{}";
   std::vector<std::string> agents;  // NAME=URL
-  std::string registry;             // an agentflow API to read agents from
+  std::string registry;             // an agent registry to resolve agents through
   std::string database_url;         // record the run there (default: in memory)
+  std::string kafka_brokers;        // KAFKA_BROKERS: call kafka agents through these
+  std::vector<std::string> kafka_properties;  // KEY=VALUE
+  std::string agent_reply_topic = kAgentReplyTopic;  // KAFKA_AGENT_REPLY_TOPIC
   bool demo = false;
   bool json = false;
 };
@@ -164,24 +169,6 @@ int RunStandalone(ExecutorArgs& args) {
     demo = std::move(started).value();
     for (const Agent& a : demo->Records()) endpoints.push_back(ToEndpoint(a));
   }
-  if (!args.registry.empty()) {
-    http::ClientRequest req;
-    req.url = args.registry + "/api/v1/agents";
-    auto res = http::FetchSync(req);
-    json body = res.ok() ? json::parse(res->body, nullptr, false) : json();
-    if (!res.ok() || res->status != 200 || !body.is_object() || !body.contains("items")) {
-      std::fprintf(stderr, "error: cannot read agents from %s\n", req.url.c_str());
-      return 1;
-    }
-    for (const auto& a : body["items"]) {
-      AgentEndpoint e;
-      e.name = a.value("name", "");
-      e.url = a["url"].is_string() ? a["url"].get<std::string>() : "";
-      e.timeout_ms = a.value("timeout_ms", int64_t{30000});
-      e.max_concurrency = a.value("max_concurrency", 0);
-      endpoints.push_back(std::move(e));
-    }
-  }
   for (const std::string& spec : args.agents) {
     auto eq = spec.find('=');
     if (eq == std::string::npos || eq == 0) {
@@ -218,11 +205,31 @@ int RunStandalone(ExecutorArgs& args) {
   const std::string run_id = created->run.id;
 
   EventLoop loop(1);
-  // Agents given on the command line, else those registered in the database.
-  auto directory = endpoints.empty() && !args.database_url.empty() ? NewStoreAgentDirectory(store->get())
-                                                                   : NewStaticAgentDirectory(endpoints);
-  auto caller = NewHttpAgentCaller(loop.executor());
-  Engine engine(loop.executor(), store->get(), directory.get(), caller.get());
+  // Agents given on the command line first, then the registry's (--registry /
+  // AGENT_REGISTRY_URL), else those registered in the database.
+  std::unique_ptr<AgentDirectory> directory = NewStaticAgentDirectory(endpoints);
+  if (!args.registry.empty()) {
+    RegistryDirectoryOptions ro;
+    ro.registry_url = args.registry;
+    directory = NewLayeredAgentDirectory(std::move(directory), NewRegistryAgentDirectory(loop.executor(), ro));
+  } else if (!args.database_url.empty()) {
+    directory = NewLayeredAgentDirectory(std::move(directory), NewStoreAgentDirectory(store->get()));
+  }
+  std::optional<QueueOptions> kafka;  // kafka agents need brokers
+  if (!args.kafka_brokers.empty()) {
+    auto flags = KafkaFlags(args.kafka_brokers, args.kafka_properties, "agentflow-executor");
+    if (!flags.ok()) {
+      PrintProblems(flags.status());
+      return 2;
+    }
+    kafka = *flags;
+  }
+  auto caller = NewExecutorAgentCaller(loop.executor(), kafka, args.agent_reply_topic);
+  if (!caller.ok()) {
+    PrintProblems(caller.status());
+    return 1;
+  }
+  Engine engine(loop.executor(), store->get(), directory.get(), caller->get());
   loop.Start();
   std::promise<RunOutcome> finished;
   ExecutionRequest er;
@@ -326,6 +333,9 @@ void AddServerCommands(CLI::App& app, GlobalOptions& global, int* exit_code) {
       ->capture_default_str();
   serve->add_flag("--full-sync", serve_args.platform.sqlite_full_sync,
                   "SQLite synchronous=FULL: survive power loss, not only process crashes (slower)");
+  serve->add_option("--health-interval", serve_args.platform.health_interval_seconds,
+                    "seconds between health checks of agents that have a health_url (0: no checks)")
+      ->capture_default_str();
   serve->callback([exit_code] { *exit_code = Serve(serve_args); });
 
   static ExecutorArgs exec_args;
@@ -333,8 +343,18 @@ void AddServerCommands(CLI::App& app, GlobalOptions& global, int* exit_code) {
   exec->add_option("--plan", exec_args.plan_file, "plan JSON file")->required();
   exec->add_option("--input", exec_args.input, "run input: JSON object or @file")->capture_default_str();
   exec->add_option("--agent", exec_args.agents, "an agent as NAME=URL (repeatable)");
-  exec->add_option("--registry", exec_args.registry, "read agents from this agentflow API (e.g. http://127.0.0.1:8000)");
+  exec->add_option("--registry", exec_args.registry,
+                   "resolve agents not given with --agent through this agent registry (agentflow registry, serve "
+                   "or api), e.g. http://127.0.0.1:8080")
+      ->envname("AGENT_REGISTRY_URL");
   exec->add_flag("--demo", exec_args.demo, "start the demo agents in-process and use them");
+  exec->add_option("--kafka-brokers", exec_args.kafka_brokers, "Kafka brokers, to call agents of the kafka transport")
+      ->envname("KAFKA_BROKERS");
+  exec->add_option("--kafka-property", exec_args.kafka_properties, "extra librdkafka property KEY=VALUE (repeatable)")
+      ->allow_extra_args(false);
+  exec->add_option("--agent-reply-topic", exec_args.agent_reply_topic, "topic kafka agents' replies are read from")
+      ->envname("KAFKA_AGENT_REPLY_TOPIC")
+      ->capture_default_str();
   exec->add_option("--database-url", exec_args.database_url,
                    "record the run in this database (postgresql://… or a SQLite path; default: in memory); "
                    "agents not given with --agent are read from it")

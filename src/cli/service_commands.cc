@@ -1,6 +1,7 @@
 // The distributed topology's services (the seed's): `agentflow api` (the
 // Workflow Management API on PostgreSQL + Kafka), `agentflow consumer` (the
-// Execution Consumer running Centralized Executors) and `agentflow migrate`.
+// Execution Consumer running Centralized Executors), `agentflow registry`
+// (the Agent Registry) and `agentflow migrate`.
 // Every setting is a flag and, as in the seed, an environment variable.
 #include <csignal>
 #include <cstdio>
@@ -9,7 +10,10 @@
 #include <pthread.h>
 
 #include "agent/agent.h"
+#include "api/agents_api.h"
 #include "api/api.h"
+#include "agent/kafka/agent_messages.h"
+#include "cli/agent_callers.h"
 #include "cli/commands.h"
 #include "common/log.h"
 #include "executor/consumer.h"
@@ -17,6 +21,7 @@
 #include "executor/loop.h"
 #include "http/http.h"
 #include "queue/queue.h"
+#include "registry/health_checker.h"
 #include "storage/change_feed.h"
 #include "storage/postgres/postgres_store.h"
 #include "storage/store.h"
@@ -31,6 +36,7 @@ struct ServiceConfig {
   std::string group_id = "execution-consumer-group";     // KAFKA_GROUP_ID
   std::string execution_topic = kExecutionTopic;         // KAFKA_EXECUTION_TOPIC
   std::string cancellation_topic = kCancellationTopic;   // KAFKA_CANCELLATION_TOPIC
+  std::string agent_reply_topic = kAgentReplyTopic;      // KAFKA_AGENT_REPLY_TOPIC (consumer)
   std::string log_level = "INFO";  // LOG_LEVEL
   std::string log_format = "text"; // LOG_FORMAT
   std::vector<std::string> kafka_properties;  // key=value, repeatable
@@ -50,7 +56,7 @@ void AddCommonOptions(CLI::App* cmd, ServiceConfig& c) {
   cmd->add_option("--kafka-brokers", c.kafka_brokers, "Kafka bootstrap servers host:port[,host:port]")
       ->envname("KAFKA_BROKERS");
   cmd->add_option("--agent-registry-url", c.agent_registry_url,
-                  "agent registry URL (until the registry service exists, agents are read from the database)")
+                  "agent registry URL, e.g. http://agent-registry:8080 (unset: agents are read from the database)")
       ->envname("AGENT_REGISTRY_URL");
   cmd->add_option("--execution-topic", c.execution_topic, "execution requests topic")
       ->envname("KAFKA_EXECUTION_TOPIC")
@@ -157,14 +163,24 @@ int RunConsumer(ServiceConfig& c) {
   if (!store.ok()) return Fail(store.status());
   auto queue = OpenServiceQueue(c);
   if (!queue.ok()) return Fail(queue.status());
-  if (!c.agent_registry_url.empty()) {
-    log::Info("AGENT_REGISTRY_URL is set; agents are read from the database until the registry service exists");
-  }
 
   EventLoop loop(1);
-  auto directory = NewStoreAgentDirectory(store->get());
-  auto caller = NewHttpAgentCaller(loop.executor());
-  Engine engine(loop.executor(), store->get(), directory.get(), caller.get());
+  std::unique_ptr<AgentDirectory> directory;
+  if (c.agent_registry_url.empty()) {
+    directory = NewStoreAgentDirectory(store->get());
+    log::Info("agents are resolved from the database (AGENT_REGISTRY_URL is not set)");
+  } else {
+    RegistryDirectoryOptions ro;
+    ro.registry_url = c.agent_registry_url;
+    directory = NewRegistryAgentDirectory(loop.executor(), ro);
+    log::Info("agents are resolved through the agent registry at " + c.agent_registry_url);
+  }
+  // Kafka agents are called over the same brokers (docs/agents.md, "Kafka transport").
+  auto kafka = KafkaFlags(c.kafka_brokers, c.kafka_properties, "agentflow-consumer");
+  if (!kafka.ok()) return Fail(kafka.status());
+  auto caller = NewExecutorAgentCaller(loop.executor(), *kafka, c.agent_reply_topic);
+  if (!caller.ok()) return Fail(caller.status());
+  Engine engine(loop.executor(), store->get(), directory.get(), caller->get());
   loop.Start();
 
   ConsumerOptions co;
@@ -227,6 +243,70 @@ int RunConsumer(ServiceConfig& c) {
   return 0;
 }
 
+struct RegistryConfig {
+  std::string database_url;  // DATABASE_URL
+  std::string host = "127.0.0.1";
+  uint16_t port = 8080;
+  std::string log_level = "INFO";
+  std::string log_format = "text";
+  double health_interval_seconds = 10;
+  double health_timeout_seconds = 2;
+  double heartbeat_ttl_seconds = 0;
+};
+
+std::chrono::milliseconds Millis(double seconds) {
+  return std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000));
+}
+
+// The Agent Registry: /api/v1/agents on the shared database, plus health
+// checks of the registered agents.
+int RunRegistry(RegistryConfig& c) {
+  log::Init(c.log_level, c.log_format);
+  sigset_t signals = BlockSignals();
+  ServiceConfig sc;
+  sc.database_url = c.database_url;
+  auto store = OpenServiceStore(sc);
+  if (!store.ok()) return Fail(store.status());
+  Store* db = store->get();
+
+  AgentsApi agents(db);
+  http::Router router;
+  agents.Register(router);
+  router.Add("GET", "/healthz", [](http::Request&) -> boost::asio::awaitable<http::Response> {
+    co_return http::JsonResponse(200, {{"status", "ok"}});
+  });
+  router.Add("GET", "/readyz", [db](http::Request&) -> boost::asio::awaitable<http::Response> {
+    Status s = db->Ping();
+    if (s.ok()) co_return http::JsonResponse(200, {{"status", "ok"}});
+    co_return http::JsonResponse(503, {{"status", "unavailable"}, {"database", s.message()}});
+  });
+  http::ServerOptions so;
+  so.host = c.host;
+  so.port = c.port;
+  auto server = http::StartServer(so, router.AsHandler());
+  if (!server.ok()) return Fail(server.status());
+
+  std::unique_ptr<HealthChecker> checker;
+  if (c.health_interval_seconds > 0) {
+    HealthCheckOptions ho;
+    ho.interval = Millis(c.health_interval_seconds);
+    ho.timeout = Millis(c.health_timeout_seconds);
+    ho.heartbeat_ttl = Millis(c.heartbeat_ttl_seconds);
+    checker = NewHealthChecker(db, ho);
+    checker->Start();
+  }
+  std::string url = "http://" + c.host + ":" + std::to_string((*server)->port());
+  std::printf("agentflow registry listening on %s/api/v1/agents\n", url.c_str());
+  std::fflush(stdout);
+  log::Info("agentflow registry listening on " + url + "; health checks every " +
+            (checker ? std::to_string(c.health_interval_seconds) + " s" : std::string("(off)")));
+  int sig = WaitForSignal(signals);
+  log::Info(std::string("agentflow registry stopping on ") + (sig == SIGINT ? "SIGINT" : "SIGTERM"));
+  if (checker) checker->Stop();
+  (*server)->Stop();
+  return 0;
+}
+
 int RunMigrate(const std::string& url) {
   if (url.empty()) return Fail(Status::InvalidArgument("--database-url (or DATABASE_URL) is required"));
   if (url.rfind("postgresql://", 0) == 0 || url.rfind("postgres://", 0) == 0) {
@@ -263,10 +343,35 @@ void AddServiceCommands(CLI::App& app, int* exit_code) {
   consumer->add_option("--port", consumer_cfg.port, "health endpoint port (0: any free port)")->capture_default_str();
   consumer->add_option("--max-runs", consumer_cfg.max_active_runs, "runs executing at once in this process")
       ->capture_default_str();
+  consumer->add_option("--agent-reply-topic", consumer_cfg.agent_reply_topic,
+                       "topic this consumer reads kafka agents' replies from")
+      ->envname("KAFKA_AGENT_REPLY_TOPIC")
+      ->capture_default_str();
   consumer->add_option("--grace-period", consumer_cfg.grace_seconds,
                        "seconds to let runs in flight finish on SIGTERM before handing them back")
       ->capture_default_str();
   consumer->callback([exit_code] { *exit_code = RunConsumer(consumer_cfg); });
+
+  static RegistryConfig registry_cfg;
+  auto* registry = app.add_subcommand("registry", "the Agent Registry service: agents, their health checks and heartbeats");
+  registry->add_option("--database-url", registry_cfg.database_url, "postgresql://user:pass@host:port/db (or a SQLite path)")
+      ->envname("DATABASE_URL");
+  registry->add_option("--host", registry_cfg.host, "bind address")->capture_default_str();
+  registry->add_option("--port", registry_cfg.port, "port (0: any free port)")->capture_default_str();
+  registry->add_option("--health-interval", registry_cfg.health_interval_seconds,
+                       "seconds between health checks of the agents (0: no checks)")
+      ->capture_default_str();
+  registry->add_option("--health-timeout", registry_cfg.health_timeout_seconds, "seconds one health check may take")
+      ->capture_default_str();
+  registry->add_option("--heartbeat-ttl", registry_cfg.heartbeat_ttl_seconds,
+                       "seconds without a heartbeat before an agent without health_url is unhealthy (0: 3 x "
+                       "--health-interval)")
+      ->capture_default_str();
+  registry->add_option("--log-level", registry_cfg.log_level, "DEBUG, INFO, WARNING or ERROR")
+      ->envname("LOG_LEVEL")
+      ->capture_default_str();
+  registry->add_option("--log-format", registry_cfg.log_format, "text or json")->envname("LOG_FORMAT")->capture_default_str();
+  registry->callback([exit_code] { *exit_code = RunRegistry(registry_cfg); });
 
   static std::string migrate_url;
   auto* migrate = app.add_subcommand("migrate", "apply the database schema migrations (idempotent)");
