@@ -16,5 +16,6 @@ struct GlobalOptions {
 void AddClientCommands(CLI::App& app, GlobalOptions& global, int* exit_code);  // workflow, run, agent
 void AddServerCommands(CLI::App& app, GlobalOptions& global, int* exit_code);  // serve, executor, demo-agents
 void AddServiceCommands(CLI::App& app, int* exit_code);  // api, consumer, migrate (distributed topology)
+void AddBridgeCommand(CLI::App& app, int* exit_code);    // bridge: HTTP agents over the Kafka transport
 
 }  // namespace af::cli

@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
   int exit_code = 0;
   af::cli::AddServerCommands(app, global, &exit_code);
   af::cli::AddServiceCommands(app, &exit_code);
+  af::cli::AddBridgeCommand(app, &exit_code);
   af::cli::AddClientCommands(app, global, &exit_code);
   try {
     app.parse(argc, argv);
