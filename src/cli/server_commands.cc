@@ -299,7 +299,12 @@ int RunDemoAgents(DemoArgs& args) {
       req.method = "PUT";
       req.url = base + "/api/v1/agents/" + a.name;
       req.headers.emplace_back("Content-Type", "application/json");
-      req.body = json{{"name", a.name}, {"url", a.url}, {"timeout_ms", a.timeout_ms}, {"metadata", a.metadata}}.dump();
+      req.body = json{{"name", a.name},
+                      {"url", a.url},
+                      {"timeout_ms", a.timeout_ms},
+                      {"metadata", a.metadata},
+                      {"health_url", a.health_url}}
+                     .dump();
       auto res = http::FetchSync(req);
       if (!res.ok() || res->status >= 300) {
         std::fprintf(stderr, "error: registering %s with %s failed: %s\n", a.name.c_str(), base.c_str(),

@@ -413,11 +413,11 @@ HttpResponse Server::Delete(const std::string& path) const { return Fetch("DELET
 
 // ---------------------------------------------------------------- demo agents
 
-void DemoAgents::Start(const std::string& register_url) {
+void DemoAgents::Start(const std::string& register_url, uint16_t port) {
   Require(!proc_, "DemoAgents::Start: already running");
   for (int attempt = 0; attempt < 3; ++attempt) {
-    port_ = PickFreePort();
-    log_path_ = log_dir_ + "/demo-agents." + std::to_string(port_) + ".log";
+    port_ = port != 0 ? port : PickFreePort();
+    log_path_ = log_dir_ + "/demo-agents." + std::to_string(port_) + "." + std::to_string(++starts_) + ".log";
     proc_ = Process::Spawn({AgentflowBinary(), "demo-agents", "--host", "127.0.0.1", "--port", std::to_string(port_),
                             "--register", register_url},
                            log_path_);

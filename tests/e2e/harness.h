@@ -190,9 +190,11 @@ class Server {
 class DemoAgents {
  public:
   explicit DemoAgents(std::string log_dir) : log_dir_(std::move(log_dir)) {}
-  void Start(const std::string& register_url);
+  // `port` 0 picks a free one; another value reuses it (a restart).
+  void Start(const std::string& register_url, uint16_t port = 0);
   void Stop();
   std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  uint16_t port() const { return port_; }
   std::string log_path() const { return log_path_; }
 
  private:
@@ -200,6 +202,7 @@ class DemoAgents {
   std::string log_path_;
   std::unique_ptr<Process> proc_;
   uint16_t port_ = 0;
+  int starts_ = 0;
 };
 
 // A server plus registered demo agents in one temp dir: what most tests need.
