@@ -2,6 +2,7 @@
 
 #include <filesystem>
 
+#include "agent/routing_caller.h"
 #include "common/log.h"
 #include "model/plan.h"
 
@@ -49,7 +50,8 @@ Status Platform::Start() {
 
   loop_ = std::make_unique<EventLoop>(1);
   directory_ = NewStoreAgentDirectory(store_.get());
-  caller_ = NewHttpAgentCaller(loop_->executor());
+  // No Kafka here: a step calling a kafka agent fails with a hint to use KAFKA_BROKERS.
+  caller_ = NewRoutingAgentCaller(NewHttpAgentCaller(loop_->executor()), nullptr);
   engine_ = std::make_unique<Engine>(loop_->executor(), store_.get(), directory_.get(), caller_.get());
   loop_->Start();
 
