@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages agentflow needs to build, test and run.
 # Only packages that are missing are installed; safe to run repeatedly.
-# Usage: scripts/install-deps.sh [--test]   (--test adds what the test suite needs)
+# One list for every use, so the images build with what the tests exercise:
+#   scripts/install-deps.sh                 build (make run; the Dockerfile's build stage)
+#   scripts/install-deps.sh --test          build + what the test suite needs (make test, .ci/run)
+#   scripts/install-deps.sh --runtime       only what the built binary needs to run
+#                                           (the Dockerfile's run stage)
+#   scripts/install-deps.sh --runtime-libs  only the shared libraries of --runtime
+# Add --print to print the list, one package a line, and install nothing.
 set -euo pipefail
 
-pkgs=(
+build_pkgs=(
   build-essential cmake ninja-build pkg-config
   nlohmann-json3-dev libspdlog-dev libfmt-dev libcli11-dev
   libboost-dev libboost-system-dev
@@ -12,9 +18,44 @@ pkgs=(
   libgtest-dev libgmock-dev libbenchmark-dev
   curl
 )
-if [[ "${1:-}" == "--test" ]]; then
-  # PostgreSQL 15 server: the tests start their own on a loopback port.
-  pkgs+=(sqlite3 postgresql-15 postgresql-client-15)
+# PostgreSQL 15 server: the tests start their own on a loopback port.
+# docker-compose (1.29, Debian's): validates docker-compose.yml offline
+# (tests/deploy); no container engine is needed for that.
+test_pkgs=(sqlite3 postgresql-15 postgresql-client-15 docker-compose)
+# Every library `ldd agentflow` reports, by Debian package. The first line is
+# what the binary links directly; the rest is what those pull in (listed so
+# scripts/check-runtime-deps.sh can compare the whole closure with ldd: it
+# fails when a library is missing here or listed here but not used).
+runtime_libs=(
+  libc6 libgcc-s1 libstdc++6 libfmt9 libspdlog1.10 libsqlite3-0 libpq5 librdkafka1 librdkafka++1
+  libssl3 zlib1g liblz4-1 libzstd1 libsasl2-2
+  libgssapi-krb5-2 libkrb5-3 libk5crypto3 libkrb5support0 libcom-err2 libkeyutils1
+  libldap-2.5-0 libgnutls30 libp11-kit0 libidn2-0 libunistring2 libtasn1-6 libnettle8 libhogweed6 libgmp10 libffi8
+)
+# Not libraries: curl for the health checks (GET /healthz) in
+# docker-compose.yml; CA certificates for TLS to brokers and agents.
+runtime_tools=(curl ca-certificates)
+
+mode=build
+print=0
+for arg in "$@"; do
+  case "$arg" in
+    --test) mode=test ;;
+    --runtime) mode=runtime ;;
+    --runtime-libs) mode=runtime-libs ;;
+    --print) print=1 ;;
+    *) echo "usage: $0 [--test | --runtime | --runtime-libs] [--print]" >&2; exit 2 ;;
+  esac
+done
+case "$mode" in
+  build) pkgs=("${build_pkgs[@]}") ;;
+  test) pkgs=("${build_pkgs[@]}" "${test_pkgs[@]}") ;;
+  runtime) pkgs=("${runtime_libs[@]}" "${runtime_tools[@]}") ;;
+  runtime-libs) pkgs=("${runtime_libs[@]}") ;;
+esac
+if [[ $print -eq 1 ]]; then
+  printf '%s\n' "${pkgs[@]}"
+  exit 0
 fi
 
 missing=()
