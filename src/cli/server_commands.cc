@@ -281,6 +281,10 @@ struct DemoArgs {
   std::string host = "127.0.0.1";
   uint16_t port = 9000;
   std::string register_url;
+  // The base URL other hosts reach the agents at, as registered with
+  // --register; empty: http://HOST:PORT, which names 127.0.0.1 when HOST is
+  // 0.0.0.0 and so only works on the same host (not across containers).
+  std::string advertise_url;
 };
 
 int RunDemoAgents(DemoArgs& args) {
@@ -294,7 +298,15 @@ int RunDemoAgents(DemoArgs& args) {
   if (!args.register_url.empty()) {
     std::string base = args.register_url;
     while (!base.empty() && base.back() == '/') base.pop_back();
-    for (const Agent& a : (*demo)->Records()) {
+    std::string local = (*demo)->base_url();
+    std::string advertised = args.advertise_url;
+    while (!advertised.empty() && advertised.back() == '/') advertised.pop_back();
+    for (Agent a : (*demo)->Records()) {
+      if (!advertised.empty()) {
+        // Records() builds every URL as base_url() + path.
+        if (a.url.rfind(local, 0) == 0) a.url = advertised + a.url.substr(local.size());
+        if (a.health_url.rfind(local, 0) == 0) a.health_url = advertised + a.health_url.substr(local.size());
+      }
       http::ClientRequest req;
       req.method = "PUT";
       req.url = base + "/api/v1/agents/" + a.name;
@@ -374,6 +386,9 @@ void AddServerCommands(CLI::App& app, GlobalOptions& global, int* exit_code) {
   demo->add_option("--host", demo_args.host, "bind address")->capture_default_str();
   demo->add_option("--port", demo_args.port, "port (0: any free port)")->capture_default_str();
   demo->add_option("--register", demo_args.register_url, "register the agents with this agentflow API");
+  demo->add_option("--advertise-url", demo_args.advertise_url,
+                   "base URL registered for the agents, e.g. http://demo-agents:9000 (default: http://HOST:PORT; set "
+                   "it when binding 0.0.0.0)");
   demo->callback([exit_code] { *exit_code = RunDemoAgents(demo_args); });
 }
 
