@@ -261,7 +261,9 @@ BRIDGE_TEST(RequestIsAnsweredByTheHttpAgentOnTheReplyTopic) {
   EXPECT_FALSE(pr.ok);
   EXPECT_FALSE(pr.retryable);
   EXPECT_NE(pr.error.find("HTTP 400"), std::string::npos) << pr.error;
-  EXPECT_EQ(bridge->stats().replied, 4u);
+  // At least: on Kafka, a rebalance while the bridge's consumers join may
+  // deliver a handled request again before its commit, and it is answered twice.
+  EXPECT_GE(bridge->stats().replied, 4u);
 }
 
 BRIDGE_TEST(MalformedAndExpiredRequestsAreSkippedWithoutBlockingTheTopic) {
@@ -292,7 +294,9 @@ BRIDGE_TEST(ASlowAgentDoesNotHoldUpAnother) {
   gate.Release();
   for (const auto& id : slow) EXPECT_TRUE(WaitReply(id).ok);
   EXPECT_EQ(gate.max_holding(), 1);
-  EXPECT_EQ(bridge->stats().replied, 4u);
+  // At least: on Kafka, a rebalance while the bridge's consumers join may
+  // deliver a handled request again before its commit, and it is answered twice.
+  EXPECT_GE(bridge->stats().replied, 4u);
 }
 
 BRIDGE_TEST(InFlightCallsPerAgentAreBounded) {
