@@ -80,12 +80,14 @@ void Write(Level level, std::string_view msg, const Fields& f) {
     if (!f.run_id.empty()) j["run_id"] = std::string(f.run_id);
     if (!f.step_id.empty()) j["step_id"] = std::string(f.step_id);
     if (!f.agent.empty()) j["agent"] = std::string(f.agent);
+    if (!f.trace_id.empty()) j["trace_id"] = std::string(f.trace_id);
     line = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   } else {
     line = fmt::format("{} {:<7} {}", FormatIso8601(NowMs()), LevelName(level), msg);
     if (!f.run_id.empty()) line += fmt::format(" run_id={}", f.run_id);
     if (!f.step_id.empty()) line += fmt::format(" step_id={}", f.step_id);
     if (!f.agent.empty()) line += fmt::format(" agent={}", f.agent);
+    if (!f.trace_id.empty()) line += fmt::format(" trace_id={}", f.trace_id);
   }
   s.logger->info(line);
 }

@@ -1,6 +1,7 @@
 // Structured logging on spdlog. LOG_LEVEL (DEBUG, INFO, WARNING, ERROR) and
 // LOG_FORMAT (text or json) choose the output; in json every line is one
-// object with ts, level, msg and, where known, run_id, step_id, agent.
+// object with ts, level, msg and, where known, run_id, step_id, agent and
+// trace_id (the run's W3C trace id, common/trace.h).
 // Thread-safe.
 #pragma once
 
@@ -18,6 +19,7 @@ struct Fields {
   std::string_view run_id;
   std::string_view step_id;
   std::string_view agent;
+  std::string_view trace_id;
 };
 
 // Reads LOG_LEVEL and LOG_FORMAT from the environment (defaults INFO, text).

@@ -1,5 +1,7 @@
 #include "model/types.h"
 
+#include "common/trace.h"
+
 namespace af {
 
 const char* ToString(RunStatus s) {
@@ -78,7 +80,13 @@ json ToJson(const Run& r) {
     j["cancel_reason"] = OptText(r.cancel_reason);
   }
   if (!r.idempotency_key.empty()) j["idempotency_key"] = r.idempotency_key;
+  j["trace_id"] = TraceIdOf(r);
   return j;
+}
+
+std::string TraceIdOf(const Run& r) {
+  if (auto tp = trace::ParseTraceParent(r.traceparent)) return tp->trace_id;
+  return trace::TraceIdForRunId(r.id);
 }
 
 json ToJson(const StepExecution& s) {

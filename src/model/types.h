@@ -55,7 +55,14 @@ struct Run {
   std::optional<TimeMs> started_at;
   std::optional<TimeMs> completed_at;
   TimeMs updated_at = 0;
+  // The W3C traceparent the run was triggered with, or the one the API
+  // started for it (common/trace.h); empty for runs stored without one.
+  std::string traceparent;
 };
+
+// The run's trace id: from its traceparent, else derived from its id
+// (trace::TraceIdForRunId), so it is never empty.
+std::string TraceIdOf(const Run& r);
 
 // One attempt of one step (or of one item of a for_each step).
 // A for_each step also has one row with item_index empty whose output is the

@@ -38,6 +38,7 @@ struct NewRun {
   int workflow_version = 0;
   json input = json::object();
   std::string idempotency_key;  // empty: none
+  std::string traceparent;      // W3C traceparent kept with the run; empty: none (stored as NULL)
 };
 
 struct RunFilter {

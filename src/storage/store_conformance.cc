@@ -63,6 +63,7 @@ void ExpectSameRun(const Run& a, const Run& b) {
   EXPECT_EQ(a.started_at, b.started_at);
   EXPECT_EQ(a.completed_at, b.completed_at);
   EXPECT_EQ(a.updated_at, b.updated_at);
+  EXPECT_EQ(a.traceparent, b.traceparent);
 }
 
 void ExpectSameWorkflow(const Workflow& a, const Workflow& b) {
@@ -469,6 +470,43 @@ TEST_P(StoreConformance, CreateRunIsPending) {
   EXPECT_NE(other.id, run.id);
   // The default input is an empty object, and stays one.
   EXPECT_EQ(Must(store().GetRun(other.id)).input, json::object());
+}
+
+TEST_P(StoreConformance, TheRunsTraceparentIsKeptThroughItsLife) {
+  Workflow wf = MakeWorkflow();
+  const std::string tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+  NewRun nr{"", wf.id, 1, json::object(), "trace-key"};
+  nr.traceparent = tp;
+  Run run = Must(store().CreateRun(nr)).run;
+  EXPECT_EQ(run.traceparent, tp);
+  EXPECT_EQ(Must(store().GetRun(run.id)).traceparent, tp);
+  // An idempotent repeat with another traceparent returns the first run's.
+  nr.traceparent = "00-11111111111111111111111111111111-2222222222222222-00";
+  Store::CreatedRun again = Must(store().CreateRun(nr));
+  EXPECT_FALSE(again.created);
+  EXPECT_EQ(again.run.traceparent, tp);
+  // Transitions (through a retry) and lists keep it.
+  Run moved = Must(store().TransitionRun({run.id, RunStatus::kPending, RunStatus::kRunning}));
+  EXPECT_EQ(moved.traceparent, tp);
+  RunTransition fail{run.id, RunStatus::kRunning, RunStatus::kFailed};
+  fail.error_message = "x";
+  EXPECT_EQ(Must(store().TransitionRun(fail)).traceparent, tp);
+  EXPECT_EQ(Must(store().TransitionRun({run.id, RunStatus::kFailed, RunStatus::kPending})).traceparent, tp);
+  EXPECT_EQ(Must(store().RequestCancel({run.id, "me", "why"})).traceparent, tp);
+  RunFilter f;
+  f.workflow_id = wf.id;
+  auto page = Must(store().ListRuns(f));
+  ASSERT_EQ(page.items.size(), 1u);
+  EXPECT_EQ(page.items[0].traceparent, tp);
+  auto unfinished = Must(store().ListUnfinishedRuns(10));
+  ASSERT_FALSE(unfinished.empty());
+  EXPECT_EQ(unfinished[0].traceparent, tp);
+  // Without one: empty (NULL), and the trace id comes from the run id.
+  Run plain = MakeRun(wf);
+  EXPECT_EQ(plain.traceparent, "");
+  EXPECT_EQ(Must(store().GetRun(plain.id)).traceparent, "");
+  EXPECT_EQ(TraceIdOf(plain).size(), 32u);
+  EXPECT_EQ(TraceIdOf(run), "4bf92f3577b34da6a3ce929d0e0e4736");
 }
 
 TEST_P(StoreConformance, CreateRunWithExplicitId) {

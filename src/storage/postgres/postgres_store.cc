@@ -62,7 +62,7 @@ constexpr int kMaxPageSize = 1000;
 #define AF_RUN_COLS                                                                                    \
   "id, workflow_id, workflow_version, status, input, output, error_message, idempotency_key, "        \
   "cancel_requested, cancelled_by, cancel_reason, attempt, created_at, started_at, completed_at, "     \
-  "updated_at"
+  "updated_at, traceparent"
 #define AF_WORKFLOW_COLS "w.id, v.name, v.description, v.version, w.latest_version, v.plan, w.created_at, v.created_at"
 #define AF_WORKFLOW_LATEST \
   " FROM workflows w JOIN workflow_versions v ON v.workflow_id = w.id AND v.version = w.latest_version "
@@ -150,8 +150,9 @@ constexpr std::array<const char*, kSqlCount> kSqlText = {
     // kInsertRun: an idempotency key already used for the workflow inserts
     // nothing (and returns no row); any other conflict is an error.
     "INSERT INTO workflow_runs (id, workflow_id, workflow_version, status, input, idempotency_key, "
-    "cancel_requested, attempt, created_at, updated_at) "
-    "VALUES ($1::text, $2::text, $3::integer, 'PENDING', $4::text, $5::text, false, 1, $6::bigint, $6::bigint) "
+    "cancel_requested, attempt, created_at, updated_at, traceparent) "
+    "VALUES ($1::text, $2::text, $3::integer, 'PENDING', $4::text, $5::text, false, 1, $6::bigint, $6::bigint, "
+    "$7::text) "
     "ON CONFLICT (workflow_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
     // kGetRun
     "SELECT " AF_RUN_COLS " FROM workflow_runs WHERE id = $1::text",
@@ -270,6 +271,7 @@ Status ReadRun(const PgResult& r, int i, Run* run) {
   run->started_at = r.OptInt64(i, 13);
   run->completed_at = r.OptInt64(i, 14);
   run->updated_at = r.Int64(i, 15);
+  run->traceparent = r.Text(i, 16);
   return Status::Ok();
 }
 
@@ -800,6 +802,7 @@ class PostgresStore final : public Store {
     run.status = RunStatus::kPending;
     run.input = r.input;
     run.idempotency_key = r.idempotency_key;
+    run.traceparent = r.traceparent;
     run.attempt = 1;
     run.created_at = run.updated_at = NowMs();
     // No explicit transaction: the INSERT is atomic and, with a key already
@@ -812,7 +815,8 @@ class PostgresStore final : public Store {
         .Int(run.workflow_version)
         .Json(run.input)
         .OptKey("idempotency key", run.idempotency_key)
-        .Int(run.created_at);
+        .Int(run.created_at)
+        .Text(run.traceparent, /*empty_is_null=*/true);
     auto ins = Exec(c, kInsertRun, p, "insert run");
     if (!ins.ok()) {
       if (IsSqlState(ins.status(), postgres::kUniqueViolation)) {

@@ -47,7 +47,7 @@ constexpr int kMaxPageSize = 1000;
 #define AF_RUN_COLS                                                                                    \
   "id, workflow_id, workflow_version, status, input, output, error_message, idempotency_key, "        \
   "cancel_requested, cancelled_by, cancel_reason, attempt, created_at, started_at, completed_at, "     \
-  "updated_at"
+  "updated_at, traceparent"
 #define AF_WORKFLOW_COLS "w.id, v.name, v.description, v.version, w.latest_version, v.plan, w.created_at, v.created_at"
 #define AF_WORKFLOW_LATEST \
   " FROM workflows w JOIN workflow_versions v ON v.workflow_id = w.id AND v.version = w.latest_version "
@@ -136,8 +136,8 @@ constexpr std::array<const char*, kSqlCount> kSqlText = {
     // kInsertRun: an idempotency key already used for the workflow inserts
     // nothing (and returns no row); any other conflict is an error.
     "INSERT INTO workflow_runs (id, workflow_id, workflow_version, status, input, idempotency_key, "
-    "cancel_requested, attempt, created_at, updated_at) "
-    "VALUES (?1, ?2, ?3, 'PENDING', ?4, ?5, 0, 1, ?6, ?6) "
+    "cancel_requested, attempt, created_at, updated_at, traceparent) "
+    "VALUES (?1, ?2, ?3, 'PENDING', ?4, ?5, 0, 1, ?6, ?6, ?7) "
     "ON CONFLICT (workflow_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
     // kGetRun
     "SELECT " AF_RUN_COLS " FROM workflow_runs WHERE id = ?1",
@@ -339,6 +339,7 @@ Status ReadRun(const Stmt& st, Run* r) {
   r->started_at = st.OptInt64(13);
   r->completed_at = st.OptInt64(14);
   r->updated_at = st.Int64(15);
+  r->traceparent = st.Text(16);
   return Status::Ok();
 }
 
@@ -786,6 +787,7 @@ class SqliteStore final : public Store {
     run.status = RunStatus::kPending;
     run.input = r.input;
     run.idempotency_key = r.idempotency_key;
+    run.traceparent = r.traceparent;
     run.attempt = 1;
     run.created_at = run.updated_at = NowMs();
     // No explicit transaction: the INSERT is atomic and, with a key already
@@ -800,6 +802,7 @@ class SqliteStore final : public Store {
       st.BindJson(4, run.input);
       st.BindOptText(5, run.idempotency_key);
       st.Bind(6, run.created_at);
+      st.BindOptText(7, run.traceparent);
       int rc = st.Exec();
       if (IsUniqueViolation(rc)) {
         return Status::AlreadyExists("a run with id " + run.id + " already exists. Hint: omit the id to get a new one");

@@ -226,6 +226,23 @@ TEST(SqliteMigrationsTest, AgentsOfAVersionOneDatabaseBecomeHttpAgentsOfUnknownH
   EXPECT_EQ(a.last_seen_at, std::nullopt);
 }
 
+TEST(SqliteMigrationsTest, RunsOfAVersionTwoDatabaseGetNoTraceparentAndATraceIdFromTheirId) {
+  std::string path = TempDirEnvironment::NewDbPath();
+  {
+    RawDb raw(path);
+    ASSERT_TRUE(sqlite::ApplyMigrations(raw.get(), sqlite::EmbeddedMigrations().first(2)).ok());
+    raw.Query("INSERT INTO workflows (id, name, latest_version, created_at, updated_at) VALUES ('wf-1', 'w', 1, 1, 1)");
+    raw.Query("INSERT INTO workflow_versions (workflow_id, version, name, plan, created_at) "
+              "VALUES ('wf-1', 1, 'w', '{}', 1)");
+    raw.Query("INSERT INTO workflow_runs (id, workflow_id, workflow_version, status, input, created_at, updated_at) "
+              "VALUES ('run-3f2b8a4c-1d2e-4f5a-8b6c-7d8e9f0a1b2c', 'wf-1', 1, 'PENDING', '{}', 2, 2)");
+  }
+  auto store = Must(OpenSqliteStore(path));
+  af::Run r = Must(store->GetRun("run-3f2b8a4c-1d2e-4f5a-8b6c-7d8e9f0a1b2c"));
+  EXPECT_EQ(r.traceparent, "");
+  EXPECT_EQ(TraceIdOf(r), "3f2b8a4c1d2e4f5a8b6c7d8e9f0a1b2c");
+}
+
 TEST(SqliteMigrationsTest, ReapplyingAppliesOnlyNewOnes) {
   std::string path = TempDirEnvironment::NewDbPath();
   RawDb raw(path);
