@@ -42,6 +42,10 @@ struct Request {
   std::string path;    // percent-decoded path without the query
   std::map<std::string, std::string> query;        // percent-decoded
   std::map<std::string, std::string> path_params;  // filled by Router
+  // The pattern of the route that matched ("/api/v1/runs/{run_id}"), set by
+  // Router::Dispatch; "" when none did. Points into the router, which
+  // outlives its requests.
+  std::string_view route;
   Headers headers;
   std::string body;
   std::string remote;  // peer address, for logs
@@ -76,6 +80,7 @@ class Router {
  private:
   struct Route {
     std::string method;
+    std::string pattern;                // as given to Add
     std::vector<std::string> segments;  // "{name}" marks a parameter
     Handler handler;
   };

@@ -37,6 +37,7 @@ void Router::Add(std::string method, std::string pattern, Handler handler) {
   Route r;
   r.method = std::move(method);
   for (auto seg : SplitRaw(pattern)) r.segments.emplace_back(seg);
+  r.pattern = std::move(pattern);
   r.handler = std::move(handler);
   routes_.push_back(std::move(r));
 }
@@ -87,6 +88,7 @@ asio::awaitable<Response> Router::Dispatch(Request& req) const {
     co_return res;
   }
 
+  req.route = best->pattern;
   req.path_params.clear();
   for (size_t i = 0; i < segs.size(); ++i) {
     const std::string& p = best->segments[i];
