@@ -5,8 +5,9 @@
 //
 // HTTP protocol (docs/agents.md): POST <url>, body
 //   {"run_id", "step_id", "attempt", "input"} (+ "item_index" inside for_each)
-// headers Content-Type: application/json and
-//   Idempotency-Key: <run_id>/<step_id>[/<index>].
+// headers Content-Type: application/json,
+//   Idempotency-Key: <run_id>/<step_id>[/<index>] and, when the call has one,
+//   traceparent: 00-<the run's trace id>-<a new span id per call>-<flags>.
 // A 2xx JSON body is the step's output. 408, 429, 5xx, connection errors and
 // timeouts are retryable (Retry-After honoured); other 4xx and a non-JSON 2xx
 // body fail the step at once.
@@ -94,6 +95,7 @@ struct AgentCall {
   int attempt = 1;
   json input;
   int64_t timeout_ms = 30000;  // this attempt's timeout
+  std::string traceparent;     // W3C traceparent of this call; "" = none sent
 };
 
 // "<run_id>/<step_id>[/<index>]"

@@ -88,7 +88,8 @@ class DemoAgentsImpl final : public DemoAgents {
       int64_t timeout_ms;
     };
     static constexpr Spec kSpecs[] = {
-        {"echo", "returns {\"echo\": input}", 30000},
+        {"echo", "returns {\"echo\": input}; with input.echo_headers (a list of names) also those request headers",
+         30000},
         {"upper", "returns {\"text\": input.text in upper case}", 30000},
         {"sleep",
          "waits input.ms milliseconds (no thread held), then returns {\"slept_ms\": ms}; with input.count_calls "
@@ -125,7 +126,20 @@ class DemoAgentsImpl final : public DemoAgents {
       json input;
       Response error;
       if (!ParseInput(req, input, error)) co_return error;
-      co_return JsonResponse(200, {{"echo", input}});
+      json out = {{"echo", input}};
+      // input.echo_headers: ["traceparent", ...] also returns those request
+      // headers (null when absent), so a test can see what the agent got.
+      const json& names = Field(input, "echo_headers");
+      if (names.is_array()) {
+        json headers = json::object();
+        for (const json& n : names) {
+          if (!n.is_string()) continue;
+          std::string v = req.Header(n.get<std::string>());
+          headers[n.get<std::string>()] = v.empty() ? json(nullptr) : json(v);
+        }
+        out["headers"] = headers;
+      }
+      co_return JsonResponse(200, out);
     });
 
     router_.Add("POST", "/agents/upper", [](Request& req) -> asio::awaitable<Response> {

@@ -1,6 +1,7 @@
 // Sample agents served over HTTP on loopback for demos and tests, at
 // http://HOST:PORT/agents/<name>:
-//   echo   → {"echo": input}
+//   echo   → {"echo": input}; with input.echo_headers [names], also
+//            "headers": {name: value or null} of the request
 //   upper  → {"text": upper-case input.text}
 //   sleep  → waits input.ms (no thread held), then {"slept_ms": ms}
 //   fail   → 500 {"error": ...}; 400 when input.permanent is true

@@ -246,6 +246,7 @@ class HttpAgentCaller final : public AgentCaller {
       req.headers.emplace_back("Content-Type", "application/json");
       req.headers.emplace_back("Accept", "application/json");
       req.headers.emplace_back("Idempotency-Key", IdempotencyKey(call));
+      if (!call.traceparent.empty()) req.headers.emplace_back("traceparent", call.traceparent);
       req.body = body.dump(-1, ' ', false, json::error_handler_t::replace);
       req.timeout = std::chrono::milliseconds(timeout_ms);
       boost::asio::awaitable<Result<http::ClientResponse>> send = client_->Send(std::move(req), cancel);

@@ -14,6 +14,7 @@
 #include "common/ids.h"
 #include "common/json_limits.h"
 #include "common/log.h"
+#include "common/trace.h"
 #include "queue/messages.h"
 
 namespace af {
@@ -168,15 +169,26 @@ class Api::Handlers : public std::enable_shared_from_this<Api::Handlers> {
       co_return ErrorResponse(Status::InvalidArgument("Idempotency-Key is longer than 255 characters"));
     }
 
+    // W3C trace context: a valid traceparent is kept with the run (its
+    // agents' calls join that trace); without one, or with an invalid one
+    // (ignored, as the specification says), the run starts a new trace.
+    std::string incoming = req.Header("traceparent");
+    std::optional<trace::TraceParent> parent = trace::ParseTraceParent(incoming);
+    const bool ignored_trace = !parent && !incoming.empty();
+    if (!parent) parent = trace::NewTrace();
+
     NewRun nr;
     nr.workflow_id = wf->id;
     nr.workflow_version = wf->version;
     nr.input = input;
     nr.idempotency_key = key;
+    nr.traceparent = trace::FormatTraceParent(*parent);
     auto created = store_->CreateRun(nr);
     if (!created.ok()) co_return ErrorResponse(created.status());
     Run run = created->run;
+    const std::string trace_id = TraceIdOf(run);
     if (created->created) {
+      if (options_.metrics) options_.metrics->runs_created.Inc();
       Status pub = PublishExecution(run, *wf);
       if (!pub.ok()) {
         RunTransition t;
@@ -185,10 +197,14 @@ class Api::Handlers : public std::enable_shared_from_this<Api::Handlers> {
         t.to = RunStatus::kFailed;
         t.error_message = "could not queue the execution request: " + pub.message();
         auto failed = store_->TransitionRun(t);
-        (void)failed;
+        if (failed.ok() && options_.metrics) options_.metrics->runs_finished.Labels({ToString(RunStatus::kFailed)}).Inc();
+        log::Warn("run not queued: " + pub.message(), {run.id, {}, {}, trace_id});
         co_return ErrorResponse(Status::Unavailable("could not queue the run: " + pub.message()));
       }
-      log::Info("run accepted for workflow " + wf->id, {run.id});
+      if (ignored_trace) {
+        log::Info("ignored an invalid traceparent header; the run starts a new trace", {run.id, {}, {}, trace_id});
+      }
+      log::Info("run accepted for workflow " + wf->id, {run.id, {}, {}, trace_id});
     }
     if (*wait > 0) {
       auto waited = co_await WaitForRun(run.id, *wait);
@@ -286,14 +302,18 @@ class Api::Handlers : public std::enable_shared_from_this<Api::Handlers> {
       t.to = RunStatus::kCancelled;
       t.error_message = "cancelled by " + c.cancelled_by + (c.reason.empty() ? "" : ": " + c.reason);
       auto moved = store_->TransitionRun(t);
-      if (moved.ok()) result = *moved;
+      if (moved.ok()) {
+        result = *moved;
+        if (options_.metrics) options_.metrics->runs_finished.Labels({ToString(RunStatus::kCancelled)}).Inc();
+      }
     }
     CancellationRequest cr{id, c.cancelled_by, c.reason, NowMs()};
     Status pub = queue_->Publish(options_.cancellation_topic, id, SerializeCancellationRequest(cr));
+    const std::string trace_id = TraceIdOf(result);
     if (!pub.ok()) {
-      log::Warn("could not queue the cancellation (recorded on the run): " + pub.message(), {id});
+      log::Warn("could not queue the cancellation (recorded on the run): " + pub.message(), {id, {}, {}, trace_id});
     }
-    log::Info("cancellation requested by " + c.cancelled_by, {id});
+    log::Info("cancellation requested by " + c.cancelled_by, {id, {}, {}, trace_id});
     return http::JsonResponse(202, ToJson(result));
   }
 
@@ -328,7 +348,7 @@ class Api::Handlers : public std::enable_shared_from_this<Api::Handlers> {
     if (!moved.ok()) return ErrorResponse(moved.status());
     Status pub = PublishExecution(*moved, *wf);
     if (!pub.ok()) return ErrorResponse(Status::Unavailable("could not queue the retry: " + pub.message()));
-    log::Info("run retried", {id});
+    log::Info("run retried", {id, {}, {}, TraceIdOf(*moved)});
     return http::JsonResponse(202, ToJson(*moved));
   }
 
@@ -445,7 +465,7 @@ void Api::Register(http::Router& router) {
     return [h, fn](Request& req) -> asio::awaitable<Response> { return ((*h).*fn)(req); };
   };
   const std::string v1 = "/api/v1";
-  router.Add("GET", "/healthz", sync(&Handlers::Health));
+  // /healthz, /readyz and /metrics are the service's (ops::Endpoints).
   router.Add("GET", v1 + "/healthz", sync(&Handlers::Health));
 
   router.Add("POST", v1 + "/workflows", sync(&Handlers::CreateWorkflow));

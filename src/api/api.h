@@ -13,6 +13,7 @@
 
 #include "api/agents_api.h"
 #include "http/http.h"
+#include "metrics/agentflow_metrics.h"
 #include "model/plan.h"
 #include "queue/queue.h"
 #include "storage/change_feed.h"
@@ -28,6 +29,10 @@ struct ApiOptions {
   // notification (changes made by other processes are not in the feed).
   std::chrono::milliseconds wait_poll_interval{500};
   PlanLimits plan_limits;
+  // Counts runs created, and runs the API itself ends (a PENDING run
+  // cancelled, a run that could not be queued). Null: nothing is counted.
+  // Must outlive the Api.
+  metrics::ApiRunMetrics* metrics = nullptr;
 };
 
 // Maps a Status to its HTTP status and JSON error body — the one table.

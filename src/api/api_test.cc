@@ -3,11 +3,14 @@
 // in-memory embedded queue, so the messages the API publishes can be read.
 #include <gtest/gtest.h>
 
+#include <set>
+
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 
 #include "api/api.h"
+#include "common/trace.h"
 #include "queue/messages.h"
 
 namespace af {
@@ -25,7 +28,9 @@ class ApiTest : public ::testing::Test {
     auto q = OpenEmbeddedQueue(QueueOptions{""});
     ASSERT_TRUE(q.ok());
     queue_ = std::move(q).value();
-    api_ = std::make_unique<Api>(store_.get(), queue_.get(), feed_);
+    ApiOptions ao;
+    ao.metrics = &run_metrics_;
+    api_ = std::make_unique<Api>(store_.get(), queue_.get(), feed_, ao);
     api_->Register(router_);
     auto sub = queue_->Subscribe({kExecutionTopic, kCancellationTopic}, "test");
     ASSERT_TRUE(sub.ok());
@@ -74,6 +79,8 @@ class ApiTest : public ::testing::Test {
   std::shared_ptr<ChangeFeed> feed_;
   std::unique_ptr<Store> store_;
   std::unique_ptr<Queue> queue_;
+  metrics::Registry registry_;
+  metrics::ApiRunMetrics run_metrics_{registry_};
   std::unique_ptr<Api> api_;
   http::Router router_;
   std::unique_ptr<QueueConsumer> consumer_;
@@ -117,6 +124,58 @@ TEST_F(ApiTest, TriggerWritesPendingRunAndPublishesTheSeedMessage) {
   EXPECT_EQ(m["input_data"], json({{"x", 7}}));
   EXPECT_EQ(m["workflow_plan"]["name"], "trig");
   EXPECT_TRUE(m["timestamp"].is_string());
+}
+
+TEST_F(ApiTest, AValidTraceparentIsKeptWithTheRunAndTheSeedMessageIsUnchanged) {
+  std::string wf = CreateWorkflow("traced");
+  const std::string tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+  auto r = Call("POST", "/api/v1/workflows/" + wf + "/runs", "{}", {{"traceparent", tp}});
+  ASSERT_EQ(r.status, 202) << r.body;
+  json run = Body(r);
+  EXPECT_EQ(run["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+  auto stored = store_->GetRun(run["run_id"]);
+  ASSERT_TRUE(stored.ok());
+  EXPECT_EQ(stored->traceparent, tp);
+  auto msgs = Drain();
+  ASSERT_EQ(msgs.size(), 1u);
+  json m = json::parse(msgs[0].payload);
+  std::set<std::string> keys;
+  for (auto& [k, v] : m.items()) keys.insert(k);
+  EXPECT_EQ(keys, (std::set<std::string>{"run_id", "workflow_plan", "input_data", "timestamp", "message_type",
+                                         "workflow_id", "workflow_version"}))
+      << "the executor reads the trace from the run row, not from the message";
+}
+
+TEST_F(ApiTest, AMissingOrInvalidTraceparentStartsANewTrace) {
+  std::string wf = CreateWorkflow("untraced");
+  std::set<std::string> traces;
+  for (const char* header : {"", "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", "garbage",
+                             "00-00000000000000000000000000000000-00f067aa0ba902b7-01"}) {
+    http::Headers h;
+    if (*header) h.emplace_back("traceparent", header);
+    auto r = Call("POST", "/api/v1/workflows/" + wf + "/runs", "{}", h);
+    ASSERT_EQ(r.status, 202) << header << ": " << r.body;
+    auto stored = store_->GetRun(Body(r)["run_id"]);
+    ASSERT_TRUE(stored.ok());
+    auto tp = trace::ParseTraceParent(stored->traceparent);
+    ASSERT_TRUE(tp.has_value()) << "a new, valid traceparent is stored: " << stored->traceparent;
+    EXPECT_NE(tp->trace_id, "4bf92f3577b34da6a3ce929d0e0e4736") << header;
+    EXPECT_EQ(Body(r)["trace_id"], tp->trace_id);
+    traces.insert(tp->trace_id);
+  }
+  EXPECT_EQ(traces.size(), 4u) << "one trace per run";
+}
+
+TEST_F(ApiTest, RunMetricsCountCreatedRunsAndTheRunsTheApiEnds) {
+  std::string wf = CreateWorkflow("counted");
+  http::Headers h{{"Idempotency-Key", "same"}};
+  std::string id = Body(Call("POST", "/api/v1/workflows/" + wf + "/runs", "{}", h))["run_id"];
+  Call("POST", "/api/v1/workflows/" + wf + "/runs", "{}", h);  // a replay: not a new run
+  Call("POST", "/api/v1/workflows/" + wf + "/runs", "{}");
+  EXPECT_EQ(run_metrics_.runs_created.Value(), 2u);
+  ASSERT_EQ(Call("POST", "/api/v1/runs/" + id + "/cancel", "{}").status, 202);
+  EXPECT_EQ(run_metrics_.runs_finished.Labels({"CANCELLED"}).Value(), 1u);
+  EXPECT_EQ(run_metrics_.runs_finished.Labels({"FAILED"}).Value(), 0u);
 }
 
 TEST_F(ApiTest, TriggerByNameAndIdempotencyKeyReturnsTheSameRunOnce) {

@@ -14,6 +14,7 @@
 #include <spdlog/fmt/fmt.h>
 
 #include "common/log.h"
+#include "common/trace.h"
 #include "executor/async_util.h"
 #include "model/dag.h"
 #include "model/plan.h"
@@ -42,6 +43,7 @@ std::string JoinProblems(const Status& s) {
 
 struct Engine::Active {
   std::string run_id;
+  std::string trace_id;  // once the run's row was read (for log lines)
   CancelSignal cancel;  // fires on user cancel or shutdown
   bool user_cancelled = false;
   bool abandoned = false;
@@ -73,7 +75,7 @@ class Engine::RunExecutor {
     return RunOutcome{kind, run_.id.empty() ? request_.run_id : run_.id, status};
   }
   RunOutcome RetryLater(const Status& s) {
-    log::Warn("store error, the run will be tried again: " + s.ToString(), {request_.run_id});
+    log::Warn("store error, the run will be tried again: " + s.ToString(), {request_.run_id, {}, {}, trace_id_});
     RunOutcome o = Outcome(RunOutcome::Kind::kAbandoned);
     retry_later_ = true;
     return o;
@@ -96,6 +98,47 @@ class Engine::RunExecutor {
 
   int NextAttempt(const std::string& step_id, std::optional<int> item) {
     return ++last_attempt_[{step_id, item.value_or(-1)}];
+  }
+
+  // Every log line of the run carries its id and trace id (and the step's).
+  log::Fields RunFields() const { return {run_.id, {}, {}, trace_id_}; }
+  log::Fields StepFields(const StepSpec& spec) const { return {run_.id, spec.id, spec.agent, trace_id_}; }
+  // The run's trace: its stored traceparent, else a trace id derived from
+  // its id (runs stored without one), so every executor agrees on it.
+  void SetTrace() {
+    if (auto tp = trace::ParseTraceParent(run_.traceparent)) {
+      trace_ = std::move(*tp);
+    } else {
+      trace_.trace_id = trace::TraceIdForRunId(run_.id);
+      trace_.parent_id = trace::NewSpanId();
+      trace_.flags = 0x01;
+    }
+    trace_id_ = trace_.trace_id;
+    active_->trace_id = trace_id_;
+  }
+
+  // ---- metrics (no-ops without EngineOptions::metrics) ----
+  metrics::ExecutorMetrics* M() const { return engine_->options_.metrics; }
+  // A step_executions row reached a terminal status.
+  void CountStep(const std::string& agent, StepStatus status) {
+    if (auto* m = M()) m->step_executions.Labels({agent, ToString(status)}).Inc();
+  }
+  void CountCall(const std::string& agent, StepStatus status, std::chrono::steady_clock::time_point start) {
+    auto* m = M();
+    if (m == nullptr) return;
+    double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    m->step_duration.Labels({agent, ToString(status)}).Observe(seconds);
+  }
+  void CountError(const std::string& agent, std::string_view kind) {
+    if (auto* m = M()) m->agent_call_errors.Labels({agent, kind}).Inc();
+  }
+  void CountRetry(const std::string& agent) {
+    if (auto* m = M()) m->step_retries.Labels({agent}).Inc();
+  }
+  Status FinishStep(const StepFinish& f, const std::string& agent) {
+    Status st = store_->FinishStep(f);
+    if (st.ok()) CountStep(agent, f.to);
+    return st;
   }
 
   Status LoadHistory();
@@ -127,6 +170,8 @@ class Engine::RunExecutor {
   std::map<std::pair<std::string, int>, int> last_attempt_;
   std::optional<std::string> failure_;                 // first step failure
   std::optional<Status> store_error_;
+  trace::TraceParent trace_;  // the run's trace context
+  std::string trace_id_;      // trace_.trace_id, once the run is read
   asio::any_io_executor ex_;
   std::unique_ptr<Notifier> wake_;
   int running_ = 0;
@@ -149,6 +194,7 @@ asio::awaitable<RunOutcome> Engine::RunExecutor::Execute() {
     co_return RetryLater(got.status());
   }
   run_ = std::move(got).value();
+  SetTrace();
   if (IsTerminal(run_.status)) co_return Outcome(RunOutcome::Kind::kFinished, run_.status);
 
   // The plan: the one in the request, else the run's workflow version.
@@ -194,10 +240,12 @@ asio::awaitable<RunOutcome> Engine::RunExecutor::Execute() {
       if (IsTerminal(run_.status)) co_return Outcome(RunOutcome::Kind::kFinished, run_.status);
     } else {
       run_ = std::move(moved).value();
+      if (auto* m = M()) m->runs_started.Inc();
     }
-    log::Info("run started", {run_.id});
+    log::Info("run started", RunFields());
   } else {
-    log::Info("run resumed from its recorded state", {run_.id});
+    if (auto* m = M()) m->runs_resumed.Inc();
+    log::Info("run resumed from its recorded state", RunFields());
   }
 
   Status loaded = LoadHistory();
@@ -234,7 +282,7 @@ Status Engine::RunExecutor::LoadHistory() {
       f.id = s.id;
       f.to = StepStatus::kFailed;
       f.error_message = "interrupted: the executor stopped during this attempt; it is tried again";
-      Status st = store_->FinishStep(f);
+      Status st = FinishStep(f, s.agent_name);
       if (!st.ok() && st.code() != Code::kFailedPrecondition) return st;
       continue;
     }
@@ -276,7 +324,7 @@ void Engine::RunExecutor::Spawn(int idx) {
 void Engine::RunExecutor::StepFailed(int idx, const std::string& message) {
   sched_->Set(idx, StepState::kFailed);
   if (!failure_) failure_ = message;
-  log::Warn("step failed: " + message, {run_.id, plan_.steps[idx].id, plan_.steps[idx].agent});
+  log::Warn("step failed: " + message, StepFields(plan_.steps[idx]));
   wake_->Notify();
 }
 
@@ -305,7 +353,9 @@ Result<int64_t> Engine::RunExecutor::InsertTerminal(int idx, std::optional<int> 
                                                     const json& input, const std::string& error) {
   StepExecution row = NewRow(idx, item, status, input);
   row.error_message = error;
-  return store_->InsertStep(row);
+  auto id = store_->InsertStep(row);
+  if (id.ok()) CountStep(row.agent_name, status);
+  return id;
 }
 
 asio::awaitable<void> Engine::RunExecutor::RunStep(int idx) {
@@ -324,7 +374,7 @@ asio::awaitable<void> Engine::RunExecutor::RunStep(int idx) {
       if (!ins.ok()) co_return StoreFailed(ins.status());
       outputs_[idx] = json(nullptr);
       sched_->Set(idx, StepState::kSkipped);
-      log::Debug("step skipped: condition is false", {run_.id, spec.id, spec.agent});
+      log::Debug("step skipped: condition is false", StepFields(spec));
       co_return;
     }
   }
@@ -434,7 +484,7 @@ asio::awaitable<void> Engine::RunExecutor::RunForEach(int idx) {
   if (item_failure) {
     fin.to = StepStatus::kFailed;
     fin.error_message = *item_failure;
-    Status st = store_->FinishStep(fin);
+    Status st = FinishStep(fin, spec.agent);
     if (!st.ok()) co_return StoreFailed(st);
     co_return StepFailed(idx, *item_failure);
   }
@@ -442,7 +492,7 @@ asio::awaitable<void> Engine::RunExecutor::RunForEach(int idx) {
     if (!active_->abandoned) {
       fin.to = StepStatus::kCancelled;
       fin.error_message = step_cancel.reason();
-      Status st = store_->FinishStep(fin);
+      Status st = FinishStep(fin, spec.agent);
       if (!st.ok()) co_return StoreFailed(st);
     }
     sched_->Set(idx, StepState::kCancelled);
@@ -450,7 +500,7 @@ asio::awaitable<void> Engine::RunExecutor::RunForEach(int idx) {
   }
   fin.to = StepStatus::kCompleted;
   fin.output = json(std::move(outputs));
-  Status st = store_->FinishStep(fin);
+  Status st = FinishStep(fin, spec.agent);
   if (!st.ok()) co_return StoreFailed(st);
   outputs_[idx] = std::move(fin.output);
   sched_->Set(idx, StepState::kDone);
@@ -488,7 +538,7 @@ asio::awaitable<Engine::RunExecutor::ItemOutcome> Engine::RunExecutor::RunItem(i
     if (!ins.ok()) co_return store_fail(ins.status());
     co_return fail(msg);
   }
-  log::Fields fields{run_.id, spec.id, spec.agent};
+  log::Fields fields = StepFields(spec);
 
   int tries = 0;
   while (true) {
@@ -513,10 +563,12 @@ asio::awaitable<Engine::RunExecutor::ItemOutcome> Engine::RunExecutor::RunItem(i
                         (ep.health_error.empty() ? std::string() : ": " + ep.health_error);
       auto ins = InsertTerminal(idx, item, StepStatus::kFailed, *input, why);
       if (!ins.ok()) co_return store_fail(ins.status());
+      CountError(spec.agent, "unhealthy");
       ++tries;
       if (!ShouldRetry(spec.retry, tries)) {
         co_return fail(fmt::format("{} failed after {} attempt{}: {}", label, tries, tries == 1 ? "" : "s", why));
       }
+      CountRetry(spec.agent);
       std::uniform_real_distribution<double> jitter(0.0, 1.0);
       int64_t delay = BackoffMs(spec.retry, tries + 1, jitter(rng_), std::nullopt);
       log::Info(fmt::format("{}; retrying in {} ms", why, delay), fields);
@@ -543,7 +595,9 @@ asio::awaitable<Engine::RunExecutor::ItemOutcome> Engine::RunExecutor::RunItem(i
     call.attempt = row.attempt;
     call.input = *input;
     call.timeout_ms = timeout;
+    call.traceparent = trace::ChildTraceParent(trace_);  // the run's trace, a new span per call
     log::Debug(fmt::format("calling agent (attempt {})", row.attempt), fields);
+    const auto call_start = std::chrono::steady_clock::now();
     AgentReply reply = co_await engine_->caller_->Call(ep, call, cancel);
     engine_->limiter_->Release(spec.agent);
     ++tries;
@@ -554,7 +608,8 @@ asio::awaitable<Engine::RunExecutor::ItemOutcome> Engine::RunExecutor::RunItem(i
     if (reply.outcome == AgentReply::Outcome::kOk && !cancel->cancelled()) {
       fin.to = StepStatus::kCompleted;
       fin.output = std::move(reply.output);
-      Status st = store_->FinishStep(fin);
+      CountCall(spec.agent, fin.to, call_start);
+      Status st = FinishStep(fin, spec.agent);
       if (!st.ok()) co_return store_fail(st);
       ItemOutcome ok;
       ok.output = std::move(fin.output);
@@ -564,13 +619,16 @@ asio::awaitable<Engine::RunExecutor::ItemOutcome> Engine::RunExecutor::RunItem(i
       if (active_->abandoned) co_return cancelled();  // leave RUNNING: resumed later
       fin.to = StepStatus::kCancelled;
       fin.error_message = cancel->reason();
-      Status st = store_->FinishStep(fin);
+      CountCall(spec.agent, fin.to, call_start);
+      Status st = FinishStep(fin, spec.agent);
       if (!st.ok()) co_return store_fail(st);
       co_return cancelled();
     }
     fin.to = StepStatus::kFailed;
     fin.error_message = reply.error;
-    Status st = store_->FinishStep(fin);
+    CountCall(spec.agent, fin.to, call_start);
+    CountError(spec.agent, reply.outcome == AgentReply::Outcome::kPermanent ? "permanent" : "retryable");
+    Status st = FinishStep(fin, spec.agent);
     if (!st.ok()) co_return store_fail(st);
     if (reply.outcome == AgentReply::Outcome::kPermanent) {
       co_return fail(fmt::format("{} (agent '{}') failed: {}", label, spec.agent, reply.error));
@@ -579,6 +637,7 @@ asio::awaitable<Engine::RunExecutor::ItemOutcome> Engine::RunExecutor::RunItem(i
       co_return fail(fmt::format("{} (agent '{}') failed after {} attempt{}: {}", label, spec.agent, tries,
                                  tries == 1 ? "" : "s", reply.error));
     }
+    CountRetry(spec.agent);
     std::uniform_real_distribution<double> jitter(0.0, 1.0);
     int64_t delay = BackoffMs(spec.retry, tries + 1, jitter(rng_), reply.retry_after_ms);
     log::Info(fmt::format("attempt {} failed ({}); retrying in {} ms", row.attempt, reply.error, delay), fields);
@@ -599,9 +658,17 @@ RunOutcome Engine::RunExecutor::Transition(RunStatus from, RunStatus to, std::op
   if (moved.ok()) {
     run_ = std::move(moved).value();
     if (run_.status == RunStatus::kCompleted) {
-      log::Info("run completed", {run_.id});
+      log::Info("run completed", RunFields());
     } else {
-      log::Info(std::string("run ") + ToString(run_.status) + ": " + run_.error_message, {run_.id});
+      log::Info(std::string("run ") + ToString(run_.status) + ": " + run_.error_message, RunFields());
+    }
+    if (auto* m = M()) {
+      // The duration first: a scrape that sees the run counted sees its duration too.
+      if (run_.started_at) {
+        TimeMs end = run_.completed_at.value_or(NowMs());
+        m->run_duration.Labels({ToString(run_.status)}).Observe(static_cast<double>(end - *run_.started_at) / 1000.0);
+      }
+      m->runs_finished.Labels({ToString(run_.status)}).Inc();
     }
     return Outcome(RunOutcome::Kind::kFinished, run_.status);
   }
@@ -675,7 +742,7 @@ void Engine::CancelLocal(const std::string& run_id, const std::string& cancelled
   a.user_cancelled = true;
   a.cancelled_by = cancelled_by;
   a.cancel_reason = reason;
-  log::Info("cancelling run: " + reason, {run_id});
+  log::Info("cancelling run: " + reason, {run_id, {}, {}, a.trace_id});
   a.cancel.Cancel("cancelled by " + (cancelled_by.empty() ? std::string("unknown") : cancelled_by) +
                   (reason.empty() ? "" : ": " + reason));
 }
@@ -746,6 +813,7 @@ void Engine::Start(ExecutionRequest request, Done done) {
   active->done = std::move(done);
   active_[run_id] = active;
   ++active_count_;
+  if (options_.metrics) options_.metrics->runs_in_flight.Add(1);
   if (!cancel_poller_running_ && options_.cancel_poll_interval.count() > 0) {
     cancel_poller_running_ = true;
     asio::co_spawn(executor_, PollCancelRequests(), [](std::exception_ptr) {});
@@ -781,6 +849,7 @@ void Engine::Finish(const std::string& run_id, const RunOutcome& outcome) {
   auto active = it->second;
   active_.erase(it);
   --active_count_;
+  if (options_.metrics) options_.metrics->runs_in_flight.Sub(1);
   if (active->done) active->done(outcome);
   for (auto w = abandon_waits_.begin(); w != abandon_waits_.end();) {
     w->left.erase(run_id);

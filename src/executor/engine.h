@@ -27,6 +27,7 @@
 #include <boost/asio/any_io_executor.hpp>
 
 #include "agent/agent.h"
+#include "metrics/agentflow_metrics.h"
 #include "queue/messages.h"
 #include "storage/store.h"
 
@@ -41,6 +42,10 @@ struct EngineOptions {
   // be cancelled (so a cancellation reaches a run whichever process received
   // it); 0 disables.
   std::chrono::milliseconds cancel_poll_interval{500};
+  // Where the engine counts runs, steps, agent errors and retries (null: it
+  // counts nothing). Updates are atomics only: no lock, allocation or store
+  // call is added to a step. Must outlive the engine.
+  metrics::ExecutorMetrics* metrics = nullptr;
 };
 
 // What happened to a submitted run, reported once per Submit.

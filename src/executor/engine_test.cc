@@ -7,13 +7,18 @@
 #include <atomic>
 #include <future>
 #include <mutex>
+#include <set>
+#include <sstream>
 
+#include "common/log.h"
+#include "common/trace.h"
 #include "executor/async_util.h"
 #include "executor/consumer.h"
 #include "executor/engine.h"
 #include "executor/loop.h"
 #include "queue/messages.h"
 #include "storage/store.h"
+#include "support/prom_text.h"
 
 namespace af {
 namespace {
@@ -136,6 +141,7 @@ class EngineTest : public ::testing::Test {
     directory_ = std::make_unique<TestDirectory>(agents);
     EngineOptions eo;
     eo.store_retry_delay = 20ms;
+    eo.metrics = &metrics_;  // every test also exercises the instrumentation
     engine_ = std::make_unique<Engine>(loop_.executor(), store_.get(), directory_.get(), &caller_, eo);
     loop_.Start();
   }
@@ -145,13 +151,14 @@ class EngineTest : public ::testing::Test {
   }
 
   // Creates a workflow and a PENDING run of it.
-  std::string NewRunOf(const json& plan, const json& input = json::object()) {
+  std::string NewRunOf(const json& plan, const json& input = json::object(), const std::string& traceparent = "") {
     auto wf = store_->CreateWorkflow(NewWorkflow{plan["name"].get<std::string>(), "", plan});
     EXPECT_TRUE(wf.ok()) << wf.status().ToString();
     NewRun nr;
     nr.workflow_id = wf->id;
     nr.workflow_version = wf->version;
     nr.input = input;
+    nr.traceparent = traceparent;
     auto run = store_->CreateRun(nr);
     EXPECT_TRUE(run.ok()) << run.status().ToString();
     return run->run.id;
@@ -185,6 +192,8 @@ class EngineTest : public ::testing::Test {
   }
 
   std::unique_ptr<Store> store_;
+  metrics::Registry registry_;
+  metrics::ExecutorMetrics metrics_{registry_};
   EventLoop loop_{1};
   FakeCaller caller_;
   std::unique_ptr<TestDirectory> directory_;
@@ -210,6 +219,113 @@ TEST_F(EngineTest, SequentialPlanPassesOutputsAlongAndCommitsEachStep) {
   // The second step started only after the first one's result was recorded.
   ASSERT_TRUE(steps[0].completed_at.has_value());
   EXPECT_LE(*steps[0].completed_at, steps[1].started_at);
+}
+
+TEST_F(EngineTest, MetricsCountRunsStepsAgentErrorsAndRetries) {
+  auto b_calls = std::make_shared<std::atomic<int>>(0);
+  caller_.Set("b", {.reply = [b_calls](const AgentCall& c) {
+                      if (++*b_calls <= 2) return Retryable("HTTP 503");
+                      AgentReply r;
+                      r.output = json{{"ok", c.attempt}};
+                      return r;
+                    }});
+  caller_.Set("bad", {.reply = [](const AgentCall&) { return Permanent("HTTP 400: no"); }});
+  json ok_plan = json::parse(R"({"name": "m-ok", "steps": [
+    {"id": "one", "agent": "a"},
+    {"id": "two", "agent": "b", "retry": {"max_attempts": 3, "initial_backoff_ms": 1}}]})");
+  json bad_plan = json::parse(R"({"name": "m-bad", "steps": [{"id": "x", "agent": "bad"}]})");
+  EXPECT_EQ(RunToEnd(NewRunOf(ok_plan)).status, RunStatus::kCompleted);
+  EXPECT_EQ(RunToEnd(NewRunOf(bad_plan)).status, RunStatus::kFailed);
+
+  auto page = test::ParsePromText(registry_.Render());
+  ASSERT_TRUE(page.ok()) << page.status().ToString() << registry_.Render();
+  const test::PromText& m = *page;
+  EXPECT_EQ(m.Value("agentflow_runs_started_total"), 2);
+  EXPECT_EQ(m.Value("agentflow_runs_resumed_total"), 0);
+  EXPECT_EQ(m.Value("agentflow_runs_finished_total", {{"status", "COMPLETED"}}), 1);
+  EXPECT_EQ(m.Value("agentflow_runs_finished_total", {{"status", "FAILED"}}), 1);
+  EXPECT_EQ(m.Value("agentflow_run_duration_seconds_count", {{"status", "COMPLETED"}}), 1);
+  EXPECT_EQ(m.Value("agentflow_run_duration_seconds_count", {{"status", "FAILED"}}), 1);
+  EXPECT_EQ(m.Value("agentflow_runs_in_flight"), 0);
+  EXPECT_EQ(m.Value("agentflow_step_executions_total", {{"agent", "a"}, {"status", "COMPLETED"}}), 1);
+  EXPECT_EQ(m.Value("agentflow_step_executions_total", {{"agent", "b"}, {"status", "FAILED"}}), 2);
+  EXPECT_EQ(m.Value("agentflow_step_executions_total", {{"agent", "b"}, {"status", "COMPLETED"}}), 1);
+  EXPECT_EQ(m.Value("agentflow_step_executions_total", {{"agent", "bad"}, {"status", "FAILED"}}), 1);
+  EXPECT_EQ(m.Sum("agentflow_step_duration_seconds_count", {{"agent", "b"}}), 3) << "one per call";
+  EXPECT_EQ(m.Value("agentflow_step_duration_seconds_count", {{"agent", "a"}, {"status", "COMPLETED"}}), 1);
+  EXPECT_EQ(m.Value("agentflow_agent_call_errors_total", {{"agent", "b"}, {"kind", "retryable"}}), 2);
+  EXPECT_EQ(m.Value("agentflow_agent_call_errors_total", {{"agent", "bad"}, {"kind", "permanent"}}), 1);
+  EXPECT_EQ(m.Sum("agentflow_agent_call_errors_total", {{"agent", "a"}}), 0);
+  EXPECT_EQ(m.Value("agentflow_step_retries_total", {{"agent", "b"}}), 2);
+  EXPECT_EQ(m.Sum("agentflow_step_retries_total", {{"agent", "bad"}}), 0) << "permanent: not retried";
+}
+
+TEST_F(EngineTest, EveryAgentCallCarriesTheRunsTraceWithANewSpan) {
+  std::mutex mu;
+  std::vector<std::string> seen;
+  caller_.Set("a", {.reply = [&](const AgentCall& c) {
+                      std::lock_guard<std::mutex> lock(mu);
+                      seen.push_back(c.traceparent);
+                      AgentReply r;
+                      r.output = json::object();
+                      return r;
+                    }});
+  json plan = json::parse(R"({"name": "traced", "steps": [
+    {"id": "one", "agent": "a"}, {"id": "many", "agent": "a", "for_each": "${input.items}"}]})");
+  const std::string incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+  std::string id = NewRunOf(plan, {{"items", {1, 2, 3}}}, incoming);
+  ASSERT_EQ(RunToEnd(id).status, RunStatus::kCompleted);
+  ASSERT_EQ(seen.size(), 4u);
+  std::set<std::string> spans;
+  for (const std::string& tp : seen) {
+    auto parsed = trace::ParseTraceParent(tp);
+    ASSERT_TRUE(parsed.has_value()) << tp;
+    EXPECT_EQ(parsed->trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+    EXPECT_NE(parsed->parent_id, "00f067aa0ba902b7") << "a span of its own, child of the caller's";
+    EXPECT_EQ(parsed->flags, 1);
+    spans.insert(parsed->parent_id);
+  }
+  EXPECT_EQ(spans.size(), 4u) << "a new span id per call";
+
+  // A run stored without a traceparent: the trace id comes from its id.
+  seen.clear();
+  std::string plain = NewRunOf(json::parse(R"({"name": "untraced", "steps": [{"id": "one", "agent": "a"}]})"));
+  ASSERT_EQ(RunToEnd(plain).status, RunStatus::kCompleted);
+  ASSERT_EQ(seen.size(), 1u);
+  auto parsed = trace::ParseTraceParent(seen[0]);
+  ASSERT_TRUE(parsed.has_value()) << seen[0];
+  EXPECT_EQ(parsed->trace_id, trace::TraceIdForRunId(plain));
+}
+
+TEST_F(EngineTest, EveryLogLineOfARunCarriesItsRunIdAndTraceId) {
+  caller_.Set("bad", {.reply = [](const AgentCall&) { return Retryable("HTTP 503"); }});
+  json plan = json::parse(R"({"name": "logged", "steps": [
+    {"id": "one", "agent": "a"},
+    {"id": "two", "agent": "bad", "retry": {"max_attempts": 2, "initial_backoff_ms": 1}}]})");
+  const std::string incoming = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+  std::string id = NewRunOf(plan, json::object(), incoming);
+  log::Init("DEBUG", "json");
+  testing::internal::CaptureStderr();
+  af::Run run = RunToEnd(id);
+  std::string err = testing::internal::GetCapturedStderr();
+  log::Init("INFO", "text");
+  EXPECT_EQ(run.status, RunStatus::kFailed);
+  std::istringstream lines(err);
+  std::string line;
+  int of_run = 0, of_step = 0;
+  while (std::getline(lines, line)) {
+    json j = json::parse(line, nullptr, false);
+    ASSERT_FALSE(j.is_discarded()) << line;
+    if (j.value("run_id", "") != id) continue;
+    ++of_run;
+    EXPECT_EQ(j.value("trace_id", ""), "0af7651916cd43dd8448eb211c80319c") << line;
+    if (j.contains("step_id")) {
+      ++of_step;
+      EXPECT_TRUE(j.contains("agent")) << line;
+    }
+  }
+  EXPECT_GE(of_run, 3) << err;  // started, step failed, run FAILED at least
+  EXPECT_GE(of_step, 2) << err;
 }
 
 TEST_F(EngineTest, DefaultOutputMapsEveryStep) {
