@@ -43,6 +43,10 @@ class ExecutionConsumer {
   // Messages handled so far (for tests and metrics).
   uint64_t handled() const { return handled_.load(); }
   uint64_t rejected() const { return rejected_.load(); }
+  // The subscription's lag (QueueConsumer::Lag); empty before Start. Any thread.
+  std::vector<QueueConsumer::TopicLag> Lag() const {
+    return consumer_ ? consumer_->Lag() : std::vector<QueueConsumer::TopicLag>{};
+  }
 
  private:
   void Loop();

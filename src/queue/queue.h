@@ -66,6 +66,18 @@ class QueueConsumer {
   // Backends without rebalances (the embedded queue) never call it.
   using RevokedHandler = std::function<void(const std::vector<QueueMessage>& lost)>;
   virtual void SetRevokedHandler(RevokedHandler handler) { (void)handler; }
+
+  // Consumer lag: per subscribed topic, the messages this consumer's group
+  // has not acked yet (waiting to be delivered, or delivered and not acked)
+  // on the partitions this consumer holds. Cheap and safe from any thread,
+  // also after Close (then: the last value); never asks a broker on the
+  // caller's thread, so it may be a little behind (Kafka: refreshed every
+  // second by Poll). Empty if the backend cannot tell.
+  struct TopicLag {
+    std::string topic;
+    int64_t messages = 0;
+  };
+  virtual std::vector<TopicLag> Lag() { return {}; }
 };
 
 class Queue {

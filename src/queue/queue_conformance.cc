@@ -346,6 +346,40 @@ TEST_P(QueueConformanceTest, InFlightMessageIsNotGivenToAnotherLiveMember) {
   EXPECT_TRUE(holder->Ack(got[0]).ok());
 }
 
+TEST_P(QueueConformanceTest, LagCountsTheGroupsUnackedMessagesPerTopic) {
+  const std::string topic = Topic("lag"), other = Topic("quiet"), group = Group("g");
+  for (const auto& p : Numbered("m", 4)) Publish(topic, "run-1", p);
+  auto c = Subscribe({topic, other}, group);
+  ASSERT_NE(c, nullptr);
+  auto lag_of = [&](const std::string& t) -> int64_t {
+    for (const auto& l : c->Lag()) {
+      if (l.topic == t) return l.messages;
+    }
+    return -1;
+  };
+  // Lag may trail by a refresh (Kafka: every second, by Poll): keep polling
+  // without taking anything until it shows `want`.
+  auto wait_lag = [&](int64_t want) {
+    auto deadline = std::chrono::steady_clock::now() + 3 * caps().arrival_timeout;
+    while (lag_of(topic) != want && std::chrono::steady_clock::now() < deadline) {
+      auto r = c->Poll(0, std::chrono::milliseconds(50));
+      EXPECT_TRUE(r.ok()) << r.status().ToString();
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return lag_of(topic);
+  };
+  auto first = PollN(*c, 1, 1);
+  ASSERT_EQ(first.size(), 1u);
+  EXPECT_EQ(wait_lag(4), 4) << "3 waiting + 1 delivered, not acked";
+  EXPECT_EQ(lag_of(other), 0) << "every subscribed topic is listed";
+  AckAll(*c, first);
+  EXPECT_EQ(wait_lag(3), 3);
+  auto rest = PollN(*c, 3);
+  ASSERT_EQ(rest.size(), 3u);
+  AckAll(*c, rest);
+  EXPECT_EQ(wait_lag(0), 0);
+}
+
 TEST_P(QueueConformanceTest, DuplicateAckIsHarmless) {
   const std::string topic = Topic("a");
   Publish(topic, "run-1", "m0");

@@ -133,6 +133,7 @@ class QueueCore {
   void CloseConsumer(uint64_t id);
   void RemoveConsumer(uint64_t id);
   Status Ping();
+  std::vector<QueueConsumer::TopicLag> Lag(uint64_t id);
 
  private:
   struct Message {
@@ -589,6 +590,30 @@ void QueueCore::RemoveConsumer(uint64_t id) {
   consumers_.erase(id);
 }
 
+std::vector<QueueConsumer::TopicLag> QueueCore::Lag(uint64_t id) {
+  std::lock_guard lk(mu_);
+  std::vector<QueueConsumer::TopicLag> out;
+  auto it = consumers_.find(id);
+  if (it == consumers_.end()) return out;
+  const Consumer& c = *it->second;
+  auto g = groups_.find(c.group);
+  if (g == groups_.end()) return out;
+  // One partition, shared by the group: what the group has not acked.
+  std::map<std::string, int64_t> lag;
+  for (const std::string& t : c.topics) {
+    auto p = g->second.pending.find(t);
+    lag[t] = p == g->second.pending.end() ? 0 : static_cast<int64_t>(p->second.size());
+  }
+  for (const auto& [seq, consumer] : g->second.in_flight) {
+    auto m = messages_.find(seq);
+    if (m == messages_.end()) continue;
+    auto l = lag.find(m->second.topic);
+    if (l != lag.end()) ++l->second;
+  }
+  for (auto& [topic, n] : lag) out.push_back({topic, n});
+  return out;
+}
+
 Status QueueCore::Ping() {
   std::lock_guard lk(mu_);
   if (shut_down_) return ClosedError();
@@ -607,6 +632,7 @@ class EmbeddedConsumer final : public QueueConsumer {
   }
   Status Ack(const QueueMessage& m) override { return core_->Ack(id_, m); }
   void Close() override { core_->CloseConsumer(id_); }
+  std::vector<TopicLag> Lag() override { return core_->Lag(id_); }
 
  private:
   std::shared_ptr<QueueCore> core_;

@@ -42,6 +42,12 @@ constexpr std::chrono::milliseconds kMaxPollWait = std::chrono::hours(24 * 30);
 constexpr int kPingTimeoutMs = 2000;
 // Publish waits this much longer than message.timeout.ms for the report.
 constexpr std::chrono::milliseconds kDeliveryGrace{2000};
+// Lag() is refreshed this often by Poll; while the consumer is paused (no
+// fetches, so no fresh high watermarks) the watermarks are asked for, at
+// most every kLagQueryInterval, each query waiting at most kLagQueryTimeoutMs.
+constexpr std::chrono::milliseconds kLagInterval{1000};
+constexpr std::chrono::milliseconds kLagQueryInterval{5000};
+constexpr int kLagQueryTimeoutMs = 200;
 
 // Owns a vector of librdkafka partition handles.
 class PartitionList {
@@ -98,6 +104,7 @@ class KafkaConsumerImpl final : public QueueConsumer, public RdKafka::RebalanceC
                                      ". Hint: check the --kafka-property values.");
     }
     c->wake_ = rd_kafka_queue_get_consumer(c->consumer_->c_ptr());
+    c->topics_ = topics;
     RdKafka::ErrorCode e = c->consumer_->subscribe(topics);
     if (e != RdKafka::ERR_NO_ERROR) {
       return Status::InvalidArgument("cannot subscribe to Kafka topics: " + RdKafka::err2str(e));
@@ -158,6 +165,11 @@ class KafkaConsumerImpl final : public QueueConsumer, public RdKafka::RebalanceC
     handler_ = std::move(handler);
   }
 
+  std::vector<TopicLag> Lag() override {
+    std::lock_guard lk(lag_mu_);
+    return lag_;
+  }
+
   // Runs inside consume() or close(), on the thread that called Poll/Close.
   void rebalance_cb(RdKafka::KafkaConsumer* consumer, RdKafka::ErrorCode err,
                     std::vector<RdKafka::TopicPartition*>& parts) override {
@@ -208,6 +220,7 @@ class KafkaConsumerImpl final : public QueueConsumer, public RdKafka::RebalanceC
   Result<std::vector<QueueMessage>> PollLocked(size_t max, std::chrono::milliseconds timeout) {
     const auto deadline = Clock::now() + std::clamp(timeout, std::chrono::milliseconds(0), kMaxPollWait);
     SetPaused(max == 0);
+    RefreshLag();
     batch_.clear();
     while (!pending_.empty() && batch_.size() < max) {
       batch_.push_back(std::move(pending_.front()));
@@ -262,6 +275,51 @@ class KafkaConsumerImpl final : public QueueConsumer, public RdKafka::RebalanceC
     m.partition = msg.partition();
     m.offset = msg.offset();
     return m;
+  }
+
+  // Per subscribed topic, over the partitions assigned here: the high
+  // watermark minus the position the group would resume from (the lowest
+  // unacked offset, or the next one to be handed out).
+  void RefreshLag() {
+    const auto now = Clock::now();
+    if (now - last_lag_ < kLagInterval) return;
+    last_lag_ = now;
+    const bool query = paused_ && now - last_lag_query_ >= kLagQueryInterval;
+    if (query) last_lag_query_ = now;
+    std::map<std::string, int64_t> lag;
+    for (const std::string& t : topics_) lag[t] = 0;
+    PartitionList parts;
+    if (consumer_->assignment(parts.get()) != RdKafka::ERR_NO_ERROR) return;
+    for (RdKafka::TopicPartition* p : parts.get()) {
+      int64_t low = -1, high = -1;
+      RdKafka::ErrorCode e = query ? consumer_->query_watermark_offsets(p->topic(), p->partition(), &low, &high,
+                                                                        kLagQueryTimeoutMs)
+                                   : consumer_->get_watermark_offsets(p->topic(), p->partition(), &low, &high);
+      if (e != RdKafka::ERR_NO_ERROR || high < 0) {
+        auto cached = last_high_.find({p->topic(), p->partition()});
+        if (cached == last_high_.end()) continue;
+        high = cached->second;
+      }
+      last_high_[{p->topic(), p->partition()}] = high;
+      int64_t from;
+      {
+        std::lock_guard lk(mu_);
+        from = tracker_.Committable({p->topic(), p->partition()});
+      }
+      for (const QueueMessage& m : pending_) {  // fetched, not handed out yet
+        if (m.topic == p->topic() && m.partition == p->partition() && (from < 0 || m.offset < from)) from = m.offset;
+      }
+      if (from < 0) {
+        std::vector<RdKafka::TopicPartition*> one = {p};
+        if (consumer_->position(one) != RdKafka::ERR_NO_ERROR || p->offset() < 0) continue;
+        from = p->offset();
+      }
+      lag[p->topic()] += std::max<int64_t>(0, high - from);
+    }
+    std::vector<TopicLag> out;
+    for (const auto& [topic, n] : lag) out.push_back({topic, n});
+    std::lock_guard lk(lag_mu_);
+    lag_ = std::move(out);
   }
 
   void SetPaused(bool pause) {
@@ -387,6 +445,12 @@ class KafkaConsumerImpl final : public QueueConsumer, public RdKafka::RebalanceC
   std::mutex mu_;  // guards tracker_ and handler_ (Ack comes from any thread)
   AckTracker tracker_;
   RevokedHandler handler_;
+
+  std::vector<std::string> topics_;                 // subscribed; set at creation
+  Clock::time_point last_lag_{}, last_lag_query_{};  // guarded by use_mu_
+  std::map<TopicPartition, int64_t> last_high_;      // guarded by use_mu_: last known high watermarks
+  std::mutex lag_mu_;                                // guards lag_
+  std::vector<TopicLag> lag_;
 };
 
 // ---------------------------------------------------------------------------
