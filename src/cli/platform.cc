@@ -3,6 +3,7 @@
 #include <filesystem>
 
 #include "agent/routing_caller.h"
+#include "cli/observability.h"
 #include "common/log.h"
 #include "model/plan.h"
 
@@ -52,10 +53,13 @@ Status Platform::Start() {
   directory_ = NewStoreAgentDirectory(store_.get());
   // No Kafka here: a step calling a kafka agent fails with a hint to use KAFKA_BROKERS.
   caller_ = NewRoutingAgentCaller(NewHttpAgentCaller(loop_->executor()), nullptr);
-  engine_ = std::make_unique<Engine>(loop_->executor(), store_.get(), directory_.get(), caller_.get());
+  EngineOptions eo;
+  eo.metrics = &executor_metrics_;
+  engine_ = std::make_unique<Engine>(loop_->executor(), store_.get(), directory_.get(), caller_.get(), eo);
   loop_->Start();
 
   ApiOptions ao;
+  ao.metrics = &api_metrics_;
   api_ = std::make_unique<Api>(store_.get(), queue_.get(), feed_, ao);
   // Runs accepted before a crash whose request never reached the queue.
   AF_RETURN_IF_ERROR(api_->RequeueUnfinishedRuns());
@@ -64,6 +68,7 @@ Status Platform::Start() {
   co.max_active_runs = options_.max_active_runs;
   consumer_ = std::make_unique<ExecutionConsumer>(queue_.get(), engine_.get(), co);
   AF_RETURN_IF_ERROR(consumer_->Start());
+  cli::ExposeConsumerMetrics(registry_, consumer_.get());
 
   if (options_.health_interval_seconds > 0) {
     HealthCheckOptions hc;
@@ -72,14 +77,20 @@ Status Platform::Start() {
     health_checker_->Start();
   }
 
+  // /readyz: the embedded default's own database and queue (its registry
+  // is the same database).
+  ops::EndpointsOptions oo;
+  oo.checks = {cli::DatabaseCheck(store_.get()), cli::QueueCheck("queue", queue_.get())};
+  ops_ = std::make_unique<ops::Endpoints>(&registry_, std::move(oo));
   router_ = std::make_unique<http::Router>();
   api_->Register(*router_);
+  ops_->Register(*router_);
   http::ServerOptions ho;
   ho.host = options_.host;
   ho.port = options_.port;
   ho.threads = options_.api_threads;
   ho.max_body_bytes = options_.max_body_bytes;
-  auto server = http::StartServer(ho, router_->AsHandler());
+  auto server = http::StartServer(ho, ops_->Instrument(router_->AsHandler()));
   if (!server.ok()) return server.status();
   server_ = std::move(server).value();
   started_ = true;
@@ -89,11 +100,13 @@ Status Platform::Start() {
 void Platform::Stop() {
   if (health_checker_) health_checker_->Stop();
   if (server_) server_->Stop();
+  cli::ClearConsumerMetrics(registry_);
   if (consumer_) consumer_->Stop();
   if (engine_ && loop_) engine_->Shutdown();
   if (loop_) loop_->Stop();
   if (demo_) demo_->Stop();
   server_.reset();
+  ops_.reset();
   consumer_.reset();
   engine_.reset();
   caller_.reset();

@@ -16,6 +16,9 @@
 #include "executor/engine.h"
 #include "executor/loop.h"
 #include "http/http.h"
+#include "metrics/agentflow_metrics.h"
+#include "metrics/metrics.h"
+#include "ops/ops.h"
 #include "queue/queue.h"
 #include "registry/health_checker.h"
 #include "storage/change_feed.h"
@@ -49,11 +52,16 @@ class Platform {
   std::string url() const;  // "http://host:port"
   const DemoAgents* demo_agents() const { return demo_.get(); }
   Store* store() { return store_.get(); }
+  metrics::Registry& registry() { return registry_; }
 
  private:
   Status LoadSampleWorkflows();
 
   PlatformOptions options_;
+  // Declared first: destroyed last (the engine, the API and the endpoints use them).
+  metrics::Registry registry_;
+  metrics::ExecutorMetrics executor_metrics_{registry_};
+  metrics::ApiRunMetrics api_metrics_{registry_};
   std::shared_ptr<ChangeFeed> feed_;
   std::unique_ptr<HealthChecker> health_checker_;
   std::unique_ptr<Store> store_;
@@ -64,6 +72,7 @@ class Platform {
   std::unique_ptr<Engine> engine_;
   std::unique_ptr<ExecutionConsumer> consumer_;
   std::unique_ptr<Api> api_;
+  std::unique_ptr<ops::Endpoints> ops_;  // /healthz, /readyz, /metrics; outlives server_
   std::unique_ptr<http::Router> router_;
   std::unique_ptr<http::Server> server_;
   std::unique_ptr<DemoAgents> demo_;

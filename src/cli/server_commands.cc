@@ -18,6 +18,7 @@
 #include "cli/platform.h"
 #include "common/json_limits.h"
 #include "common/log.h"
+#include "common/trace.h"
 #include "executor/engine.h"
 #include "executor/loop.h"
 #include "http/http.h"
@@ -83,7 +84,8 @@ int Serve(ServeArgs& args) {
   std::string storage = o.database_url.empty() ? o.data_dir + "/agentflow.db" : o.database_url;
   std::printf("agentflow is running on the embedded default (SQLite %s, embedded queue in %s)\n", storage.c_str(),
               o.data_dir.c_str());
-  std::printf("  API:          %s/api/v1   (health: %s/healthz)\n", platform.url().c_str(), platform.url().c_str());
+  std::printf("  API:          %s/api/v1   (health: %s/healthz, %s/readyz; metrics: %s/metrics)\n",
+              platform.url().c_str(), platform.url().c_str(), platform.url().c_str(), platform.url().c_str());
   if (const DemoAgents* demo = platform.demo_agents()) {
     std::printf("  Demo agents:  %s/agents/{echo,upper,sleep,fail,flaky}\n", demo->base_url().c_str());
     std::printf("  Workflows:    summarize, research (examples/)\n\n");
@@ -197,6 +199,7 @@ int RunStandalone(ExecutorArgs& args) {
   nr.workflow_id = wf->id;
   nr.workflow_version = wf->version;
   nr.input = input;
+  nr.traceparent = trace::FormatTraceParent(trace::NewTrace());  // the run's trace, sent to its agents
   auto created = (*store)->CreateRun(nr);
   if (!created.ok()) {
     PrintProblems(created.status());

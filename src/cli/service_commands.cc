@@ -15,11 +15,15 @@
 #include "agent/kafka/agent_messages.h"
 #include "cli/agent_callers.h"
 #include "cli/commands.h"
+#include "cli/observability.h"
 #include "common/log.h"
 #include "executor/consumer.h"
 #include "executor/engine.h"
 #include "executor/loop.h"
 #include "http/http.h"
+#include "metrics/agentflow_metrics.h"
+#include "metrics/metrics.h"
+#include "ops/ops.h"
 #include "queue/queue.h"
 #include "registry/health_checker.h"
 #include "storage/change_feed.h"
@@ -132,18 +136,25 @@ int RunApi(ServiceConfig& c) {
   auto queue = OpenServiceQueue(c);
   if (!queue.ok()) return Fail(queue.status());
 
+  metrics::Registry registry;
+  metrics::ApiRunMetrics run_metrics(registry);
   ApiOptions ao;
   ao.execution_topic = c.execution_topic;
   ao.cancellation_topic = c.cancellation_topic;
+  ao.metrics = &run_metrics;
   Api api(db.get(), queue->get(), feed, ao);
+  ops::EndpointsOptions oo;
+  oo.checks = {DatabaseCheck(db.get()), QueueCheck("kafka", queue->get())};
+  ops::Endpoints endpoints(&registry, std::move(oo));
   http::Router router;
   api.Register(router);
+  endpoints.Register(router);
   http::ServerOptions so;
   so.host = c.host;
   so.port = c.port;
   so.threads = c.api_threads;
   so.max_body_bytes = c.max_body_bytes;
-  auto server = http::StartServer(so, router.AsHandler());
+  auto server = http::StartServer(so, endpoints.Instrument(router.AsHandler()));
   if (!server.ok()) return Fail(server.status());
   std::string url = "http://" + c.host + ":" + std::to_string((*server)->port());
   std::printf("agentflow api listening on %s/api/v1\n", url.c_str());
@@ -180,7 +191,11 @@ int RunConsumer(ServiceConfig& c) {
   if (!kafka.ok()) return Fail(kafka.status());
   auto caller = NewExecutorAgentCaller(loop.executor(), *kafka, c.agent_reply_topic);
   if (!caller.ok()) return Fail(caller.status());
-  Engine engine(loop.executor(), store->get(), directory.get(), caller->get());
+  metrics::Registry registry;  // before the engine: it outlives it
+  metrics::ExecutorMetrics executor_metrics(registry);
+  EngineOptions eo;
+  eo.metrics = &executor_metrics;
+  Engine engine(loop.executor(), store->get(), directory.get(), caller->get(), eo);
   loop.Start();
 
   ConsumerOptions co;
@@ -195,32 +210,28 @@ int RunConsumer(ServiceConfig& c) {
     return Fail(started);
   }
 
-  // Health endpoint on its own small port.
+  // Health, readiness and metrics on a small port of its own.
+  ExposeConsumerMetrics(registry, &consumer);
+  ops::EndpointsOptions oo;
+  oo.checks = {DatabaseCheck(store->get()), QueueCheck("kafka", queue->get())};
+  if (!c.agent_registry_url.empty()) oo.checks.push_back(RegistryCheck(c.agent_registry_url));
+  oo.health_details = [&engine] { return json{{"active_runs", engine.ActiveRuns()}}; };
+  ops::Endpoints endpoints(&registry, std::move(oo));
   http::Router router;
-  Store* db = store->get();
-  Queue* q = queue->get();
-  router.Add("GET", "/healthz", [&engine](http::Request&) -> boost::asio::awaitable<http::Response> {
-    co_return http::JsonResponse(200, {{"status", "ok"}, {"active_runs", engine.ActiveRuns()}});
-  });
-  router.Add("GET", "/readyz", [db, q](http::Request&) -> boost::asio::awaitable<http::Response> {
-    Status s = db->Ping();
-    Status k = q->Ping();
-    if (s.ok() && k.ok()) co_return http::JsonResponse(200, {{"status", "ok"}});
-    co_return http::JsonResponse(503, {{"status", "unavailable"},
-                                       {"database", s.ok() ? "ok" : s.message()},
-                                       {"kafka", k.ok() ? "ok" : k.message()}});
-  });
+  endpoints.Register(router);
   http::ServerOptions so;
   so.host = c.host;
   so.port = c.port;
-  auto server = http::StartServer(so, router.AsHandler());
+  auto server = http::StartServer(so, endpoints.Instrument(router.AsHandler()));
   if (!server.ok()) {
+    ClearConsumerMetrics(registry);
     consumer.Stop();
     engine.Shutdown();
     return Fail(server.status());
   }
   std::string url = "http://" + c.host + ":" + std::to_string((*server)->port());
-  std::printf("agentflow consumer running (group %s); health on %s/healthz\n", c.group_id.c_str(), url.c_str());
+  std::printf("agentflow consumer running (group %s); health on %s/healthz, %s/readyz, metrics on %s/metrics\n",
+              c.group_id.c_str(), url.c_str(), url.c_str(), url.c_str());
   std::fflush(stdout);
   log::Info("agentflow consumer started: group " + c.group_id + ", topics " + c.execution_topic + ", " +
             c.cancellation_topic + "; health on " + url);
@@ -236,8 +247,9 @@ int RunConsumer(ServiceConfig& c) {
   bool idle = engine.WaitIdle(std::chrono::milliseconds(static_cast<int64_t>(c.grace_seconds * 1000)));
   if (!idle) log::Info(std::to_string(engine.ActiveRuns()) + " run(s) handed back to the queue");
   engine.Shutdown();
-  consumer.Stop();
   (*server)->Stop();
+  ClearConsumerMetrics(registry);
+  consumer.Stop();
   loop.Stop();
   log::Info("agentflow consumer stopped");
   return 0;
@@ -270,20 +282,17 @@ int RunRegistry(RegistryConfig& c) {
   Store* db = store->get();
 
   AgentsApi agents(db);
+  metrics::Registry registry;
+  ops::EndpointsOptions oo;
+  oo.checks = {DatabaseCheck(db)};
+  ops::Endpoints endpoints(&registry, std::move(oo));
   http::Router router;
   agents.Register(router);
-  router.Add("GET", "/healthz", [](http::Request&) -> boost::asio::awaitable<http::Response> {
-    co_return http::JsonResponse(200, {{"status", "ok"}});
-  });
-  router.Add("GET", "/readyz", [db](http::Request&) -> boost::asio::awaitable<http::Response> {
-    Status s = db->Ping();
-    if (s.ok()) co_return http::JsonResponse(200, {{"status", "ok"}});
-    co_return http::JsonResponse(503, {{"status", "unavailable"}, {"database", s.message()}});
-  });
+  endpoints.Register(router);
   http::ServerOptions so;
   so.host = c.host;
   so.port = c.port;
-  auto server = http::StartServer(so, router.AsHandler());
+  auto server = http::StartServer(so, endpoints.Instrument(router.AsHandler()));
   if (!server.ok()) return Fail(server.status());
 
   std::unique_ptr<HealthChecker> checker;

@@ -12,6 +12,7 @@
 #include "queue/queue.h"
 #include "support/kafka_mock.h"
 #include "support/pg_server.h"
+#include "support/prom_text.h"
 
 namespace af::e2e {
 namespace {
@@ -420,6 +421,105 @@ TEST_F(DistributedTest, PostgresRestartWhileRunsAreInFlightDelaysThemButTheyComp
   EXPECT_TRUE(c.consumer(0).Alive());
   EXPECT_EQ(c.api().Get("/runs/" + ids[0]).status, 200) << "the API reconnects too";
   cluster_.reset();  // before the server it uses goes away
+}
+
+// ---- health, readiness, metrics --------------------------------------------
+
+test::PromText Scrape(const std::string& base_url) {
+  HttpResponse r = Fetch("GET", base_url + "/metrics", "", {}, 10s);
+  Require(r.status == 200, "GET " + base_url + "/metrics: " + r.Describe());
+  auto parsed = test::ParsePromText(r.body);
+  Require(parsed.ok(), base_url + "/metrics does not parse: " + parsed.status().ToString() + "\n" + r.body);
+  return *parsed;
+}
+
+int ReadyStatus(const std::string& base_url, json* body = nullptr) {
+  HttpResponse r = Fetch("GET", base_url + "/readyz", "", {}, 15s);
+  if (body != nullptr) *body = r.body_json;
+  return r.status;
+}
+
+TEST_F(DistributedTest, ReadyzOfApiAndConsumerNamesTheDatabaseWhilePostgresIsStopped) {
+  // This test stops its own server.
+  auto own = PgServer::Launch();
+  ASSERT_TRUE(own.ok()) << own.status().ToString();
+  cluster_ = std::make_unique<Cluster>(own->get(), 1);
+  Cluster& c = *cluster_;
+  const std::string api = c.api().url(), consumer = c.consumer(0).url();
+  json body;
+  for (const std::string& url : {api, consumer}) {
+    EXPECT_EQ(Fetch("GET", url + "/healthz").status, 200) << url;
+    EXPECT_EQ(ReadyStatus(url, &body), 200) << url << ": " << body.dump();
+    EXPECT_EQ(body["checks"], json({{"database", "ok"}, {"kafka", "ok"}})) << url << ": " << body.dump();
+  }
+
+  ASSERT_TRUE((*own)->Stop(/*immediate=*/false).ok());
+  for (const std::string& url : {api, consumer}) {
+    EXPECT_TRUE(WaitUntil([&] { return ReadyStatus(url, &body) == 503; }, 30s, 100ms)) << url << ": " << body.dump();
+    EXPECT_EQ(body["status"], "unavailable") << url;
+    EXPECT_EQ(body["down"], json::array({"database"})) << url << ": " << body.dump();
+    EXPECT_NE(body["checks"]["database"], "ok") << url;
+    EXPECT_EQ(body["checks"]["kafka"], "ok") << url << ": only the database is down";
+    EXPECT_EQ(Fetch("GET", url + "/healthz").status, 200) << url << ": liveness does not depend on the database";
+  }
+
+  ASSERT_TRUE((*own)->Start().ok());
+  for (const std::string& url : {api, consumer}) {
+    EXPECT_TRUE(WaitUntil([&] { return ReadyStatus(url, &body) == 200; }, 60s, 100ms)) << url << ": " << body.dump();
+  }
+  // And they work again.
+  json wf = CreateWorkflow(c.api(), Plan(UniqueName("pgback"), json::parse(R"([{"id": "a", "agent": "echo"}])")));
+  json run = WaitRunTerminal(c.api(), StartRun(c.api(), wf["workflow_id"], json::object())["run_id"], 60s);
+  EXPECT_EQ(run["status"], "COMPLETED") << run.dump();
+  cluster_.reset();  // before the server it uses goes away
+}
+
+TEST_F(DistributedTest, MetricsOfApiAndConsumerMoveWithTheRunsAndTraceparentReachesTheAgent) {
+  Cluster& c = Make();
+  test::PromText api_before = Scrape(c.api().url());
+  test::PromText consumer_before = Scrape(c.consumer(0).url());
+  json wf = CreateWorkflow(c.api(), Plan(UniqueName("observed"), json::parse(R"([
+      {"id": "look", "agent": "echo", "input": {"echo_headers": ["traceparent"]}},
+      {"id": "shout", "agent": "upper", "input": {"text": "hi"}}])")));
+  const std::string trace_id = "0af7651916cd43dd8448eb211c80319c";
+  HttpResponse r = c.api().Post("/workflows/" + wf["workflow_id"].get<std::string>() + "/runs",
+                                {{"input", json::object()}}, {{"traceparent", "00-" + trace_id + "-b7ad6b7169203331-01"}});
+  ASSERT_EQ(r.status, 202) << r.Describe();
+  const std::string id = r.body_json["run_id"];
+  json done = WaitRunTerminal(c.api(), id, 60s);
+  ASSERT_EQ(done["status"], "COMPLETED") << done.dump();
+  EXPECT_EQ(done["trace_id"], trace_id);
+  auto stored = c.Query("SELECT traceparent FROM workflow_runs WHERE id = '" + id + "'");
+  ASSERT_EQ(stored.size(), 1u);
+  EXPECT_EQ(stored[0][0], "00-" + trace_id + "-b7ad6b7169203331-01");
+  std::string seen = done["output"]["look"]["headers"]["traceparent"];
+  EXPECT_EQ(seen.substr(0, 36), "00-" + trace_id + "-") << seen;
+
+  test::PromText consumer_after;
+  auto delta = [](const test::PromText& a, const test::PromText& b, const std::string& n, const test::PromLabels& l) {
+    return b.Sum(n, l) - a.Sum(n, l);
+  };
+  bool settled = WaitUntil(
+      [&] {
+        consumer_after = Scrape(c.consumer(0).url());
+        return delta(consumer_before, consumer_after, "agentflow_runs_finished_total", {{"status", "COMPLETED"}}) == 1 &&
+               consumer_after.Value("agentflow_runs_in_flight") == 0 &&
+               consumer_after.Value("agentflow_consumer_lag_messages", {{"topic", "workflow.execution.requests"}}) == 0;
+      },
+      30s, 100ms);
+  EXPECT_TRUE(settled);
+  EXPECT_EQ(delta(consumer_before, consumer_after, "agentflow_runs_started_total", {}), 1);
+  EXPECT_EQ(delta(consumer_before, consumer_after, "agentflow_step_executions_total", {{"status", "COMPLETED"}}), 2);
+  EXPECT_EQ(delta(consumer_before, consumer_after, "agentflow_step_duration_seconds_count", {{"agent", "upper"}}), 1);
+  EXPECT_TRUE(
+      consumer_after.Value("agentflow_consumer_lag_messages", {{"topic", "workflow.cancellation.requests"}}).has_value())
+      << "every subscribed topic is listed";
+  test::PromText api_after = Scrape(c.api().url());
+  EXPECT_EQ(delta(api_before, api_after, "agentflow_runs_created_total", {}), 1);
+  EXPECT_EQ(delta(api_before, api_after, "agentflow_http_request_duration_seconds_count",
+                  {{"method", "POST"}, {"route", "/api/v1/workflows/{id}/runs"}, {"status", "202"}}),
+            1);
+  EXPECT_FALSE(api_after.families.count("agentflow_runs_in_flight")) << "the API executes nothing";
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include "e2e/harness.h"
 #include "support/kafka_mock.h"
 #include "support/pg_server.h"
+#include "support/prom_text.h"
 
 namespace af::e2e {
 namespace {
@@ -72,6 +73,7 @@ class RegistryCluster {
 
   Server& registry() { return *registry_; }
   Server& api() { return *api_; }
+  Server& consumer() { return *consumer_; }
   DemoAgents& agents() { return *agents_; }
   TempDir& dir() { return dir_; }
 
@@ -163,6 +165,39 @@ TEST_F(RegistryServiceTest, AnUnhealthyAgentIsNotCalledAndTheRunCompletesOnceItI
     EXPECT_NE(rows[i]["error_message"].get<std::string>().find("unhealthy"), std::string::npos)
         << "no call was made while the agent was unhealthy: " << rows[i].dump();
   }
+}
+
+TEST_F(RegistryServiceTest, RegistryServesHealthReadinessAndMetricsAndTheConsumerChecksTheRegistry) {
+  RegistryCluster& c = Make();
+  HttpResponse live = Fetch("GET", c.registry().url() + "/healthz");
+  EXPECT_EQ(live.status, 200) << live.Describe();
+  HttpResponse ready = Fetch("GET", c.registry().url() + "/readyz");
+  EXPECT_EQ(ready.status, 200) << ready.Describe();
+  EXPECT_EQ(ready.body_json["checks"], json({{"database", "ok"}})) << ready.body;
+
+  // The demo agents registered themselves: five PUTs on the route pattern.
+  HttpResponse m = Fetch("GET", c.registry().url() + "/metrics");
+  ASSERT_EQ(m.status, 200) << m.Describe();
+  auto page = test::ParsePromText(m.body);
+  ASSERT_TRUE(page.ok()) << page.status().ToString() << "\n" << m.body;
+  EXPECT_EQ(page->Sum("agentflow_http_request_duration_seconds_count",
+                      {{"method", "PUT"}, {"route", "/api/v1/agents/{name}"}}),
+            5)
+      << m.body;
+
+  // The consumer resolves agents through the registry, so its readiness
+  // checks it: down while the registry is stopped, back once it returns.
+  HttpResponse cr = Fetch("GET", c.consumer().url() + "/readyz");
+  EXPECT_EQ(cr.status, 200) << cr.Describe();
+  EXPECT_EQ(cr.body_json["checks"], json({{"database", "ok"}, {"kafka", "ok"}, {"registry", "ok"}})) << cr.body;
+  uint16_t port = c.registry().port();
+  ASSERT_EQ(c.registry().Stop(), 0);
+  ASSERT_TRUE(WaitUntil([&] { return Fetch("GET", c.consumer().url() + "/readyz", "", {}, 10s).status == 503; }, 30s));
+  cr = Fetch("GET", c.consumer().url() + "/readyz", "", {}, 10s);
+  EXPECT_EQ(cr.body_json["down"], json::array({"registry"})) << cr.body;
+  EXPECT_EQ(Fetch("GET", c.consumer().url() + "/healthz").status, 200) << "liveness does not depend on the registry";
+  c.registry().Start(port);
+  EXPECT_TRUE(WaitUntil([&] { return Fetch("GET", c.consumer().url() + "/readyz", "", {}, 10s).status == 200; }, 30s));
 }
 
 TEST_F(RegistryServiceTest, CliRegistersListsAndDeletesAgentsInTheRegistry) {
