@@ -13,6 +13,7 @@
 
 #include "common/ids.h"
 #include "common/log.h"
+#include "common/trace.h"
 
 namespace af {
 
@@ -139,7 +140,9 @@ asio::awaitable<void> Bridge::Handle(Worker* w, QueueMessage m) {
     co_return;
   }
   AgentRequestMessage req = std::move(parsed).value();
-  log::Fields fields{req.run_id, req.step_id, agent};
+  auto parent = trace::ParseTraceParent(req.traceparent);  // forwarded to the agent by the HTTP caller
+  const std::string trace_id = parent ? parent->trace_id : "";
+  log::Fields fields{req.run_id, req.step_id, agent, trace_id};
   const int64_t left = req.deadline - NowMs();
   if (left <= 0) {
     ++expired_;

@@ -173,8 +173,10 @@ class BridgeTest : public ::testing::Test {
 
   // Publishes a request for `step` on `topic`; returns its correlation id.
   std::string Send(const std::string& topic, const std::string& step, json input, int64_t timeout_ms = 120000,
-                   std::optional<int> item = std::nullopt, const std::string& run_id = "run-1") {
+                   std::optional<int> item = std::nullopt, const std::string& run_id = "run-1",
+                   const std::string& traceparent = "") {
     AgentCall call;
+    call.traceparent = traceparent;
     call.run_id = run_id;
     call.step_id = step;
     call.item_index = item;
@@ -264,6 +266,20 @@ BRIDGE_TEST(RequestIsAnsweredByTheHttpAgentOnTheReplyTopic) {
   // At least: on Kafka, a rebalance while the bridge's consumers join may
   // deliver a handled request again before its commit, and it is answered twice.
   EXPECT_GE(bridge->stats().replied, 4u);
+}
+
+BRIDGE_TEST(TheRequestsTraceparentReachesTheHttpAgentAsItsHeader) {
+  StartBridge({Demo("echo")});
+  const std::string tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+  json ask = {{"echo_headers", {"traceparent"}}};
+  std::string traced = Send(Topic("echo"), "traced", ask, 120000, std::nullopt, "run-1", tp);
+  std::string plain = Send(Topic("echo"), "plain", ask);
+  AgentReplyMessage t = WaitReply(traced);
+  ASSERT_TRUE(t.ok) << t.error;
+  EXPECT_EQ(t.output["headers"]["traceparent"], tp);
+  AgentReplyMessage p = WaitReply(plain);
+  ASSERT_TRUE(p.ok) << p.error;
+  EXPECT_TRUE(p.output["headers"]["traceparent"].is_null()) << p.output.dump();
 }
 
 BRIDGE_TEST(MalformedAndExpiredRequestsAreSkippedWithoutBlockingTheTopic) {

@@ -14,9 +14,12 @@
 #include "bridge/heartbeat.h"
 #include "cli/agent_callers.h"
 #include "cli/commands.h"
+#include "cli/observability.h"
 #include "common/log.h"
 #include "executor/loop.h"
 #include "http/http.h"
+#include "metrics/metrics.h"
+#include "ops/ops.h"
 #include "queue/queue.h"
 
 namespace af::cli {
@@ -101,30 +104,31 @@ int RunBridge(BridgeConfig& c) {
     heartbeat->Start();
   }
 
-  // Health endpoint.
-  http::Router router;
-  Queue* q = queue->get();
-  router.Add("GET", "/healthz", [&bridge](http::Request&) -> boost::asio::awaitable<http::Response> {
+  // Health, readiness and metrics on a small port of its own.
+  metrics::Registry registry;
+  ExposeBridgeMetrics(registry, &bridge);
+  ops::EndpointsOptions oo;
+  oo.checks = {QueueCheck("kafka", queue->get())};
+  if (!c.registry_url.empty()) oo.checks.push_back(RegistryCheck(c.registry_url));
+  oo.health_details = [&bridge] {
     BridgeStats s = bridge.stats();
     json in_flight = json::object();
     for (const auto& [name, n] : bridge.InFlightByAgent()) in_flight[name] = n;
-    co_return http::JsonResponse(200, {{"status", "ok"},
-                                       {"in_flight", in_flight},
-                                       {"requests", s.requests},
-                                       {"replied", s.replied},
-                                       {"expired", s.expired},
-                                       {"malformed", s.malformed}});
-  });
-  router.Add("GET", "/readyz", [q](http::Request&) -> boost::asio::awaitable<http::Response> {
-    Status k = q->Ping();
-    if (k.ok()) co_return http::JsonResponse(200, {{"status", "ok"}});
-    co_return http::JsonResponse(503, {{"status", "unavailable"}, {"kafka", k.message()}});
-  });
+    return json{{"in_flight", in_flight},
+                {"requests", s.requests},
+                {"replied", s.replied},
+                {"expired", s.expired},
+                {"malformed", s.malformed}};
+  };
+  ops::Endpoints endpoints(&registry, std::move(oo));
+  http::Router router;
+  endpoints.Register(router);
   http::ServerOptions so;
   so.host = c.host;
   so.port = c.port;
-  auto server = http::StartServer(so, router.AsHandler());
+  auto server = http::StartServer(so, endpoints.Instrument(router.AsHandler()));
   if (!server.ok()) {
+    ClearBridgeMetrics(registry);
     if (heartbeat) heartbeat->Stop();
     bridge.Stop();
     loop.Stop();
@@ -156,8 +160,9 @@ int RunBridge(BridgeConfig& c) {
   bool idle = bridge.WaitIdle(std::chrono::milliseconds(static_cast<int64_t>(c.grace_seconds * 1000)));
   if (!idle) log::Info(std::to_string(bridge.InFlight()) + " request(s) left for another bridge");
   if (heartbeat) heartbeat->Stop();
-  bridge.Stop();
   (*server)->Stop();
+  ClearBridgeMetrics(registry);
+  bridge.Stop();
   loop.Stop();
   log::Info("agentflow bridge stopped");
   return 0;

@@ -6,6 +6,7 @@
 
 #include "e2e/harness.h"
 #include "support/kafka_mock.h"
+#include "support/prom_text.h"
 #include "support/pg_server.h"
 
 namespace af::e2e {
@@ -52,6 +53,8 @@ class BridgeCluster {
                                        "shout=" + agents_->url() + "/agents/upper",
                                        "--agent",
                                        "nap=" + agents_->url() + "/agents/sleep",
+                                       "--agent",
+                                       "look=" + agents_->url() + "/agents/echo",
                                        "--grace-period",
                                        "2"};
     if (register_agents) {
@@ -188,6 +191,38 @@ TEST_F(BridgeDistributedTest, BridgeKilledMidCallAndRestartedTheRunCompletes) {
   EXPECT_EQ(out["idempotency_key"], id + "/nap");
   EXPECT_EQ(out["calls"], 2) << out.dump();
   EXPECT_EQ(done["output"]["three"], json({{"echo", {{"slept", 3000}}}}));
+}
+
+TEST_F(BridgeDistributedTest, TheRunsTraceparentCrossesKafkaAndTheBridgeToTheAgentAndTheBridgeIsObservable) {
+  BridgeCluster& c = Make(/*register_agents=*/false);
+  HttpResponse reg =
+      c.api().Post("/agents", {{"name", "look"}, {"transport", "kafka"}, {"topic", "agent.look.requests"}});
+  ASSERT_EQ(reg.status, 201) << reg.Describe();
+  json wf = CreateWorkflow(c.api(), Plan(UniqueName("tracedkafka"), json::parse(R"([
+      {"id": "look", "agent": "look", "input": {"echo_headers": ["traceparent"]}, "timeout_ms": 60000}])")));
+  const std::string trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+  HttpResponse r = c.api().Post("/workflows/" + wf["workflow_id"].get<std::string>() + "/runs",
+                                {{"input", json::object()}}, {{"traceparent", "00-" + trace_id + "-00f067aa0ba902b7-01"}});
+  ASSERT_EQ(r.status, 202) << r.Describe();
+  json done = WaitRunTerminal(c.api(), r.body_json["run_id"], 120s);
+  ASSERT_EQ(done["status"], "COMPLETED") << done.dump();
+  json seen = done["output"]["look"]["headers"]["traceparent"];
+  ASSERT_TRUE(seen.is_string()) << done.dump();
+  EXPECT_EQ(seen.get<std::string>().substr(0, 36), "00-" + trace_id + "-") << seen;
+
+  // The bridge's health port: liveness with its counters, readiness, metrics.
+  EXPECT_EQ(c.BridgeHealth()["replied"], 1);
+  HttpResponse ready = Fetch("GET", c.bridge().url() + "/readyz", "", {}, 15s);
+  EXPECT_EQ(ready.status, 200) << ready.Describe();
+  EXPECT_EQ(ready.body_json["checks"], json({{"kafka", "ok"}})) << ready.body;
+  HttpResponse m = Fetch("GET", c.bridge().url() + "/metrics");
+  ASSERT_EQ(m.status, 200) << m.Describe();
+  auto page = test::ParsePromText(m.body);
+  ASSERT_TRUE(page.ok()) << page.status().ToString() << "\n" << m.body;
+  EXPECT_EQ(page->Value("agentflow_bridge_requests_total"), 1) << m.body;
+  EXPECT_EQ(page->Value("agentflow_bridge_replies_total"), 1) << m.body;
+  EXPECT_EQ(page->Value("agentflow_bridge_calls_in_flight", {{"agent", "look"}}), 0) << m.body;
+  EXPECT_EQ(page->Value("agentflow_bridge_requests_dropped_total", {{"reason", "malformed"}}), 0) << m.body;
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 
 #include "common/ids.h"
 #include "common/json_limits.h"
+#include "common/trace.h"
 
 namespace af {
 namespace {
@@ -127,6 +128,13 @@ Result<AgentRequestMessage> ParseRequestDocument(const json& j) {
     call.item_index = m.item_index;
     m.idempotency_key = IdempotencyKey(call);
   }
+  // Tracing never fails a request: a traceparent that is not valid is dropped.
+  auto tp = j.find("traceparent");
+  if (tp != j.end() && tp->is_string()) {
+    if (auto parsed = trace::ParseTraceParent(tp->get_ref<const std::string&>())) {
+      m.traceparent = trace::FormatTraceParent(*parsed);
+    }
+  }
   return m;
 }
 
@@ -184,6 +192,7 @@ std::string SerializeAgentRequest(const AgentRequestMessage& m) {
   };
   if (m.item_index) j["item_index"] = *m.item_index;
   if (!m.idempotency_key.empty()) j["idempotency_key"] = m.idempotency_key;
+  if (!m.traceparent.empty()) j["traceparent"] = m.traceparent;
   return Dump(j);
 }
 
@@ -223,6 +232,7 @@ AgentRequestMessage MakeAgentRequest(const AgentCall& call, const std::string& r
   m.correlation_id = correlation_id;
   m.deadline = deadline;
   m.idempotency_key = IdempotencyKey(call);
+  m.traceparent = call.traceparent;
   return m;
 }
 
@@ -234,6 +244,7 @@ AgentCall ToAgentCall(const AgentRequestMessage& m, int64_t timeout_ms) {
   call.attempt = m.attempt;
   call.input = m.input;
   call.timeout_ms = timeout_ms;
+  call.traceparent = m.traceparent;
   return call;
 }
 

@@ -6,7 +6,10 @@
 // Request (topic: the agent's, "agent.<name>.requests" by default; key = run_id):
 //   {"run_id", "step_id", "attempt", "input", "reply_topic", "correlation_id",
 //    "deadline": "ISO-8601 UTC with milliseconds", "idempotency_key"}
-//   plus "item_index" for an element of a for_each step.
+//   plus "item_index" for an element of a for_each step, and "traceparent"
+//   (W3C trace context of the call: the run's trace id, a new span id) when
+//   the call has one; `agentflow bridge` sends it to the HTTP agent as the
+//   traceparent header. A reader ignores a traceparent that is not valid.
 // Reply (topic: the request's reply_topic; key = run_id):
 //   {"correlation_id", "status": "ok" | "error", "output" (ok),
 //    "error" (error), "retryable" (error; default false),
@@ -45,6 +48,7 @@ struct AgentRequestMessage {
   // The HTTP protocol's Idempotency-Key ("<run_id>/<step_id>[/<item_index>]").
   // Always written; a reader given a request without it derives that value.
   std::string idempotency_key;
+  std::string traceparent;  // "" = none (not written; an invalid one is read as none)
 };
 
 struct AgentReplyMessage {

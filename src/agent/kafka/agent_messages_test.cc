@@ -92,6 +92,30 @@ TEST(AgentMessagesTest, MissingIdempotencyKeyIsDerivedAndUnknownFieldsAreIgnored
   EXPECT_EQ(parsed->idempotency_key, "run-3f2b/summarize/0");
 }
 
+TEST(AgentMessagesTest, TheCallsTraceparentTravelsWithTheRequestAndBackToAnAgentCall) {
+  AgentCall call;
+  call.run_id = "run-1";
+  call.step_id = "s";
+  call.input = json::object();
+  call.traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+  AgentRequestMessage m = MakeAgentRequest(call, "replies", "c-1", 1000);
+  json wire = json::parse(SerializeAgentRequest(m));
+  EXPECT_EQ(wire["traceparent"], call.traceparent);
+  auto parsed = ParseAgentRequest(wire.dump());
+  ASSERT_TRUE(parsed.ok()) << parsed.status().ToString();
+  EXPECT_EQ(ToAgentCall(*parsed, 100).traceparent, call.traceparent);
+
+  // None: not written. Not valid (or not a string): read as none, never an error.
+  call.traceparent.clear();
+  EXPECT_FALSE(json::parse(SerializeAgentRequest(MakeAgentRequest(call, "replies", "c-2", 1000))).contains("traceparent"));
+  for (const json& bad : {json("00-nope"), json(42), json(nullptr)}) {
+    wire["traceparent"] = bad;
+    auto p = ParseAgentRequest(wire.dump());
+    ASSERT_TRUE(p.ok()) << bad.dump() << ": " << p.status().ToString();
+    EXPECT_EQ(p->traceparent, "") << bad.dump();
+  }
+}
+
 TEST(AgentMessagesTest, DeadlineWithoutMillisecondsIsAccepted) {
   json j = SampleRequestJson();
   j["deadline"] = "2026-11-26T12:00:30Z";

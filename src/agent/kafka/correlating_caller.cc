@@ -12,6 +12,7 @@
 
 #include "common/ids.h"
 #include "common/log.h"
+#include "common/trace.h"
 
 namespace af {
 
@@ -196,7 +197,11 @@ asio::awaitable<AgentReply> CorrelatingAgentCaller::Call(const AgentEndpoint& ag
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
     AgentRequestMessage request = MakeAgentRequest(c, reply_topic_, p->id, NowMs() + left.count());
     state->in_flight[p->id] = p;
-    log::Debug("Kafka agent transport: request " + p->id + " to " + topic, {c.run_id, c.step_id, name});
+    if (log::Enabled(log::Level::kDebug)) {
+      auto parent = trace::ParseTraceParent(c.traceparent);
+      log::Debug("Kafka agent transport: request " + p->id + " to " + topic,
+                 {c.run_id, c.step_id, name, parent ? std::string_view(parent->trace_id) : std::string_view()});
+    }
     requests_->PublishAsync(topic, c.run_id, SerializeAgentRequest(request),
                             [state, id = p->id, name, topic](Status s) {
                               if (s.ok()) return;
