@@ -35,7 +35,7 @@ for f in "$env_file" "$doc"; do
 done
 
 # Source files, tests left out. A call may be split over lines
-# (`->envname(\n "X")`), so each file is read as one line.
+# (`->envname(\n "X")`), so perl reads each file whole (-0777).
 mapfile -t sources < <(find "$root/src" "$root/tools" -type f \
   \( -name '*.cc' -o -name '*.h' -o -name '*.cpp' -o -name '*.hpp' \) \
   ! -name '*test.cc' ! -name '*_benchmark.cc' | sort)
@@ -45,9 +45,8 @@ if [[ ${#sources[@]} -eq 0 ]]; then
 fi
 
 mapfile -t vars < <(
-  for f in "${sources[@]}"; do tr '\n' ' ' < "$f"; echo; done |
-    grep -oE '(getenv|EnvOr|envname)[[:space:]]*\([[:space:]]*"[A-Za-z_][A-Za-z0-9_]*"' |
-    sed -E 's/.*"([A-Za-z0-9_]+)"$/\1/' | sort -u)
+  perl -0777 -ne 'print "$1\n" while /(?:getenv|EnvOr|envname)\s*\(\s*"([A-Za-z_][A-Za-z0-9_]*)"/g' "${sources[@]}" |
+    sort -u)
 if [[ ${#vars[@]} -eq 0 ]]; then
   # The patterns above no longer match how the code reads its settings.
   echo "check-env-docs: FAIL: found no environment variables in the code; fix this script" >&2

@@ -75,6 +75,17 @@ case "${1:-}" in
       expect_failure ".env.example without $v" "$v (read in" \
         "$root/scripts/check-env-docs.sh" --env-file "$work/env.$v"
     done
+    # A new variable in the code (the call split over two lines) is reported;
+    # one read only by a test is not.
+    mkdir -p "$work/code/src/cli" "$work/code/tools"
+    printf 'cmd->add_option("--new", v)->envname(\n    "AGENTFLOW_NEW_SETTING");\n' >"$work/code/src/cli/new.cc"
+    printf 'auto* d = std::getenv("AGENTFLOW_TEST_ONLY");\n' >"$work/code/src/cli/new_test.cc"
+    expect_failure "a new variable in the code" "AGENTFLOW_NEW_SETTING (read in src/cli/new.cc) is missing" \
+      "$root/scripts/check-env-docs.sh" --root "$work/code" --env-file "$root/.env.example" --doc "$root/docs/operations.md"
+    if grep -q AGENTFLOW_TEST_ONLY "$work/out"; then
+      echo "FAIL: a variable read only by a test was reported"
+      failures=$((failures + 1))
+    fi
     sed 's/`KAFKA_AGENT_REPLY_TOPIC`/KAFKA AGENT REPLY TOPIC/g' "$root/docs/operations.md" >"$work/operations.md"
     expect_failure "operations.md without KAFKA_AGENT_REPLY_TOPIC" "missing from: operations.md" \
       "$root/scripts/check-env-docs.sh" --doc "$work/operations.md"
