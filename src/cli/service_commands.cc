@@ -33,6 +33,13 @@
 namespace af::cli {
 namespace {
 
+// "1 s", "0.5 s": the shortest form of a seconds value for a log line.
+std::string FormatSeconds(double seconds) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g s", seconds);
+  return buf;
+}
+
 struct ServiceConfig {
   std::string database_url;        // DATABASE_URL
   std::string kafka_brokers;       // KAFKA_BROKERS
@@ -308,7 +315,7 @@ int RunRegistry(RegistryConfig& c) {
   std::printf("agentflow registry listening on %s/api/v1/agents\n", url.c_str());
   std::fflush(stdout);
   log::Info("agentflow registry listening on " + url + "; health checks every " +
-            (checker ? std::to_string(c.health_interval_seconds) + " s" : std::string("(off)")));
+            (checker ? FormatSeconds(c.health_interval_seconds) : std::string("(off)")));
   int sig = WaitForSignal(signals);
   log::Info(std::string("agentflow registry stopping on ") + (sig == SIGINT ? "SIGINT" : "SIGTERM"));
   if (checker) checker->Stop();
