@@ -37,6 +37,27 @@ TEST(TimeTest, RoundTrip) {
   EXPECT_FALSE(ParseIso8601("yesterday").has_value());
 }
 
+// ParseIso8601 reads exactly what FormatIso8601 writes, so every value it
+// accepts formats back to text it reads again (tests/fuzz found sscanf's
+// leniency: "9999-12-31T23:59:60Z" became year 10000, unreadable).
+TEST(TimeTest, ParseIsStrictAndItsRangeRoundTrips) {
+  for (const char* bad : {"9999-12-31T23:59:60Z", "-999--9-01T00:00:00Z", "2026-13-01T00:00:00Z",
+                          "2026-02-29T00:00:00Z", "2026-04-31T00:00:00Z", "2026-1-2T3:4:5Z",
+                          " 2026-11-26T12:00:30Z", "+026-11-26T12:00:30Z", "2026-11-26T24:00:00Z",
+                          "2026-11-26T12:00:30.250Zjunk", "2026-11-26T12:00:30.Z", "2026-11-26T12:00:30",
+                          "2026-11-26t12:00:30Z", "2026-11-26T12:00:30.1234567890Z", ""}) {
+    EXPECT_FALSE(ParseIso8601(bad).has_value()) << bad;
+  }
+  EXPECT_EQ(ParseIso8601("2024-02-29T00:00:00Z"), 1709164800000);
+  EXPECT_EQ(ParseIso8601("2026-09-21T14:13:20.5Z"), 1790000000500) << "a fraction is not a count of ms";
+  EXPECT_EQ(ParseIso8601("2026-09-21T14:13:20.123456Z"), 1790000000123);
+  EXPECT_EQ(ParseIso8601("0000-01-01T00:00:00.000Z"), kMinIso8601Ms);
+  EXPECT_EQ(ParseIso8601("9999-12-31T23:59:59.999Z"), kMaxIso8601Ms);
+  for (TimeMs t : {kMinIso8601Ms, kMaxIso8601Ms, TimeMs{0}, TimeMs{-1}}) {
+    EXPECT_EQ(ParseIso8601(FormatIso8601(t)), t) << FormatIso8601(t);
+  }
+}
+
 TEST(IdsTest, UuidShapeAndValidation) {
   std::string u = NewUuid();
   EXPECT_EQ(u.size(), 36u);

@@ -26,22 +26,67 @@ std::string FormatIso8601(TimeMs t) {
   return buf;
 }
 
-std::optional<TimeMs> ParseIso8601(const std::string& s) {
-  int y, mo, d, h, mi, sec, ms = 0;
-  char z = 0;
-  if (std::sscanf(s.c_str(), "%4d-%2d-%2dT%2d:%2d:%2d.%3d%c", &y, &mo, &d, &h, &mi, &sec, &ms, &z) == 8 ||
-      (ms = 0, std::sscanf(s.c_str(), "%4d-%2d-%2dT%2d:%2d:%2d%c", &y, &mo, &d, &h, &mi, &sec, &z) == 7)) {
-    if (z != 'Z') return std::nullopt;
-    struct tm tm {};
-    tm.tm_year = y - 1900;
-    tm.tm_mon = mo - 1;
-    tm.tm_mday = d;
-    tm.tm_hour = h;
-    tm.tm_min = mi;
-    tm.tm_sec = sec;
-    return static_cast<TimeMs>(timegm(&tm)) * 1000 + ms;
+namespace {
+
+// `n` digits at `pos` (and moves past them).
+bool Digits(const std::string& s, size_t& pos, size_t n, int& out) {
+  if (pos + n > s.size()) return false;
+  int v = 0;
+  for (size_t i = 0; i < n; ++i) {
+    char c = s[pos + i];
+    if (c < '0' || c > '9') return false;
+    v = v * 10 + (c - '0');
   }
-  return std::nullopt;
+  out = v;
+  pos += n;
+  return true;
+}
+
+bool Char(const std::string& s, size_t& pos, char c) {
+  if (pos >= s.size() || s[pos] != c) return false;
+  ++pos;
+  return true;
+}
+
+int DaysInMonth(int y, int m) {
+  static constexpr int kDays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+  return m == 2 && leap ? 29 : kDays[m - 1];
+}
+
+}  // namespace
+
+// Strict: exactly the digits and separators FormatIso8601 writes, fields in
+// range (no second 60: FormatIso8601 never writes one, and 9999-12-31T23:59:60
+// would be a year it cannot write), so every value read here formats back
+// to text this reads again. A fraction of 1..9 digits is read as
+// milliseconds (".5" is 500 ms).
+std::optional<TimeMs> ParseIso8601(const std::string& s) {
+  size_t pos = 0;
+  int y, mo, d, h, mi, sec, ms = 0;
+  if (!Digits(s, pos, 4, y) || !Char(s, pos, '-') || !Digits(s, pos, 2, mo) || !Char(s, pos, '-') ||
+      !Digits(s, pos, 2, d) || !Char(s, pos, 'T') || !Digits(s, pos, 2, h) || !Char(s, pos, ':') ||
+      !Digits(s, pos, 2, mi) || !Char(s, pos, ':') || !Digits(s, pos, 2, sec)) {
+    return std::nullopt;
+  }
+  if (mo < 1 || mo > 12 || d < 1 || d > DaysInMonth(y, mo) || h > 23 || mi > 59 || sec > 59) return std::nullopt;
+  if (Char(s, pos, '.')) {
+    size_t digits = 0;
+    for (; pos < s.size() && s[pos] >= '0' && s[pos] <= '9'; ++pos, ++digits) {
+      if (digits < 3) ms = ms * 10 + (s[pos] - '0');
+    }
+    if (digits == 0 || digits > 9) return std::nullopt;
+    for (size_t i = digits; i < 3; ++i) ms *= 10;
+  }
+  if (!Char(s, pos, 'Z') || pos != s.size()) return std::nullopt;
+  struct tm tm {};
+  tm.tm_year = y - 1900;
+  tm.tm_mon = mo - 1;
+  tm.tm_mday = d;
+  tm.tm_hour = h;
+  tm.tm_min = mi;
+  tm.tm_sec = sec;
+  return static_cast<TimeMs>(timegm(&tm)) * 1000 + ms;
 }
 
 }  // namespace af

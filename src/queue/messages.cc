@@ -94,7 +94,11 @@ std::optional<TimeMs> ParseTimestamp(std::string_view s) {
   int doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
   int64_t days = static_cast<int64_t>(era) * 146097 + doe - 719468;
   int64_t secs = days * 86400 + h * 3600 + mi * 60 + sec - static_cast<int64_t>(offset_min) * 60;
-  return secs * 1000 + ms;
+  // An offset can move a time just outside what FormatIso8601 writes (and
+  // ParseIso8601 reads back): such a timestamp is as unreadable as any other.
+  TimeMs t = secs * 1000 + ms;
+  if (t < kMinIso8601Ms || t > kMaxIso8601Ms) return std::nullopt;
+  return t;
 }
 
 // Optional string field: absent or null → "", a string → its value, anything else → error.

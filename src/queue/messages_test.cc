@@ -95,6 +95,29 @@ TEST(MessagesTest, AcceptsTheSeedPublishersTimestamps) {
   EXPECT_EQ(std::get<ExecutionRequest>(*parsed).timestamp, want - 123);
 }
 
+// Found by tests/fuzz/fuzz_queue_messages (corpus: timestamp_*): an offset
+// moved a timestamp past 9999-12-31, which FormatIso8601 writes as a
+// five-digit year; the message, serialized again, read back with timestamp 0.
+// Such timestamps now read as unreadable (0) in the first place.
+TEST(MessagesTest, TimestampsOutsideFourDigitYearsReadAsUnreadable) {
+  for (const char* ts : {"9999-12-31T23:59:59.999-23:59", "0000-01-01T00:00:00+23:59", "9999-12-31T23:59:60"}) {
+    json j = {{"run_id", "run-1"}, {"message_type", "cancellation_request"}, {"timestamp", ts}};
+    auto parsed = ParseQueueMessage(j.dump());
+    ASSERT_TRUE(parsed.ok()) << ts << ": " << parsed.status().ToString();
+    EXPECT_EQ(std::get<CancellationRequest>(*parsed).timestamp, 0) << ts;
+  }
+  for (const char* ts : {"9999-12-31T23:59:59.999Z", "9999-12-31T23:59:59.999+01:00", "0000-01-01T00:00:00Z"}) {
+    json j = {{"run_id", "run-1"}, {"message_type", "cancellation_request"}, {"timestamp", ts}};
+    auto parsed = ParseQueueMessage(j.dump());
+    ASSERT_TRUE(parsed.ok()) << ts << ": " << parsed.status().ToString();
+    const auto& c = std::get<CancellationRequest>(*parsed);
+    EXPECT_NE(c.timestamp, 0) << ts;
+    auto again = ParseQueueMessage(SerializeCancellationRequest(c));
+    ASSERT_TRUE(again.ok()) << ts;
+    EXPECT_EQ(std::get<CancellationRequest>(*again).timestamp, c.timestamp) << ts;
+  }
+}
+
 TEST(MessagesTest, OptionalFieldsDefault) {
   // No timestamp, no input_data, no message_type: a plan means execution.
   auto parsed = ParseQueueMessage(json{{"run_id", "run-1"}, {"workflow_plan", kPlan}}.dump());

@@ -124,6 +124,32 @@ TEST(AgentMessagesTest, DeadlineWithoutMillisecondsIsAccepted) {
   EXPECT_EQ(parsed->deadline, *ParseIso8601("2026-11-26T12:00:30.000Z"));
 }
 
+// Found by tests/fuzz/fuzz_agent_messages (corpus: deadline_*): the parser
+// took sscanf's reading of a deadline, so out-of-range fields were
+// normalized into times FormatIso8601 writes as text nobody reads back
+// ("10000-01-01T00:00:00.000Z"): the request a reader accepted could not be
+// passed on. Now every deadline it accepts is written back readably.
+TEST(AgentMessagesTest, EveryAcceptedDeadlineSurvivesARoundTrip) {
+  for (const char* bad : {"9999-12-31T23:59:60Z", "-999--9-01T00:00:00Z", "2026-13-01T00:00:00Z",
+                          "2026-02-30T00:00:00Z", "2026-1-2T3:4:5Z", " 2026-11-26T12:00:30Z",
+                          "2026-11-26T12:00:30.250Zjunk", "2026-11-26T12:00:30.Z"}) {
+    json j = SampleRequestJson();
+    j["deadline"] = bad;
+    auto parsed = ParseAgentRequest(j.dump());
+    ASSERT_FALSE(parsed.ok()) << bad;
+    EXPECT_EQ(FieldOf(parsed.status()), "deadline") << bad;
+  }
+  for (const char* good : {"9999-12-31T23:59:59.999Z", "0000-01-01T00:00:00Z", "2024-02-29T00:00:00.5Z"}) {
+    json j = SampleRequestJson();
+    j["deadline"] = good;
+    auto parsed = ParseAgentRequest(j.dump());
+    ASSERT_TRUE(parsed.ok()) << good << ": " << parsed.status().ToString();
+    auto again = ParseAgentRequest(SerializeAgentRequest(*parsed));
+    ASSERT_TRUE(again.ok()) << good << ": " << again.status().ToString();
+    EXPECT_EQ(again->deadline, parsed->deadline) << good;
+  }
+}
+
 TEST(AgentMessagesTest, EveryInvalidRequestFieldIsNamed) {
   struct Case {
     const char* field;
