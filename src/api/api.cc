@@ -36,6 +36,8 @@ int HttpStatusFor(Code code) {
     case Code::kDeadlineExceeded: return 504;
     case Code::kCancelled: return 409;
     case Code::kInternal: return 500;
+    case Code::kUnauthenticated: return 401;
+    case Code::kPermissionDenied: return 403;
   }
   return 500;
 }

@@ -15,6 +15,8 @@ const char* CodeName(Code code) {
     case Code::kDeadlineExceeded: return "DEADLINE_EXCEEDED";
     case Code::kCancelled: return "CANCELLED";
     case Code::kInternal: return "INTERNAL";
+    case Code::kUnauthenticated: return "UNAUTHENTICATED";
+    case Code::kPermissionDenied: return "PERMISSION_DENIED";
   }
   return "UNKNOWN";
 }

@@ -24,6 +24,8 @@ enum class Code {
   kDeadlineExceeded,    // timed out (retryable)
   kCancelled,           // stopped on request
   kInternal,            // a bug or a broken invariant (500)
+  kUnauthenticated,     // no valid credentials (401)
+  kPermissionDenied,    // valid credentials, not allowed to do this (403)
 };
 
 const char* CodeName(Code code);
@@ -48,6 +50,10 @@ class [[nodiscard]] Status {
   static Status DeadlineExceeded(std::string m) { return Status(Code::kDeadlineExceeded, std::move(m)); }
   static Status Cancelled(std::string m) { return Status(Code::kCancelled, std::move(m)); }
   static Status Internal(std::string m) { return Status(Code::kInternal, std::move(m)); }
+  static Status Unauthenticated(std::string m) { return Status(Code::kUnauthenticated, std::move(m)); }
+  static Status PermissionDenied(std::string m, nlohmann::json d = nullptr) {
+    return Status(Code::kPermissionDenied, std::move(m), std::move(d));
+  }
 
   bool ok() const { return code_ == Code::kOk; }
   Code code() const { return code_; }
