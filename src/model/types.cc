@@ -152,4 +152,30 @@ json ToJson(const Agent& a) {
               {"updated_at", FormatIso8601(a.updated_at)}};
 }
 
+const char* ToString(Role r) {
+  switch (r) {
+    case Role::kViewer: return "viewer";
+    case Role::kOperator: return "operator";
+    case Role::kAdmin: return "admin";
+  }
+  return "viewer";
+}
+
+std::optional<Role> ParseRole(const std::string& s) {
+  if (s == "viewer") return Role::kViewer;
+  if (s == "operator") return Role::kOperator;
+  if (s == "admin") return Role::kAdmin;
+  return std::nullopt;
+}
+
+json ToJson(const ApiKey& k) {
+  auto opt_time = [](const std::optional<TimeMs>& t) { return t ? json(FormatIso8601(*t)) : json(nullptr); };
+  return json{{"id", k.id},
+              {"name", k.name},
+              {"role", ToString(k.role)},
+              {"created_at", FormatIso8601(k.created_at)},
+              {"last_used_at", opt_time(k.last_used_at)},
+              {"revoked_at", opt_time(k.revoked_at)}};
+}
+
 }  // namespace af

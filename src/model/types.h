@@ -127,10 +127,31 @@ struct AgentHealthUpdate {
   TimeMs at = 0;      // health_checked_at; also last_seen_at when kHealthy
 };
 
+// Access control (docs/api.md#authentication). Each role includes the ones
+// before it: viewer reads (GET), operator also triggers, cancels and
+// retries runs, admin also manages workflows, agents and API keys.
+enum class Role { kViewer, kOperator, kAdmin };
+const char* ToString(Role r);  // "viewer", "operator", "admin"
+std::optional<Role> ParseRole(const std::string& s);
+
+// An API key as stored: the secret itself is never kept, only its SHA-256
+// (src/auth/api_keys.h makes and checks keys).
+struct ApiKey {
+  std::string id;           // the lookup part of the key: af_<id>_<secret>
+  std::string name;         // free text, for people; may be empty
+  Role role = Role::kViewer;
+  std::string secret_hash;  // lowercase hex SHA-256 of the secret
+  TimeMs created_at = 0;
+  std::optional<TimeMs> last_used_at;  // updated at most about once a minute
+  std::optional<TimeMs> revoked_at;    // set: the key no longer authenticates
+};
+
 // JSON shapes used by the API and the CLI (timestamps ISO-8601, nulls kept).
 json ToJson(const Workflow& w);
 json ToJson(const Run& r);
 json ToJson(const StepExecution& s);
 json ToJson(const Agent& a);
+// id, name, role, created_at, last_used_at, revoked_at: never the hash.
+json ToJson(const ApiKey& k);
 
 }  // namespace af

@@ -93,6 +93,11 @@ class FeedStore final : public Store {
   Result<std::vector<Agent>> ListAgents() override { return inner_->ListAgents(); }
   Status DeleteAgent(const std::string& name) override { return inner_->DeleteAgent(name); }
   Status RecordAgentHealth(const AgentHealthUpdate& u) override { return inner_->RecordAgentHealth(u); }
+  Result<ApiKey> CreateApiKey(const ApiKey& k) override { return inner_->CreateApiKey(k); }
+  Result<ApiKey> GetApiKey(const std::string& id) override { return inner_->GetApiKey(id); }
+  Result<std::vector<ApiKey>> ListApiKeys() override { return inner_->ListApiKeys(); }
+  Result<ApiKey> RevokeApiKey(const std::string& id) override { return inner_->RevokeApiKey(id); }
+  Status RecordApiKeyUse(const std::string& id, TimeMs at) override { return inner_->RecordApiKeyUse(id, at); }
   Status Ping() override { return inner_->Ping(); }
 
  private:

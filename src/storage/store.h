@@ -168,6 +168,25 @@ class Store {
   // NotFound.
   virtual Status DeleteAgent(const std::string& name) = 0;
 
+  // ---- API keys (access control, src/auth) ----
+  // Both backends implement these and pass the conformance suite; the
+  // defaults only spare test doubles that never see a key (they answer
+  // Internal).
+  //
+  // Stores a new key as given (id, name, role, secret_hash; created_at is
+  // set by the store, last_used_at and revoked_at start unset).
+  // AlreadyExists if the id is taken.
+  virtual Result<ApiKey> CreateApiKey(const ApiKey& k);
+  // The key, revoked or not. NotFound.
+  virtual Result<ApiKey> GetApiKey(const std::string& id);
+  // Every key, revoked ones included, oldest first (created_at, then id).
+  virtual Result<std::vector<ApiKey>> ListApiKeys();
+  // Sets revoked_at = now; a key already revoked keeps its first revoked_at.
+  // Returns the key. NotFound.
+  virtual Result<ApiKey> RevokeApiKey(const std::string& id);
+  // Sets last_used_at = at. NotFound.
+  virtual Status RecordApiKeyUse(const std::string& id, TimeMs at);
+
   // Cheap liveness check of the backend.
   virtual Status Ping() = 0;
 };

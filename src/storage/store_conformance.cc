@@ -1322,6 +1322,96 @@ TEST_P(StoreConformance, AgentHealthIsRecordedAndKeptAcrossReplace) {
 
 TEST_P(StoreConformance, NoAgentsIsAnEmptyList) { EXPECT_TRUE(Must(store().ListAgents()).empty()); }
 
+// ---------------------------------------------------------------- API keys
+
+namespace {
+
+ApiKey MakeKey(const std::string& id, Role role, const std::string& name = "") {
+  ApiKey k;
+  k.id = id;
+  k.name = name;
+  k.role = role;
+  k.secret_hash = std::string(64, 'a');
+  return k;
+}
+
+void ExpectSameKey(const ApiKey& a, const ApiKey& b) {
+  EXPECT_EQ(a.id, b.id);
+  EXPECT_EQ(a.name, b.name);
+  EXPECT_EQ(a.role, b.role);
+  EXPECT_EQ(a.secret_hash, b.secret_hash);
+  EXPECT_EQ(a.created_at, b.created_at);
+  EXPECT_EQ(a.last_used_at, b.last_used_at);
+  EXPECT_EQ(a.revoked_at, b.revoked_at);
+}
+
+}  // namespace
+
+TEST_P(StoreConformance, ApiKeysAreCreatedReadAndListedOldestFirst) {
+  EXPECT_TRUE(Must(store().ListApiKeys()).empty());
+  TimeMs before = NowMs();
+  ApiKey admin = MakeKey("0123456789abcdef", Role::kAdmin, "ci pipeline");
+  admin.secret_hash = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+  ApiKey created = Must(store().CreateApiKey(admin));
+  EXPECT_EQ(created.id, admin.id);
+  EXPECT_EQ(created.name, "ci pipeline");
+  EXPECT_EQ(created.role, Role::kAdmin);
+  EXPECT_EQ(created.secret_hash, admin.secret_hash);
+  EXPECT_GE(created.created_at, before);
+  EXPECT_FALSE(created.last_used_at);
+  EXPECT_FALSE(created.revoked_at);
+  ExpectSameKey(Must(store().GetApiKey(admin.id)), created);
+
+  EXPECT_EQ(CodeOf(store().CreateApiKey(MakeKey(admin.id, Role::kViewer))), Code::kAlreadyExists);
+  ExpectSameKey(Must(store().GetApiKey(admin.id)), created);
+  EXPECT_EQ(CodeOf(store().GetApiKey("ffffffffffffffff")), Code::kNotFound);
+
+  WaitForNextMs();
+  ApiKey viewer = Must(store().CreateApiKey(MakeKey("1111111111111111", Role::kViewer)));
+  ApiKey op = Must(store().CreateApiKey(MakeKey("0000000000000000", Role::kOperator)));
+  EXPECT_EQ(viewer.name, "");
+  std::vector<ApiKey> all = Must(store().ListApiKeys());
+  ASSERT_EQ(all.size(), 3u);
+  ExpectSameKey(all[0], created);
+  // Same millisecond or later: created_at, then id.
+  if (op.created_at == viewer.created_at) {
+    EXPECT_EQ(all[1].id, op.id);
+    EXPECT_EQ(all[2].id, viewer.id);
+  } else {
+    EXPECT_EQ(all[1].id, viewer.id);
+    EXPECT_EQ(all[2].id, op.id);
+  }
+  EXPECT_EQ(all[1].role == Role::kOperator ? all[2].role : all[1].role, Role::kViewer);
+}
+
+TEST_P(StoreConformance, RevokedApiKeysStayListedAndKeepTheirFirstRevocationTime) {
+  ApiKey k = Must(store().CreateApiKey(MakeKey("abcdefabcdefabcd", Role::kOperator, "old")));
+  TimeMs before = NowMs();
+  ApiKey revoked = Must(store().RevokeApiKey(k.id));
+  ASSERT_TRUE(revoked.revoked_at);
+  EXPECT_GE(*revoked.revoked_at, before);
+  EXPECT_EQ(revoked.role, Role::kOperator);
+  EXPECT_EQ(revoked.created_at, k.created_at);
+  ExpectSameKey(Must(store().GetApiKey(k.id)), revoked);
+  WaitForNextMs();
+  ApiKey again = Must(store().RevokeApiKey(k.id));
+  EXPECT_EQ(again.revoked_at, revoked.revoked_at) << "revoking twice keeps the first time";
+  std::vector<ApiKey> all = Must(store().ListApiKeys());
+  ASSERT_EQ(all.size(), 1u);
+  ExpectSameKey(all[0], revoked);
+  EXPECT_EQ(CodeOf(store().RevokeApiKey("nosuchkey0000000")), Code::kNotFound);
+}
+
+TEST_P(StoreConformance, ApiKeyUseIsRecorded) {
+  ApiKey k = Must(store().CreateApiKey(MakeKey("feedfeedfeedfeed", Role::kViewer)));
+  MustOk(store().RecordApiKeyUse(k.id, k.created_at + 5000));
+  ApiKey used = Must(store().GetApiKey(k.id));
+  ASSERT_TRUE(used.last_used_at);
+  EXPECT_EQ(*used.last_used_at, k.created_at + 5000);
+  EXPECT_FALSE(used.revoked_at);
+  EXPECT_EQ(store().RecordApiKeyUse("nosuchkey0000000", NowMs()).code(), Code::kNotFound);
+}
+
 // ---------------------------------------------------------------- JSON
 
 namespace {

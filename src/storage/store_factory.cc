@@ -17,3 +17,18 @@ Result<std::unique_ptr<Store>> OpenStore(const StoreOptions& options) {
 }
 
 }  // namespace af
+
+namespace af {
+
+// Defaults for test doubles; SqliteStore and PostgresStore override them.
+namespace {
+Status NoApiKeys() { return Status::Internal("this store does not keep API keys"); }
+}  // namespace
+
+Result<ApiKey> Store::CreateApiKey(const ApiKey&) { return NoApiKeys(); }
+Result<ApiKey> Store::GetApiKey(const std::string&) { return NoApiKeys(); }
+Result<std::vector<ApiKey>> Store::ListApiKeys() { return NoApiKeys(); }
+Result<ApiKey> Store::RevokeApiKey(const std::string&) { return NoApiKeys(); }
+Status Store::RecordApiKeyUse(const std::string&, TimeMs) { return NoApiKeys(); }
+
+}  // namespace af

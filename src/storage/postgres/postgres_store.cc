@@ -72,6 +72,7 @@ constexpr int kMaxPageSize = 1000;
 #define AF_AGENT_CONFIG_COLS \
   "name, url, timeout_ms, max_concurrency, metadata, created_at, updated_at, transport, topic, health_url"
 #define AF_AGENT_COLS AF_AGENT_CONFIG_COLS ", health, health_error, last_seen_at, health_checked_at"
+#define AF_API_KEY_COLS "id, name, role, secret_hash, created_at, last_used_at, revoked_at"
 // Keyset pagination of runs, newest first: $1 $2 = the cursor (created_at,
 // id) of the previous page's last row; `filter` uses $3 (and $4), `limit`
 // is the next parameter.
@@ -111,6 +112,11 @@ enum Sql {
   kListAgents,
   kDeleteAgent,
   kRecordAgentHealth,
+  kInsertApiKey,
+  kGetApiKey,
+  kListApiKeys,
+  kRevokeApiKey,
+  kRecordApiKeyUse,
   kSqlCount,
 };
 
@@ -219,6 +225,18 @@ constexpr std::array<const char*, kSqlCount> kSqlText = {
     // kRecordAgentHealth: $5 sets last_seen_at
     "UPDATE agents SET health = $2::text, health_error = $3::text, health_checked_at = $4::bigint, "
     "last_seen_at = CASE WHEN $5::boolean THEN $4::bigint ELSE last_seen_at END WHERE name = $1::text",
+    // kInsertApiKey
+    "INSERT INTO api_keys (id, name, role, secret_hash, created_at) "
+    "VALUES ($1::text, $2::text, $3::text, $4::text, $5::bigint)",
+    // kGetApiKey
+    "SELECT " AF_API_KEY_COLS " FROM api_keys WHERE id = $1::text",
+    // kListApiKeys
+    "SELECT " AF_API_KEY_COLS " FROM api_keys ORDER BY created_at, id",
+    // kRevokeApiKey: a key already revoked keeps its first revoked_at
+    "UPDATE api_keys SET revoked_at = coalesce(revoked_at, $2::bigint) WHERE id = $1::text "
+    "RETURNING " AF_API_KEY_COLS,
+    // kRecordApiKeyUse
+    "UPDATE api_keys SET last_used_at = $2::bigint WHERE id = $1::text",
 };
 
 #undef AF_LIST_RUNS
@@ -290,6 +308,19 @@ Status ReadStep(const PgResult& r, int i, StepExecution* s) {
   s->error_message = r.Text(i, 9);
   s->started_at = r.Int64(i, 10);
   s->completed_at = r.OptInt64(i, 11);
+  return Status::Ok();
+}
+
+Status ReadApiKey(const PgResult& r, int i, ApiKey* k) {
+  k->id = r.Text(i, 0);
+  k->name = r.Text(i, 1);
+  auto role = ParseRole(r.Text(i, 2));
+  if (!role) return Status::Internal("postgres: api_keys.role holds an unknown value '" + r.Text(i, 2) + "'");
+  k->role = *role;
+  k->secret_hash = r.Text(i, 3);
+  k->created_at = r.Int64(i, 4);
+  k->last_used_at = r.OptInt64(i, 5);
+  k->revoked_at = r.OptInt64(i, 6);
   return Status::Ok();
 }
 
@@ -615,6 +646,21 @@ class PostgresStore final : public Store {
   }
   Status RecordAgentHealth(const AgentHealthUpdate& u) override {
     return Call([&](Conn& c) { return DoRecordAgentHealth(c, u); });
+  }
+  Result<ApiKey> CreateApiKey(const ApiKey& k) override {
+    return Call([&](Conn& c) { return DoCreateApiKey(c, k); });
+  }
+  Result<ApiKey> GetApiKey(const std::string& id) override {
+    return Call([&](Conn& c) { return DoGetApiKey(c, id); });
+  }
+  Result<std::vector<ApiKey>> ListApiKeys() override {
+    return Call([&](Conn& c) { return DoListApiKeys(c); });
+  }
+  Result<ApiKey> RevokeApiKey(const std::string& id) override {
+    return Call([&](Conn& c) { return DoRevokeApiKey(c, id); });
+  }
+  Status RecordApiKeyUse(const std::string& id, TimeMs at) override {
+    return Call([&](Conn& c) { return DoRecordApiKeyUse(c, id, at); });
   }
   Status Ping() override {
     return Call([&](Conn& c) -> Status {
@@ -1095,6 +1141,72 @@ class PostgresStore final : public Store {
     auto r = Exec(c, kRecordAgentHealth, p, "record agent health");
     if (!r.ok()) return r.status();
     if (r->affected() == 0) return AgentNotFound(u.name);
+    return Status::Ok();
+  }
+
+  // ---- API keys
+
+  static Status ApiKeyNotFound(const std::string& id) {
+    return Status::NotFound("API key " + id + " does not exist. Hint: 'agentflow apikey list' shows the keys");
+  }
+
+  Result<ApiKey> DoCreateApiKey(Conn& c, const ApiKey& k) {
+    ApiKey out = k;
+    out.created_at = NowMs();
+    out.last_used_at.reset();
+    out.revoked_at.reset();
+    Params p;
+    p.Key("API key id", k.id).Text(k.name).Key("API key role", ToString(k.role)).Key("API key hash", k.secret_hash);
+    p.Int(out.created_at);
+    auto r = Exec(c, kInsertApiKey, p, "insert API key");
+    if (!r.ok()) {
+      if (IsSqlState(r.status(), postgres::kUniqueViolation)) {
+        return Status::AlreadyExists("API key " + k.id + " already exists");
+      }
+      return r.status();
+    }
+    return out;
+  }
+
+  Result<ApiKey> DoGetApiKey(Conn& c, const std::string& id) {
+    Params p;
+    p.Key("API key id", id);
+    if (!p.status().ok()) return ApiKeyNotFound(id);  // not storable, so not stored
+    auto r = Exec(c, kGetApiKey, p, "read API key");
+    if (!r.ok()) return r.status();
+    if (r->rows() == 0) return ApiKeyNotFound(id);
+    ApiKey k;
+    AF_RETURN_IF_ERROR(ReadApiKey(*r, 0, &k));
+    return k;
+  }
+
+  Result<std::vector<ApiKey>> DoListApiKeys(Conn& c) {
+    auto r = Exec(c, kListApiKeys, Params(), "list API keys");
+    if (!r.ok()) return r.status();
+    std::vector<ApiKey> out(static_cast<size_t>(r->rows()));
+    for (int i = 0; i < r->rows(); ++i) AF_RETURN_IF_ERROR(ReadApiKey(*r, i, &out[i]));
+    return out;
+  }
+
+  Result<ApiKey> DoRevokeApiKey(Conn& c, const std::string& id) {
+    Params p;
+    p.Key("API key id", id).Int(NowMs());
+    if (!p.status().ok()) return ApiKeyNotFound(id);
+    auto r = Exec(c, kRevokeApiKey, p, "revoke API key");
+    if (!r.ok()) return r.status();
+    if (r->rows() == 0) return ApiKeyNotFound(id);
+    ApiKey k;
+    AF_RETURN_IF_ERROR(ReadApiKey(*r, 0, &k));
+    return k;
+  }
+
+  Status DoRecordApiKeyUse(Conn& c, const std::string& id, TimeMs at) {
+    Params p;
+    p.Key("API key id", id).Int(at);
+    if (!p.status().ok()) return ApiKeyNotFound(id);
+    auto r = Exec(c, kRecordApiKeyUse, p, "record API key use");
+    if (!r.ok()) return r.status();
+    if (r->affected() == 0) return ApiKeyNotFound(id);
     return Status::Ok();
   }
 

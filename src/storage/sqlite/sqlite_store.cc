@@ -57,6 +57,7 @@ constexpr int kMaxPageSize = 1000;
 #define AF_AGENT_CONFIG_COLS \
   "name, url, timeout_ms, max_concurrency, metadata, created_at, updated_at, transport, topic, health_url"
 #define AF_AGENT_COLS AF_AGENT_CONFIG_COLS ", health, health_error, last_seen_at, health_checked_at"
+#define AF_API_KEY_COLS "id, name, role, secret_hash, created_at, last_used_at, revoked_at"
 // Keyset pagination of runs, newest first: ?1 ?2 = the cursor (created_at, id)
 // of the previous page's last row, ?3 workflow, ?4 status, ?5 limit.
 #define AF_LIST_RUNS(filter)                                                                          \
@@ -99,6 +100,11 @@ enum Sql {
   kListAgents,
   kDeleteAgent,
   kRecordAgentHealth,
+  kInsertApiKey,
+  kGetApiKey,
+  kListApiKeys,
+  kRevokeApiKey,
+  kRecordApiKeyUse,
   kSqlCount,
 };
 
@@ -200,6 +206,16 @@ constexpr std::array<const char*, kSqlCount> kSqlText = {
     // kRecordAgentHealth: ?5 = 1 sets last_seen_at
     "UPDATE agents SET health = ?2, health_error = ?3, health_checked_at = ?4, "
     "last_seen_at = CASE WHEN ?5 = 1 THEN ?4 ELSE last_seen_at END WHERE name = ?1",
+    // kInsertApiKey
+    "INSERT INTO api_keys (id, name, role, secret_hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+    // kGetApiKey
+    "SELECT " AF_API_KEY_COLS " FROM api_keys WHERE id = ?1",
+    // kListApiKeys
+    "SELECT " AF_API_KEY_COLS " FROM api_keys ORDER BY created_at, id",
+    // kRevokeApiKey: a key already revoked keeps its first revoked_at
+    "UPDATE api_keys SET revoked_at = coalesce(revoked_at, ?2) WHERE id = ?1 RETURNING " AF_API_KEY_COLS,
+    // kRecordApiKeyUse
+    "UPDATE api_keys SET last_used_at = ?2 WHERE id = ?1",
 };
 
 #undef AF_LIST_RUNS
@@ -382,6 +398,19 @@ Status ReadAgent(const Stmt& st, Agent* a) {
   return Status::Ok();
 }
 
+Status ReadApiKey(const Stmt& st, ApiKey* k) {
+  k->id = st.Text(0);
+  k->name = st.Text(1);
+  auto role = ParseRole(st.Text(2));
+  if (!role) return Status::Internal("sqlite: api_keys.role holds an unknown value '" + st.Text(2) + "'");
+  k->role = *role;
+  k->secret_hash = st.Text(3);
+  k->created_at = st.Int64(4);
+  k->last_used_at = st.OptInt64(5);
+  k->revoked_at = st.OptInt64(6);
+  return Status::Ok();
+}
+
 // ---- page tokens: base64url("<created_at>:<id>"), opaque to callers.
 
 constexpr char kB64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
@@ -542,6 +571,21 @@ class SqliteStore final : public Store {
   }
   Status RecordAgentHealth(const AgentHealthUpdate& u) override {
     return Locked([&] { return DoRecordAgentHealth(u); });
+  }
+  Result<ApiKey> CreateApiKey(const ApiKey& k) override {
+    return Locked([&] { return DoCreateApiKey(k); });
+  }
+  Result<ApiKey> GetApiKey(const std::string& id) override {
+    return Locked([&] { return DoGetApiKey(id); });
+  }
+  Result<std::vector<ApiKey>> ListApiKeys() override {
+    return Locked([&] { return DoListApiKeys(); });
+  }
+  Result<ApiKey> RevokeApiKey(const std::string& id) override {
+    return Locked([&] { return DoRevokeApiKey(id); });
+  }
+  Status RecordApiKeyUse(const std::string& id, TimeMs at) override {
+    return Locked([&] { return DoRecordApiKeyUse(id, at); });
   }
   Status Ping() override {
     return Locked([&]() -> Status {
@@ -1072,6 +1116,74 @@ class SqliteStore final : public Store {
     int rc = st.Exec();
     if (rc != SQLITE_OK) return Error(rc, "record agent health");
     if (sqlite3_changes(db_) == 0) return AgentNotFound(u.name);
+    return Status::Ok();
+  }
+
+  // ---- API keys
+
+  static Status ApiKeyNotFound(const std::string& id) {
+    return Status::NotFound("API key " + id + " does not exist. Hint: 'agentflow apikey list' shows the keys");
+  }
+
+  Result<ApiKey> DoCreateApiKey(const ApiKey& k) {
+    ApiKey out = k;
+    out.created_at = NowMs();
+    out.last_used_at.reset();
+    out.revoked_at.reset();
+    Stmt st = Use(kInsertApiKey);
+    st.Bind(1, k.id);
+    st.Bind(2, k.name);
+    st.Bind(3, ToString(k.role));
+    st.Bind(4, k.secret_hash);
+    st.Bind(5, static_cast<int64_t>(out.created_at));
+    int rc = st.Exec();
+    if (IsUniqueViolation(rc)) return Status::AlreadyExists("API key " + k.id + " already exists");
+    if (rc != SQLITE_OK) return Error(rc, "insert API key");
+    return out;
+  }
+
+  Result<ApiKey> DoGetApiKey(const std::string& id) {
+    Stmt st = Use(kGetApiKey);
+    st.Bind(1, id);
+    int rc = st.Step();
+    if (rc == SQLITE_DONE) return ApiKeyNotFound(id);
+    if (rc != SQLITE_ROW) return Error(rc, "read API key");
+    ApiKey k;
+    AF_RETURN_IF_ERROR(ReadApiKey(st, &k));
+    return k;
+  }
+
+  Result<std::vector<ApiKey>> DoListApiKeys() {
+    Stmt st = Use(kListApiKeys);
+    std::vector<ApiKey> out;
+    int rc;
+    while ((rc = st.Step()) == SQLITE_ROW) AF_RETURN_IF_ERROR(ReadApiKey(st, &out.emplace_back()));
+    if (rc != SQLITE_DONE) return Error(rc, "list API keys");
+    return out;
+  }
+
+  Result<ApiKey> DoRevokeApiKey(const std::string& id) {
+    Stmt st = Use(kRevokeApiKey);
+    st.Bind(1, id);
+    st.Bind(2, static_cast<int64_t>(NowMs()));
+    int rc = st.Step();
+    if (rc == SQLITE_DONE) return ApiKeyNotFound(id);
+    if (rc != SQLITE_ROW) return Error(rc, "revoke API key");
+    ApiKey k;
+    AF_RETURN_IF_ERROR(ReadApiKey(st, &k));
+    // Finish the statement so the UPDATE ... RETURNING commits now.
+    rc = st.Step();
+    if (rc != SQLITE_DONE) return Error(rc, "revoke API key");
+    return k;
+  }
+
+  Status DoRecordApiKeyUse(const std::string& id, TimeMs at) {
+    Stmt st = Use(kRecordApiKeyUse);
+    st.Bind(1, id);
+    st.Bind(2, static_cast<int64_t>(at));
+    int rc = st.Exec();
+    if (rc != SQLITE_OK) return Error(rc, "record API key use");
+    if (sqlite3_changes(db_) == 0) return ApiKeyNotFound(id);
     return Status::Ok();
   }
 
