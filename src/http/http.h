@@ -77,6 +77,14 @@ class Router {
   // As a Handler for Server. The router must outlive the server.
   Handler AsHandler() const;
 
+  // Runs for every request that matched a route (req.route and path_params
+  // are set), before its handler; a response it returns is sent instead of
+  // calling the handler. Access control installs itself here
+  // (api/auth_guard.h), so no handler checks permissions. Must be quick and
+  // must not block on more than one store call. Set during setup only.
+  using Guard = std::function<std::optional<Response>(const Request&)>;
+  void SetGuard(Guard guard) { guard_ = std::move(guard); }
+
  private:
   struct Route {
     std::string method;
@@ -85,6 +93,7 @@ class Router {
     Handler handler;
   };
   std::vector<Route> routes_;
+  Guard guard_;
 };
 
 struct ServerOptions {

@@ -94,6 +94,10 @@ asio::awaitable<Response> Router::Dispatch(Request& req) const {
     const std::string& p = best->segments[i];
     if (IsParam(p)) req.path_params[p.substr(1, p.size() - 2)] = segs[i];
   }
+  if (guard_) {
+    std::optional<Response> refused = guard_(req);
+    if (refused) co_return std::move(*refused);
+  }
   // Named first: g++ 12 miscompiles temporaries in a co_await full-expression.
   asio::awaitable<Response> call = best->handler(req);
   Response res = co_await std::move(call);
