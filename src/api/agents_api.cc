@@ -103,11 +103,18 @@ Result<Agent> AgentFromJson(const json& body, const std::string& path_name) {
   return a;
 }
 
+Status AgentsApi::CheckHosts(const Agent& a) const {
+  if (a.transport == AgentTransport::kHttp) AF_RETURN_IF_ERROR(options_.agent_hosts.CheckUrl("url", a.url));
+  if (!a.health_url.empty()) AF_RETURN_IF_ERROR(options_.agent_hosts.CheckUrl("health_url", a.health_url));
+  return Status::Ok();
+}
+
 Response AgentsApi::Create(Request& req) {
   auto body = ParseBody(req, nullptr);
   if (!body.ok()) return ErrorResponse(body.status());
   auto agent = AgentFromJson(*body, "");
   if (!agent.ok()) return ErrorResponse(agent.status());
+  if (Status hosts = CheckHosts(*agent); !hosts.ok()) return ErrorResponse(hosts);
   auto created = store_->CreateAgent(*agent);
   if (!created.ok()) return ErrorResponse(created.status());
   return http::JsonResponse(201, ToJson(*created));
@@ -121,6 +128,7 @@ Response AgentsApi::Put(Request& req) {
   if (!body.ok()) return ErrorResponse(body.status());
   auto agent = AgentFromJson(*body, name);
   if (!agent.ok()) return ErrorResponse(agent.status());
+  if (Status hosts = CheckHosts(*agent); !hosts.ok()) return ErrorResponse(hosts);
   auto saved = store_->UpsertAgent(*agent);
   if (!saved.ok()) return ErrorResponse(saved.status());
   return http::JsonResponse(200, ToJson(*saved));

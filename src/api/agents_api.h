@@ -6,14 +6,21 @@
 // Thread-safety: one AgentsApi may serve many connections on many threads.
 #pragma once
 
+#include "auth/agent_hosts.h"
 #include "http/http.h"
 #include "storage/store.h"
 
 namespace af {
 
+struct AgentsApiOptions {
+  // Hosts an agent's url and health_url may name (--agent-hosts); a
+  // registration naming another host is refused with 400. Default: any.
+  auth::AgentHostAllowList agent_hosts;
+};
+
 class AgentsApi {
  public:
-  explicit AgentsApi(Store* store) : store_(store) {}
+  explicit AgentsApi(Store* store, AgentsApiOptions options = {}) : store_(store), options_(std::move(options)) {}
 
   // Adds the /api/v1/agents routes to `router`; they use `this`, which must
   // outlive serving them (stop the server first).
@@ -30,7 +37,12 @@ class AgentsApi {
   http::Response Heartbeat(http::Request& req);
 
  private:
+  // InvalidArgument naming the host if the agent's url or health_url is on
+  // a host the allow-list does not hold.
+  Status CheckHosts(const Agent& a) const;
+
   Store* store_;
+  AgentsApiOptions options_;
 };
 
 // Validates an agent registration body (every problem listed in

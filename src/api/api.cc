@@ -453,7 +453,9 @@ class Api::Handlers : public std::enable_shared_from_this<Api::Handlers> {
 };
 
 Api::Api(Store* store, Queue* queue, std::shared_ptr<ChangeFeed> feed, ApiOptions options)
-    : handlers_(std::make_shared<Handlers>(store, queue, std::move(feed), std::move(options))), agents_(store) {}
+    : handlers_(std::make_shared<Handlers>(store, queue, std::move(feed), options)),
+      agents_(store, AgentsApiOptions{options.agent_hosts}),
+      apikeys_(store, options.auth_mode) {}
 
 Status Api::RequeueUnfinishedRuns() { return handlers_->RequeueUnfinished(); }
 
@@ -485,6 +487,7 @@ void Api::Register(http::Router& router) {
   router.Add("POST", v1 + "/runs/{run_id}/retry", sync(&Handlers::RetryRun));
 
   agents_.Register(router);
+  apikeys_.Register(router);
 }
 
 }  // namespace af

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "api/agents_api.h"
+#include "api/apikeys_api.h"
 #include "http/http.h"
 #include "metrics/agentflow_metrics.h"
 #include "model/plan.h"
@@ -33,6 +34,12 @@ struct ApiOptions {
   // cancelled, a run that could not be queued). Null: nothing is counted.
   // Must outlive the Api.
   metrics::ApiRunMetrics* metrics = nullptr;
+  // Hosts agents may be registered on (--agent-hosts); default: any.
+  auth::AgentHostAllowList agent_hosts;
+  // --auth: with kOff the /api/v1/apikeys routes refuse to work (see
+  // api/apikeys_api.h). The check itself is the router's guard
+  // (api/auth_guard.h), installed by the service.
+  auth::AuthMode auth_mode = auth::AuthMode::kOff;
 };
 
 // Maps a Status to its HTTP status and JSON error body — the one table.
@@ -57,6 +64,7 @@ class Api {
   class Handlers;
   std::shared_ptr<Handlers> handlers_;
   AgentsApi agents_;
+  ApiKeysApi apikeys_;
 };
 
 }  // namespace af
