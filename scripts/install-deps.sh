@@ -15,6 +15,7 @@ build_pkgs=(
   nlohmann-json3-dev libspdlog-dev libfmt-dev libcli11-dev
   libboost-dev libboost-system-dev
   libsqlite3-dev libpq-dev librdkafka-dev
+  libssl-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   curl
 )
@@ -22,13 +23,15 @@ build_pkgs=(
 # docker-compose (1.29, Debian's): validates docker-compose.yml offline
 # (tests/deploy); no container engine is needed for that.
 test_pkgs=(sqlite3 postgresql-15 postgresql-client-15 docker-compose)
-# Every library `ldd agentflow` reports, by Debian package. The first line is
-# what the binary links directly; the rest is what those pull in (listed so
+# Every library `ldd agentflow` reports, by Debian package. The first two
+# lines are what the binary links directly (libssl3: libcrypto, for API key
+# hashing, src/auth); the rest is what those pull in (listed so
 # scripts/check-runtime-deps.sh can compare the whole closure with ldd: it
 # fails when a library is missing here or listed here but not used).
 runtime_libs=(
   libc6 libgcc-s1 libstdc++6 libfmt9 libspdlog1.10 libsqlite3-0 libpq5 librdkafka1 librdkafka++1
-  libssl3 zlib1g liblz4-1 libzstd1 libsasl2-2
+  libssl3
+  zlib1g liblz4-1 libzstd1 libsasl2-2
   libgssapi-krb5-2 libkrb5-3 libk5crypto3 libkrb5support0 libcom-err2 libkeyutils1
   libldap-2.5-0 libgnutls30 libp11-kit0 libidn2-0 libunistring2 libtasn1-6 libnettle8 libhogweed6 libgmp10 libffi8
 )

@@ -69,6 +69,9 @@ std::unique_ptr<AgentDirectory> NewStaticAgentDirectory(std::vector<AgentEndpoin
 
 struct RegistryDirectoryOptions {
   std::string registry_url;  // e.g. http://agent-registry:8080 (AGENT_REGISTRY_URL)
+  // Sent as "Authorization: Bearer <key>" (a viewer key is enough) when the
+  // registry runs with --auth required (AGENTFLOW_API_KEY). Empty: none.
+  std::string api_key;
   // How long an answer (found or not found) is reused. While the registry is
   // unreachable the last good record is reused past this; an agent never
   // seen then resolves to Unavailable (the run is retried later).

@@ -59,6 +59,7 @@ class RegistryAgentDirectory final : public AgentDirectory {
     http::ClientRequest req;
     req.url = options_.registry_url + "/api/v1/agents/" + name;  // names are id-like: no escaping needed
     req.timeout = options_.request_timeout;
+    if (!options_.api_key.empty()) req.headers.emplace_back("Authorization", "Bearer " + options_.api_key);
     Result<http::ClientResponse> res = co_await client_->Send(std::move(req));
     Result<AgentEndpoint> value = Interpret(name, res);
     if (!value.ok() && value.status().code() == Code::kUnavailable) {

@@ -89,6 +89,7 @@ asio::awaitable<void> RegistryHeartbeat::Loop() {
         put.method = "PUT";
         put.url = api + agent.name;
         put.headers.emplace_back("Content-Type", "application/json");
+        if (!options_.api_key.empty()) put.headers.emplace_back("Authorization", "Bearer " + options_.api_key);
         put.body = RegistrationBody(agent, options_.timeout_ms).dump();
         put.timeout = options_.probe_timeout;
         // Built in its own statement: g++ 12 destroys by-value arguments twice when
@@ -135,6 +136,7 @@ asio::awaitable<void> RegistryHeartbeat::Loop() {
       beat.method = "POST";
       beat.url = api + agent.name + "/heartbeat";
       beat.headers.emplace_back("Content-Type", "application/json");
+      if (!options_.api_key.empty()) beat.headers.emplace_back("Authorization", "Bearer " + options_.api_key);
       beat.body = "{}";
       beat.timeout = options_.probe_timeout;
       asio::awaitable<Result<http::ClientResponse>> beat_sent = client->Send(std::move(beat), &stop_signal_);

@@ -39,6 +39,10 @@ namespace af {
 
 struct HeartbeatOptions {
   std::string registry_url;                     // "http://host:port" (AGENT_REGISTRY_URL)
+  // Sent as "Authorization: Bearer <key>" when the registry runs with
+  // --auth required (AGENTFLOW_API_KEY; registering needs admin, heartbeats
+  // operator). Empty: no header.
+  std::string api_key;
   bool register_agents = false;                 // --register
   std::chrono::milliseconds interval{10000};    // --heartbeat-interval
   int64_t timeout_ms = 30000;                   // the timeout_ms registered for each agent

@@ -4,6 +4,7 @@
 // variable, as for the other services.
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 
 #include <pthread.h>
@@ -16,6 +17,7 @@
 #include "cli/commands.h"
 #include "cli/observability.h"
 #include "common/log.h"
+#include "common/redact.h"
 #include "executor/loop.h"
 #include "http/http.h"
 #include "metrics/metrics.h"
@@ -97,6 +99,7 @@ int RunBridge(BridgeConfig& c) {
   if (!c.registry_url.empty()) {
     HeartbeatOptions ho;
     ho.registry_url = c.registry_url;
+    ho.api_key = std::getenv("AGENTFLOW_API_KEY") ? std::getenv("AGENTFLOW_API_KEY") : "";
     ho.register_agents = c.register_agents;
     ho.interval = std::chrono::milliseconds(static_cast<int64_t>(c.heartbeat_seconds * 1000));
     ho.timeout_ms = c.timeout_ms;
@@ -145,7 +148,7 @@ int RunBridge(BridgeConfig& c) {
   log::Info("agentflow bridge started: group " + c.group_id + ", agents " + served + ", at most " +
             std::to_string(c.max_in_flight) + " calls in flight per agent; health on " + url +
             (c.registry_url.empty() ? std::string()
-                                    : "; heartbeats to " + c.registry_url +
+                                    : "; heartbeats to " + RedactUrl(c.registry_url) +
                                           (c.register_agents ? " (agents registered there)" : "")));
 
   int sig = 0;

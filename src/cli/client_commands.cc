@@ -26,6 +26,7 @@ Result<json> Call(const GlobalOptions& g, const std::string& method, const std::
   while (!base.empty() && base.back() == '/') base.pop_back();
   req.url = base + path;
   req.headers = std::move(headers);
+  if (!g.api_key.empty()) req.headers.emplace_back("Authorization", "Bearer " + g.api_key);
   if (!body.is_null()) {
     req.body = body.dump();
     req.headers.emplace_back("Content-Type", "application/json");
@@ -50,6 +51,8 @@ Result<json> Call(const GlobalOptions& g, const std::string& method, const std::
     details = parsed["error"].value("details", json(nullptr));
   }
   Code code = res->status == 404 ? Code::kNotFound
+              : res->status == 401 ? Code::kUnauthenticated
+              : res->status == 403 ? Code::kPermissionDenied
               : res->status == 409 ? Code::kFailedPrecondition
               : res->status < 500 ? Code::kInvalidArgument
                                   : Code::kUnavailable;

@@ -16,11 +16,16 @@ int main(int argc, char** argv) {
   global.server = env_server && *env_server ? env_server : "http://127.0.0.1:8000";
   app.add_option("--server", global.server, "agentflow API URL (env AGENTFLOW_SERVER)")->capture_default_str();
   app.add_flag("--json", global.json, "print JSON instead of tables");
+  app.add_option("--api-key", global.api_key,
+                 "API key the client commands send (Authorization: Bearer); needed when the server runs with "
+                 "--auth required")
+      ->envname("AGENTFLOW_API_KEY");
   int exit_code = 0;
   af::cli::AddServerCommands(app, global, &exit_code);
   af::cli::AddServiceCommands(app, &exit_code);
   af::cli::AddBridgeCommand(app, &exit_code);
   af::cli::AddClientCommands(app, global, &exit_code);
+  af::cli::AddApiKeyCommands(app, global, &exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -3,6 +3,7 @@
 #include <filesystem>
 
 #include "agent/routing_caller.h"
+#include "api/auth_guard.h"
 #include "cli/observability.h"
 #include "common/log.h"
 #include "model/plan.h"
@@ -52,7 +53,8 @@ Status Platform::Start() {
   loop_ = std::make_unique<EventLoop>(1);
   directory_ = NewStoreAgentDirectory(store_.get());
   // No Kafka here: a step calling a kafka agent fails with a hint to use KAFKA_BROKERS.
-  caller_ = NewRoutingAgentCaller(NewHttpAgentCaller(loop_->executor()), nullptr);
+  caller_ = auth::NewHostCheckingAgentCaller(NewRoutingAgentCaller(NewHttpAgentCaller(loop_->executor()), nullptr),
+                                            options_.agent_hosts);
   EngineOptions eo;
   eo.metrics = &executor_metrics_;
   engine_ = std::make_unique<Engine>(loop_->executor(), store_.get(), directory_.get(), caller_.get(), eo);
@@ -60,6 +62,8 @@ Status Platform::Start() {
 
   ApiOptions ao;
   ao.metrics = &api_metrics_;
+  ao.agent_hosts = options_.agent_hosts;
+  ao.auth_mode = options_.auth_mode;
   api_ = std::make_unique<Api>(store_.get(), queue_.get(), feed_, ao);
   // Runs accepted before a crash whose request never reached the queue.
   AF_RETURN_IF_ERROR(api_->RequeueUnfinishedRuns());
@@ -85,6 +89,8 @@ Status Platform::Start() {
   router_ = std::make_unique<http::Router>();
   api_->Register(*router_);
   ops_->Register(*router_);
+  authenticator_ = std::make_unique<auth::Authenticator>(store_.get(), auth::AuthenticatorOptions{options_.auth_mode});
+  InstallAuthGuard(*router_, authenticator_.get());
   http::ServerOptions ho;
   ho.host = options_.host;
   ho.port = options_.port;

@@ -12,6 +12,8 @@
 #include "agent/agent.h"
 #include "agent/demo_agents.h"
 #include "api/api.h"
+#include "auth/agent_hosts.h"
+#include "auth/auth.h"
 #include "executor/consumer.h"
 #include "executor/engine.h"
 #include "executor/loop.h"
@@ -38,6 +40,8 @@ struct PlatformOptions {
   size_t max_active_runs = 10000;  // runs executing at once before the consumer pauses
   bool sqlite_full_sync = false;   // synchronous=FULL (power-loss durable)
   double health_interval_seconds = 10;  // agent health checks (0: none)
+  auth::AuthMode auth_mode = auth::AuthMode::kOff;  // --auth: API keys required on the API routes
+  auth::AgentHostAllowList agent_hosts;             // --agent-hosts: where agents may be registered and called
 };
 
 class Platform {
@@ -72,6 +76,7 @@ class Platform {
   std::unique_ptr<Engine> engine_;
   std::unique_ptr<ExecutionConsumer> consumer_;
   std::unique_ptr<Api> api_;
+  std::unique_ptr<auth::Authenticator> authenticator_;  // the router's guard; outlives server_
   std::unique_ptr<ops::Endpoints> ops_;  // /healthz, /readyz, /metrics; outlives server_
   std::unique_ptr<http::Router> router_;
   std::unique_ptr<http::Server> server_;

@@ -12,12 +12,14 @@
 #include "agent/agent.h"
 #include "agent/demo_agents.h"
 #include "agent/kafka/agent_messages.h"
+#include "cli/access.h"
 #include "cli/agent_callers.h"
 #include "cli/commands.h"
 #include "cli/output.h"
 #include "cli/platform.h"
 #include "common/json_limits.h"
 #include "common/log.h"
+#include "common/redact.h"
 #include "common/trace.h"
 #include "executor/engine.h"
 #include "executor/loop.h"
@@ -68,12 +70,20 @@ void PrintProblems(const Status& s) {
 
 struct ServeArgs {
   PlatformOptions platform;
+  AccessFlags access;  // --auth, --agent-hosts
 };
 
 int Serve(ServeArgs& args) {
   PlatformOptions& o = args.platform;
   std::string db = EnvOr("DATABASE_URL", "");
   if (!db.empty()) o.database_url = db;
+  auto access = ParseAccess(args.access);
+  if (!access.ok()) {
+    PrintProblems(access.status());
+    return 2;
+  }
+  o.auth_mode = access->auth_mode;
+  o.agent_hosts = access->agent_hosts;
   sigset_t signals = BlockTerminationSignals();
   Platform platform(o);
   Status s = platform.Start();
@@ -81,7 +91,7 @@ int Serve(ServeArgs& args) {
     PrintProblems(s);
     return 1;
   }
-  std::string storage = o.database_url.empty() ? o.data_dir + "/agentflow.db" : o.database_url;
+  std::string storage = o.database_url.empty() ? o.data_dir + "/agentflow.db" : RedactUrl(o.database_url);
   std::printf("agentflow is running on the embedded default (SQLite %s, embedded queue in %s)\n", storage.c_str(),
               o.data_dir.c_str());
   std::printf("  API:          %s/api/v1   (health: %s/healthz, %s/readyz; metrics: %s/metrics)\n",
@@ -102,9 +112,15 @@ int Serve(ServeArgs& args) {
                 platform.url().c_str());
     std::printf("  build/agentflow --server %s workflow create -f examples/summarize.json\n", platform.url().c_str());
   }
+  if (o.auth_mode == auth::AuthMode::kRequired) {
+    std::printf("Authentication is required: create a key with 'agentflow apikey create --role admin --data-dir %s' "
+                "and export AGENTFLOW_API_KEY=<the key>.\n",
+                o.data_dir.c_str());
+  }
   std::printf("Stop with Ctrl-C.\n");
   std::fflush(stdout);
   log::Info("agentflow serve listening on " + platform.url());
+  LogAccess("agentflow serve", o.host, platform.port(), *access);
   int sig = WaitForSignal(signals);
   log::Info(std::string("stopping on signal ") + (sig == SIGINT ? "SIGINT" : "SIGTERM"));
   platform.Stop();
@@ -122,6 +138,7 @@ struct ExecutorArgs {
   std::string agent_reply_topic = kAgentReplyTopic;  // KAFKA_AGENT_REPLY_TOPIC
   bool demo = false;
   bool json = false;
+  AccessFlags access;  // --agent-hosts
 };
 
 int RunStandalone(ExecutorArgs& args) {
@@ -160,6 +177,11 @@ int RunStandalone(ExecutorArgs& args) {
     return 2;
   }
 
+  auto access = ParseAccess(args.access);
+  if (!access.ok()) {
+    PrintProblems(access.status());
+    return 2;
+  }
   std::vector<AgentEndpoint> endpoints;
   std::unique_ptr<DemoAgents> demo;
   if (args.demo) {
@@ -214,6 +236,7 @@ int RunStandalone(ExecutorArgs& args) {
   if (!args.registry.empty()) {
     RegistryDirectoryOptions ro;
     ro.registry_url = args.registry;
+    ro.api_key = ApiKeyFromEnv();
     directory = NewLayeredAgentDirectory(std::move(directory), NewRegistryAgentDirectory(loop.executor(), ro));
   } else if (!args.database_url.empty()) {
     directory = NewLayeredAgentDirectory(std::move(directory), NewStoreAgentDirectory(store->get()));
@@ -232,7 +255,8 @@ int RunStandalone(ExecutorArgs& args) {
     PrintProblems(caller.status());
     return 1;
   }
-  Engine engine(loop.executor(), store->get(), directory.get(), caller->get());
+  std::unique_ptr<AgentCaller> checked = auth::NewHostCheckingAgentCaller(std::move(caller).value(), access->agent_hosts);
+  Engine engine(loop.executor(), store->get(), directory.get(), checked.get());
   loop.Start();
   std::promise<RunOutcome> finished;
   ExecutionRequest er;
@@ -288,6 +312,7 @@ struct DemoArgs {
   // --register; empty: http://HOST:PORT, which names 127.0.0.1 when HOST is
   // 0.0.0.0 and so only works on the same host (not across containers).
   std::string advertise_url;
+  std::string api_key;  // --api-key / AGENTFLOW_API_KEY: an admin key when the registry requires auth
 };
 
 int RunDemoAgents(DemoArgs& args) {
@@ -314,6 +339,7 @@ int RunDemoAgents(DemoArgs& args) {
       req.method = "PUT";
       req.url = base + "/api/v1/agents/" + a.name;
       req.headers.emplace_back("Content-Type", "application/json");
+      if (!args.api_key.empty()) req.headers.emplace_back("Authorization", "Bearer " + args.api_key);
       req.body = json{{"name", a.name},
                       {"url", a.url},
                       {"timeout_ms", a.timeout_ms},
@@ -356,6 +382,7 @@ void AddServerCommands(CLI::App& app, GlobalOptions& global, int* exit_code) {
   serve->add_option("--health-interval", serve_args.platform.health_interval_seconds,
                     "seconds between health checks of agents that have a health_url (0: no checks)")
       ->capture_default_str();
+  AddAccessOptions(serve, serve_args.access, /*with_auth=*/true);
   serve->callback([exit_code] { *exit_code = Serve(serve_args); });
 
   static ExecutorArgs exec_args;
@@ -379,6 +406,7 @@ void AddServerCommands(CLI::App& app, GlobalOptions& global, int* exit_code) {
                    "record the run in this database (postgresql://… or a SQLite path; default: in memory); "
                    "agents not given with --agent are read from it")
       ->envname("DATABASE_URL");
+  AddAccessOptions(exec, exec_args.access, /*with_auth=*/false);
   exec->callback([exit_code, &global] {
     exec_args.json = global.json;  // --json prints the run with its steps as JSON
     *exit_code = RunStandalone(exec_args);
@@ -392,7 +420,10 @@ void AddServerCommands(CLI::App& app, GlobalOptions& global, int* exit_code) {
   demo->add_option("--advertise-url", demo_args.advertise_url,
                    "base URL registered for the agents, e.g. http://demo-agents:9000 (default: http://HOST:PORT; set "
                    "it when binding 0.0.0.0)");
-  demo->callback([exit_code] { *exit_code = RunDemoAgents(demo_args); });
+  demo->callback([exit_code, &global] {
+    demo_args.api_key = global.api_key;
+    *exit_code = RunDemoAgents(demo_args);
+  });
 }
 
 }  // namespace af::cli

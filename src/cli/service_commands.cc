@@ -13,10 +13,15 @@
 #include "api/agents_api.h"
 #include "api/api.h"
 #include "agent/kafka/agent_messages.h"
+#include "api/auth_guard.h"
+#include "auth/agent_hosts.h"
+#include "auth/auth.h"
+#include "cli/access.h"
 #include "cli/agent_callers.h"
 #include "cli/commands.h"
 #include "cli/observability.h"
 #include "common/log.h"
+#include "common/redact.h"
 #include "executor/consumer.h"
 #include "executor/engine.h"
 #include "executor/loop.h"
@@ -59,6 +64,7 @@ struct ServiceConfig {
   // consumer
   size_t max_active_runs = 1000;
   double grace_seconds = 30;
+  AccessFlags access;  // --auth (api), --agent-hosts (api, consumer)
 };
 
 void AddCommonOptions(CLI::App* cmd, ServiceConfig& c) {
@@ -135,6 +141,8 @@ Result<std::unique_ptr<Queue>> OpenServiceQueue(const ServiceConfig& c) {
 
 int RunApi(ServiceConfig& c) {
   log::Init(c.log_level, c.log_format);
+  auto access = ParseAccess(c.access);
+  if (!access.ok()) return Fail(access.status());
   sigset_t signals = BlockSignals();
   auto feed = std::make_shared<ChangeFeed>();
   auto store = OpenServiceStore(c);
@@ -149,6 +157,8 @@ int RunApi(ServiceConfig& c) {
   ao.execution_topic = c.execution_topic;
   ao.cancellation_topic = c.cancellation_topic;
   ao.metrics = &run_metrics;
+  ao.agent_hosts = access->agent_hosts;
+  ao.auth_mode = access->auth_mode;
   Api api(db.get(), queue->get(), feed, ao);
   ops::EndpointsOptions oo;
   oo.checks = {DatabaseCheck(db.get()), QueueCheck("kafka", queue->get())};
@@ -156,6 +166,8 @@ int RunApi(ServiceConfig& c) {
   http::Router router;
   api.Register(router);
   endpoints.Register(router);
+  auth::Authenticator authenticator(db.get(), auth::AuthenticatorOptions{access->auth_mode});
+  InstallAuthGuard(router, &authenticator);
   http::ServerOptions so;
   so.host = c.host;
   so.port = c.port;
@@ -168,6 +180,7 @@ int RunApi(ServiceConfig& c) {
   std::fflush(stdout);
   log::Info("agentflow api listening on " + url + " (topics " + c.execution_topic + ", " + c.cancellation_topic +
             ")");
+  LogAccess("agentflow api", c.host, (*server)->port(), *access);
   int sig = WaitForSignal(signals);
   log::Info(std::string("agentflow api stopping on ") + (sig == SIGINT ? "SIGINT" : "SIGTERM"));
   (*server)->Stop();
@@ -176,6 +189,8 @@ int RunApi(ServiceConfig& c) {
 
 int RunConsumer(ServiceConfig& c) {
   log::Init(c.log_level, c.log_format);
+  auto access = ParseAccess(c.access);
+  if (!access.ok()) return Fail(access.status());
   sigset_t signals = BlockSignals();
   auto store = OpenServiceStore(c);
   if (!store.ok()) return Fail(store.status());
@@ -190,19 +205,25 @@ int RunConsumer(ServiceConfig& c) {
   } else {
     RegistryDirectoryOptions ro;
     ro.registry_url = c.agent_registry_url;
+    ro.api_key = ApiKeyFromEnv();
     directory = NewRegistryAgentDirectory(loop.executor(), ro);
-    log::Info("agents are resolved through the agent registry at " + c.agent_registry_url);
+    log::Info("agents are resolved through the agent registry at " + RedactUrl(c.agent_registry_url));
   }
   // Kafka agents are called over the same brokers (docs/agents.md, "Kafka transport").
   auto kafka = KafkaFlags(c.kafka_brokers, c.kafka_properties, "agentflow-consumer");
   if (!kafka.ok()) return Fail(kafka.status());
   auto caller = NewExecutorAgentCaller(loop.executor(), *kafka, c.agent_reply_topic);
   if (!caller.ok()) return Fail(caller.status());
+  // Agents on hosts outside --agent-hosts are not called (the step fails).
+  std::unique_ptr<AgentCaller> checked = auth::NewHostCheckingAgentCaller(std::move(caller).value(), access->agent_hosts);
+  if (!access->agent_hosts.allows_all()) {
+    log::Info("agentflow consumer: agent URLs are limited to the hosts " + access->agent_hosts.ToString());
+  }
   metrics::Registry registry;  // before the engine: it outlives it
   metrics::ExecutorMetrics executor_metrics(registry);
   EngineOptions eo;
   eo.metrics = &executor_metrics;
-  Engine engine(loop.executor(), store->get(), directory.get(), caller->get(), eo);
+  Engine engine(loop.executor(), store->get(), directory.get(), checked.get(), eo);
   loop.Start();
 
   ConsumerOptions co;
@@ -271,6 +292,7 @@ struct RegistryConfig {
   double health_interval_seconds = 10;
   double health_timeout_seconds = 2;
   double heartbeat_ttl_seconds = 0;
+  AccessFlags access;  // --auth, --agent-hosts
 };
 
 std::chrono::milliseconds Millis(double seconds) {
@@ -281,6 +303,8 @@ std::chrono::milliseconds Millis(double seconds) {
 // checks of the registered agents.
 int RunRegistry(RegistryConfig& c) {
   log::Init(c.log_level, c.log_format);
+  auto access = ParseAccess(c.access);
+  if (!access.ok()) return Fail(access.status());
   sigset_t signals = BlockSignals();
   ServiceConfig sc;
   sc.database_url = c.database_url;
@@ -288,7 +312,7 @@ int RunRegistry(RegistryConfig& c) {
   if (!store.ok()) return Fail(store.status());
   Store* db = store->get();
 
-  AgentsApi agents(db);
+  AgentsApi agents(db, AgentsApiOptions{access->agent_hosts});
   metrics::Registry registry;
   ops::EndpointsOptions oo;
   oo.checks = {DatabaseCheck(db)};
@@ -296,6 +320,8 @@ int RunRegistry(RegistryConfig& c) {
   http::Router router;
   agents.Register(router);
   endpoints.Register(router);
+  auth::Authenticator authenticator(db, auth::AuthenticatorOptions{access->auth_mode});
+  InstallAuthGuard(router, &authenticator);
   http::ServerOptions so;
   so.host = c.host;
   so.port = c.port;
@@ -316,6 +342,7 @@ int RunRegistry(RegistryConfig& c) {
   std::fflush(stdout);
   log::Info("agentflow registry listening on " + url + "; health checks every " +
             (checker ? FormatSeconds(c.health_interval_seconds) : std::string("(off)")));
+  LogAccess("agentflow registry", c.host, (*server)->port(), *access);
   int sig = WaitForSignal(signals);
   log::Info(std::string("agentflow registry stopping on ") + (sig == SIGINT ? "SIGINT" : "SIGTERM"));
   if (checker) checker->Stop();
@@ -347,6 +374,7 @@ void AddServiceCommands(CLI::App& app, int* exit_code) {
   api->add_option("--port", api_cfg.port, "API port (0: any free port)")->capture_default_str();
   api->add_option("--api-threads", api_cfg.api_threads, "HTTP server threads")->capture_default_str();
   api->add_option("--max-body-bytes", api_cfg.max_body_bytes, "request body limit")->capture_default_str();
+  AddAccessOptions(api, api_cfg.access, /*with_auth=*/true);
   api->callback([exit_code] { *exit_code = RunApi(api_cfg); });
 
   static ServiceConfig consumer_cfg;
@@ -366,6 +394,7 @@ void AddServiceCommands(CLI::App& app, int* exit_code) {
   consumer->add_option("--grace-period", consumer_cfg.grace_seconds,
                        "seconds to let runs in flight finish on SIGTERM before handing them back")
       ->capture_default_str();
+  AddAccessOptions(consumer, consumer_cfg.access, /*with_auth=*/false);
   consumer->callback([exit_code] { *exit_code = RunConsumer(consumer_cfg); });
 
   static RegistryConfig registry_cfg;
@@ -387,6 +416,7 @@ void AddServiceCommands(CLI::App& app, int* exit_code) {
       ->envname("LOG_LEVEL")
       ->capture_default_str();
   registry->add_option("--log-format", registry_cfg.log_format, "text or json")->envname("LOG_FORMAT")->capture_default_str();
+  AddAccessOptions(registry, registry_cfg.access, /*with_auth=*/true);
   registry->callback([exit_code] { *exit_code = RunRegistry(registry_cfg); });
 
   static std::string migrate_url;

@@ -1,6 +1,7 @@
 #include "queue/kafka/rdkafka_util.h"
 
 #include "common/log.h"
+#include "common/redact.h"
 
 namespace af::kafka {
 namespace {
@@ -15,7 +16,8 @@ Result<std::unique_ptr<RdKafka::Conf>> MakeConf(const Properties& props) {
   std::string err;
   for (const auto& [k, v] : props) {
     if (conf->set(k, v, err) != RdKafka::Conf::CONF_OK) {
-      return Status::InvalidArgument("Kafka property " + k + "=" + v + ": " + err +
+      // The value of a secret setting (sasl.password, ...) never reaches a message.
+      return Status::InvalidArgument("Kafka property " + k + "=" + RedactSetting(k, v) + ": " + err +
                                      ". Hint: see librdkafka's CONFIGURATION.md for the valid properties and "
                                      "values (--kafka-property KEY=VALUE).");
     }
