@@ -107,7 +107,7 @@ void UnregisterChild(pid_t pid) {
 
 // Variables that change what agentflow does; removed unless overridden.
 const char* const kScrubbed[] = {"AGENTFLOW_SERVER", "AGENTFLOW_DATA_DIR", "DATABASE_URL", "LOG_FORMAT",
-                                 "LOG_LEVEL"};
+                                 "LOG_LEVEL", "AGENTFLOW_AUTH", "AGENTFLOW_API_KEY", "AGENTFLOW_AGENT_HOSTS"};
 
 std::vector<std::string> ChildEnvironment(const EnvOverrides& overrides) {
   std::map<std::string, std::string> vars;
