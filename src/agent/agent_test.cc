@@ -3,6 +3,7 @@
 #include <map>
 
 #include <boost/asio.hpp>
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include "agent/agent.h"
@@ -184,6 +185,20 @@ TEST(ClassifyHttpReplyTest, ClientErrors) {
   r = ClassifyHttpReply(Status::TooLarge("response larger than 100 bytes"), 1000);
   EXPECT_EQ(r.outcome, Outcome::kPermanent);
   EXPECT_EQ(r.error, "response larger than 100 bytes");
+  // With the client's details: the size (when the agent sent Content-Length) and the limit.
+  r = ClassifyHttpReply(Status(Code::kTooLarge, "response is 20971520 bytes, over the limit of 16777216 bytes",
+                               {{"bytes", 20971520}, {"limit", 16777216}}),
+                        1000);
+  EXPECT_EQ(r.outcome, Outcome::kPermanent);
+  EXPECT_EQ(r.error.rfind("agent response is 20971520 bytes, over the limit of 16777216 bytes. Hint:", 0), 0u)
+      << r.error;
+  r = ClassifyHttpReply(Status(Code::kTooLarge, "response is larger, over the limit of 100 bytes",
+                               {{"bytes", nullptr}, {"limit", 100}}),
+                        1000);
+  EXPECT_EQ(r.error.rfind("agent response is larger (it sent no Content-Length; reading stopped), over the limit of "
+                          "100 bytes", 0),
+            0u)
+      << r.error;
 
   r = ClassifyHttpReply(Status::InvalidArgument("unsupported URL 'ftp://x'"), 1000);
   EXPECT_EQ(r.outcome, Outcome::kPermanent);
@@ -355,7 +370,8 @@ TEST_F(DemoAgentsTest, ResponseOverLimitIsPermanent) {
   auto small = NewHttpAgentCaller(ioc_.get_executor(), opts);
   AgentReply r = Call("echo", {{"text", std::string(100, 'x')}}, 10000, "s1", std::nullopt, nullptr, small.get());
   EXPECT_EQ(r.outcome, Outcome::kPermanent);
-  EXPECT_EQ(r.error, "response larger than 10 bytes");
+  EXPECT_THAT(r.error, ::testing::HasSubstr("agent response is "));
+  EXPECT_THAT(r.error, ::testing::HasSubstr(" bytes, over the limit of 10 bytes. Hint:"));
 }
 
 TEST_F(DemoAgentsTest, RecordsHealthAndBadJson) {
@@ -472,7 +488,17 @@ class FakeAgentStore final : public Store {
   Result<Run> TransitionRun(const RunTransition&) override { return No(); }
   Result<Run> RequestCancel(const CancelRequest&) override { return No(); }
   Result<std::vector<CancelRequest>> ListCancelRequests(const std::vector<std::string>&) override { return No(); }
-  Result<int64_t> InsertStep(const StepExecution&) override { return No(); }
+  using Store::InsertStep;
+  Result<int64_t> InsertStep(const StepExecution&, int64_t) override { return No(); }
+  Result<RunLease> AcquireRunLease(const std::string&, const std::string&, int64_t) override { return No(); }
+  Result<int64_t> RenewRunLeases(const std::string&, int64_t) override { return No(); }
+  Status ReleaseRunLease(const std::string&, int64_t) override { return No(); }
+  Result<std::vector<Run>> ListStrandedRuns(int64_t, int) override { return No(); }
+  Result<bool> RedispatchRun(const std::string&, int64_t, const OutboxMessage&) override { return No(); }
+  Result<std::vector<OutboxMessage>> ClaimOutbox(int, int64_t) override { return No(); }
+  Status DeleteOutbox(const std::vector<int64_t>&) override { return No(); }
+  Status DeferOutbox(const std::vector<int64_t>&, const std::string&, int64_t) override { return No(); }
+  Result<OutboxStats> GetOutboxStats() override { return No(); }
   Status FinishStep(const StepFinish&) override { return No(); }
   Result<std::vector<StepExecution>> ListSteps(const std::string&) override { return No(); }
   Status Ping() override { return Status::Ok(); }

@@ -166,10 +166,22 @@ AgentReply ClassifyHttpReply(const Result<http::ClientResponse>& exchange, int64
         reply.outcome = AgentReply::Outcome::kCancelled;
         reply.error = s.message();
         break;
-      case Code::kTooLarge:  // the client says "response larger than N bytes"
+      case Code::kTooLarge: {  // the client stopped reading at its limit (details: bytes, limit)
         reply.outcome = AgentReply::Outcome::kPermanent;
-        reply.error = s.message();
+        const json& d = s.details();
+        if (d.is_object() && d.contains("limit")) {
+          const json& bytes = d["bytes"];
+          reply.error = "agent response is " +
+                        (bytes.is_number() ? std::to_string(bytes.get<uint64_t>()) + " bytes"
+                                           : std::string("larger (it sent no Content-Length; reading stopped)")) +
+                        ", over the limit of " + std::to_string(d["limit"].get<uint64_t>()) +
+                        " bytes. Hint: have the agent return less (e.g. a reference to stored data), or raise the "
+                        "limit (--max-step-output-bytes)";
+        } else {
+          reply.error = s.message();
+        }
         break;
+      }
       case Code::kInvalidArgument:  // a bad agent URL: retrying cannot help
         reply.outcome = AgentReply::Outcome::kPermanent;
         reply.error = s.message();

@@ -23,7 +23,8 @@ Result<QueueOptions> KafkaFlags(const std::string& brokers, const std::vector<st
 
 Result<std::unique_ptr<AgentCaller>> NewExecutorAgentCaller(boost::asio::any_io_executor executor,
                                                             const std::optional<QueueOptions>& kafka,
-                                                            const std::string& reply_topic) {
+                                                            const std::string& reply_topic,
+                                                            const HttpAgentCallerOptions& http) {
   std::unique_ptr<AgentCaller> kafka_caller;
   if (kafka && !kafka->kafka_brokers.empty()) {
     KafkaAgentCallerOptions ko;
@@ -34,7 +35,7 @@ Result<std::unique_ptr<AgentCaller>> NewExecutorAgentCaller(boost::asio::any_io_
     kafka_caller = std::move(made).value();
     log::Info("kafka agents are called through " + kafka->kafka_brokers + "; replies are read from " + reply_topic);
   }
-  return NewRoutingAgentCaller(NewHttpAgentCaller(executor), std::move(kafka_caller));
+  return NewRoutingAgentCaller(NewHttpAgentCaller(executor, http), std::move(kafka_caller));
 }
 
 }  // namespace af::cli

@@ -23,9 +23,11 @@ Result<QueueOptions> KafkaFlags(const std::string& brokers, const std::vector<st
 
 // The routing caller: http agents over HTTP; kafka agents over `kafka` (when
 // given: requests on each agent's topic, replies read from `reply_topic`),
-// else they fail with a hint to set KAFKA_BROKERS.
+// else they fail with a hint to set KAFKA_BROKERS. `http` configures the
+// HTTP caller (its reply size limit).
 Result<std::unique_ptr<AgentCaller>> NewExecutorAgentCaller(boost::asio::any_io_executor executor,
                                                             const std::optional<QueueOptions>& kafka,
-                                                            const std::string& reply_topic);
+                                                            const std::string& reply_topic,
+                                                            const HttpAgentCallerOptions& http = {});
 
 }  // namespace af::cli

@@ -106,3 +106,24 @@ TEST(JsonLimitsTest, CountsNestingOutsideStrings) {
 
 }  // namespace
 }  // namespace af
+
+namespace af {
+namespace {
+
+TEST(JsonLimitsTest, SerializedSizeIsTheLengthOfDump) {
+  const nlohmann::json docs[] = {
+      nullptr,
+      42,
+      -1.5e300,
+      "h\xc3\xa9llo \"quoted\" \\ \n\t\x01",
+      nlohmann::json::parse(R"({"a": [1, 2.5, true, null, {"b": "c"}], "d": {}, "e": []})"),
+      nlohmann::json::array({std::string(100000, 'x'), nlohmann::json::object()}),
+  };
+  for (const auto& j : docs) EXPECT_EQ(JsonSerializedSize(j), j.dump().size()) << j.dump().substr(0, 80);
+  // Invalid UTF-8 counts as its replacement, as the API prints it.
+  nlohmann::json bad = std::string("a\xff" "b");
+  EXPECT_EQ(JsonSerializedSize(bad), bad.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).size());
+}
+
+}  // namespace
+}  // namespace af

@@ -1,8 +1,31 @@
 #include "common/json_limits.h"
 
+#include <memory>
 #include <string>
 
 namespace af {
+
+namespace {
+
+// An output adapter that only counts what the serializer writes.
+class CountingAdapter final : public nlohmann::detail::output_adapter_protocol<char> {
+ public:
+  void write_character(char) override { ++count_; }
+  void write_characters(const char*, size_t length) override { count_ += length; }
+  size_t count() const { return count_; }
+
+ private:
+  size_t count_ = 0;
+};
+
+}  // namespace
+
+size_t JsonSerializedSize(const nlohmann::json& j) {
+  auto counter = std::make_shared<CountingAdapter>();
+  nlohmann::detail::serializer<nlohmann::json> s(counter, ' ', nlohmann::json::error_handler_t::replace);
+  s.dump(j, /*pretty_print=*/false, /*ensure_ascii=*/false, /*indent_step=*/0);
+  return counter->count();
+}
 
 int JsonNestingDepth(std::string_view text, int limit) {
   int depth = 0, deepest = 0;

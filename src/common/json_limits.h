@@ -5,7 +5,10 @@
 // Pure; thread-safe.
 #pragma once
 
+#include <cstddef>
 #include <string_view>
+
+#include <nlohmann/json.hpp>
 
 #include "common/status.h"
 
@@ -20,5 +23,10 @@ int JsonNestingDepth(std::string_view text, int limit = kMaxJsonDepth);
 
 // InvalidArgument naming `what` if `text` nests deeper than `limit`.
 Status CheckJsonDepth(std::string_view text, std::string_view what, int limit = kMaxJsonDepth);
+
+// The length of j.dump() (compact, invalid UTF-8 replaced as the API and the
+// agent callers print it), counted without building the string: size limits
+// on documents already in memory (plans, step inputs) cost no copy.
+size_t JsonSerializedSize(const nlohmann::json& j);
 
 }  // namespace af

@@ -203,9 +203,15 @@ asio::awaitable<Status> Connect(tcp::socket& sock, const Url& url, ExchangeState
   co_return Status::Ok();
 }
 
-Status MapError(const error_code& ec, const Url& url, size_t max_body) {
+// `length`: the response's Content-Length, when it sent one.
+Status MapError(const error_code& ec, const Url& url, size_t max_body, std::optional<uint64_t> length) {
   if (ec == bhttp::error::body_limit) {
-    return Status::TooLarge("response larger than " + std::to_string(max_body) + " bytes");
+    // Reading stopped at the limit: the rest was never read into memory.
+    nlohmann::json details = {{"limit", max_body}, {"bytes", length ? nlohmann::json(*length) : nlohmann::json()}};
+    return Status(Code::kTooLarge,
+                  "response is " + (length ? std::to_string(*length) + " bytes" : std::string("larger")) +
+                      ", over the limit of " + std::to_string(max_body) + " bytes",
+                  std::move(details));
   }
   if (ec == bhttp::error::header_limit) {
     return Status::TooLarge("response headers larger than " + std::to_string(kResponseHeaderLimit) + " bytes");
@@ -289,7 +295,12 @@ asio::awaitable<Outcome> RunExchange(std::shared_ptr<Pool> pool, size_t max_body
         sock->close(ignored);
         continue;
       }
-      out.status = MapError(ec, url, max_body);
+      std::optional<uint64_t> length;
+      // content_length() requires a complete header (Beast asserts it).
+      if (parser.is_header_done()) {
+        if (auto cl = parser.content_length()) length = *cl;
+      }
+      out.status = MapError(ec, url, max_body, length);
       break;
     }
 

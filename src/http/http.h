@@ -102,12 +102,24 @@ struct ServerOptions {
   int threads = 1;                 // io threads; 1 is fastest on 2 cores
   size_t max_body_bytes = 1 << 20; // larger bodies get a JSON 413
   std::chrono::seconds idle_timeout{60};  // keep-alive connections idle this long are closed
+  // From the first byte of a request to the end of its headers, and then to
+  // the end of its body; past either the client gets a JSON 408 and the
+  // connection is closed, so a slow or stalled client cannot hold a
+  // connection. Headers come in one packet from any real client; 60 s lets a
+  // 1 MiB body through a 150 kbit/s link.
+  std::chrono::milliseconds header_timeout{10000};
+  std::chrono::milliseconds body_timeout{60000};
 };
 
 // Serves `handler` until Stop() or destruction. Each connection is served
 // by one coroutine on its own strand; handlers may co_await (e.g. long-poll).
-// Malformed HTTP gets a JSON 400; a handler that throws gets a JSON 500 and
-// the server keeps serving. Thread-safety: Start/Stop from one thread, not
+// Bad requests never reach the handler; they get a JSON error and the
+// connection is closed: malformed HTTP, a request cut short, an HTTP/1.1
+// request without Host, invalid UTF-8 in the target, a decoded path or query
+// value, or a header value: 400; header or body timeout: 408; body over
+// max_body_bytes: 413; headers over 64 KiB: 431; an HTTP version other than
+// 1.0 and 1.1: 505. A handler that throws gets a JSON 500 and the server
+// keeps serving. Thread-safety: Start/Stop from one thread, not
 // from an io thread (a handler).
 // Stop() does not wait for handlers: one still suspended (long-poll, timer)
 // is destroyed without being resumed, so what handlers reference must outlive
@@ -172,6 +184,9 @@ Result<Url> ParseUrl(const std::string& url);
 
 // Percent-decoding and query-string parsing used by the server (exposed for tests).
 std::optional<std::string> PercentDecode(std::string_view s);
+// Well-formed UTF-8 (RFC 3629: no overlong forms, surrogates or code points
+// above U+10FFFF).
+bool IsValidUtf8(std::string_view s);
 std::map<std::string, std::string> ParseQuery(std::string_view query);
 
 }  // namespace af::http

@@ -347,6 +347,149 @@ TEST_F(HttpTest, OversizeBodyGets413AndServerKeepsServing) {
   EXPECT_EQ(raw.rfind("HTTP/1.1 413", 0), 0u) << raw;
 }
 
+// Sends `data`, waits `pause`, then (unless `keep_open`) half-closes, and
+// reads until the server closes; the server must close by itself within
+// the receive timeout (10 s), or the exchange returns what it got so far.
+std::string RawExchangeSlowly(uint16_t port, const std::vector<std::string>& parts,
+                              std::chrono::milliseconds pause, bool half_close) {
+  asio::io_context ioc;
+  tcp::socket s(ioc);
+  s.connect(tcp::endpoint(asio::ip::address_v4::loopback(), port));
+  timeval tv{10, 0};
+  setsockopt(s.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  boost::system::error_code ec;
+  for (const auto& p : parts) {
+    asio::write(s, asio::buffer(p), ec);
+    std::this_thread::sleep_for(pause);
+  }
+  if (half_close) s.shutdown(tcp::socket::shutdown_send, ec);
+  std::string out;
+  char buf[4096];
+  for (;;) {
+    size_t n = s.read_some(asio::buffer(buf), ec);
+    if (ec) break;
+    out.append(buf, n);
+  }
+  return out;
+}
+
+TEST_F(HttpTest, SlowHeadersAndBodiesGet408WithinTheirDeadlines) {
+  ServerOptions opts;
+  opts.header_timeout = 300ms;
+  opts.body_timeout = 300ms;
+  opts.idle_timeout = 60s;
+  Start(opts);
+  // Headers that never end.
+  auto t0 = std::chrono::steady_clock::now();
+  std::string raw = RawExchangeSlowly(ts_.server->port(), {"GET /hello/x HTTP/1.1\r\nHost: x\r\n"}, 0ms, false);
+  auto took = std::chrono::steady_clock::now() - t0;
+  EXPECT_EQ(raw.rfind("HTTP/1.1 408", 0), 0u) << raw;
+  EXPECT_NE(raw.find("\"DEADLINE_EXCEEDED\""), std::string::npos) << raw;
+  EXPECT_NE(raw.find("headers did not arrive within 300 ms"), std::string::npos) << raw;
+  EXPECT_LT(took, 5s);
+  // A body shorter than its Content-Length.
+  raw = RawExchangeSlowly(ts_.server->port(),
+                          {"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789"}, 0ms, false);
+  EXPECT_EQ(raw.rfind("HTTP/1.1 408", 0), 0u) << raw;
+  EXPECT_NE(raw.find("body did not arrive within 300 ms"), std::string::npos) << raw;
+  // Headers trickled a byte at a time, each byte well within the deadline:
+  // the deadline is for all of them.
+  std::vector<std::string> bytes;
+  for (char c : std::string("GET /hello/x HTTP/1.1\r\nHost: x\r\nX-Slow: 0123456789\r\n\r\n")) bytes.emplace_back(1, c);
+  raw = RawExchangeSlowly(ts_.server->port(), bytes, 20ms, false);
+  EXPECT_EQ(raw.rfind("HTTP/1.1 408", 0), 0u) << raw;
+  // An idle keep-alive connection is not a slow request: a request after a
+  // pause longer than the header deadline is served.
+  raw = RawExchangeSlowly(ts_.server->port(),
+                          {"GET /hello/a HTTP/1.1\r\nHost: x\r\n\r\n",
+                           "GET /hello/b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"},
+                          500ms, false);
+  EXPECT_NE(raw.find("\"hello\":\"a\""), std::string::npos) << raw;
+  EXPECT_NE(raw.find("\"hello\":\"b\""), std::string::npos) << raw;
+  // Still serving.
+  auto client = NewClient(ioc_.get_executor());
+  auto r = Fetch(ioc_, *client, Req("GET", Url("/hello/y")));
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->status, 200);
+}
+
+TEST_F(HttpTest, TruncatedRequestsGet400) {
+  Start();
+  std::string raw = RawExchangeSlowly(
+      ts_.server->port(), {"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly this"}, 0ms, true);
+  EXPECT_EQ(raw.rfind("HTTP/1.1 400", 0), 0u) << raw;
+  EXPECT_NE(raw.find("the request ended before its body did"), std::string::npos) << raw;
+  raw = RawExchangeSlowly(ts_.server->port(), {"GET /hello/x HTTP/1.1\r\nHost: "}, 0ms, true);
+  EXPECT_EQ(raw.rfind("HTTP/1.1 400", 0), 0u) << raw;
+  EXPECT_NE(raw.find("the request ended before its headers did"), std::string::npos) << raw;
+  // A connection closed before any byte needs no answer.
+  raw = RawExchangeSlowly(ts_.server->port(), {}, 0ms, true);
+  EXPECT_EQ(raw, "");
+}
+
+TEST_F(HttpTest, InvalidUtf8MissingHostAndOtherVersionsAreRefused) {
+  ServerOptions opts;
+  opts.max_body_bytes = 1024;
+  Start(opts);
+  struct Case {
+    std::string request;
+    std::string status_line;
+    std::string says;
+  };
+  const std::vector<Case> cases = {
+      {"GET /hello/x HTTP/1.1\r\n\r\n", "HTTP/1.1 400", "must carry a Host header"},
+      {"GET /hello/\xff\xfe HTTP/1.1\r\nHost: x\r\n\r\n", "HTTP/1.1 400", "target is not valid UTF-8"},
+      // Refused after parsing: the connection stays open unless the client closes it.
+      {"GET /hello/%FF%FE HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", "HTTP/1.1 400",
+       "path is not valid UTF-8"},
+      {"GET /hello/%ED%A0%80 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", "HTTP/1.1 400",
+       "path is not valid UTF-8"},
+      {"GET /hello/x?q=%C0%AF HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", "HTTP/1.1 400",
+       "query parameter 'q' is not valid UTF-8"},
+      {"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n{}", "HTTP/1.1 400",
+       "Transfer-Encoding 'gzip' is not supported"},
+      {"GET /hello/x HTTP/1.1\r\nHost: x\r\nX-Name: caf\xe9\r\n\r\n", "HTTP/1.1 400",
+       "header 'X-Name' is not valid UTF-8"},
+      {"GET /hello/x HTTP/2.0\r\nHost: x\r\n\r\n", "HTTP/1.1 505", "HTTP/2.0 is not supported"},
+      {"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "HTTP/1.1 505", "not supported"},
+      {std::string("GET /hello/x HTTP/1.1\r\nHost: x\r\nX-Nul: a") + '\0' + "b\r\n\r\n", "HTTP/1.1 400",
+       "malformed HTTP request"},
+      {"GET /hello/x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+       "HTTP/1.1 400", "malformed"},
+      {"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999\r\nExpect: 100-continue\r\n\r\n",
+       "HTTP/1.1 413", "request body is 999999999 bytes, over the limit of 1024 bytes"},
+      {"GET /" + std::string(70000, 'a') + " HTTP/1.1\r\nHost: x\r\n\r\n", "HTTP/1.1 431", "over the limit of 65536"},
+  };
+  for (const Case& c : cases) {
+    std::string raw = RawExchange(ts_.server->port(), c.request);
+    SCOPED_TRACE(c.request.substr(0, 60));
+    EXPECT_EQ(raw.rfind(c.status_line, 0), 0u) << raw;
+    EXPECT_NE(raw.find("application/json"), std::string::npos) << raw;
+    EXPECT_NE(raw.find(c.says), std::string::npos) << raw;
+    EXPECT_EQ(raw.find("100 Continue"), std::string::npos) << raw;
+  }
+  // Valid UTF-8 everywhere is fine; HTTP/1.0 needs no Host.
+  std::string raw = RawExchange(ts_.server->port(),
+                                "GET /hello/w%C3%B6rld?q=%E2%9C%93 HTTP/1.1\r\nHost: x\r\nX-Name: caf\xc3\xa9\r\n"
+                                "Connection: close\r\n\r\n");
+  EXPECT_EQ(raw.rfind("HTTP/1.1 200", 0), 0u) << raw;
+  raw = RawExchange(ts_.server->port(), "GET /hello/x HTTP/1.0\r\n\r\n");
+  EXPECT_EQ(raw.rfind("HTTP/1.0 200", 0), 0u) << raw;
+}
+
+TEST(HttpUtilTest, IsValidUtf8) {
+  EXPECT_TRUE(IsValidUtf8(""));
+  EXPECT_TRUE(IsValidUtf8("plain ascii"));
+  EXPECT_TRUE(IsValidUtf8("h\xc3\xa9llo \xe2\x9c\x93 \xf0\x9f\x98\x80"));
+  EXPECT_FALSE(IsValidUtf8("\xff"));
+  EXPECT_FALSE(IsValidUtf8("\xc3"));              // truncated
+  EXPECT_FALSE(IsValidUtf8("\xc0\xaf"));          // overlong '/'
+  EXPECT_FALSE(IsValidUtf8("\xe0\x80\xaf"));      // overlong
+  EXPECT_FALSE(IsValidUtf8("\xed\xa0\x80"));      // a surrogate
+  EXPECT_FALSE(IsValidUtf8("\xf4\x90\x80\x80"));  // above U+10FFFF
+  EXPECT_FALSE(IsValidUtf8("\x80"));              // a continuation byte first
+}
+
 TEST_F(HttpTest, MalformedRequestGets400AndClose) {
   Start();
   std::string raw = RawExchange(ts_.server->port(), "THIS IS NOT HTTP\r\n\r\n");
@@ -508,7 +651,41 @@ TEST_F(HttpTest, ResponseOverClientLimitIsTooLarge) {
   r = Fetch(ioc_, *client, Req("GET", Url("/big?n=5000")));
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), Code::kTooLarge) << r.status().ToString();
-  EXPECT_EQ(r.status().message(), "response larger than 1000 bytes");
+  EXPECT_EQ(r.status().message(), "response is 5000 bytes, over the limit of 1000 bytes");
+  EXPECT_EQ(r.status().details()["bytes"], 5000);
+  EXPECT_EQ(r.status().details()["limit"], 1000);
+}
+
+// A response without Content-Length (chunked, here 64 MiB of it) is read up
+// to the limit only: the client stops and closes, the sender sees the close.
+TEST(HttpClientTest, ChunkedResponseOverTheLimitIsCutOffAtTheLimit) {
+  asio::io_context sctx;
+  tcp::acceptor acceptor(sctx, tcp::endpoint(asio::ip::address_v4::loopback(), 0));
+  uint16_t port = acceptor.local_endpoint().port();
+  std::atomic<size_t> sent{0};
+  std::thread server([&] {
+    tcp::socket c = acceptor.accept();
+    asio::streambuf buf;
+    boost::system::error_code ec;
+    asio::read_until(c, buf, "\r\n\r\n", ec);
+    asio::write(c, asio::buffer(std::string("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")), ec);
+    const std::string chunk = "10000\r\n" + std::string(0x10000, 'x') + "\r\n";
+    for (int i = 0; i < 1024 && !ec; ++i) {
+      asio::write(c, asio::buffer(chunk), ec);
+      if (!ec) sent += 0x10000;
+    }
+  });
+  asio::io_context ioc;
+  ClientOptions opts;
+  opts.max_body_bytes = 100000;
+  auto client = NewClient(ioc.get_executor(), opts);
+  auto r = Fetch(ioc, *client, Req("GET", "http://127.0.0.1:" + std::to_string(port) + "/big"));
+  server.join();
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), Code::kTooLarge);
+  EXPECT_EQ(r.status().message(), "response is larger, over the limit of 100000 bytes");
+  EXPECT_TRUE(r.status().details()["bytes"].is_null());
+  EXPECT_LT(sent.load(), size_t{64} << 20) << "the client read the whole response";
 }
 
 TEST_F(HttpTest, LocalhostAndFetchSync) {

@@ -14,6 +14,7 @@
 // named objects by reference.
 #include <array>
 #include <atomic>
+#include <cctype>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
@@ -58,6 +59,83 @@ bool ValidHeaderText(std::string_view s) {
 }
 
 bool IEquals(std::string_view a, std::string_view b) { return beast::iequals(a, b); }
+
+// A deadline on reading one request that, unlike tcp_stream's own timer
+// (which closes the socket), only cancels the read: the client can still be
+// told 408. The timer's handler may run after the connection's frame is
+// gone, so it reaches the socket through shared state the frame clears.
+// Touched on the connection's strand only.
+class ReadDeadline {
+ public:
+  explicit ReadDeadline(beast::tcp_stream& stream)
+      : timer_(stream.get_executor()), state_(std::make_shared<State>()) {
+    state_->socket = &stream.socket();
+  }
+  ~ReadDeadline() {
+    state_->socket = nullptr;
+    timer_.cancel();
+  }
+  ReadDeadline(const ReadDeadline&) = delete;
+  ReadDeadline& operator=(const ReadDeadline&) = delete;
+
+  // (Re)arms the deadline `d` from now.
+  void Arm(std::chrono::steady_clock::duration d) {
+    uint64_t gen = ++state_->generation;
+    timer_.expires_after(d);
+    timer_.async_wait([st = state_, gen](const error_code& ec) {
+      if (ec || st->generation != gen || st->socket == nullptr) return;
+      st->expired = true;
+      error_code ignored;
+      st->socket->cancel(ignored);
+    });
+  }
+  void Disarm() {
+    ++state_->generation;
+    timer_.cancel();
+  }
+  bool expired() const { return state_->expired; }
+
+ private:
+  struct State {
+    tcp::socket* socket = nullptr;
+    uint64_t generation = 0;
+    bool expired = false;
+  };
+  asio::steady_timer timer_;
+  std::shared_ptr<State> state_;
+};
+
+// "2.0" when `head` (the start of a request) has a well-formed request line
+// for an HTTP version other than 1.0 and 1.1; Beast reports that as a bad
+// version, like a malformed one, but it deserves a 505.
+std::string OtherHttpVersion(std::string_view head) {
+  std::string_view line = head.substr(0, head.find("\r\n"));
+  if (line.size() < 9 || line.size() == head.size()) return "";
+  std::string_view v = line.substr(line.size() - 9);  // " HTTP/d.d"
+  if (v.substr(0, 6) != " HTTP/" || !std::isdigit(static_cast<unsigned char>(v[6])) || v[7] != '.' ||
+      !std::isdigit(static_cast<unsigned char>(v[8]))) {
+    return "";
+  }
+  if (v[6] == '1' && (v[8] == '0' || v[8] == '1')) return "";
+  return std::string(v.substr(6));
+}
+
+// Why a parsed request is refused before any handler sees it, or "".
+std::string RequestProblem(const bhttp::request<bhttp::string_body>& in) {
+  if (in.version() == 11 && in.find(bhttp::field::host) == in.end()) {
+    return "an HTTP/1.1 request must carry a Host header";
+  }
+  if (in.find(bhttp::field::transfer_encoding) != in.end() && !in.chunked()) {
+    // RFC 9112 6.3: the body's length cannot be determined.
+    return "Transfer-Encoding '" + std::string(in[bhttp::field::transfer_encoding]) +
+           "' is not supported. Hint: send the body with Content-Length, or chunked";
+  }
+  if (!IsValidUtf8(in.target())) return "the request target is not valid UTF-8";
+  for (const auto& f : in) {
+    if (!IsValidUtf8(f.value())) return "header '" + std::string(f.name_string()) + "' is not valid UTF-8";
+  }
+  return "";
+}
 
 // Counts down the closes Stop() posts; waits with a bound so that a handler
 // blocking an io thread cannot hang Stop() here.
@@ -352,53 +430,109 @@ asio::awaitable<void> ServerImpl::Serve(tcp::socket socket) {
   }
 
   beast::flat_buffer buffer;
+  ReadDeadline deadline(stream);
   for (;;) {
     bhttp::request_parser<bhttp::string_body> parser;
     parser.header_limit(kHeaderLimit);
     parser.body_limit(options_.max_body_bytes);
 
-    stream.expires_after(options_.idle_timeout);
+    // Between requests a keep-alive connection may sit idle; once a request
+    // has begun, its headers and then its body each have a deadline.
+    if (buffer.size() == 0) {
+      stream.expires_after(options_.idle_timeout);
+      size_t n =
+          co_await stream.async_read_some(buffer.prepare(16 * 1024), asio::redirect_error(asio::use_awaitable, ec));
+      if (ec) co_return;  // idle, or the peer went away between requests
+      buffer.commit(n);
+    }
+    stream.expires_never();
+    deadline.Arm(options_.header_timeout);
     co_await bhttp::async_read_header(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
     if (!ec && !parser.is_done()) {
       auto& h = parser.get();
       auto expect = h.find(bhttp::field::expect);
       if (expect != h.end() && IEquals(expect->value(), "100-continue")) {
         bhttp::response<bhttp::empty_body> cont{bhttp::status::continue_, h.version()};
+        stream.expires_after(options_.idle_timeout);
         co_await bhttp::async_write(stream, cont, asio::redirect_error(asio::use_awaitable, ec));
+        stream.expires_never();
         if (ec) co_return;
       }
+      deadline.Arm(options_.body_timeout);
       co_await bhttp::async_read(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
     }
-    if (ec) {
-      if (ec == bhttp::error::body_limit) {
-        Response err = JsonError(413, "TOO_LARGE",
-                                 "request body larger than " + std::to_string(options_.max_body_bytes) + " bytes");
-        co_await Write(stream, err, 11, false, false);
-        co_await Linger(stream);
+    const bool timed_out = deadline.expired();
+    deadline.Disarm();
+    if (ec || timed_out) {
+      Response err;
+      std::string other_version;
+      if (ec == bhttp::error::bad_version) {
+        std::string_view received(static_cast<const char*>(buffer.data().data()), buffer.size());
+        other_version = OtherHttpVersion(received);
+      }
+      if (timed_out) {
+        bool in_body = parser.is_header_done();
+        auto limit = in_body ? options_.body_timeout : options_.header_timeout;
+        err = JsonError(408, "DEADLINE_EXCEEDED",
+                        std::string("the request's ") + (in_body ? "body" : "headers") + " did not arrive within " +
+                            std::to_string(limit.count()) + " ms; the connection is closed");
+      } else if (ec == bhttp::error::body_limit) {
+        // A Content-Length over the limit stops the parser before the header
+        // is done, where content_length() must not be called (Beast asserts
+        // it): take the field as sent (the parser has checked it is a number).
+        const auto& fields = parser.get();
+        auto sent = fields.find(bhttp::field::content_length);
+        std::string size = sent != fields.end() ? std::string(sent->value()) + " bytes" : "more";
+        err = JsonError(413, "TOO_LARGE",
+                        "request body is " + size + ", over the limit of " + std::to_string(options_.max_body_bytes) +
+                            " bytes");
       } else if (ec == bhttp::error::header_limit) {
-        Response err = JsonError(431, "TOO_LARGE",
-                                 "request headers larger than " + std::to_string(kHeaderLimit) + " bytes");
-        co_await Write(stream, err, 11, false, false);
-        co_await Linger(stream);
+        err = JsonError(431, "TOO_LARGE",
+                        "request line and headers are over the limit of " + std::to_string(kHeaderLimit) + " bytes");
+      } else if (ec == bhttp::error::partial_message) {
+        // The client half-closed with a request unfinished; it may still read.
+        err = JsonError(400, "INVALID_ARGUMENT",
+                        std::string("the request ended before its ") + (parser.is_header_done() ? "body" : "headers") +
+                            " did");
+      } else if (!other_version.empty()) {
+        err = JsonError(505, "INVALID_ARGUMENT", "HTTP/" + other_version + " is not supported. Hint: use HTTP/1.1");
       } else if (!IsQuietClose(ec)) {
         // Everything else comes from the parser: the request is not HTTP/1.x.
-        Response err = JsonError(400, "INVALID_ARGUMENT", "malformed HTTP request: " + ec.message());
-        co_await Write(stream, err, 11, false, false);
-        co_await Linger(stream);
+        err = JsonError(400, "INVALID_ARGUMENT", "malformed HTTP request: " + ec.message());
+      } else {
+        co_return;
       }
+      if (log::Enabled(log::Level::kDebug)) log::Debug("http: refused a request from " + remote + ": " + err.body);
+      co_await Write(stream, err, 11, false, false);
+      co_await Linger(stream);
       co_return;
     }
 
     bhttp::request<bhttp::string_body> in = parser.release();
+    unsigned version = in.version();  // 10 or 11: the parser refuses others (505 above)
+    if (std::string problem = RequestProblem(in); !problem.empty()) {
+      Response err = JsonError(400, "INVALID_ARGUMENT", problem);
+      co_await Write(stream, err, version, false, false);
+      co_await Linger(stream);
+      co_return;
+    }
     bool keep_alive = in.keep_alive();
-    unsigned version = in.version();
     bool head = in.method() == bhttp::verb::head;
     Request req;
     BuildRequest(in, remote, req);
 
     Response res;
-    if (auto decoded = PercentDecode(req.path); !decoded) {
+    std::optional<std::string> decoded = PercentDecode(req.path);
+    std::string bad_query;
+    for (const auto& [k, v] : req.query) {
+      if (!IsValidUtf8(k) || !IsValidUtf8(v)) bad_query = k;
+    }
+    if (!decoded) {
       res = JsonError(400, "INVALID_ARGUMENT", "invalid percent-encoding in path '" + req.path + "'");
+    } else if (!IsValidUtf8(*decoded)) {
+      res = JsonError(400, "INVALID_ARGUMENT", "the path is not valid UTF-8 once percent-decoded");
+    } else if (!bad_query.empty()) {
+      res = JsonError(400, "INVALID_ARGUMENT", "query parameter '" + bad_query + "' is not valid UTF-8 once decoded");
     } else {
       req.path = std::move(*decoded);
       if (log::Enabled(log::Level::kDebug)) log::Debug("http: " + req.method + " " + req.target + " from " + remote);

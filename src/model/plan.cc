@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "common/ids.h"
+#include "common/json_limits.h"
 
 namespace af {
 namespace {
@@ -126,6 +127,17 @@ Result<Plan> ParsePlanImpl(const json& doc, const PlanLimits& limits) {
     top("", "the plan must be a JSON object with \"name\" and \"steps\"");
     return problems.ToStatus();
   }
+  if (limits.max_plan_bytes > 0) {
+    // Like too many steps: reported alone, before any work on a huge plan.
+    size_t size = JsonSerializedSize(doc);
+    if (size > limits.max_plan_bytes) {
+      top("", "the plan is " + std::to_string(size) + " bytes as compact JSON, over the limit of " +
+                  std::to_string(limits.max_plan_bytes) +
+                  " bytes. Hint: move large constant data out of the plan (into the run input), or raise the "
+                  "limit (--max-plan-bytes)");
+      return problems.ToStatus();
+    }
+  }
   Plan plan;
   for (auto it = doc.begin(); it != doc.end(); ++it) {
     if (!TopFields().count(it.key())) {
@@ -161,8 +173,10 @@ Result<Plan> ParsePlanImpl(const json& doc, const PlanLimits& limits) {
   } else if (it->size() > limits.max_steps) {
     // Validating a huge plan step by step is wasted work: this one problem
     // must be fixed first.
-    top("steps",
-        "too many steps (" + std::to_string(it->size()) + "; the limit is " + std::to_string(limits.max_steps) + ")");
+    top("steps", "too many steps (" + std::to_string(it->size()) + "; the limit is " +
+                     std::to_string(limits.max_steps) +
+                     "). Hint: split the workflow, use for_each for repeated work, or raise the limit "
+                     "(--max-plan-steps)");
     return problems.ToStatus();
   } else {
     steps = &*it;
@@ -488,6 +502,13 @@ const StepSpec* Plan::Find(const std::string& id) const {
   auto it = index_of.find(id);
   if (it == index_of.end() || it->second < 0 || static_cast<size_t>(it->second) >= steps.size()) return nullptr;
   return &steps[static_cast<size_t>(it->second)];
+}
+
+Status CheckPlanLimits(const PlanLimits& limits) {
+  if (limits.max_steps >= 1 && limits.max_steps <= PlanLimits::kMaxStepsCap) return Status::Ok();
+  return Status::InvalidArgument("--max-plan-steps must be from 1 to " + std::to_string(PlanLimits::kMaxStepsCap) +
+                                 ", got " + std::to_string(limits.max_steps) +
+                                 ". Hint: executors refuse plans with more steps than that");
 }
 
 Result<Plan> ParsePlan(const json& doc, const PlanLimits& limits) {

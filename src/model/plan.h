@@ -23,8 +23,26 @@ namespace af {
 
 // Limits on plan documents (checked by ParsePlan).
 struct PlanLimits {
-  size_t max_steps = 1000;        // steps per plan
+  // The hard cap on max_steps: validation keeps an n x n bit matrix of
+  // ancestors (10000 steps: 12.5 MB), so services refuse a larger setting.
+  static constexpr size_t kMaxStepsCap = 10000;
+
+  size_t max_steps = 1000;        // steps per plan (--max-plan-steps)
   size_t max_id_length = 128;     // step id length
+  // The plan as compact JSON (0: not checked). 512 KiB: every execution
+  // request carries the plan, and a plan plus a run input at the 1 MiB body
+  // limit must stay well under Kafka's message limit (10 MiB producer side).
+  size_t max_plan_bytes = 512 * 1024;  // --max-plan-bytes
+
+  // What an executor applies to a plan it is handed: plans were admitted by
+  // the API with its own (configurable) limits, so only the hard cap on
+  // steps holds here, and the size is bounded by the queue message limit.
+  static PlanLimits ForExecution() {
+    PlanLimits l;
+    l.max_steps = kMaxStepsCap;
+    l.max_plan_bytes = 0;
+    return l;
+  }
 };
 
 struct StepSpec {
@@ -65,5 +83,9 @@ struct Plan {
 // retry/timeout/max_parallel values, the output template referencing unknown
 // steps.
 Result<Plan> ParsePlan(const json& doc, const PlanLimits& limits = {});
+
+// InvalidArgument naming the flag unless max_steps is 1..kMaxStepsCap (for
+// services checking their configuration at start).
+Status CheckPlanLimits(const PlanLimits& limits);
 
 }  // namespace af

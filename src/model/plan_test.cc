@@ -228,7 +228,57 @@ TEST(ParsePlanProblemsTest, TooManySteps) {
   json steps = json::array({Step("a"), Step("b"), Step("c")});
   MustParse(PlanOf(steps), limits);
   steps.push_back(Step("d"));
-  EXPECT_THAT(Messages(PlanOf(steps), limits), ElementsAre("field 'steps': too many steps (4; the limit is 3)"));
+  std::vector<std::string> m = Messages(PlanOf(steps), limits);
+  ASSERT_EQ(m.size(), 1u);
+  EXPECT_THAT(m[0], HasSubstr("field 'steps': too many steps (4; the limit is 3). Hint:"));
+  EXPECT_THAT(m[0], HasSubstr("--max-plan-steps"));
+}
+
+TEST(ParsePlanProblemsTest, PlanOverTheByteLimitIsOneProblemNamingSizeAndLimit) {
+  json plan = PlanOf(json::array({Step("a")}));
+  plan["description"] = std::string(1000, 'x');
+  const size_t size = plan.dump().size();
+  PlanLimits limits;
+  limits.max_plan_bytes = size;
+  MustParse(plan, limits);  // exactly at the limit is fine
+  limits.max_plan_bytes = size - 1;
+  std::vector<std::string> m = Messages(plan, limits);
+  ASSERT_EQ(m.size(), 1u);
+  EXPECT_THAT(m[0], HasSubstr("the plan is " + std::to_string(size) + " bytes as compact JSON, over the limit of " +
+                              std::to_string(size - 1) + " bytes"));
+  // Reported alone, even when the plan has other problems.
+  plan["colour"] = "blue";
+  EXPECT_EQ(Messages(plan, limits).size(), 1u);
+  limits.max_plan_bytes = 0;  // not checked
+  EXPECT_EQ(Messages(plan, limits).size(), 1u);  // now only the unknown field
+  // The default (512 KiB) admits a plan of 1000 small steps.
+  json many = json::array();
+  for (int i = 0; i < 1000; ++i) many.push_back(Step("s" + std::to_string(i)));
+  MustParse(PlanOf(many));
+}
+
+TEST(ParsePlanProblemsTest, ConfiguredStepLimitMustStayUnderTheCap) {
+  PlanLimits l;
+  EXPECT_TRUE(CheckPlanLimits(l).ok());
+  l.max_steps = PlanLimits::kMaxStepsCap;
+  EXPECT_TRUE(CheckPlanLimits(l).ok());
+  l.max_steps = PlanLimits::kMaxStepsCap + 1;
+  EXPECT_THAT(CheckPlanLimits(l).message(), HasSubstr("--max-plan-steps must be from 1 to 10000, got 10001"));
+  l.max_steps = 0;
+  EXPECT_FALSE(CheckPlanLimits(l).ok());
+}
+
+TEST(ParsePlanProblemsTest, ExecutionLimitsAdmitWhatAConfiguredApiAdmitted) {
+  json many = json::array();
+  for (int i = 0; i < 1500; ++i) many.push_back(Step("s" + std::to_string(i)));
+  json plan = PlanOf(many);
+  plan["description"] = std::string(600 * 1024, 'x');
+  EXPECT_FALSE(ParsePlan(plan).ok());  // over the default limits
+  PlanLimits api;
+  api.max_steps = 2000;
+  api.max_plan_bytes = 1 << 20;
+  MustParse(plan, api);
+  MustParse(plan, PlanLimits::ForExecution());
 }
 
 TEST(ParsePlanProblemsTest, OutputReferences) {
@@ -465,8 +515,12 @@ TEST(ParsePlanProblemsTest, ListIsCappedButAllAreCounted) {
 }
 
 TEST(ParsePlanProblemsTest, HostileTemplateDepth) {
+  // 1000 levels: ten times the limit. Deeper documents cannot reach
+  // ParsePlan (every entry point refuses text nested over kMaxJsonDepth
+  // before parsing it), and nlohmann copies recursively: building 5000
+  // levels here overflowed the 8 MB stack in the ASan (-O0) build.
   json deep = "${input.x}";
-  for (int i = 0; i < 5000; ++i) deep = json::array({std::move(deep)});
+  for (int i = 0; i < 1000; ++i) deep = json::array({std::move(deep)});
   json p = OneProblem(PlanOf(json::array({Step("a", {{"input", {{"x", deep}}}})})));
   EXPECT_THAT(p["message"].get<std::string>(), HasSubstr("nested deeper than 100 levels"));
 }

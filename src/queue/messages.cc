@@ -206,7 +206,13 @@ std::string SerializeCancellationRequest(const CancellationRequest& r) {
   return Dump(j);
 }
 
-Result<QueueRequest> ParseQueueMessage(const std::string& payload) {
+Result<QueueRequest> ParseQueueMessage(const std::string& payload, size_t max_bytes) {
+  if (max_bytes > 0 && payload.size() > max_bytes) {
+    return Status(Code::kTooLarge,
+                  "queue message is " + std::to_string(payload.size()) + " bytes, over the limit of " +
+                      std::to_string(max_bytes) + " bytes",
+                  json{{"bytes", payload.size()}, {"limit", max_bytes}});
+  }
   if (JsonNestingDepth(payload) > kMaxJsonDepth) {
     return FieldError("(message)", "is nested more than " + std::to_string(kMaxJsonDepth) + " levels deep");
   }

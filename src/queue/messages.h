@@ -51,6 +51,14 @@ std::string SerializeCancellationRequest(const CancellationRequest& r);
 // workflow_plan means execution; absent or null optional fields take their
 // defaults; timestamp also accepts Python's isoformat() (no zone = UTC, an
 // offset, microseconds), and an unreadable timestamp string reads as 0.
-Result<QueueRequest> ParseQueueMessage(const std::string& payload);
+//
+// A payload over `max_bytes` is not parsed (a JSON document takes several
+// times its size in memory): TooLarge "queue message is N bytes, over the
+// limit of M bytes", details {"bytes", "limit"}. What the API publishes stays
+// far below the default: a plan (512 KiB at most by default) and a run input
+// (within the 1 MiB request body limit).
+inline constexpr size_t kDefaultMaxQueueMessageBytes = 16 << 20;
+Result<QueueRequest> ParseQueueMessage(const std::string& payload,
+                                       size_t max_bytes = kDefaultMaxQueueMessageBytes);
 
 }  // namespace af

@@ -225,6 +225,26 @@ TEST(MessagesTest, DeeplyNestedPayloadIsRejectedNotRecursedInto) {
   EXPECT_NE(parsed.status().message().find("nested"), std::string::npos) << parsed.status().message();
 }
 
+TEST(MessagesTest, PayloadOverTheLimitIsTooLargeAndNotParsed) {
+  ExecutionRequest r;
+  r.run_id = "run-1";
+  r.workflow_plan = {{"name", "p"}, {"steps", json::array()}};
+  r.input_data = {{"blob", std::string(5000, 'x')}};
+  std::string text = SerializeExecutionRequest(r);
+  EXPECT_TRUE(ParseQueueMessage(text, text.size()).ok());
+  EXPECT_TRUE(ParseQueueMessage(text, 0).ok());  // 0: no limit
+  auto parsed = ParseQueueMessage(text, 1000);
+  ASSERT_FALSE(parsed.ok());
+  EXPECT_EQ(parsed.status().code(), Code::kTooLarge);
+  EXPECT_EQ(parsed.status().message(),
+            "queue message is " + std::to_string(text.size()) + " bytes, over the limit of 1000 bytes");
+  EXPECT_EQ(parsed.status().details()["limit"], 1000);
+  // Not even JSON: the size is checked first.
+  parsed = ParseQueueMessage(std::string(2000, '['), 1000);
+  EXPECT_EQ(parsed.status().code(), Code::kTooLarge);
+  EXPECT_EQ(kDefaultMaxQueueMessageBytes, size_t{16} << 20);
+}
+
 TEST(MessagesTest, NeverThrowsOnGarbage) {
   std::mt19937 rng(12345);  // fixed seed: reproducible
   for (int i = 0; i < 2000; ++i) {

@@ -160,6 +160,8 @@ class Server {
   bool running() const { return proc_ != nullptr; }
   // True while the serve process is alive (reaps it if it died).
   bool Alive() { return proc_ && proc_->Running(); }
+  // The running process's id (0 when stopped), e.g. to read /proc/PID/status.
+  pid_t pid() const { return proc_ ? proc_->pid() : 0; }
 
   uint16_t port() const { return port_; }
   std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
