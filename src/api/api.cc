@@ -15,6 +15,7 @@
 #include "common/json_limits.h"
 #include "common/log.h"
 #include "common/trace.h"
+#include "dispatch/dispatcher.h"
 #include "queue/messages.h"
 
 namespace af {
@@ -35,6 +36,7 @@ int HttpStatusFor(Code code) {
     case Code::kUnavailable: return 503;
     case Code::kDeadlineExceeded: return 504;
     case Code::kCancelled: return 409;
+    case Code::kAborted: return 409;
     case Code::kInternal: return 500;
     case Code::kUnauthenticated: return 401;
     case Code::kPermissionDenied: return 403;
@@ -179,30 +181,29 @@ class Api::Handlers : public std::enable_shared_from_this<Api::Handlers> {
     const bool ignored_trace = !parent && !incoming.empty();
     if (!parent) parent = trace::NewTrace();
 
+    // The run and its execution request are committed in one transaction
+    // (the transactional outbox, dispatch/dispatcher.h): the relay publishes
+    // the request, now or whenever the broker is reachable again.
     NewRun nr;
+    nr.id = NewRunId();
     nr.workflow_id = wf->id;
     nr.workflow_version = wf->version;
     nr.input = input;
     nr.idempotency_key = key;
     nr.traceparent = trace::FormatTraceParent(*parent);
+    {
+      Run shape;
+      shape.id = nr.id;
+      shape.input = input;
+      nr.dispatch = ExecutionDispatch(shape, *wf, options_.execution_topic);
+    }
     auto created = store_->CreateRun(nr);
     if (!created.ok()) co_return ErrorResponse(created.status());
     Run run = created->run;
     const std::string trace_id = TraceIdOf(run);
     if (created->created) {
       if (options_.metrics) options_.metrics->runs_created.Inc();
-      Status pub = PublishExecution(run, *wf);
-      if (!pub.ok()) {
-        RunTransition t;
-        t.run_id = run.id;
-        t.from = RunStatus::kPending;
-        t.to = RunStatus::kFailed;
-        t.error_message = "could not queue the execution request: " + pub.message();
-        auto failed = store_->TransitionRun(t);
-        if (failed.ok() && options_.metrics) options_.metrics->runs_finished.Labels({ToString(RunStatus::kFailed)}).Inc();
-        log::Warn("run not queued: " + pub.message(), {run.id, {}, {}, trace_id});
-        co_return ErrorResponse(Status::Unavailable("could not queue the run: " + pub.message()));
-      }
+      if (options_.on_dispatch) options_.on_dispatch();
       if (ignored_trace) {
         log::Info("ignored an invalid traceparent header; the run starts a new trace", {run.id, {}, {}, trace_id});
       }
@@ -346,10 +347,14 @@ class Api::Handlers : public std::enable_shared_from_this<Api::Handlers> {
     t.from = run->status;
     t.to = RunStatus::kPending;
     t.input = input;
+    {
+      Run shape = *run;
+      if (input) shape.input = *input;
+      t.dispatch = ExecutionDispatch(shape, *wf, options_.execution_topic);  // committed with the move
+    }
     auto moved = store_->TransitionRun(t);
     if (!moved.ok()) return ErrorResponse(moved.status());
-    Status pub = PublishExecution(*moved, *wf);
-    if (!pub.ok()) return ErrorResponse(Status::Unavailable("could not queue the retry: " + pub.message()));
+    if (options_.on_dispatch) options_.on_dispatch();
     log::Info("run retried", {id, {}, {}, TraceIdOf(*moved)});
     return http::JsonResponse(202, ToJson(*moved));
   }
@@ -389,16 +394,10 @@ class Api::Handlers : public std::enable_shared_from_this<Api::Handlers> {
     return Status::NotFound("workflow '" + id_or_name + "' not found (by id or name)");
   }
 
-  // The seed's execution request for `run` of workflow version `wf`.
+  // The seed's execution request for `run` of workflow version `wf`, published now.
   Status PublishExecution(const Run& run, const Workflow& wf) {
-    ExecutionRequest er;
-    er.run_id = run.id;
-    er.workflow_plan = wf.plan;
-    er.input_data = run.input;
-    er.workflow_id = wf.id;
-    er.workflow_version = wf.version;
-    er.timestamp = NowMs();
-    return queue_->Publish(options_.execution_topic, run.id, SerializeExecutionRequest(er));
+    OutboxMessage m = ExecutionDispatch(run, wf, options_.execution_topic);
+    return queue_->Publish(m.topic, m.key, m.payload);
   }
 
   json AgentWarnings(const Plan& plan) {

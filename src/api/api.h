@@ -8,6 +8,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -31,7 +32,7 @@ struct ApiOptions {
   std::chrono::milliseconds wait_poll_interval{500};
   PlanLimits plan_limits;
   // Counts runs created, and runs the API itself ends (a PENDING run
-  // cancelled, a run that could not be queued). Null: nothing is counted.
+  // cancelled). Null: nothing is counted.
   // Must outlive the Api.
   metrics::ApiRunMetrics* metrics = nullptr;
   // Hosts agents may be registered on (--agent-hosts); default: any.
@@ -40,6 +41,10 @@ struct ApiOptions {
   // api/apikeys_api.h). The check itself is the router's guard
   // (api/auth_guard.h), installed by the service.
   auth::AuthMode auth_mode = auth::AuthMode::kOff;
+  // Called after a run and its execution request were committed to the
+  // outbox (trigger, retry): the service kicks its Dispatcher so the request
+  // is published at once. Empty: it waits for the relay's next poll.
+  std::function<void()> on_dispatch;
 };
 
 // Maps a Status to its HTTP status and JSON error body — the one table.

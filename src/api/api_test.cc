@@ -10,6 +10,7 @@
 #include <boost/asio/io_context.hpp>
 
 #include "api/api.h"
+#include "dispatch/dispatcher.h"
 #include "common/trace.h"
 #include "queue/messages.h"
 
@@ -28,8 +29,10 @@ class ApiTest : public ::testing::Test {
     auto q = OpenEmbeddedQueue(QueueOptions{""});
     ASSERT_TRUE(q.ok());
     queue_ = std::move(q).value();
+    dispatcher_ = std::make_unique<Dispatcher>(store_.get(), queue_.get());
     ApiOptions ao;
     ao.metrics = &run_metrics_;
+    ao.on_dispatch = [this] { ++kicks_; };
     api_ = std::make_unique<Api>(store_.get(), queue_.get(), feed_, ao);
     api_->Register(router_);
     auto sub = queue_->Subscribe({kExecutionTopic, kCancellationTopic}, "test");
@@ -62,7 +65,10 @@ class ApiTest : public ::testing::Test {
 
   json Body(const http::Response& r) { return json::parse(r.body); }
 
+  // What the relay publishes from the outbox, as the consumer receives it.
   std::vector<QueueMessage> Drain() {
+    auto relayed = dispatcher_->RelayOnce();
+    EXPECT_TRUE(relayed.ok()) << relayed.status().ToString();
     auto got = consumer_->Poll(100, 50ms);
     EXPECT_TRUE(got.ok());
     for (auto& m : *got) EXPECT_TRUE(consumer_->Ack(m).ok());
@@ -84,6 +90,8 @@ class ApiTest : public ::testing::Test {
   std::unique_ptr<Api> api_;
   http::Router router_;
   std::unique_ptr<QueueConsumer> consumer_;
+  std::unique_ptr<Dispatcher> dispatcher_;
+  int kicks_ = 0;
 };
 
 TEST_F(ApiTest, CreateWorkflowWarnsAboutUnregisteredAgents) {
@@ -124,6 +132,36 @@ TEST_F(ApiTest, TriggerWritesPendingRunAndPublishesTheSeedMessage) {
   EXPECT_EQ(m["input_data"], json({{"x", 7}}));
   EXPECT_EQ(m["workflow_plan"]["name"], "trig");
   EXPECT_TRUE(m["timestamp"].is_string());
+}
+
+// The transactional outbox: the trigger commits the run and its request
+// together and publishes nothing itself, so it answers 202 whatever the
+// broker's state; the request reaches the queue through the relay.
+TEST_F(ApiTest, TriggerCommitsTheRequestToTheOutboxNotTheQueue) {
+  std::string wf = CreateWorkflow("outbox");
+  auto r = Call("POST", "/api/v1/workflows/" + wf + "/runs", R"({"input": {"x": 1}})");
+  ASSERT_EQ(r.status, 202) << r.body;
+  EXPECT_EQ(kicks_, 1);
+  auto direct = consumer_->Poll(100, 50ms);
+  ASSERT_TRUE(direct.ok());
+  EXPECT_TRUE(direct->empty()) << "the API published directly";
+  auto stats = store_->GetOutboxStats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->messages, 1);
+  auto run = store_->GetRun(Body(r)["run_id"]);
+  ASSERT_TRUE(run.ok());
+  EXPECT_TRUE(run->dispatched_at.has_value());
+  auto msgs = Drain();
+  ASSERT_EQ(msgs.size(), 1u);
+  EXPECT_EQ(msgs[0].key, Body(r)["run_id"]);
+  EXPECT_EQ(store_->GetOutboxStats()->messages, 0);
+  // A replay of the same Idempotency-Key writes no second request.
+  auto a = Call("POST", "/api/v1/workflows/" + wf + "/runs", "{}", {{"Idempotency-Key", "k1"}});
+  auto b = Call("POST", "/api/v1/workflows/" + wf + "/runs", "{}", {{"Idempotency-Key", "k1"}});
+  ASSERT_EQ(a.status, 202);
+  ASSERT_EQ(b.status, 202) << b.body;
+  EXPECT_EQ(Body(a)["run_id"], Body(b)["run_id"]);
+  EXPECT_EQ(store_->GetOutboxStats()->messages, 1);
 }
 
 TEST_F(ApiTest, AValidTraceparentIsKeptWithTheRunAndTheSeedMessageIsUnchanged) {

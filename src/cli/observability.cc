@@ -34,11 +34,47 @@ void ExposeConsumerMetrics(metrics::Registry& registry, const ExecutionConsumer*
                        metrics::Type::kCounter, {}, [consumer] {
                          return std::vector<metrics::Sample>{{{}, static_cast<double>(consumer->rejected())}};
                        });
+  registry.SetCallback(metrics::kConsumerDeadLettered,
+                       "Messages this consumer wrote to the dead-letter topic (malformed, or for a run that does "
+                       "not exist).",
+                       metrics::Type::kCounter, {}, [consumer] {
+                         return std::vector<metrics::Sample>{{{}, static_cast<double>(consumer->dead_lettered())}};
+                       });
 }
 
 void ClearConsumerMetrics(metrics::Registry& registry) {
   registry.ClearCallback(metrics::kConsumerLag);
   registry.ClearCallback(metrics::kConsumerMalformed);
+  registry.ClearCallback(metrics::kConsumerDeadLettered);
+}
+
+void ExposeOutboxMetrics(metrics::Registry& registry, const Dispatcher* dispatcher) {
+  auto one = [](double v) { return std::vector<metrics::Sample>{{{}, v}}; };
+  registry.SetCallback(metrics::kOutboxBacklog,
+                       "Execution requests committed to the outbox and not yet published to the queue.",
+                       metrics::Type::kGauge, {},
+                       [dispatcher, one] { return one(static_cast<double>(dispatcher->backlog())); });
+  registry.SetCallback(metrics::kOutboxOldestAge,
+                       "Age in seconds of the oldest execution request waiting in the outbox (0: none).",
+                       metrics::Type::kGauge, {}, [dispatcher, one] { return one(dispatcher->oldest_age_seconds()); });
+  registry.SetCallback(metrics::kOutboxPublished, "Execution requests this process published from the outbox.",
+                       metrics::Type::kCounter, {},
+                       [dispatcher, one] { return one(static_cast<double>(dispatcher->published())); });
+  registry.SetCallback(metrics::kOutboxPublishFailures,
+                       "Outbox messages this process could not publish (kept and tried again).",
+                       metrics::Type::kCounter, {},
+                       [dispatcher, one] { return one(static_cast<double>(dispatcher->publish_failures())); });
+  registry.SetCallback(metrics::kRunsRedispatched,
+                       "Stranded runs (not finished, held by no executor) this process dispatched again.",
+                       metrics::Type::kCounter, {},
+                       [dispatcher, one] { return one(static_cast<double>(dispatcher->redispatched())); });
+}
+
+void ClearOutboxMetrics(metrics::Registry& registry) {
+  for (const char* name : {metrics::kOutboxBacklog, metrics::kOutboxOldestAge, metrics::kOutboxPublished,
+                           metrics::kOutboxPublishFailures, metrics::kRunsRedispatched}) {
+    registry.ClearCallback(name);
+  }
 }
 
 namespace {

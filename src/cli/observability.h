@@ -6,6 +6,7 @@
 #include <string>
 
 #include "bridge/bridge.h"
+#include "dispatch/dispatcher.h"
 #include "executor/consumer.h"
 #include "metrics/metrics.h"
 #include "ops/ops.h"
@@ -26,6 +27,14 @@ ops::Check RegistryCheck(const std::string& registry_url);
 // scrape. Call ClearConsumerMetrics before `consumer` goes away.
 void ExposeConsumerMetrics(metrics::Registry& registry, const ExecutionConsumer* consumer);
 void ClearConsumerMetrics(metrics::Registry& registry);
+
+// agentflow_outbox_backlog_messages, agentflow_outbox_oldest_age_seconds,
+// agentflow_outbox_published_total, agentflow_outbox_publish_failures_total
+// and agentflow_runs_redispatched_total, read from `dispatcher` at every
+// scrape (the backlog as the relay last read it, about once a second). Call
+// ClearOutboxMetrics before `dispatcher` goes away.
+void ExposeOutboxMetrics(metrics::Registry& registry, const Dispatcher* dispatcher);
+void ClearOutboxMetrics(metrics::Registry& registry);
 
 // agentflow_bridge_* (requests, replies, dropped requests, reply publish
 // errors, calls in flight per agent), read from `bridge` at every scrape.

@@ -1,5 +1,11 @@
 #include "cli/platform.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 
 #include "agent/routing_caller.h"
@@ -15,6 +21,7 @@ Platform::Platform(PlatformOptions options) : options_(std::move(options)) {}
 Platform::~Platform() { Stop(); }
 
 Status Platform::Start() {
+  AF_RETURN_IF_ERROR(CheckPlanLimits(options_.limits.plan));
   std::string db_url = options_.database_url;
   if (db_url.empty()) {
     std::error_code ec;
@@ -24,6 +31,19 @@ Status Platform::Start() {
                                      ". Hint: pass --data-dir with a writable path");
     }
     db_url = (std::filesystem::path(options_.data_dir) / "agentflow.db").string();
+    // One serve per data directory: its embedded queue and lease owner name
+    // are the directory's. The lock goes with the process, however it ends.
+    std::string lock_path = (std::filesystem::path(options_.data_dir) / "serve.lock").string();
+    data_dir_lock_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (data_dir_lock_ < 0) {
+      return Status::InvalidArgument("cannot open '" + lock_path + "': " + std::strerror(errno));
+    }
+    if (::flock(data_dir_lock_, LOCK_EX | LOCK_NB) != 0) {
+      ::close(data_dir_lock_);
+      data_dir_lock_ = -1;
+      return Status::FailedPrecondition("another 'agentflow serve' is using the data directory '" +
+                                        options_.data_dir + "'. Hint: stop it, or pass another --data-dir");
+    }
   }
   feed_ = std::make_shared<ChangeFeed>();
   StoreOptions so;
@@ -53,15 +73,32 @@ Status Platform::Start() {
   loop_ = std::make_unique<EventLoop>(1);
   directory_ = NewStoreAgentDirectory(store_.get());
   // No Kafka here: a step calling a kafka agent fails with a hint to use KAFKA_BROKERS.
-  caller_ = auth::NewHostCheckingAgentCaller(NewRoutingAgentCaller(NewHttpAgentCaller(loop_->executor()), nullptr),
+  std::unique_ptr<AgentCaller> http_caller = NewHttpAgentCaller(loop_->executor(), options_.limits.http_caller());
+  caller_ = auth::NewHostCheckingAgentCaller(NewRoutingAgentCaller(std::move(http_caller), nullptr),
                                             options_.agent_hosts);
   EngineOptions eo;
   eo.metrics = &executor_metrics_;
+  eo.limits = options_.limits.step;
+  eo.lease_ttl = options_.reliability.lease_ttl();
+  if (data_dir_lock_ >= 0) {
+    // This process alone serves the directory: after a crash the next serve
+    // takes its runs' leases back at once instead of waiting for them to lapse.
+    std::error_code ec;
+    auto dir = std::filesystem::absolute(options_.data_dir, ec);
+    eo.owner = "serve:" + (ec ? options_.data_dir : dir.lexically_normal().string());
+  }
   engine_ = std::make_unique<Engine>(loop_->executor(), store_.get(), directory_.get(), caller_.get(), eo);
   loop_->Start();
 
+  dispatcher_ = std::make_unique<Dispatcher>(store_.get(), queue_.get(),
+                                            options_.reliability.dispatcher(kExecutionTopic));
+  dispatcher_->Start();
+  cli::ExposeOutboxMetrics(registry_, dispatcher_.get());
+
   ApiOptions ao;
   ao.metrics = &api_metrics_;
+  ao.on_dispatch = [d = dispatcher_.get()] { d->Kick(); };
+  ao.plan_limits = options_.limits.plan;
   ao.agent_hosts = options_.agent_hosts;
   ao.auth_mode = options_.auth_mode;
   api_ = std::make_unique<Api>(store_.get(), queue_.get(), feed_, ao);
@@ -96,6 +133,8 @@ Status Platform::Start() {
   ho.port = options_.port;
   ho.threads = options_.api_threads;
   ho.max_body_bytes = options_.max_body_bytes;
+  ho.header_timeout = options_.limits.header_timeout();
+  ho.body_timeout = options_.limits.body_timeout();
   auto server = http::StartServer(ho, ops_->Instrument(router_->AsHandler()));
   if (!server.ok()) return server.status();
   server_ = std::move(server).value();
@@ -107,6 +146,8 @@ void Platform::Stop() {
   if (health_checker_) health_checker_->Stop();
   if (server_) server_->Stop();
   cli::ClearConsumerMetrics(registry_);
+  cli::ClearOutboxMetrics(registry_);
+  if (dispatcher_) dispatcher_->Stop();
   if (consumer_) consumer_->Stop();
   if (engine_ && loop_) engine_->Shutdown();
   if (loop_) loop_->Stop();
@@ -117,6 +158,11 @@ void Platform::Stop() {
   engine_.reset();
   caller_.reset();
   loop_.reset();
+  dispatcher_.reset();
+  if (data_dir_lock_ >= 0) {
+    ::close(data_dir_lock_);
+    data_dir_lock_ = -1;
+  }
   started_ = false;
 }
 

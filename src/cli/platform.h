@@ -14,6 +14,9 @@
 #include "api/api.h"
 #include "auth/agent_hosts.h"
 #include "auth/auth.h"
+#include "dispatch/dispatcher.h"
+#include "cli/limit_flags.h"
+#include "cli/reliability_flags.h"
 #include "executor/consumer.h"
 #include "executor/engine.h"
 #include "executor/loop.h"
@@ -37,11 +40,19 @@ struct PlatformOptions {
   uint16_t demo_port = 0;          // demo agents' port (0: pick a free one)
   int api_threads = 1;             // HTTP server threads
   size_t max_body_bytes = 1 << 20; // request body limit (413 above)
-  size_t max_active_runs = 10000;  // runs executing at once before the consumer pauses
+  size_t max_active_runs = 10000;  // runs executing at once before the consumer pauses (--max-runs)
+  // Plans, step inputs and outputs, for_each, request timeouts
+  // (docs/reliability.md, "Bad input and limits"); defaults in place there.
+  cli::LimitFlags limits;
   bool sqlite_full_sync = false;   // synchronous=FULL (power-loss durable)
   double health_interval_seconds = 10;  // agent health checks (0: none)
   auth::AuthMode auth_mode = auth::AuthMode::kOff;  // --auth: API keys required on the API routes
   auth::AgentHostAllowList agent_hosts;             // --agent-hosts: where agents may be registered and called
+  // Reliability (docs/reliability.md): run leases lapse this long after
+  // their executor's last renewal; a run not finished, held by nobody and
+  // last dispatched stranded_after ago is dispatched again (checked every
+  // sweep_interval).
+  cli::ReliabilityFlags reliability;
 };
 
 class Platform {
@@ -70,6 +81,8 @@ class Platform {
   std::unique_ptr<HealthChecker> health_checker_;
   std::unique_ptr<Store> store_;
   std::unique_ptr<Queue> queue_;
+  std::unique_ptr<Dispatcher> dispatcher_;  // outbox relay and sweeper
+  int data_dir_lock_ = -1;                   // flock on <data_dir>/serve.lock (SQLite in the data dir only)
   std::unique_ptr<EventLoop> loop_;
   std::unique_ptr<AgentDirectory> directory_;
   std::unique_ptr<AgentCaller> caller_;

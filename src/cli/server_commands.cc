@@ -15,6 +15,8 @@
 #include "cli/access.h"
 #include "cli/agent_callers.h"
 #include "cli/commands.h"
+#include "cli/limit_flags.h"
+#include "cli/reliability_flags.h"
 #include "cli/output.h"
 #include "cli/platform.h"
 #include "common/json_limits.h"
@@ -377,6 +379,14 @@ void AddServerCommands(CLI::App& app, GlobalOptions& global, int* exit_code) {
   serve->add_option("--api-threads", serve_args.platform.api_threads, "HTTP server threads")->capture_default_str();
   serve->add_option("--max-body-bytes", serve_args.platform.max_body_bytes, "request body limit")
       ->capture_default_str();
+  serve->add_option("--max-runs", serve_args.platform.max_active_runs, "runs executing at once in this process")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  AddHttpLimitFlags(serve, serve_args.platform.limits);
+  AddPlanLimitFlags(serve, serve_args.platform.limits);
+  AddStepLimitFlags(serve, serve_args.platform.limits);
+  AddLeaseFlags(serve, serve_args.platform.reliability);
+  AddDispatchFlags(serve, serve_args.platform.reliability);
   serve->add_flag("--full-sync", serve_args.platform.sqlite_full_sync,
                   "SQLite synchronous=FULL: survive power loss, not only process crashes (slower)");
   serve->add_option("--health-interval", serve_args.platform.health_interval_seconds,

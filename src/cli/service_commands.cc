@@ -19,6 +19,8 @@
 #include "cli/access.h"
 #include "cli/agent_callers.h"
 #include "cli/commands.h"
+#include "cli/limit_flags.h"
+#include "cli/reliability_flags.h"
 #include "cli/observability.h"
 #include "common/log.h"
 #include "common/redact.h"
@@ -53,6 +55,7 @@ struct ServiceConfig {
   std::string execution_topic = kExecutionTopic;         // KAFKA_EXECUTION_TOPIC
   std::string cancellation_topic = kCancellationTopic;   // KAFKA_CANCELLATION_TOPIC
   std::string agent_reply_topic = kAgentReplyTopic;      // KAFKA_AGENT_REPLY_TOPIC (consumer)
+  std::string dead_letter_topic = kDeadLetterTopic;      // KAFKA_DLQ_TOPIC (consumer)
   std::string log_level = "INFO";  // LOG_LEVEL
   std::string log_format = "text"; // LOG_FORMAT
   std::vector<std::string> kafka_properties;  // key=value, repeatable
@@ -61,6 +64,8 @@ struct ServiceConfig {
   // api
   int api_threads = 1;
   size_t max_body_bytes = 1 << 20;
+  LimitFlags limits;  // api: plans and request timeouts; consumer: steps (cli/limit_flags.h)
+  ReliabilityFlags reliability;  // api: dispatch; consumer: leases and dispatch (cli/reliability_flags.h)
   // consumer
   size_t max_active_runs = 1000;
   double grace_seconds = 30;
@@ -156,9 +161,17 @@ int RunApi(ServiceConfig& c) {
   ApiOptions ao;
   ao.execution_topic = c.execution_topic;
   ao.cancellation_topic = c.cancellation_topic;
+  ao.plan_limits = c.limits.plan;
   ao.metrics = &run_metrics;
   ao.agent_hosts = access->agent_hosts;
   ao.auth_mode = access->auth_mode;
+  // Triggers commit their request to the outbox; this relay publishes it
+  // (and any other process's backlog), and its sweeper re-dispatches runs
+  // that no executor holds.
+  Dispatcher dispatcher(db.get(), queue->get(), c.reliability.dispatcher(c.execution_topic));
+  dispatcher.Start();
+  ExposeOutboxMetrics(registry, &dispatcher);
+  ao.on_dispatch = [&dispatcher] { dispatcher.Kick(); };
   Api api(db.get(), queue->get(), feed, ao);
   ops::EndpointsOptions oo;
   oo.checks = {DatabaseCheck(db.get()), QueueCheck("kafka", queue->get())};
@@ -173,8 +186,13 @@ int RunApi(ServiceConfig& c) {
   so.port = c.port;
   so.threads = c.api_threads;
   so.max_body_bytes = c.max_body_bytes;
+  so.header_timeout = c.limits.header_timeout();
+  so.body_timeout = c.limits.body_timeout();
   auto server = http::StartServer(so, endpoints.Instrument(router.AsHandler()));
-  if (!server.ok()) return Fail(server.status());
+  if (!server.ok()) {
+    ClearOutboxMetrics(registry);
+    return Fail(server.status());
+  }
   std::string url = "http://" + c.host + ":" + std::to_string((*server)->port());
   std::printf("agentflow api listening on %s/api/v1\n", url.c_str());
   std::fflush(stdout);
@@ -184,6 +202,8 @@ int RunApi(ServiceConfig& c) {
   int sig = WaitForSignal(signals);
   log::Info(std::string("agentflow api stopping on ") + (sig == SIGINT ? "SIGINT" : "SIGTERM"));
   (*server)->Stop();
+  ClearOutboxMetrics(registry);
+  dispatcher.Stop();  // what is not published yet stays in the outbox for the next relay
   return 0;
 }
 
@@ -212,7 +232,7 @@ int RunConsumer(ServiceConfig& c) {
   // Kafka agents are called over the same brokers (docs/agents.md, "Kafka transport").
   auto kafka = KafkaFlags(c.kafka_brokers, c.kafka_properties, "agentflow-consumer");
   if (!kafka.ok()) return Fail(kafka.status());
-  auto caller = NewExecutorAgentCaller(loop.executor(), *kafka, c.agent_reply_topic);
+  auto caller = NewExecutorAgentCaller(loop.executor(), *kafka, c.agent_reply_topic, c.limits.http_caller());
   if (!caller.ok()) return Fail(caller.status());
   // Agents on hosts outside --agent-hosts are not called (the step fails).
   std::unique_ptr<AgentCaller> checked = auth::NewHostCheckingAgentCaller(std::move(caller).value(), access->agent_hosts);
@@ -222,18 +242,29 @@ int RunConsumer(ServiceConfig& c) {
   metrics::Registry registry;  // before the engine: it outlives it
   metrics::ExecutorMetrics executor_metrics(registry);
   EngineOptions eo;
+  eo.limits = c.limits.step;
   eo.metrics = &executor_metrics;
+  eo.lease_ttl = c.reliability.lease_ttl();
   Engine engine(loop.executor(), store->get(), directory.get(), checked.get(), eo);
   loop.Start();
+  // The consumer relays the outbox and sweeps too: runs accepted by an api
+  // that died before publishing still reach the queue.
+  Dispatcher dispatcher(store->get(), queue->get(), c.reliability.dispatcher(c.execution_topic));
+  dispatcher.Start();
+  ExposeOutboxMetrics(registry, &dispatcher);
 
   ConsumerOptions co;
   co.group = c.group_id;
   co.execution_topic = c.execution_topic;
   co.cancellation_topic = c.cancellation_topic;
   co.max_active_runs = c.max_active_runs;
+  co.max_message_bytes = c.limits.max_message_bytes;
+  co.dead_letter_topic = c.dead_letter_topic;
   ExecutionConsumer consumer(queue->get(), &engine, co);
   Status started = consumer.Start();
   if (!started.ok()) {
+    ClearOutboxMetrics(registry);
+    dispatcher.Stop();
     engine.Shutdown();
     return Fail(started);
   }
@@ -253,6 +284,8 @@ int RunConsumer(ServiceConfig& c) {
   auto server = http::StartServer(so, endpoints.Instrument(router.AsHandler()));
   if (!server.ok()) {
     ClearConsumerMetrics(registry);
+    ClearOutboxMetrics(registry);
+    dispatcher.Stop();
     consumer.Stop();
     engine.Shutdown();
     return Fail(server.status());
@@ -277,6 +310,8 @@ int RunConsumer(ServiceConfig& c) {
   engine.Shutdown();
   (*server)->Stop();
   ClearConsumerMetrics(registry);
+  ClearOutboxMetrics(registry);
+  dispatcher.Stop();
   consumer.Stop();
   loop.Stop();
   log::Info("agentflow consumer stopped");
@@ -373,6 +408,9 @@ void AddServiceCommands(CLI::App& app, int* exit_code) {
   AddCommonOptions(api, api_cfg);
   api->add_option("--port", api_cfg.port, "API port (0: any free port)")->capture_default_str();
   api->add_option("--api-threads", api_cfg.api_threads, "HTTP server threads")->capture_default_str();
+  AddHttpLimitFlags(api, api_cfg.limits);
+  AddPlanLimitFlags(api, api_cfg.limits);
+  AddDispatchFlags(api, api_cfg.reliability);
   api->add_option("--max-body-bytes", api_cfg.max_body_bytes, "request body limit")->capture_default_str();
   AddAccessOptions(api, api_cfg.access, /*with_auth=*/true);
   api->callback([exit_code] { *exit_code = RunApi(api_cfg); });
@@ -386,6 +424,15 @@ void AddServiceCommands(CLI::App& app, int* exit_code) {
       ->capture_default_str();
   consumer->add_option("--port", consumer_cfg.port, "health endpoint port (0: any free port)")->capture_default_str();
   consumer->add_option("--max-runs", consumer_cfg.max_active_runs, "runs executing at once in this process")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  AddStepLimitFlags(consumer, consumer_cfg.limits);
+  AddQueueLimitFlags(consumer, consumer_cfg.limits);
+  AddLeaseFlags(consumer, consumer_cfg.reliability);
+  AddDispatchFlags(consumer, consumer_cfg.reliability);
+  consumer->add_option("--dlq-topic", consumer_cfg.dead_letter_topic,
+                       "topic unusable messages are set aside on, with the reason (empty: only logged)")
+      ->envname("KAFKA_DLQ_TOPIC")
       ->capture_default_str();
   consumer->add_option("--agent-reply-topic", consumer_cfg.agent_reply_topic,
                        "topic this consumer reads kafka agents' replies from")

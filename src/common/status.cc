@@ -14,6 +14,7 @@ const char* CodeName(Code code) {
     case Code::kUnavailable: return "UNAVAILABLE";
     case Code::kDeadlineExceeded: return "DEADLINE_EXCEEDED";
     case Code::kCancelled: return "CANCELLED";
+    case Code::kAborted: return "ABORTED";
     case Code::kInternal: return "INTERNAL";
     case Code::kUnauthenticated: return "UNAUTHENTICATED";
     case Code::kPermissionDenied: return "PERMISSION_DENIED";

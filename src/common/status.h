@@ -23,6 +23,7 @@ enum class Code {
   kUnavailable,         // transient: connection refused, 5xx, busy (retryable)
   kDeadlineExceeded,    // timed out (retryable)
   kCancelled,           // stopped on request
+  kAborted,             // lost a race for ownership: another executor holds the run's lease (409)
   kInternal,            // a bug or a broken invariant (500)
   kUnauthenticated,     // no valid credentials (401)
   kPermissionDenied,    // valid credentials, not allowed to do this (403)
@@ -49,6 +50,9 @@ class [[nodiscard]] Status {
   static Status Unavailable(std::string m) { return Status(Code::kUnavailable, std::move(m)); }
   static Status DeadlineExceeded(std::string m) { return Status(Code::kDeadlineExceeded, std::move(m)); }
   static Status Cancelled(std::string m) { return Status(Code::kCancelled, std::move(m)); }
+  static Status Aborted(std::string m, nlohmann::json d = nullptr) {
+    return Status(Code::kAborted, std::move(m), std::move(d));
+  }
   static Status Internal(std::string m) { return Status(Code::kInternal, std::move(m)); }
   static Status Unauthenticated(std::string m) { return Status(Code::kUnauthenticated, std::move(m)); }
   static Status PermissionDenied(std::string m, nlohmann::json d = nullptr) {

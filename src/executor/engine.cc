@@ -1,5 +1,8 @@
 #include "executor/engine.h"
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <future>
 #include <thread>
 #include <random>
@@ -41,6 +44,13 @@ std::string JoinProblems(const Status& s) {
 
 }  // namespace
 
+std::string DefaultLeaseOwner() {
+  char host[256] = {0};
+  if (gethostname(host, sizeof(host) - 1) != 0 || host[0] == '\0') std::snprintf(host, sizeof(host), "localhost");
+  std::mt19937_64 rng(std::random_device{}());
+  return fmt::format("{}:{}:{:08x}", host, static_cast<long>(getpid()), static_cast<uint32_t>(rng()));
+}
+
 struct Engine::Active {
   std::string run_id;
   std::string trace_id;  // once the run's row was read (for log lines)
@@ -50,6 +60,10 @@ struct Engine::Active {
   std::string cancelled_by;
   std::string cancel_reason;
   Done done;
+  int64_t lease_token = 0;  // the lease held on the run (0: none yet), released when abandoned
+  // Cancellations asked for before this time belong to an earlier attempt of
+  // the run (see Engine::Cancel); 0: not known yet.
+  TimeMs cancel_floor = 0;
 };
 
 // Drives one run. Lives on the engine's executor; not thread-safe.
@@ -75,10 +89,30 @@ class Engine::RunExecutor {
     return RunOutcome{kind, run_.id.empty() ? request_.run_id : run_.id, status};
   }
   RunOutcome RetryLater(const Status& s) {
+    if (s.code() == Code::kAborted) return LeaseLost(s);
     log::Warn("store error, the run will be tried again: " + s.ToString(), {request_.run_id, {}, {}, trace_id_});
     RunOutcome o = Outcome(RunOutcome::Kind::kAbandoned);
     retry_later_ = true;
     return o;
+  }
+  // Another executor holds the run's lease: try again when it lapses (it
+  // is renewed while that executor lives; when the run ends there, the next
+  // try finds it finished).
+  RunOutcome WaitForLease(const Status& s) {
+    const int64_t ttl = engine_->options_.lease_ttl.count();
+    int64_t after = s.details().is_object() ? s.details().value("retry_after_ms", ttl) : ttl;
+    after = std::clamp<int64_t>(after, 50, ttl) + std::uniform_int_distribution<int64_t>(0, 250)(rng_);
+    log::Info(fmt::format("{}; trying again in {} ms", s.message(), after), RunFields());
+    retry_later_ = true;
+    retry_delay_ = std::chrono::milliseconds(after);
+    return Outcome(RunOutcome::Kind::kAbandoned);
+  }
+  // A fenced write was refused: another executor acquired the run's lease
+  // (this one was paused or cut off longer than the lease). Stop without
+  // writing anything more; the run is theirs.
+  RunOutcome LeaseLost(const Status& s) {
+    log::Warn("lease lost, another executor took the run over; stopping here: " + s.message(), RunFields());
+    return Outcome(RunOutcome::Kind::kTakenOver);
   }
 
   Scope MakeScope(const json* item, std::optional<int> index) {
@@ -135,7 +169,8 @@ class Engine::RunExecutor {
   void CountRetry(const std::string& agent) {
     if (auto* m = M()) m->step_retries.Labels({agent}).Inc();
   }
-  Status FinishStep(const StepFinish& f, const std::string& agent) {
+  Status FinishStep(StepFinish& f, const std::string& agent) {
+    f.lease_token = lease_token_;
     Status st = store_->FinishStep(f);
     if (st.ok()) CountStep(agent, f.to);
     return st;
@@ -176,9 +211,13 @@ class Engine::RunExecutor {
   std::unique_ptr<Notifier> wake_;
   int running_ = 0;
   bool retry_later_ = false;
+  std::chrono::milliseconds retry_delay_{0};  // for retry_later_; 0: the engine's store_retry_delay
+  int64_t lease_token_ = 0;  // fencing token of the lease held; written with every store write
+  bool lease_lost_ = false;  // a fenced write was refused
 
  public:
   bool retry_later() const { return retry_later_; }
+  std::chrono::milliseconds retry_delay() const { return retry_delay_; }
 };
 
 asio::awaitable<RunOutcome> Engine::RunExecutor::Execute() {
@@ -197,6 +236,34 @@ asio::awaitable<RunOutcome> Engine::RunExecutor::Execute() {
   SetTrace();
   if (IsTerminal(run_.status)) co_return Outcome(RunOutcome::Kind::kFinished, run_.status);
 
+  // Exactly one executor drives a run: the one holding its lease.
+  auto lease = store_->AcquireRunLease(run_.id, engine_->owner_, engine_->options_.lease_ttl.count());
+  if (!lease.ok()) {
+    switch (lease.status().code()) {
+      case Code::kNotFound:
+        co_return Outcome(RunOutcome::Kind::kDropped);
+      case Code::kFailedPrecondition: {  // it finished meanwhile
+        auto again = store_->GetRun(run_.id);
+        if (!again.ok()) co_return RetryLater(again.status());
+        co_return Outcome(RunOutcome::Kind::kFinished, again->status);
+      }
+      case Code::kAborted:
+        co_return WaitForLease(lease.status());
+      default:
+        co_return RetryLater(lease.status());
+    }
+  }
+  lease_token_ = lease->token;
+  active_->lease_token = lease->token;
+  // A cancellation message older than this attempt of the run is a replay
+  // (Engine::Cancel). The attempt began when the run became PENDING; a
+  // resumed first attempt when it started.
+  if (run_.status == RunStatus::kPending) {
+    active_->cancel_floor = run_.updated_at;
+  } else if (run_.attempt <= 1 && run_.started_at) {
+    active_->cancel_floor = *run_.started_at;
+  }
+
   // The plan: the one in the request, else the run's workflow version.
   json doc = request_.workflow_plan;
   if (!doc.is_object() || doc.empty()) {
@@ -209,7 +276,8 @@ asio::awaitable<RunOutcome> Engine::RunExecutor::Execute() {
     }
     doc = wf->plan;
   }
-  auto plan = ParsePlan(doc);
+  // Admitted by the API under its own limits: only the hard cap applies here.
+  auto plan = ParsePlan(doc, PlanLimits::ForExecution());
   if (!plan.ok()) {
     co_return Transition(run_.status, RunStatus::kFailed, std::nullopt, JoinProblems(plan.status()));
   }
@@ -231,6 +299,7 @@ asio::awaitable<RunOutcome> Engine::RunExecutor::Execute() {
     t.run_id = run_.id;
     t.from = RunStatus::kPending;
     t.to = RunStatus::kRunning;
+    t.lease_token = lease_token_;
     auto moved = store_->TransitionRun(t);
     if (!moved.ok()) {
       if (moved.status().code() != Code::kFailedPrecondition) co_return RetryLater(moved.status());
@@ -329,6 +398,7 @@ void Engine::RunExecutor::StepFailed(int idx, const std::string& message) {
 }
 
 void Engine::RunExecutor::StoreFailed(const Status& s) {
+  if (s.code() == Code::kAborted) lease_lost_ = true;
   if (!store_error_) store_error_ = s;
   if (!active_->cancel.cancelled()) active_->cancel.Cancel("cancelled because the store is unavailable");
   wake_->Notify();
@@ -353,7 +423,7 @@ Result<int64_t> Engine::RunExecutor::InsertTerminal(int idx, std::optional<int> 
                                                     const json& input, const std::string& error) {
   StepExecution row = NewRow(idx, item, status, input);
   row.error_message = error;
-  auto id = store_->InsertStep(row);
+  auto id = store_->InsertStep(row, lease_token_);
   if (id.ok()) CountStep(row.agent_name, status);
   return id;
 }
@@ -420,12 +490,20 @@ asio::awaitable<void> Engine::RunExecutor::RunForEach(int idx) {
     if (!ins.ok()) co_return StoreFailed(ins.status());
     co_return StepFailed(idx, bad);
   }
+  // ---- limits (model/limits.h): too many elements fail the step before any starts.
+  if (Status many = CheckForEachItems(items->size(), engine_->options_.limits.max_for_each_items); !many.ok()) {
+    std::string msg = fmt::format("step '{}': {}", spec.id, many.message());
+    auto ins = InsertTerminal(idx, std::nullopt, StepStatus::kFailed, nullptr, msg);
+    if (!ins.ok()) co_return StoreFailed(ins.status());
+    co_return StepFailed(idx, msg);
+  }
+  // ---- end of limits
   const json& arr = *items;
   const int n = static_cast<int>(arr.size());
 
   // The fan-in row: RUNNING while items run, then the array of outputs.
   StepExecution agg = NewRow(idx, std::nullopt, StepStatus::kRunning, json{{"items", arr}});
-  auto agg_id = store_->InsertStep(agg);
+  auto agg_id = store_->InsertStep(agg, lease_token_);
   if (!agg_id.ok()) co_return StoreFailed(agg_id.status());
 
   std::vector<json> outputs(n);
@@ -538,6 +616,15 @@ asio::awaitable<Engine::RunExecutor::ItemOutcome> Engine::RunExecutor::RunItem(i
     if (!ins.ok()) co_return store_fail(ins.status());
     co_return fail(msg);
   }
+  // ---- limits (model/limits.h): an input over the limit fails the step, the
+  // agent is not called and the input is not stored.
+  if (Status big = CheckStepInput(*input, engine_->options_.limits.max_input_bytes); !big.ok()) {
+    std::string msg = fmt::format("{}: {}", label, big.message());
+    auto ins = InsertTerminal(idx, item, StepStatus::kFailed, nullptr, msg);
+    if (!ins.ok()) co_return store_fail(ins.status());
+    co_return fail(msg);
+  }
+  // ---- end of limits
   log::Fields fields = StepFields(spec);
 
   int tries = 0;
@@ -583,7 +670,7 @@ asio::awaitable<Engine::RunExecutor::ItemOutcome> Engine::RunExecutor::RunItem(i
       co_return cancelled();
     }
     StepExecution row = NewRow(idx, item, StepStatus::kRunning, *input);
-    auto row_id = store_->InsertStep(row);
+    auto row_id = store_->InsertStep(row, lease_token_);
     if (!row_id.ok()) {
       engine_->limiter_->Release(spec.agent);
       co_return store_fail(row_id.status());
@@ -654,6 +741,7 @@ RunOutcome Engine::RunExecutor::Transition(RunStatus from, RunStatus to, std::op
   t.to = to;
   t.output = std::move(output);
   t.error_message = std::move(error);
+  t.lease_token = lease_token_;
   auto moved = store_->TransitionRun(t);
   if (moved.ok()) {
     run_ = std::move(moved).value();
@@ -672,7 +760,7 @@ RunOutcome Engine::RunExecutor::Transition(RunStatus from, RunStatus to, std::op
     }
     return Outcome(RunOutcome::Kind::kFinished, run_.status);
   }
-  if (moved.status().code() != Code::kFailedPrecondition) return RetryLater(moved.status());
+  if (moved.status().code() != Code::kFailedPrecondition) return RetryLater(moved.status());  // incl. lease lost
   // Someone else moved the run (e.g. the API cancelled a PENDING run).
   auto now = store_->GetRun(run_.id);
   if (!now.ok()) return RetryLater(now.status());
@@ -682,6 +770,7 @@ RunOutcome Engine::RunExecutor::Transition(RunStatus from, RunStatus to, std::op
 
 asio::awaitable<RunOutcome> Engine::RunExecutor::Finalize() {
   if (active_->abandoned) co_return Outcome(RunOutcome::Kind::kAbandoned);
+  if (lease_lost_) co_return LeaseLost(*store_error_);
   if (store_error_) co_return RetryLater(*store_error_);
   if (active_->user_cancelled) {
     if (!run_.cancel_requested) {
@@ -720,7 +809,10 @@ Engine::Engine(boost::asio::any_io_executor executor, Store* store, AgentDirecto
       agents_(agents),
       caller_(caller),
       options_(options),
-      limiter_(std::make_unique<AgentLimiter>()) {}
+      owner_(options_.owner.empty() ? DefaultLeaseOwner() : options_.owner),
+      limiter_(std::make_unique<AgentLimiter>()) {
+  if (options_.lease_ttl.count() < 30) options_.lease_ttl = std::chrono::milliseconds(30);
+}
 
 Engine::~Engine() = default;
 
@@ -730,15 +822,25 @@ void Engine::Submit(ExecutionRequest request, Done done) {
   });
 }
 
-void Engine::Cancel(const std::string& run_id, const std::string& cancelled_by, const std::string& reason) {
-  asio::post(executor_, [this, run_id, cancelled_by, reason] { CancelLocal(run_id, cancelled_by, reason); });
+void Engine::Cancel(const std::string& run_id, const std::string& cancelled_by, const std::string& reason,
+                    TimeMs requested_at) {
+  asio::post(executor_, [this, run_id, cancelled_by, reason, requested_at] {
+    CancelLocal(run_id, cancelled_by, reason, requested_at);
+  });
 }
 
-void Engine::CancelLocal(const std::string& run_id, const std::string& cancelled_by, const std::string& reason) {
+void Engine::CancelLocal(const std::string& run_id, const std::string& cancelled_by, const std::string& reason,
+                         TimeMs requested_at) {
   auto it = active_.find(run_id);
   if (it == active_.end()) return;
   Active& a = *it->second;
   if (a.user_cancelled || a.abandoned) return;
+  // A second of leeway for clocks of different machines.
+  if (requested_at > 0 && a.cancel_floor > 0 && requested_at + 1000 < a.cancel_floor) {
+    log::Info("ignored a cancellation from before the run's current attempt (a replayed message)",
+              {run_id, {}, {}, a.trace_id});
+    return;
+  }
   a.user_cancelled = true;
   a.cancelled_by = cancelled_by;
   a.cancel_reason = reason;
@@ -762,9 +864,29 @@ asio::awaitable<void> Engine::PollCancelRequests() {
     if (ids.empty()) continue;
     auto requests = store_->ListCancelRequests(ids);
     if (!requests.ok()) continue;  // the next round tries again
-    for (const CancelRequest& c : *requests) CancelLocal(c.run_id, c.cancelled_by, c.reason);
+    for (const CancelRequest& c : *requests) CancelLocal(c.run_id, c.cancelled_by, c.reason, 0);
   }
   cancel_poller_running_ = false;
+}
+
+asio::awaitable<void> Engine::RenewLeases() {
+  asio::steady_timer timer(executor_);
+  bool failing = false;
+  while (!shut_down_ && !active_.empty()) {
+    timer.expires_after(options_.lease_ttl / 3);
+    boost::system::error_code ec;
+    co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    if (shut_down_ || active_.empty()) break;
+    auto renewed = store_->RenewRunLeases(owner_, options_.lease_ttl.count());
+    if (!renewed.ok() && !failing) {
+      log::Warn("could not renew run leases (tried again in " + std::to_string((options_.lease_ttl / 3).count()) +
+                " ms): " + renewed.status().ToString());
+    } else if (renewed.ok() && failing) {
+      log::Info("run leases renewed again");
+    }
+    failing = !renewed.ok();
+  }
+  lease_renewer_running_ = false;
 }
 
 void Engine::Abandon(const std::vector<std::string>& run_ids) {
@@ -818,14 +940,24 @@ void Engine::Start(ExecutionRequest request, Done done) {
     cancel_poller_running_ = true;
     asio::co_spawn(executor_, PollCancelRequests(), [](std::exception_ptr) {});
   }
+  if (!lease_renewer_running_) {
+    lease_renewer_running_ = true;
+    asio::co_spawn(executor_, RenewLeases(), [](std::exception_ptr) {});
+  }
 
   auto body = [this, active, request = std::move(request)]() -> asio::awaitable<RunOutcome> {
     while (true) {
       RunExecutor exec(this, active.get(), request);
       RunOutcome outcome = co_await exec.Execute();
       if (!exec.retry_later() || active->abandoned) co_return outcome;
-      bool slept = co_await SleepFor(options_.store_retry_delay, &active->cancel);
-      if (!slept && active->abandoned) co_return outcome;
+      auto delay = exec.retry_delay().count() > 0 ? exec.retry_delay() : options_.store_retry_delay;
+      bool slept = co_await SleepFor(delay, &active->cancel);
+      if (!slept) {
+        if (active->abandoned) co_return outcome;
+        // A user cancel fired the signal: still wait before trying again
+        // (the next try records the cancellation).
+        co_await SleepFor(delay, nullptr);
+      }
     }
   };
   asio::co_spawn(executor_, std::move(body), [this, run_id](std::exception_ptr e, RunOutcome outcome) {
@@ -838,6 +970,13 @@ void Engine::Start(ExecutionRequest request, Done done) {
         log::Error("executor crashed", {run_id});
       }
       outcome = RunOutcome{RunOutcome::Kind::kAbandoned, run_id, std::nullopt};
+    }
+    // Handed back (shutdown, rebalance): free the lease so that whoever
+    // gets the run next need not wait for it to lapse.
+    auto it = active_.find(run_id);
+    if (outcome.kind == RunOutcome::Kind::kAbandoned && it != active_.end() && it->second->lease_token != 0) {
+      Status released = store_->ReleaseRunLease(run_id, it->second->lease_token);
+      if (!released.ok()) log::Warn("could not release the run's lease (it lapses): " + released.ToString(), {run_id});
     }
     Finish(run_id, outcome);
   });

@@ -27,6 +27,7 @@
 #include <boost/asio/any_io_executor.hpp>
 
 #include "agent/agent.h"
+#include "model/limits.h"
 #include "metrics/agentflow_metrics.h"
 #include "queue/messages.h"
 #include "storage/store.h"
@@ -46,7 +47,21 @@ struct EngineOptions {
   // counts nothing). Updates are atomics only: no lock, allocation or store
   // call is added to a step. Must outlive the engine.
   metrics::ExecutorMetrics* metrics = nullptr;
+  // Step input size and for_each fan-out (model/limits.h): over them the
+  // step fails without calling its agent.
+  StepLimits limits;
+  // Leases (storage/store.h): an executor drives a run only while it holds
+  // the run's lease, and every write it makes carries the lease's fencing
+  // token, so a stale executor (paused, partitioned, its request redelivered
+  // elsewhere) cannot write once another took over. `owner` names this
+  // engine in workflow_runs.lease_owner (empty: host:pid:random); leases are
+  // renewed every lease_ttl / 3 and lapse lease_ttl after the last renewal.
+  std::string owner;
+  std::chrono::milliseconds lease_ttl{15000};
 };
+
+// The lease owner name for this process: "<host>:<pid>:<random>".
+std::string DefaultLeaseOwner();
 
 // What happened to a submitted run, reported once per Submit.
 struct RunOutcome {
@@ -55,6 +70,7 @@ struct RunOutcome {
     kDuplicate,  // the run is already being executed by this engine
     kDropped,    // the run does not exist; nothing to do
     kAbandoned,  // the engine shut down first; the run resumes elsewhere/later
+    kTakenOver,  // another executor took the run's lease; this one stopped without writing more
   };
   Kind kind = Kind::kFinished;
   std::string run_id;
@@ -81,11 +97,18 @@ class Engine {
 
   // Cancels a run executing here: in-flight agent calls are aborted, no new
   // step starts, the run ends CANCELLED with who and why. Returns without
-  // waiting. No effect on runs not executing here.
-  void Cancel(const std::string& run_id, const std::string& cancelled_by, const std::string& reason);
+  // waiting. No effect on runs not executing here. `requested_at` (ms since
+  // the epoch, 0: unknown) is when the cancellation was asked for: one from
+  // before the run's current attempt started (a replayed message, or one for
+  // the attempt before a retry) is ignored.
+  void Cancel(const std::string& run_id, const std::string& cancelled_by, const std::string& reason,
+              TimeMs requested_at = 0);
 
   // Runs currently executing (approximate when read from another thread).
   size_t ActiveRuns() const { return active_count_.load(); }
+
+  // The name this engine holds run leases under.
+  const std::string& owner() const { return owner_; }
 
   // Abandons the given runs if they execute here (they stay as recorded and
   // resume wherever their request is delivered next), reporting kAbandoned
@@ -109,20 +132,24 @@ class Engine {
  private:
   void Start(ExecutionRequest request, Done done);
   void Finish(const std::string& run_id, const RunOutcome& outcome);
-  void CancelLocal(const std::string& run_id, const std::string& cancelled_by, const std::string& reason);
+  void CancelLocal(const std::string& run_id, const std::string& cancelled_by, const std::string& reason,
+                   TimeMs requested_at);
   boost::asio::awaitable<void> PollCancelRequests();
+  boost::asio::awaitable<void> RenewLeases();
 
   boost::asio::any_io_executor executor_;
   Store* store_;
   AgentDirectory* agents_;
   AgentCaller* caller_;
   EngineOptions options_;
+  std::string owner_;  // options_.owner, or DefaultLeaseOwner()
   struct Active;
   std::map<std::string, std::shared_ptr<Active>> active_;  // engine thread only
   std::atomic<size_t> active_count_{0};
   bool shut_down_ = false;
   std::shared_ptr<std::promise<void>> shutdown_done_;
   bool cancel_poller_running_ = false;
+  bool lease_renewer_running_ = false;
   // Abandon() waiters: run ids still to unwind, and the promise to fulfil.
   struct AbandonWait {
     std::set<std::string> left;

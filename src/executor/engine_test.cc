@@ -708,11 +708,39 @@ class FlakyStore : public Store {
   }
   Result<Run> TransitionRun(const RunTransition& t) override { return inner_->TransitionRun(t); }
   Result<Run> RequestCancel(const CancelRequest& c) override { return inner_->RequestCancel(c); }
-  Result<int64_t> InsertStep(const StepExecution& s) override {
+  using Store::InsertStep;
+  Result<int64_t> InsertStep(const StepExecution& s, int64_t lease_token) override {
     if (failures_-- > 0) return Status::Unavailable("database is restarting");
-    return inner_->InsertStep(s);
+    return inner_->InsertStep(s, lease_token);
   }
+  Result<RunLease> AcquireRunLease(const std::string& run_id, const std::string& owner, int64_t ttl_ms) override {
+    return inner_->AcquireRunLease(run_id, owner, ttl_ms);
+  }
+  Result<int64_t> RenewRunLeases(const std::string& owner, int64_t ttl_ms) override {
+    if (fail_renewals) return Status::Unavailable("database is unreachable");
+    return inner_->RenewRunLeases(owner, ttl_ms);
+  }
+  Status ReleaseRunLease(const std::string& run_id, int64_t token) override {
+    return inner_->ReleaseRunLease(run_id, token);
+  }
+  Result<std::vector<Run>> ListStrandedRuns(int64_t older_than_ms, int limit) override {
+    return inner_->ListStrandedRuns(older_than_ms, limit);
+  }
+  Result<bool> RedispatchRun(const std::string& run_id, int64_t older_than_ms, const OutboxMessage& m) override {
+    return inner_->RedispatchRun(run_id, older_than_ms, m);
+  }
+  Result<std::vector<OutboxMessage>> ClaimOutbox(int limit, int64_t claim_ms) override {
+    return inner_->ClaimOutbox(limit, claim_ms);
+  }
+  Status DeleteOutbox(const std::vector<int64_t>& ids) override { return inner_->DeleteOutbox(ids); }
+  Status DeferOutbox(const std::vector<int64_t>& ids, const std::string& error, int64_t retry_ms) override {
+    return inner_->DeferOutbox(ids, error, retry_ms);
+  }
+  Result<OutboxStats> GetOutboxStats() override { return inner_->GetOutboxStats(); }
   Status FinishStep(const StepFinish& f) override { return inner_->FinishStep(f); }
+
+  // Lease renewals fail (an executor cut off from the database, or paused).
+  std::atomic<bool> fail_renewals{false};
   Result<std::vector<StepExecution>> ListSteps(const std::string& id) override { return inner_->ListSteps(id); }
   Result<Agent> CreateAgent(const Agent& a) override { return inner_->CreateAgent(a); }
   Result<Agent> UpsertAgent(const Agent& a) override { return inner_->UpsertAgent(a); }
@@ -778,6 +806,15 @@ TEST_F(EngineTest, ConsumerRunsQueuedRequestsAcksThemAndSetsAsideMalformedOnes) 
   EXPECT_EQ(store_->GetRun(id)->status, RunStatus::kCompleted);
   EXPECT_EQ(store_->GetRun(slow_id)->status, RunStatus::kCancelled);
   EXPECT_EQ(consumer.rejected(), 1u);
+  // A run's request is acked after its end is stored: wait for the acks, or
+  // a loaded machine (ASan, ctest -j) stops the consumer before the last one.
+  auto unacked = [&] {
+    int64_t n = 0;
+    for (const auto& t : consumer.Lag()) n += t.messages;
+    return n;
+  };
+  for (int i = 0; i < 1000 && unacked() > 0; ++i) std::this_thread::sleep_for(5ms);
+  EXPECT_EQ(unacked(), 0);
   consumer.Stop();
 
   // Everything was acked: a new consumer of the group receives nothing.
@@ -786,6 +823,176 @@ TEST_F(EngineTest, ConsumerRunsQueuedRequestsAcksThemAndSetsAsideMalformedOnes) 
   auto left = (*sub)->Poll(10, 100ms);
   ASSERT_TRUE(left.ok());
   EXPECT_TRUE(left->empty());
+}
+
+// ---- leases: exactly one executor drives a run ----
+
+// Another engine on the same store (another consumer process).
+struct SecondEngine {
+  SecondEngine(Store* store, AgentDirectory* dir, AgentCaller* caller, const std::string& owner,
+               std::chrono::milliseconds ttl) {
+    EngineOptions eo;
+    eo.store_retry_delay = 20ms;
+    eo.owner = owner;
+    eo.lease_ttl = ttl;
+    engine = std::make_unique<Engine>(loop.executor(), store, dir, caller, eo);
+    loop.Start();
+  }
+  ~SecondEngine() {
+    engine->Shutdown();
+    loop.Stop();
+  }
+  std::future<RunOutcome> Submit(const std::string& run_id) {
+    auto p = std::make_shared<std::promise<RunOutcome>>();
+    auto f = p->get_future();
+    ExecutionRequest er;
+    er.run_id = run_id;
+    engine->Submit(er, [p](const RunOutcome& o) { p->set_value(o); });
+    return f;
+  }
+  EventLoop loop{1};
+  std::unique_ptr<Engine> engine;
+};
+
+TEST_F(EngineTest, TwoEnginesGivenTheSameRunCallEachStepOnce) {
+  caller_.Set("slow", {.delay = 150ms});
+  json plan = json::parse(R"({"name": "twice", "steps": [
+    {"id": "one", "agent": "slow"},
+    {"id": "two", "agent": "slow", "depends_on": ["one"]},
+    {"id": "three", "agent": "slow", "depends_on": ["two"]}]})");
+  std::string id = NewRunOf(plan);
+  SecondEngine a(store_.get(), directory_.get(), &caller_, "engine-a", 300ms);
+  SecondEngine b(store_.get(), directory_.get(), &caller_, "engine-b", 300ms);
+  auto fa = a.Submit(id);
+  for (int i = 0; i < 1000 && Steps(id).empty(); ++i) std::this_thread::sleep_for(2ms);
+  auto fb = b.Submit(id);  // a redelivered request, handed to a second consumer
+  ASSERT_EQ(fa.wait_for(20s), std::future_status::ready);
+  ASSERT_EQ(fb.wait_for(20s), std::future_status::ready);
+  RunOutcome oa = fa.get(), ob = fb.get();
+  EXPECT_EQ(oa.kind, RunOutcome::Kind::kFinished);
+  EXPECT_EQ(ob.kind, RunOutcome::Kind::kFinished) << "b waited for a's lease, then found the run finished";
+  EXPECT_EQ(store_->GetRun(id)->status, RunStatus::kCompleted);
+  EXPECT_EQ(caller_.Calls("slow"), 3) << "no step was called twice";
+  EXPECT_EQ(Steps(id).size(), 3u);
+  EXPECT_TRUE(store_->GetRun(id)->lease_owner.empty()) << "a finished run holds no lease";
+}
+
+TEST_F(EngineTest, ARunLeasedByADeadExecutorIsTakenOverWhenTheLeaseLapses) {
+  json plan = json::parse(R"({"name": "lapsed", "steps": [{"id": "s", "agent": "a"}]})");
+  std::string id = NewRunOf(plan);
+  auto held = store_->AcquireRunLease(id, "dead-executor", 300);
+  ASSERT_TRUE(held.ok()) << held.status().ToString();
+  af::Run run = RunToEnd(id);
+  EXPECT_EQ(run.status, RunStatus::kCompleted) << run.error_message;
+  EXPECT_GT(run.lease_token, held->token) << "taken with a new fencing token";
+  EXPECT_EQ(caller_.Calls("a"), 1);
+}
+
+TEST_F(EngineTest, AStaleExecutorIsFencedOutAndStopsWithoutWriting) {
+  caller_.Set("slow", {.delay = 800ms});
+  json plan = json::parse(R"({"name": "fenced", "steps": [{"id": "s", "agent": "slow"}, {"id": "t", "agent": "a",
+    "depends_on": ["s"]}]})");
+  std::string id = NewRunOf(plan);
+  FlakyStore cut_off(store_.get(), 0);
+  cut_off.fail_renewals = true;  // its lease lapses while its agent call runs
+  SecondEngine stale(&cut_off, directory_.get(), &caller_, "stale-executor", 200ms);
+  auto f = stale.Submit(id);
+  for (int i = 0; i < 1000 && Steps(id).empty(); ++i) std::this_thread::sleep_for(2ms);
+  ASSERT_EQ(Steps(id).size(), 1u);
+  // Another executor takes the run once the stale one's lease has lapsed.
+  Result<RunLease> taken = Status::Unavailable("not yet");
+  for (int i = 0; i < 200; ++i) {
+    taken = store_->AcquireRunLease(id, "new-executor", 60000);
+    if (taken.ok()) break;
+    std::this_thread::sleep_for(10ms);
+  }
+  ASSERT_TRUE(taken.ok()) << taken.status().ToString();
+  ASSERT_EQ(f.wait_for(10s), std::future_status::ready);
+  EXPECT_EQ(f.get().kind, RunOutcome::Kind::kTakenOver);
+  // Its step result was refused and it wrote nothing after: the step is as
+  // the new owner found it, step t never started, the run is the new owner's.
+  auto steps = Steps(id);
+  ASSERT_EQ(steps.size(), 1u);
+  EXPECT_EQ(steps[0].status, StepStatus::kRunning);
+  EXPECT_EQ(caller_.Calls("a"), 0);
+  af::Run run = *store_->GetRun(id);
+  EXPECT_EQ(run.status, RunStatus::kRunning);
+  EXPECT_EQ(run.lease_owner, "new-executor");
+  EXPECT_EQ(run.lease_token, taken->token);
+}
+
+TEST_F(EngineTest, ACancellationFromBeforeTheRunsAttemptIsIgnored) {
+  caller_.Set("slow", {.delay = 300ms});
+  json plan = json::parse(R"({"name": "replayed-cancel", "steps": [{"id": "s", "agent": "slow"}]})");
+  std::string id = NewRunOf(plan);
+  auto f = Submit(id);
+  for (int i = 0; i < 1000 && Steps(id).empty(); ++i) std::this_thread::sleep_for(2ms);
+  engine_->Cancel(id, "someone", "an old message", NowMs() - 3'600'000);  // replayed from an hour ago
+  ASSERT_EQ(f.wait_for(10s), std::future_status::ready);
+  EXPECT_EQ(store_->GetRun(id)->status, RunStatus::kCompleted);
+
+  std::string id2 = NewRunOf(json::parse(R"({"name": "fresh-cancel", "steps": [{"id": "s", "agent": "slow"}]})"));
+  auto f2 = Submit(id2);
+  for (int i = 0; i < 1000 && Steps(id2).empty(); ++i) std::this_thread::sleep_for(2ms);
+  engine_->Cancel(id2, "someone", "now", NowMs());
+  ASSERT_EQ(f2.wait_for(10s), std::future_status::ready);
+  EXPECT_EQ(store_->GetRun(id2)->status, RunStatus::kCancelled);
+}
+
+TEST_F(EngineTest, TheConsumerDeadLettersMalformedMessagesAndRequestsForUnknownRuns) {
+  auto q = OpenEmbeddedQueue(QueueOptions{""});
+  ASSERT_TRUE(q.ok());
+  Queue* queue = q->get();
+  auto dlq = queue->Subscribe({kDeadLetterTopic}, "dlq-reader");
+  ASSERT_TRUE(dlq.ok());
+  ExecutionConsumer consumer(queue, engine_.get(), ConsumerOptions{});
+  ASSERT_TRUE(consumer.Start().ok());
+
+  ASSERT_TRUE(queue->Publish(kExecutionTopic, "k1", "{not json").ok());
+  ASSERT_TRUE(queue->Publish(kExecutionTopic, "k2", R"({"message_type": "mystery", "run_id": "x"})").ok());
+  json plan = json::parse(R"({"name": "after-bad", "steps": [{"id": "s", "agent": "a"}]})");
+  ExecutionRequest ghost;
+  ghost.run_id = "run-never-created";
+  ghost.workflow_plan = plan;
+  ghost.timestamp = NowMs();
+  ASSERT_TRUE(queue->Publish(kExecutionTopic, ghost.run_id, SerializeExecutionRequest(ghost)).ok());
+  std::string id = NewRunOf(plan);
+  ExecutionRequest er;
+  er.run_id = id;
+  er.workflow_plan = plan;
+  ASSERT_TRUE(queue->Publish(kExecutionTopic, id, SerializeExecutionRequest(er)).ok());
+
+  std::vector<json> letters;
+  for (int i = 0; i < 200 && letters.size() < 3; ++i) {
+    auto got = (*dlq)->Poll(10, 20ms);
+    ASSERT_TRUE(got.ok());
+    for (auto& m : *got) {
+      letters.push_back(json::parse(m.payload));
+      EXPECT_EQ(m.key, letters.back()["key"]);
+    }
+  }
+  ASSERT_EQ(letters.size(), 3u);
+  std::map<std::string, json> by_key;
+  for (auto& l : letters) by_key[l["key"]] = l;
+  EXPECT_EQ(by_key["k1"]["payload"], "{not json");
+  EXPECT_EQ(by_key["k1"]["topic"], kExecutionTopic);
+  EXPECT_FALSE(by_key["k1"]["reason"].get<std::string>().empty());
+  EXPECT_TRUE(by_key["k1"]["failed_at"].is_string());
+  EXPECT_TRUE(by_key["k1"]["offset"].is_number());
+  EXPECT_NE(by_key["k2"]["reason"].get<std::string>().find("message_type"), std::string::npos) << by_key["k2"].dump();
+  EXPECT_NE(by_key["run-never-created"]["reason"].get<std::string>().find("run-never-created"), std::string::npos);
+  // ... and the consumer kept going.
+  for (int i = 0; i < 1000 && !IsTerminal(store_->GetRun(id)->status); ++i) std::this_thread::sleep_for(5ms);
+  EXPECT_EQ(store_->GetRun(id)->status, RunStatus::kCompleted);
+  EXPECT_EQ(consumer.dead_lettered(), 3u);
+  auto unacked = [&] {
+    int64_t n = 0;
+    for (const auto& t : consumer.Lag()) n += t.messages;
+    return n;
+  };
+  for (int i = 0; i < 1000 && unacked() > 0; ++i) std::this_thread::sleep_for(5ms);
+  EXPECT_EQ(unacked(), 0) << "dead letters are acked";
+  consumer.Stop();
 }
 
 }  // namespace

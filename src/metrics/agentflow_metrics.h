@@ -59,5 +59,11 @@ struct ExecutorMetrics {
 // Names of metrics whose values come from callbacks (set up by the wiring).
 inline constexpr const char* kConsumerLag = "agentflow_consumer_lag_messages";
 inline constexpr const char* kConsumerMalformed = "agentflow_consumer_malformed_messages_total";
+inline constexpr const char* kConsumerDeadLettered = "agentflow_consumer_dead_lettered_total";
+inline constexpr const char* kOutboxBacklog = "agentflow_outbox_backlog_messages";
+inline constexpr const char* kOutboxOldestAge = "agentflow_outbox_oldest_age_seconds";
+inline constexpr const char* kOutboxPublished = "agentflow_outbox_published_total";
+inline constexpr const char* kOutboxPublishFailures = "agentflow_outbox_publish_failures_total";
+inline constexpr const char* kRunsRedispatched = "agentflow_runs_redispatched_total";
 
 }  // namespace af::metrics

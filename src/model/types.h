@@ -58,6 +58,15 @@ struct Run {
   // The W3C traceparent the run was triggered with, or the one the API
   // started for it (common/trace.h); empty for runs stored without one.
   std::string traceparent;
+  // Ownership (store.h, "leases"): the executor that holds the run, its
+  // fencing token (incremented on every acquire) and until when the lease
+  // holds without renewal. Empty owner: nobody holds it.
+  std::string lease_owner;
+  int64_t lease_token = 0;
+  std::optional<TimeMs> lease_expires_at;
+  // When an execution request for the run was last written to the outbox
+  // (trigger, retry, or the sweeper handing it out again).
+  std::optional<TimeMs> dispatched_at;
 };
 
 // The run's trace id: from its traceparent, else derived from its id

@@ -29,6 +29,8 @@ namespace af {
 // KAFKA_CANCELLATION_TOPIC).
 inline constexpr const char* kExecutionTopic = "workflow.execution.requests";
 inline constexpr const char* kCancellationTopic = "workflow.cancellation.requests";
+// Where consumers set aside messages they cannot use (KAFKA_DLQ_TOPIC).
+inline constexpr const char* kDeadLetterTopic = "workflow.execution.requests.dlq";
 
 struct QueueMessage {
   std::string topic;

@@ -3,6 +3,10 @@
 #include <vector>
 
 namespace af {
+namespace {
+// Listener calls in progress on this thread (Unsubscribe does not wait then).
+thread_local int tl_listener_calls = 0;
+}  // namespace
 
 uint64_t ChangeFeed::Subscribe(const std::string& run_id, Listener listener) {
   std::lock_guard<std::mutex> lock(mu_);
@@ -12,8 +16,20 @@ uint64_t ChangeFeed::Subscribe(const std::string& run_id, Listener listener) {
 }
 
 void ChangeFeed::Unsubscribe(uint64_t token) {
-  std::lock_guard<std::mutex> lock(mu_);
-  entries_.erase(token);
+  std::shared_ptr<Listener> listener;
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    auto it = entries_.find(token);
+    if (it == entries_.end()) return;
+    listener = std::move(it->second.listener);
+    entries_.erase(it);
+    // Publishers drop their copies under mu_: once only ours is left, no
+    // call is in progress and none can start. From inside a listener (its
+    // own or another's call) waiting could deadlock: the publisher drops
+    // the copy when that call returns.
+    if (tl_listener_calls == 0) released_.wait(lock, [&] { return listener.use_count() == 1; });
+  }
+  listener.reset();  // destroyed here, outside the lock (unless a call holds it)
 }
 
 void ChangeFeed::Publish(const Change& change) {
@@ -24,7 +40,18 @@ void ChangeFeed::Publish(const Change& change) {
       if (e.run_id.empty() || e.run_id == change.run_id) targets.push_back(e.listener);
     }
   }
-  for (auto& l : targets) (*l)(change);
+  for (auto& l : targets) {
+    ++tl_listener_calls;
+    struct Done {
+      ~Done() { --tl_listener_calls; }
+    } done;
+    (*l)(change);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      l.reset();
+    }
+    released_.notify_all();
+  }
 }
 
 namespace {
@@ -73,8 +100,9 @@ class FeedStore final : public Store {
     return res;
   }
 
-  Result<int64_t> InsertStep(const StepExecution& s) override {
-    auto res = inner_->InsertStep(s);
+  using Store::InsertStep;
+  Result<int64_t> InsertStep(const StepExecution& s, int64_t lease_token) override {
+    auto res = inner_->InsertStep(s, lease_token);
     if (res.ok()) feed_->Publish(Change{Change::Kind::kStep, s.run_id, std::nullopt, *res});
     return res;
   }
@@ -98,6 +126,29 @@ class FeedStore final : public Store {
   Result<std::vector<ApiKey>> ListApiKeys() override { return inner_->ListApiKeys(); }
   Result<ApiKey> RevokeApiKey(const std::string& id) override { return inner_->RevokeApiKey(id); }
   Status RecordApiKeyUse(const std::string& id, TimeMs at) override { return inner_->RecordApiKeyUse(id, at); }
+  Result<RunLease> AcquireRunLease(const std::string& run_id, const std::string& owner, int64_t ttl_ms) override {
+    return inner_->AcquireRunLease(run_id, owner, ttl_ms);
+  }
+  Result<int64_t> RenewRunLeases(const std::string& owner, int64_t ttl_ms) override {
+    return inner_->RenewRunLeases(owner, ttl_ms);
+  }
+  Status ReleaseRunLease(const std::string& run_id, int64_t token) override {
+    return inner_->ReleaseRunLease(run_id, token);
+  }
+  Result<std::vector<Run>> ListStrandedRuns(int64_t older_than_ms, int limit) override {
+    return inner_->ListStrandedRuns(older_than_ms, limit);
+  }
+  Result<bool> RedispatchRun(const std::string& run_id, int64_t older_than_ms, const OutboxMessage& m) override {
+    return inner_->RedispatchRun(run_id, older_than_ms, m);
+  }
+  Result<std::vector<OutboxMessage>> ClaimOutbox(int limit, int64_t claim_ms) override {
+    return inner_->ClaimOutbox(limit, claim_ms);
+  }
+  Status DeleteOutbox(const std::vector<int64_t>& ids) override { return inner_->DeleteOutbox(ids); }
+  Status DeferOutbox(const std::vector<int64_t>& ids, const std::string& error, int64_t retry_ms) override {
+    return inner_->DeferOutbox(ids, error, retry_ms);
+  }
+  Result<OutboxStats> GetOutboxStats() override { return inner_->GetOutboxStats(); }
   Status Ping() override { return inner_->Ping(); }
 
  private:

@@ -9,6 +9,7 @@
 // their own executor).
 #pragma once
 
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -35,6 +36,11 @@ class ChangeFeed {
 
   // Listens to changes of one run (run_id non-empty) or of all runs.
   uint64_t Subscribe(const std::string& run_id, Listener listener);
+  // When it returns, the listener is not running, will not run again and
+  // has been destroyed (here, not on a publishing thread later: it may own
+  // things, like a timer, that must not outlive their executor): it waits
+  // for a call in progress. Called from inside a listener it does not wait;
+  // the listener then goes when the call in progress returns.
   void Unsubscribe(uint64_t token);
   void Publish(const Change& change);
 
@@ -44,6 +50,7 @@ class ChangeFeed {
     std::shared_ptr<Listener> listener;
   };
   std::mutex mu_;
+  std::condition_variable released_;  // a publisher dropped its copy of a listener
   uint64_t next_token_ = 1;
   std::map<uint64_t, Entry> entries_;
 };

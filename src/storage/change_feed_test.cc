@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <latch>
 #include <mutex>
 #include <stdexcept>
@@ -96,6 +97,40 @@ TEST(ChangeFeedTest, ListenersMayUnsubscribeAndSubscribeFromTheCallback) {
   feed.Publish(RunChange("r", RunStatus::kRunning));
   EXPECT_EQ(calls, 1);
   EXPECT_EQ(late.Take().size(), 1u) << "subscribed during the first publish, sees only the second";
+}
+
+// ASan found it (ApiTest.WaitReturnsAsSoonAsTheRunEnds, heap-use-after-free):
+// a publisher on another thread still held a copy of a listener after
+// Unsubscribe returned, and dropping it later destroyed the timer the
+// listener owned after the timer's io_context was gone. Unsubscribe now
+// waits for a call in progress and destroys the listener itself.
+TEST(ChangeFeedTest, UnsubscribeWaitsForACallInProgressAndDestroysTheListener) {
+  struct Owned {
+    std::thread::id* destroyed_on = nullptr;
+    ~Owned() {
+      if (destroyed_on) *destroyed_on = std::this_thread::get_id();
+    }
+  };
+  ChangeFeed feed;
+  std::thread::id destroyed_on;
+  std::latch in_call(1), unsubscribing(1);
+  std::atomic<bool> call_returned{false};
+  auto owned = std::make_shared<Owned>();
+  owned->destroyed_on = &destroyed_on;
+  uint64_t token = feed.Subscribe("run-1", [owned, &in_call, &unsubscribing, &call_returned](const Change&) {
+    in_call.count_down();
+    unsubscribing.wait();
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // Unsubscribe must wait for this
+    call_returned = true;
+  });
+  owned.reset();
+  std::thread publisher([&] { feed.Publish(RunChange("run-1", RunStatus::kRunning)); });
+  in_call.wait();
+  unsubscribing.count_down();
+  feed.Unsubscribe(token);
+  EXPECT_TRUE(call_returned.load()) << "Unsubscribe returned while the listener was running";
+  EXPECT_EQ(destroyed_on, std::this_thread::get_id()) << "the listener was not destroyed by Unsubscribe";
+  publisher.join();
 }
 
 TEST(ChangeFeedTest, ConcurrentPublishAndSubscribe) {

@@ -10,6 +10,7 @@
 // Thread-safety: implementations are safe to call from any thread.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
@@ -32,6 +33,34 @@ struct NewWorkflow {
   json plan;
 };
 
+// A message to publish once the write that carries it has committed: the
+// transactional outbox. Runs are created (and retried) together with their
+// execution request in one transaction; a relay (dispatch/dispatcher.h)
+// publishes the outbox to the queue and deletes what the queue accepted. So a
+// run is never accepted without its request, whatever fails when.
+struct OutboxMessage {
+  int64_t id = 0;        // assigned by the store
+  std::string topic;
+  std::string key;
+  std::string payload;
+  TimeMs created_at = 0;  // set by the store
+  int attempts = 0;       // failed publishes so far
+  std::string last_error; // of the last failed publish
+};
+
+struct OutboxStats {
+  int64_t messages = 0;                 // waiting to be published
+  std::optional<TimeMs> oldest_created_at;
+};
+
+// A run's lease: who drives it, with which fencing token, until when.
+struct RunLease {
+  std::string run_id;
+  std::string owner;
+  int64_t token = 0;
+  TimeMs expires_at = 0;
+};
+
 struct NewRun {
   std::string id;               // empty: the store assigns "run-<uuid>"
   std::string workflow_id;
@@ -39,6 +68,11 @@ struct NewRun {
   json input = json::object();
   std::string idempotency_key;  // empty: none
   std::string traceparent;      // W3C traceparent kept with the run; empty: none (stored as NULL)
+  // Written to the outbox in the same transaction as the run, and only if
+  // the run is created (not for a repeated idempotency key); sets the run's
+  // dispatched_at. Its payload must name the run's id, so callers that
+  // dispatch choose the id (NewRunId()).
+  std::optional<OutboxMessage> dispatch;
 };
 
 struct RunFilter {
@@ -56,10 +90,19 @@ struct RunTransition {
   std::optional<json> output;            // set with COMPLETED
   std::optional<std::string> error_message;  // set with FAILED/CANCELLED; cleared by PENDING
   std::optional<json> input;             // replace the input (retry with new input)
+  // Fencing: non-zero applies the change only while the run's lease token is
+  // this one (the writer still owns the run); otherwise Aborted. 0: unfenced
+  // (the API's own transitions).
+  int64_t lease_token = 0;
+  // Written to the outbox with the change (a retry's execution request);
+  // sets dispatched_at.
+  std::optional<OutboxMessage> dispatch;
   // Timestamps are set by the store: started_at on → RUNNING (first time
   // only), completed_at on a terminal status, cleared on → PENDING.
   // → PENDING (retry) also clears output, error_message, cancel_requested,
   // cancelled_by and cancel_reason, and increments attempt.
+  // → PENDING or a terminal status releases the lease (owner cleared; the
+  // token stays, so stale holders stay fenced).
 };
 
 // Ends a RUNNING step execution.
@@ -69,6 +112,7 @@ struct StepFinish {
   StepStatus to = StepStatus::kCompleted;
   json output;             // null unless COMPLETED
   std::string error_message;
+  int64_t lease_token = 0; // fencing, as in RunTransition
 };
 
 struct CancelRequest {
@@ -139,15 +183,57 @@ class Store {
   // and returns its id (ids increase). The status machine is checked with
   // from = (new). started_at is s.started_at, or now if 0; a terminal insert
   // gets completed_at (s.completed_at, or now). NotFound if the run does not
-  // exist.
-  virtual Result<int64_t> InsertStep(const StepExecution& s) = 0;
+  // exist. A non-zero lease_token fences the write as in RunTransition
+  // (Aborted if the run's token is another).
+  virtual Result<int64_t> InsertStep(const StepExecution& s, int64_t lease_token) = 0;
+  Result<int64_t> InsertStep(const StepExecution& s) { return InsertStep(s, 0); }
   // Moves a RUNNING execution to a terminal status, setting output,
   // error_message and completed_at. FailedPrecondition if it is not RUNNING;
-  // NotFound if no execution has that id in that run.
+  // NotFound if no execution has that id in that run; Aborted if fenced off.
   virtual Status FinishStep(const StepFinish& f) = 0;
   // All executions of a run in start order (started_at, then id); empty if
   // the run has none (or does not exist).
   virtual Result<std::vector<StepExecution>> ListSteps(const std::string& run_id) = 0;
+
+  // ---- leases: one executor drives a run at a time ----
+  // Lease times are the database's clock where there is one server
+  // (PostgreSQL), so executors on hosts with skewed clocks still agree.
+  //
+  // Takes the run for `owner` until now + ttl_ms, if the run is not terminal
+  // and no other owner holds a lease that has not expired. Every acquire
+  // increments the run's lease token; writes fenced with an older token fail
+  // with Aborted from then on. Aborted (details: {"lease_owner",
+  // "retry_after_ms"}) while another owner holds it; FailedPrecondition
+  // (details: {"current": status}) if terminal; NotFound.
+  virtual Result<RunLease> AcquireRunLease(const std::string& run_id, const std::string& owner, int64_t ttl_ms) = 0;
+  // Extends every lease `owner` holds to now + ttl_ms (one statement, however
+  // many runs); returns how many.
+  virtual Result<int64_t> RenewRunLeases(const std::string& owner, int64_t ttl_ms) = 0;
+  // Gives the lease up now if it still has `token` (no-op otherwise), so
+  // another executor can take the run at once.
+  virtual Status ReleaseRunLease(const std::string& run_id, int64_t token) = 0;
+  // Runs that are not terminal, whose lease is free (none, or expired) and
+  // whose execution request was last dispatched more than `older_than_ms`
+  // ago (or never): the runs nobody is driving, whose request may be lost.
+  // Oldest first, at most max(limit, 1).
+  virtual Result<std::vector<Run>> ListStrandedRuns(int64_t older_than_ms, int limit) = 0;
+  // Dispatches a stranded run again: writes `message` to the outbox and sets
+  // dispatched_at, in one transaction, if the run still matches
+  // ListStrandedRuns(older_than_ms) (so concurrent sweepers dispatch it
+  // once). Returns whether it did.
+  virtual Result<bool> RedispatchRun(const std::string& run_id, int64_t older_than_ms,
+                                     const OutboxMessage& message) = 0;
+
+  // ---- outbox ----
+  // Up to `limit` messages due for publishing, oldest first, each hidden from
+  // other claimers for claim_ms (a relay that dies mid-publish leaves them to
+  // another after that).
+  virtual Result<std::vector<OutboxMessage>> ClaimOutbox(int limit, int64_t claim_ms) = 0;
+  // Deletes messages the queue has accepted.
+  virtual Status DeleteOutbox(const std::vector<int64_t>& ids) = 0;
+  // Records a failed publish: attempts + 1, last_error, due again after retry_ms.
+  virtual Status DeferOutbox(const std::vector<int64_t>& ids, const std::string& error, int64_t retry_ms) = 0;
+  virtual Result<OutboxStats> GetOutboxStats() = 0;
 
   // ---- agents ----
   // AlreadyExists if the name is taken.

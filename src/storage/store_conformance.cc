@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <map>
+#include <mutex>
 #include <atomic>
 #include <cstdint>
 #include <latch>
@@ -1180,6 +1181,337 @@ TEST_P(StoreConformance, ConcurrentStepFinishHasOneWinner) {
     for (auto& t : threads) t.join();
     EXPECT_EQ(wins.load(), 1);
   }
+}
+
+// ---------------------------------------------------------------- leases
+
+TEST_P(StoreConformance, LeaseIsExclusiveUntilItExpires) {
+  Workflow wf = MakeWorkflow();
+  Run run = MakeRun(wf);
+  RunLease a = Must(store().AcquireRunLease(run.id, "owner-a", 60000), "acquire a");
+  EXPECT_EQ(a.run_id, run.id);
+  EXPECT_EQ(a.owner, "owner-a");
+  EXPECT_GT(a.token, 0);
+  EXPECT_GT(a.expires_at, 0);
+
+  auto b = store().AcquireRunLease(run.id, "owner-b", 60000);
+  ASSERT_EQ(CodeOf(b), Code::kAborted) << b.status().ToString();
+  EXPECT_EQ(b.status().details()["lease_owner"], "owner-a");
+  EXPECT_GT(b.status().details()["retry_after_ms"].get<int64_t>(), 0);
+  EXPECT_NE(b.status().message().find("owner-a"), std::string::npos) << b.status().message();
+
+  Run read = Must(store().GetRun(run.id));
+  EXPECT_EQ(read.lease_owner, "owner-a");
+  EXPECT_EQ(read.lease_token, a.token);
+  ASSERT_TRUE(read.lease_expires_at.has_value());
+
+  // The holder may take it again (a new executor in the same process): a new token.
+  RunLease again = Must(store().AcquireRunLease(run.id, "owner-a", 1), "re-acquire a");
+  EXPECT_GT(again.token, a.token);
+  std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  RunLease taken = Must(store().AcquireRunLease(run.id, "owner-b", 60000), "acquire b after expiry");
+  EXPECT_GT(taken.token, again.token);
+  EXPECT_EQ(Must(store().GetRun(run.id)).lease_owner, "owner-b");
+}
+
+TEST_P(StoreConformance, LeaseOfFinishedOrUnknownRunFails) {
+  Workflow wf = MakeWorkflow();
+  Run done = RunIn(wf, RunStatus::kCompleted);
+  auto r = store().AcquireRunLease(done.id, "o", 1000);
+  ASSERT_EQ(CodeOf(r), Code::kFailedPrecondition) << r.status().ToString();
+  EXPECT_EQ(r.status().details()["current"], "COMPLETED");
+  EXPECT_EQ(CodeOf(store().AcquireRunLease("run-nope", "o", 1000)), Code::kNotFound);
+}
+
+TEST_P(StoreConformance, AStaleOwnersWritesAreFencedOff) {
+  Workflow wf = MakeWorkflow();
+  Run run = MakeRun(wf);
+  RunLease a = Must(store().AcquireRunLease(run.id, "owner-a", 1), "acquire a");
+  RunTransition start{run.id, RunStatus::kPending, RunStatus::kRunning};
+  start.lease_token = a.token;
+  Must(store().TransitionRun(start), "a starts the run");
+  StepExecution s;
+  s.run_id = run.id;
+  s.step_id = "one";
+  s.agent_name = "echo";
+  s.status = StepStatus::kRunning;
+  int64_t a_step = Must(store().InsertStep(s, a.token), "a inserts a step");
+
+  std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  RunLease b = Must(store().AcquireRunLease(run.id, "owner-b", 60000), "b takes over");
+
+  // Every write of a, the stale owner, is refused with Aborted ...
+  Status fin = store().FinishStep({run.id, a_step, StepStatus::kCompleted, json{{"late", true}}, "", a.token});
+  EXPECT_EQ(fin.code(), Code::kAborted) << fin.ToString();
+  auto ins = store().InsertStep(s, a.token);
+  EXPECT_EQ(CodeOf(ins), Code::kAborted) << ins.status().ToString();
+  RunTransition a_done{run.id, RunStatus::kRunning, RunStatus::kCompleted};
+  a_done.output = json::object();
+  a_done.lease_token = a.token;
+  auto tr = store().TransitionRun(a_done);
+  EXPECT_EQ(CodeOf(tr), Code::kAborted) << tr.status().ToString();
+  // ... and changed nothing.
+  auto steps = Must(store().ListSteps(run.id));
+  ASSERT_EQ(steps.size(), 1u);
+  EXPECT_EQ(steps[0].status, StepStatus::kRunning);
+  EXPECT_EQ(Must(store().GetRun(run.id)).status, RunStatus::kRunning);
+
+  // b, the owner, writes; finishing the run frees the lease but keeps the token.
+  MustOk(store().FinishStep({run.id, a_step, StepStatus::kFailed, json(nullptr), "interrupted", b.token}));
+  int64_t b_step = Must(store().InsertStep(s, b.token), "b inserts a step");
+  MustOk(store().FinishStep({run.id, b_step, StepStatus::kCompleted, json{{"ok", 1}}, "", b.token}));
+  RunTransition b_done{run.id, RunStatus::kRunning, RunStatus::kCompleted};
+  b_done.output = json{{"ok", 1}};
+  b_done.lease_token = b.token;
+  Run done = Must(store().TransitionRun(b_done), "b completes the run");
+  EXPECT_EQ(done.status, RunStatus::kCompleted);
+  EXPECT_EQ(done.lease_owner, "");
+  EXPECT_FALSE(done.lease_expires_at.has_value());
+  EXPECT_EQ(done.lease_token, b.token);
+}
+
+TEST_P(StoreConformance, UnfencedWritesIgnoreTheLease) {
+  Workflow wf = MakeWorkflow();
+  Run run = MakeRun(wf);
+  Must(store().AcquireRunLease(run.id, "owner-a", 60000));
+  // The API cancels a PENDING run whoever holds it.
+  Run cancelled = Must(store().TransitionRun({run.id, RunStatus::kPending, RunStatus::kCancelled}));
+  EXPECT_EQ(cancelled.status, RunStatus::kCancelled);
+  EXPECT_EQ(cancelled.lease_owner, "");
+}
+
+TEST_P(StoreConformance, RenewExtendsEveryLeaseOfTheOwner) {
+  Workflow wf = MakeWorkflow();
+  Run r1 = MakeRun(wf);
+  Run r2 = MakeRun(wf);
+  Run other = MakeRun(wf);
+  Must(store().AcquireRunLease(r1.id, "owner-a", 20));
+  Must(store().AcquireRunLease(r2.id, "owner-a", 20));
+  Must(store().AcquireRunLease(other.id, "owner-c", 20));
+  EXPECT_EQ(Must(store().RenewRunLeases("owner-a", 60000)), 2);
+  EXPECT_EQ(Must(store().RenewRunLeases("owner-nobody", 60000)), 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_EQ(CodeOf(store().AcquireRunLease(r1.id, "owner-b", 1000)), Code::kAborted);
+  EXPECT_EQ(CodeOf(store().AcquireRunLease(r2.id, "owner-b", 1000)), Code::kAborted);
+  EXPECT_TRUE(store().AcquireRunLease(other.id, "owner-b", 1000).ok()) << "owner-c's lease was not renewed";
+}
+
+TEST_P(StoreConformance, ReleaseFreesTheLeaseOnlyForItsToken) {
+  Workflow wf = MakeWorkflow();
+  Run run = MakeRun(wf);
+  RunLease a = Must(store().AcquireRunLease(run.id, "owner-a", 60000));
+  MustOk(store().ReleaseRunLease(run.id, a.token - 1));  // stale token: no effect
+  EXPECT_EQ(CodeOf(store().AcquireRunLease(run.id, "owner-b", 60000)), Code::kAborted);
+  MustOk(store().ReleaseRunLease(run.id, a.token));
+  RunLease b = Must(store().AcquireRunLease(run.id, "owner-b", 60000), "b right after the release");
+  EXPECT_GT(b.token, a.token);
+}
+
+TEST_P(StoreConformance, ConcurrentAcquiresHaveOneWinner) {
+  Workflow wf = MakeWorkflow();
+  constexpr int kThreads = 6;
+  for (int round = 0; round < 5; ++round) {
+    Run run = MakeRun(wf);
+    std::latch go(kThreads);
+    std::atomic<int> wins{0};
+    std::vector<std::thread> threads;
+    for (int i = 0; i < kThreads; ++i) {
+      threads.emplace_back([&, i] {
+        go.arrive_and_wait();
+        auto r = store().AcquireRunLease(run.id, "owner-" + std::to_string(i), 60000);
+        if (r.ok()) {
+          ++wins;
+        } else {
+          EXPECT_EQ(CodeOf(r), Code::kAborted) << r.status().ToString();
+        }
+      });
+    }
+    for (auto& t : threads) t.join();
+    EXPECT_EQ(wins.load(), 1);
+  }
+}
+
+// ---------------------------------------------------------------- outbox
+
+namespace {
+OutboxMessage Message(const std::string& key, const std::string& payload) {
+  OutboxMessage m;
+  m.topic = "workflow.execution.requests";
+  m.key = key;
+  m.payload = payload;
+  return m;
+}
+}  // namespace
+
+TEST_P(StoreConformance, CreateRunWritesItsDispatchWithTheRunOnce) {
+  Workflow wf = MakeWorkflow();
+  NewRun nr;
+  nr.id = "run-dispatched-1";
+  nr.workflow_id = wf.id;
+  nr.workflow_version = wf.version;
+  nr.idempotency_key = "k1";
+  nr.dispatch = Message(nr.id, R"({"run_id": "run-dispatched-1"})");
+  auto first = Must(store().CreateRun(nr));
+  EXPECT_TRUE(first.created);
+  EXPECT_TRUE(first.run.dispatched_at.has_value());
+  EXPECT_TRUE(Must(store().GetRun(nr.id)).dispatched_at.has_value());
+  OutboxStats stats = Must(store().GetOutboxStats());
+  EXPECT_EQ(stats.messages, 1);
+  EXPECT_TRUE(stats.oldest_created_at.has_value());
+
+  // The same idempotency key: the existing run, and no second message.
+  nr.id = "run-dispatched-2";
+  auto again = Must(store().CreateRun(nr));
+  EXPECT_FALSE(again.created);
+  EXPECT_EQ(again.run.id, "run-dispatched-1");
+  EXPECT_EQ(Must(store().GetOutboxStats()).messages, 1);
+
+  auto claimed = Must(store().ClaimOutbox(10, 60000));
+  ASSERT_EQ(claimed.size(), 1u);
+  EXPECT_GT(claimed[0].id, 0);
+  EXPECT_EQ(claimed[0].topic, "workflow.execution.requests");
+  EXPECT_EQ(claimed[0].key, "run-dispatched-1");
+  EXPECT_EQ(claimed[0].payload, R"({"run_id": "run-dispatched-1"})");
+  EXPECT_EQ(claimed[0].attempts, 0);
+
+  // A run without dispatch writes no message.
+  MakeRun(wf);
+  EXPECT_EQ(Must(store().GetOutboxStats()).messages, 1);
+}
+
+TEST_P(StoreConformance, OutboxClaimHidesDeferDelaysDeleteRemoves) {
+  Workflow wf = MakeWorkflow();
+  for (int i = 0; i < 3; ++i) {
+    NewRun nr;
+    nr.id = "run-ob-" + std::to_string(i);
+    nr.workflow_id = wf.id;
+    nr.workflow_version = wf.version;
+    nr.dispatch = Message(nr.id, "p" + std::to_string(i));
+    Must(store().CreateRun(nr));
+  }
+  auto first = Must(store().ClaimOutbox(2, 60000));
+  ASSERT_EQ(first.size(), 2u);
+  EXPECT_EQ(first[0].payload, "p0");  // oldest first
+  EXPECT_EQ(first[1].payload, "p1");
+  auto second = Must(store().ClaimOutbox(10, 60000));
+  ASSERT_EQ(second.size(), 1u) << "claimed messages are hidden from other claimers";
+  EXPECT_EQ(second[0].payload, "p2");
+  EXPECT_TRUE(Must(store().ClaimOutbox(10, 60000)).empty());
+
+  // A failed publish: due again after retry_ms, with the error recorded.
+  MustOk(store().DeferOutbox({first[0].id, first[1].id}, "broker unreachable", 0));
+  auto retried = Must(store().ClaimOutbox(10, 60000));
+  ASSERT_EQ(retried.size(), 2u);
+  EXPECT_EQ(retried[0].attempts, 1);
+  EXPECT_EQ(retried[0].last_error, "broker unreachable");
+  MustOk(store().DeferOutbox({second[0].id}, "later", 60000));
+
+  MustOk(store().DeleteOutbox({retried[0].id, retried[1].id}));
+  MustOk(store().DeleteOutbox({}));
+  EXPECT_EQ(Must(store().GetOutboxStats()).messages, 1);
+  EXPECT_TRUE(Must(store().ClaimOutbox(10, 60000)).empty()) << "deferred for 60 s";
+  MustOk(store().DeleteOutbox({second[0].id}));
+  OutboxStats empty = Must(store().GetOutboxStats());
+  EXPECT_EQ(empty.messages, 0);
+  EXPECT_FALSE(empty.oldest_created_at.has_value());
+}
+
+TEST_P(StoreConformance, ConcurrentClaimsNeverShareAMessage) {
+  Workflow wf = MakeWorkflow();
+  constexpr int kMessages = 60;
+  for (int i = 0; i < kMessages; ++i) {
+    NewRun nr;
+    nr.id = "run-cc-" + std::to_string(i);
+    nr.workflow_id = wf.id;
+    nr.workflow_version = wf.version;
+    nr.dispatch = Message(nr.id, "p");
+    Must(store().CreateRun(nr));
+  }
+  constexpr int kThreads = 4;
+  std::latch go(kThreads);
+  std::mutex mu;
+  std::vector<int64_t> all;
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kThreads; ++i) {
+    threads.emplace_back([&] {
+      go.arrive_and_wait();
+      while (true) {
+        auto got = store().ClaimOutbox(5, 60000);
+        ASSERT_TRUE(got.ok()) << got.status().ToString();
+        if (got->empty()) break;
+        std::lock_guard<std::mutex> lock(mu);
+        for (const auto& m : *got) all.push_back(m.id);
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  std::set<int64_t> distinct(all.begin(), all.end());
+  EXPECT_EQ(all.size(), static_cast<size_t>(kMessages));
+  EXPECT_EQ(distinct.size(), static_cast<size_t>(kMessages));
+}
+
+TEST_P(StoreConformance, RetryWritesItsDispatchAndFreesTheLease) {
+  Workflow wf = MakeWorkflow();
+  Run run = MakeRun(wf);
+  RunLease a = Must(store().AcquireRunLease(run.id, "owner-a", 60000));
+  RunTransition start{run.id, RunStatus::kPending, RunStatus::kRunning};
+  start.lease_token = a.token;
+  Must(store().TransitionRun(start));
+  RunTransition fail{run.id, RunStatus::kRunning, RunStatus::kFailed};
+  fail.error_message = "boom";
+  fail.lease_token = a.token;
+  Run failed = Must(store().TransitionRun(fail));
+  EXPECT_EQ(failed.lease_owner, "");
+  EXPECT_EQ(Must(store().GetOutboxStats()).messages, 0);
+
+  RunTransition retry{run.id, RunStatus::kFailed, RunStatus::kPending};
+  retry.dispatch = Message(run.id, "retry");
+  Run pending = Must(store().TransitionRun(retry));
+  EXPECT_EQ(pending.status, RunStatus::kPending);
+  EXPECT_TRUE(pending.dispatched_at.has_value());
+  auto claimed = Must(store().ClaimOutbox(10, 60000));
+  ASSERT_EQ(claimed.size(), 1u);
+  EXPECT_EQ(claimed[0].payload, "retry");
+
+  // A transition that does not apply writes no message.
+  auto wrong = store().TransitionRun(retry);
+  EXPECT_EQ(CodeOf(wrong), Code::kFailedPrecondition);
+  EXPECT_EQ(Must(store().GetOutboxStats()).messages, 1);
+  // And anyone may take the retried run.
+  EXPECT_TRUE(store().AcquireRunLease(run.id, "owner-b", 60000).ok());
+}
+
+TEST_P(StoreConformance, StrandedRunsAreFoundAndRedispatchedOnce) {
+  Workflow wf = MakeWorkflow();
+  Run never = MakeRun(wf);                      // no dispatch recorded
+  Run held = MakeRun(wf);                       // an executor holds it
+  Must(store().AcquireRunLease(held.id, "owner-a", 60000));
+  Run expired = MakeRun(wf);                    // its executor died
+  Must(store().AcquireRunLease(expired.id, "owner-dead", 1));
+  Run finished = RunIn(wf, RunStatus::kCompleted);
+  std::this_thread::sleep_for(std::chrono::milliseconds(30));
+
+  std::set<std::string> ids;
+  for (const Run& r : Must(store().ListStrandedRuns(0, 100))) ids.insert(r.id);
+  EXPECT_TRUE(ids.count(never.id));
+  EXPECT_TRUE(ids.count(expired.id));
+  EXPECT_FALSE(ids.count(held.id));
+  EXPECT_FALSE(ids.count(finished.id));
+  EXPECT_EQ(Must(store().ListStrandedRuns(0, 1)).size(), 1u);
+
+  EXPECT_TRUE(Must(store().RedispatchRun(never.id, 60000, Message(never.id, "again"))));
+  EXPECT_FALSE(Must(store().RedispatchRun(never.id, 60000, Message(never.id, "twice"))))
+      << "dispatched just now: not stranded for another minute";
+  EXPECT_FALSE(Must(store().RedispatchRun(held.id, 0, Message(held.id, "held"))));
+  EXPECT_FALSE(Must(store().RedispatchRun(finished.id, 0, Message(finished.id, "done"))));
+  auto claimed = Must(store().ClaimOutbox(10, 60000));
+  ASSERT_EQ(claimed.size(), 1u);
+  EXPECT_EQ(claimed[0].payload, "again");
+  EXPECT_TRUE(Must(store().GetRun(never.id)).dispatched_at.has_value());
+
+  ids.clear();
+  for (const Run& r : Must(store().ListStrandedRuns(60000, 100))) ids.insert(r.id);
+  EXPECT_FALSE(ids.count(never.id)) << "dispatched within the last minute";
 }
 
 // ---------------------------------------------------------------- agents

@@ -8,6 +8,7 @@
 #include <map>
 #include <set>
 
+#include "distributed/cluster.h"
 #include "e2e/harness.h"
 #include "queue/queue.h"
 #include "support/kafka_mock.h"
@@ -20,100 +21,6 @@ namespace {
 using namespace std::chrono_literals;
 using test::PgServer;
 
-// Settings that make the mock broker fast and group changes quick.
-const std::vector<std::string> kKafkaTestProps = {
-    "--kafka-property", "fetch.wait.max.ms=5",       "--kafka-property", "session.timeout.ms=6000",
-    "--kafka-property", "heartbeat.interval.ms=500", "--kafka-property", "linger.ms=0"};
-
-// PostgreSQL + broker + api + N consumers + demo agents.
-class Cluster {
- public:
-  explicit Cluster(PgServer* pg, int consumers = 1) : pg_(pg) {
-    auto db = pg_->NewDatabase();
-    Require(db.ok(), "database: " + db.status().ToString());
-    db_url_ = *db;
-    db_name_ = db_url_.substr(db_url_.rfind('/') + 1);
-    auto kafka = KafkaMock::Start();
-    Require(kafka.ok(), "kafka mock: " + kafka.status().ToString());
-    kafka_ = std::move(kafka).value();
-    group_ = UniqueName("group");
-
-    Server::Options api;
-    api.log_dir = dir_.path().string();
-    api.name = "api";
-    api.command = {"api"};
-    api.command.insert(api.command.end(), kKafkaTestProps.begin(), kKafkaTestProps.end());
-    api.env = Env();
-    api_ = std::make_unique<Server>(api);
-    api_->Start();
-    agents_ = std::make_unique<DemoAgents>(dir_.path().string());
-    agents_->Start(api_->url());
-    for (int i = 0; i < consumers; ++i) AddConsumer();
-  }
-
-  ~Cluster() {
-    consumers_.clear();
-    if (agents_) agents_->Stop();
-    if (api_ && api_->running()) api_->Stop();
-  }
-
-  EnvOverrides Env() const {
-    return {{"DATABASE_URL", db_url_}, {"KAFKA_BROKERS", kafka_->brokers()}, {"KAFKA_GROUP_ID", group_}};
-  }
-
-  // Starts one more consumer in the group; returns its index.
-  size_t AddConsumer() {
-    Server::Options c;
-    c.log_dir = dir_.path().string();
-    c.name = "consumer" + std::to_string(consumers_.size());
-    c.command = {"consumer", "--grace-period", "5"};
-    c.command.insert(c.command.end(), kKafkaTestProps.begin(), kKafkaTestProps.end());
-    c.env = Env();
-    consumers_.push_back(std::make_unique<Server>(c));
-    consumers_.back()->Start();
-    return consumers_.size() - 1;
-  }
-
-  Server& api() { return *api_; }
-  Server& consumer(size_t i) { return *consumers_.at(i); }
-  KafkaMock& kafka() { return *kafka_; }
-  const std::string& db_url() const { return db_url_; }
-
-  // Rows of a query against this cluster's database.
-  std::vector<std::vector<std::string>> Query(const std::string& sql) {
-    auto rows = pg_->Query(db_name_, sql);
-    Require(rows.ok(), "query failed: " + rows.status().ToString() + "\n" + sql);
-    return *rows;
-  }
-  std::string RunStatus(const std::string& run_id) {
-    auto rows = Query("SELECT status FROM workflow_runs WHERE id = '" + run_id + "'");
-    return rows.empty() ? "" : rows[0][0];
-  }
-
-  std::string Logs() const {
-    std::string out;
-    for (const auto& entry : std::filesystem::directory_iterator(dir_.path())) {
-      out += "---- " + entry.path().filename().string() + "\n" + Tail(entry.path().string(), 3000);
-    }
-    return out;
-  }
-
- private:
-  PgServer* pg_;
-  TempDir dir_;
-  std::string db_url_, db_name_, group_;
-  std::unique_ptr<KafkaMock> kafka_;
-  std::unique_ptr<Server> api_;
-  std::unique_ptr<DemoAgents> agents_;
-  std::vector<std::unique_ptr<Server>> consumers_;
-};
-
-PgServer* SharedPg() {
-  auto pg = PgServer::Shared();
-  Require(pg.ok(), "PostgreSQL: " + pg.status().ToString());
-  return *pg;
-}
-
 class DistributedTest : public ::testing::Test {
  protected:
   void TearDown() override {
@@ -125,22 +32,6 @@ class DistributedTest : public ::testing::Test {
   }
   std::unique_ptr<Cluster> cluster_;
 };
-
-json Plan(const std::string& name, const json& steps) { return json{{"name", name}, {"steps", steps}}; }
-
-// Waits until every run in `ids` is terminal in the database.
-void WaitAllTerminal(Cluster& c, const std::vector<std::string>& ids, std::chrono::seconds timeout) {
-  std::string list;
-  for (const auto& id : ids) list += (list.empty() ? "'" : ",'") + id + "'";
-  bool done = WaitUntil(
-      [&] {
-        auto rows = c.Query("SELECT count(*) FROM workflow_runs WHERE id IN (" + list +
-                            ") AND status IN ('COMPLETED','FAILED','CANCELLED')");
-        return std::stoul(rows[0][0]) == ids.size();
-      },
-      timeout, 100ms);
-  Require(done, "runs did not all end within the timeout");
-}
 
 TEST_F(DistributedTest, SeedIntegrationRunIsConsumedExecutedAndRecorded) {
   Cluster& c = Make();
@@ -394,33 +285,6 @@ TEST_F(DistributedTest, StandaloneExecutorRecordsItsRunInPostgres) {
   EXPECT_EQ(c.RunStatus(run["run_id"]), "COMPLETED");
   auto steps = c.Query("SELECT count(*) FROM step_executions WHERE run_id = '" + run["run_id"].get<std::string>() + "'");
   EXPECT_EQ(steps[0][0], "2");
-}
-
-TEST_F(DistributedTest, PostgresRestartWhileRunsAreInFlightDelaysThemButTheyComplete) {
-  // This test restarts its own server.
-  auto own = PgServer::Launch();
-  ASSERT_TRUE(own.ok()) << own.status().ToString();
-  cluster_ = std::make_unique<Cluster>(own->get(), 1);
-  Cluster& c = *cluster_;
-  json wf = CreateWorkflow(c.api(), Plan(UniqueName("pgrestart"), json::parse(R"([
-      {"id": "a", "agent": "echo"},
-      {"id": "b", "agent": "sleep", "input": {"ms": 1500}},
-      {"id": "c", "agent": "echo", "input": {"prev": "${steps.a.output}"}}])")));
-  std::vector<std::string> ids;
-  for (int i = 0; i < 10; ++i) ids.push_back(StartRun(c.api(), wf["workflow_id"], {{"i", i}})["run_id"]);
-  for (const auto& id : ids) {
-    WaitForStepRow(c.api(), id, [](const json& r) { return r["step_id"] == "b" && r["status"] == "RUNNING"; }, 30s);
-  }
-  ASSERT_TRUE((*own)->Restart(/*immediate=*/true).ok());
-  WaitAllTerminal(c, ids, 120s);
-  for (const auto& id : ids) {
-    EXPECT_EQ(c.RunStatus(id), "COMPLETED") << id;
-    auto a = c.Query("SELECT count(*) FROM step_executions WHERE run_id = '" + id + "' AND step_id = 'a'");
-    EXPECT_EQ(a[0][0], "1");
-  }
-  EXPECT_TRUE(c.consumer(0).Alive());
-  EXPECT_EQ(c.api().Get("/runs/" + ids[0]).status, 200) << "the API reconnects too";
-  cluster_.reset();  // before the server it uses goes away
 }
 
 // ---- health, readiness, metrics --------------------------------------------

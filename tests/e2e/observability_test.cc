@@ -61,7 +61,10 @@ TEST_F(ServeDemo, MetricsParseAndMoveByWhatTheRunsExecuted) {
        {"agentflow_runs_created_total", "agentflow_runs_started_total", "agentflow_runs_finished_total",
         "agentflow_run_duration_seconds", "agentflow_runs_in_flight", "agentflow_step_executions_total",
         "agentflow_step_duration_seconds", "agentflow_agent_call_errors_total", "agentflow_step_retries_total",
-        "agentflow_consumer_lag_messages", "agentflow_http_request_duration_seconds"}) {
+        "agentflow_consumer_lag_messages", "agentflow_http_request_duration_seconds",
+        "agentflow_outbox_backlog_messages", "agentflow_outbox_oldest_age_seconds", "agentflow_outbox_published_total",
+        "agentflow_outbox_publish_failures_total", "agentflow_runs_redispatched_total",
+        "agentflow_consumer_dead_lettered_total"}) {
     EXPECT_TRUE(before.families.count(family)) << family;
   }
 
@@ -95,6 +98,10 @@ TEST_F(ServeDemo, MetricsParseAndMoveByWhatTheRunsExecuted) {
   EXPECT_TRUE(settled) << "runs_finished delta " << Delta(before, after, "agentflow_runs_finished_total");
 
   EXPECT_EQ(Delta(before, after, "agentflow_runs_created_total"), 2);
+  // Both requests went through the outbox, which is empty again.
+  EXPECT_EQ(Delta(before, after, "agentflow_outbox_published_total"), 2);
+  EXPECT_EQ(after.Value("agentflow_outbox_publish_failures_total"), 0);
+  EXPECT_TRUE(WaitUntil([&] { return Scrape().Value("agentflow_outbox_backlog_messages") == 0; }, 10s, 100ms));
   EXPECT_EQ(Delta(before, after, "agentflow_runs_started_total"), 2);
   EXPECT_EQ(Delta(before, after, "agentflow_runs_finished_total", {{"status", "COMPLETED"}}), 1);
   EXPECT_EQ(Delta(before, after, "agentflow_runs_finished_total", {{"status", "FAILED"}}), 1);

@@ -62,7 +62,7 @@ constexpr int kMaxPageSize = 1000;
 #define AF_RUN_COLS                                                                                    \
   "id, workflow_id, workflow_version, status, input, output, error_message, idempotency_key, "        \
   "cancel_requested, cancelled_by, cancel_reason, attempt, created_at, started_at, completed_at, "     \
-  "updated_at, traceparent"
+  "updated_at, traceparent, lease_owner, lease_token, lease_expires_at, dispatched_at"
 #define AF_WORKFLOW_COLS "w.id, v.name, v.description, v.version, w.latest_version, v.plan, w.created_at, v.created_at"
 #define AF_WORKFLOW_LATEST \
   " FROM workflows w JOIN workflow_versions v ON v.workflow_id = w.id AND v.version = w.latest_version "
@@ -73,6 +73,44 @@ constexpr int kMaxPageSize = 1000;
   "name, url, timeout_ms, max_concurrency, metadata, created_at, updated_at, transport, topic, health_url"
 #define AF_AGENT_COLS AF_AGENT_CONFIG_COLS ", health, health_error, last_seen_at, health_checked_at"
 #define AF_API_KEY_COLS "id, name, role, secret_hash, created_at, last_used_at, revoked_at"
+// Lease and dispatch times are the server's clock (ms), one value per
+// statement, so executors on hosts with skewed clocks agree on expiry.
+#define AF_NOW "(extract(epoch FROM statement_timestamp()) * 1000)::bigint"
+// A run nobody drives whose request may be lost; `older` is the parameter
+// with older_than_ms.
+#define AF_STRANDED(older)                                                                            \
+  "status IN ('PENDING', 'RUNNING') AND (lease_owner IS NULL OR lease_expires_at < " AF_NOW ") "     \
+  "AND (dispatched_at IS NULL OR dispatched_at < " AF_NOW " - " older ")"
+#define AF_OUTBOX_COLS "id, topic, key, payload, created_at, attempts, last_error"
+// The fence of an executor's step write ($lease = its lease token; 0:
+// unfenced): FOR SHARE makes a concurrent AcquireRunLease (which updates the
+// run row) wait for this write's commit, or this write wait for the acquire
+// and then see the new token, so no write of a stale owner lands after a new
+// owner took the run.
+#define AF_FENCE(run, lease)                                                                           \
+  "WITH fence AS (SELECT 1 FROM workflow_runs WHERE " lease " <> 0 AND id = " run " AND lease_token = " lease \
+  " FOR SHARE) "
+#define AF_FENCE_OK(lease) "(" lease " = 0 OR EXISTS (SELECT 1 FROM fence))"
+// kTransitionRun: $1 id, $2 from, $3 to, $4 now, $5 to is RUNNING, $6 to is
+// terminal, $7 to is PENDING (retry), $8/$9 set output, $10/$11 set
+// error_message, $12/$13 set input, $14 lease token (0: unfenced), $15 set
+// dispatched_at. → PENDING or terminal frees the lease.
+#define AF_TRANSITION                                                                                 \
+  "UPDATE workflow_runs SET status = $3::text, updated_at = $4::bigint, "                             \
+  "started_at = CASE WHEN $5::boolean THEN coalesce(started_at, $4::bigint) ELSE started_at END, "    \
+  "completed_at = CASE WHEN $6::boolean THEN $4::bigint ELSE NULL END, "                               \
+  "output = CASE WHEN $7::boolean THEN NULL WHEN $8::boolean THEN $9::text ELSE output END, "         \
+  "error_message = CASE WHEN $7::boolean THEN NULL WHEN $10::boolean THEN $11::text ELSE error_message END, " \
+  "input = CASE WHEN $12::boolean THEN $13::text ELSE input END, "                                    \
+  "cancel_requested = CASE WHEN $7::boolean THEN false ELSE cancel_requested END, "                   \
+  "cancelled_by = CASE WHEN $7::boolean THEN NULL ELSE cancelled_by END, "                            \
+  "cancel_reason = CASE WHEN $7::boolean THEN NULL ELSE cancel_reason END, "                          \
+  "attempt = attempt + CASE WHEN $7::boolean THEN 1 ELSE 0 END, "                                     \
+  "lease_owner = CASE WHEN $6::boolean OR $7::boolean THEN NULL ELSE lease_owner END, "               \
+  "lease_expires_at = CASE WHEN $6::boolean OR $7::boolean THEN NULL ELSE lease_expires_at END, "     \
+  "dispatched_at = CASE WHEN $15::boolean THEN " AF_NOW " ELSE dispatched_at END "                    \
+  "WHERE id = $1::text AND status = $2::text AND ($14::bigint = 0 OR lease_token = $14::bigint) "     \
+  "RETURNING " AF_RUN_COLS
 // Keyset pagination of runs, newest first: $1 $2 = the cursor (created_at,
 // id) of the previous page's last row; `filter` uses $3 (and $4), `limit`
 // is the next parameter.
@@ -117,6 +155,18 @@ enum Sql {
   kListApiKeys,
   kRevokeApiKey,
   kRecordApiKeyUse,
+  kInsertRunDispatch,
+  kTransitionRunDispatch,
+  kAcquireLease,
+  kRenewLeases,
+  kReleaseLease,
+  kGetLeaseState,
+  kListStranded,
+  kRedispatch,
+  kClaimOutbox,
+  kDeleteOutbox,
+  kDeferOutbox,
+  kOutboxStats,
   kSqlCount,
 };
 
@@ -176,30 +226,22 @@ constexpr std::array<const char*, kSqlCount> kSqlText = {
     // kListCancelRequests ($1: text[] of run ids)
     "SELECT id, cancelled_by, cancel_reason FROM workflow_runs "
     "WHERE id = ANY($1::text[]) AND cancel_requested AND status IN ('PENDING', 'RUNNING')",
-    // kTransitionRun: $1 id, $2 from, $3 to, $4 now, $5 to is RUNNING,
-    // $6 to is terminal, $7 to is PENDING (retry), $8/$9 set output,
-    // $10/$11 set error_message, $12/$13 set input.
-    "UPDATE workflow_runs SET status = $3::text, updated_at = $4::bigint, "
-    "started_at = CASE WHEN $5::boolean THEN coalesce(started_at, $4::bigint) ELSE started_at END, "
-    "completed_at = CASE WHEN $6::boolean THEN $4::bigint ELSE NULL END, "
-    "output = CASE WHEN $7::boolean THEN NULL WHEN $8::boolean THEN $9::text ELSE output END, "
-    "error_message = CASE WHEN $7::boolean THEN NULL WHEN $10::boolean THEN $11::text ELSE error_message END, "
-    "input = CASE WHEN $12::boolean THEN $13::text ELSE input END, "
-    "cancel_requested = CASE WHEN $7::boolean THEN false ELSE cancel_requested END, "
-    "cancelled_by = CASE WHEN $7::boolean THEN NULL ELSE cancelled_by END, "
-    "cancel_reason = CASE WHEN $7::boolean THEN NULL ELSE cancel_reason END, "
-    "attempt = attempt + CASE WHEN $7::boolean THEN 1 ELSE 0 END "
-    "WHERE id = $1::text AND status = $2::text RETURNING " AF_RUN_COLS,
+    // kTransitionRun
+    AF_TRANSITION,
     // kRequestCancel
     "UPDATE workflow_runs SET cancel_requested = true, cancelled_by = $2::text, cancel_reason = $3::text, "
     "updated_at = $4::bigint WHERE id = $1::text AND status IN ('PENDING', 'RUNNING') RETURNING " AF_RUN_COLS,
-    // kInsertStep
+    // kInsertStep: $12 lease token (0: unfenced)
+    AF_FENCE("$1::text", "$12::bigint")
     "INSERT INTO step_executions (run_id, step_id, item_index, agent_name, attempt, status, input, output, "
-    "error_message, started_at, completed_at) VALUES ($1::text, $2::text, $3::integer, $4::text, $5::integer, "
-    "$6::text, $7::text, $8::text, $9::text, $10::bigint, $11::bigint) RETURNING id",
-    // kFinishStep
+    "error_message, started_at, completed_at) SELECT $1::text, $2::text, $3::integer, $4::text, $5::integer, "
+    "$6::text, $7::text, $8::text, $9::text, $10::bigint, $11::bigint WHERE " AF_FENCE_OK("$12::bigint")
+    " RETURNING id",
+    // kFinishStep: $7 lease token (0: unfenced)
+    AF_FENCE("$2::text", "$7::bigint")
     "UPDATE step_executions SET status = $3::text, output = $4::text, error_message = $5::text, "
-    "completed_at = $6::bigint WHERE id = $1::bigint AND run_id = $2::text AND status = 'RUNNING'",
+    "completed_at = $6::bigint WHERE id = $1::bigint AND run_id = $2::text AND status = 'RUNNING' AND "
+    AF_FENCE_OK("$7::bigint"),
     // kGetStepStatus
     "SELECT status FROM step_executions WHERE id = $1::bigint AND run_id = $2::text",
     // kListSteps
@@ -237,8 +279,59 @@ constexpr std::array<const char*, kSqlCount> kSqlText = {
     "RETURNING " AF_API_KEY_COLS,
     // kRecordApiKeyUse
     "UPDATE api_keys SET last_used_at = $2::bigint WHERE id = $1::text",
+    // kInsertRunDispatch: kInsertRun's $1..$7, then the outbox message $8
+    // topic, $9 key, $10 payload, in one statement (atomic). Inserts the
+    // message only if the run was inserted; affected() = 1 then.
+    "WITH r AS (INSERT INTO workflow_runs (id, workflow_id, workflow_version, status, input, idempotency_key, "
+    "cancel_requested, attempt, created_at, updated_at, traceparent, dispatched_at) "
+    "VALUES ($1::text, $2::text, $3::integer, 'PENDING', $4::text, $5::text, false, 1, $6::bigint, $6::bigint, "
+    "$7::text, " AF_NOW ") "
+    "ON CONFLICT (workflow_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING id) "
+    "INSERT INTO outbox (topic, key, payload, created_at, available_at) "
+    "SELECT $8::text, $9::text, $10::text, " AF_NOW ", " AF_NOW " FROM r",
+    // kTransitionRunDispatch: kTransitionRun's $1..$15, then the outbox
+    // message $16 topic, $17 key, $18 payload, written if the run changed.
+    "WITH t AS (" AF_TRANSITION "), o AS (INSERT INTO outbox (topic, key, payload, created_at, available_at) "
+    "SELECT $16::text, $17::text, $18::text, " AF_NOW ", " AF_NOW " FROM t) SELECT * FROM t",
+    // kAcquireLease: $1 run, $2 owner, $3 ttl ms
+    "UPDATE workflow_runs SET lease_owner = $2::text, lease_token = lease_token + 1, "
+    "lease_expires_at = " AF_NOW " + $3::bigint "
+    "WHERE id = $1::text AND status IN ('PENDING', 'RUNNING') "
+    "AND (lease_owner IS NULL OR lease_owner = $2::text OR lease_expires_at < " AF_NOW ") "
+    "RETURNING lease_token, lease_expires_at",
+    // kRenewLeases: $1 owner, $2 ttl ms
+    "UPDATE workflow_runs SET lease_expires_at = " AF_NOW " + $2::bigint WHERE lease_owner = $1::text",
+    // kReleaseLease
+    "UPDATE workflow_runs SET lease_owner = NULL, lease_expires_at = NULL "
+    "WHERE id = $1::text AND lease_token = $2::bigint AND lease_owner IS NOT NULL",
+    // kGetLeaseState
+    "SELECT status, lease_owner, lease_expires_at, " AF_NOW " FROM workflow_runs WHERE id = $1::text",
+    // kListStranded: $1 older_than_ms, $2 limit
+    "SELECT " AF_RUN_COLS " FROM workflow_runs WHERE " AF_STRANDED("$1::bigint")
+    " ORDER BY created_at, id LIMIT $2::bigint",
+    // kRedispatch: $1 older_than_ms, $2 run, $3 topic, $4 key, $5 payload
+    "WITH r AS (UPDATE workflow_runs SET dispatched_at = " AF_NOW " WHERE id = $2::text AND "
+    AF_STRANDED("$1::bigint") " RETURNING id) "
+    "INSERT INTO outbox (topic, key, payload, created_at, available_at) "
+    "SELECT $3::text, $4::text, $5::text, " AF_NOW ", " AF_NOW " FROM r",
+    // kClaimOutbox: $1 claim ms, $2 limit. SKIP LOCKED: concurrent relays
+    // take different rows.
+    "UPDATE outbox SET available_at = " AF_NOW " + $1::bigint WHERE id IN "
+    "(SELECT id FROM outbox WHERE available_at <= " AF_NOW " ORDER BY id LIMIT $2::bigint FOR UPDATE SKIP LOCKED) "
+    "RETURNING " AF_OUTBOX_COLS,
+    // kDeleteOutbox: $1 bigint[]
+    "DELETE FROM outbox WHERE id = ANY($1::bigint[])",
+    // kDeferOutbox: $1 ids, $2 error, $3 retry ms
+    "UPDATE outbox SET attempts = attempts + 1, last_error = $2::text, available_at = " AF_NOW " + $3::bigint "
+    "WHERE id = ANY($1::bigint[])",
+    // kOutboxStats
+    "SELECT count(*), min(created_at) FROM outbox",
 };
 
+#undef AF_STRANDED
+#undef AF_FENCE
+#undef AF_FENCE_OK
+#undef AF_TRANSITION
 #undef AF_LIST_RUNS
 // clang-format on
 
@@ -290,6 +383,10 @@ Status ReadRun(const PgResult& r, int i, Run* run) {
   run->completed_at = r.OptInt64(i, 14);
   run->updated_at = r.Int64(i, 15);
   run->traceparent = r.Text(i, 16);
+  run->lease_owner = r.Text(i, 17);
+  run->lease_token = r.Int64(i, 18);
+  run->lease_expires_at = r.OptInt64(i, 19);
+  run->dispatched_at = r.OptInt64(i, 20);
   return Status::Ok();
 }
 
@@ -619,8 +716,9 @@ class PostgresStore final : public Store {
     return Call([&](Conn& c) { return DoRequestCancel(c, r); });
   }
 
-  Result<int64_t> InsertStep(const StepExecution& s) override {
-    return Call([&](Conn& c) { return DoInsertStep(c, s); });
+  using Store::InsertStep;
+  Result<int64_t> InsertStep(const StepExecution& s, int64_t lease_token) override {
+    return Call([&](Conn& c) { return DoInsertStep(c, s, lease_token); });
   }
   Status FinishStep(const StepFinish& f) override {
     return Call([&](Conn& c) { return DoFinishStep(c, f); });
@@ -662,6 +760,96 @@ class PostgresStore final : public Store {
   Status RecordApiKeyUse(const std::string& id, TimeMs at) override {
     return Call([&](Conn& c) { return DoRecordApiKeyUse(c, id, at); });
   }
+  Result<RunLease> AcquireRunLease(const std::string& run_id, const std::string& owner, int64_t ttl_ms) override {
+    return Call([&](Conn& c) { return DoAcquireRunLease(c, run_id, owner, ttl_ms); });
+  }
+  Result<int64_t> RenewRunLeases(const std::string& owner, int64_t ttl_ms) override {
+    return Call([&](Conn& c) -> Result<int64_t> {
+      Params p;
+      p.Key("lease owner", owner).Int(ttl_ms);
+      auto r = Exec(c, kRenewLeases, p, "renew leases");
+      if (!r.ok()) return r.status();
+      return r->affected();
+    });
+  }
+  Status ReleaseRunLease(const std::string& run_id, int64_t token) override {
+    return Call([&](Conn& c) -> Status {
+      Params p;
+      p.Key("run id", run_id).Int(token);
+      auto r = Exec(c, kReleaseLease, p, "release lease");
+      return r.ok() ? Status::Ok() : r.status();
+    });
+  }
+  Result<std::vector<Run>> ListStrandedRuns(int64_t older_than_ms, int limit) override {
+    return Call([&](Conn& c) -> Result<std::vector<Run>> {
+      Params p;
+      p.Int(older_than_ms).Int(std::max(limit, 1));
+      auto r = Exec(c, kListStranded, p, "list stranded runs");
+      if (!r.ok()) return r.status();
+      return AllRuns(*r);
+    });
+  }
+  Result<bool> RedispatchRun(const std::string& run_id, int64_t older_than_ms, const OutboxMessage& m) override {
+    return Call([&](Conn& c) -> Result<bool> {
+      Params p;
+      p.Int(older_than_ms).Key("run id", run_id).Key("topic", m.topic).Key("key", m.key).Key("payload", m.payload);
+      auto r = Exec(c, kRedispatch, p, "redispatch run");
+      if (!r.ok()) return r.status();
+      return r->affected() == 1;
+    });
+  }
+  Result<std::vector<OutboxMessage>> ClaimOutbox(int limit, int64_t claim_ms) override {
+    return Call([&](Conn& c) -> Result<std::vector<OutboxMessage>> {
+      Params p;
+      p.Int(claim_ms).Int(std::max(limit, 1));
+      auto r = Exec(c, kClaimOutbox, p, "claim outbox");
+      if (!r.ok()) return r.status();
+      std::vector<OutboxMessage> out(static_cast<size_t>(r->rows()));
+      for (int i = 0; i < r->rows(); ++i) {
+        OutboxMessage& m = out[static_cast<size_t>(i)];
+        m.id = r->Int64(i, 0);
+        m.topic = r->Text(i, 1);
+        m.key = r->Text(i, 2);
+        m.payload = r->Text(i, 3);
+        m.created_at = r->Int64(i, 4);
+        m.attempts = r->Int(i, 5);
+        m.last_error = r->Text(i, 6);
+      }
+      std::sort(out.begin(), out.end(), [](const OutboxMessage& a, const OutboxMessage& b) { return a.id < b.id; });
+      return out;
+    });
+  }
+  Status DeleteOutbox(const std::vector<int64_t>& ids) override {
+    if (ids.empty()) return Status::Ok();
+    return Call([&](Conn& c) -> Status {
+      Params p;
+      p.Text(IdArray(ids));
+      auto r = Exec(c, kDeleteOutbox, p, "delete outbox");
+      return r.ok() ? Status::Ok() : r.status();
+    });
+  }
+  Status DeferOutbox(const std::vector<int64_t>& ids, const std::string& error, int64_t retry_ms) override {
+    if (ids.empty()) return Status::Ok();
+    return Call([&](Conn& c) -> Status {
+      Params p;
+      p.Text(IdArray(ids)).Text(postgres::IsStorableText(error) ? error : std::string("(unprintable error)"), true)
+          .Int(retry_ms);
+      auto r = Exec(c, kDeferOutbox, p, "defer outbox");
+      return r.ok() ? Status::Ok() : r.status();
+    });
+  }
+  Result<OutboxStats> GetOutboxStats() override {
+    return Call([&](Conn& c) -> Result<OutboxStats> {
+      auto r = Exec(c, kOutboxStats, Params(), "outbox stats");
+      if (!r.ok()) return r.status();
+      OutboxStats out;
+      if (r->rows() == 1) {
+        out.messages = r->Int64(0, 0);
+        out.oldest_created_at = r->OptInt64(0, 1);
+      }
+      return out;
+    });
+  }
   Status Ping() override {
     return Call([&](Conn& c) -> Status {
       auto r = Exec(c, kPing, Params(), "ping");
@@ -696,6 +884,22 @@ class PostgresStore final : public Store {
   }
 
   static bool IsSqlState(const Status& s, const char* state) { return SqlStateOf(s) == state; }
+
+  // A bigint[] literal: "{1,2,3}".
+  static std::string IdArray(const std::vector<int64_t>& ids) {
+    std::string out = "{";
+    for (size_t i = 0; i < ids.size(); ++i) {
+      if (i) out += ',';
+      out += std::to_string(ids[i]);
+    }
+    return out + "}";
+  }
+
+  static Status LeaseLost(const std::string& run_id, int64_t token) {
+    return Status::Aborted("run " + run_id + ": lease token " + std::to_string(token) +
+                               " is no longer current; another executor took the run over",
+                           {{"lease_token", token}});
+  }
 
   // ---- workflows
 
@@ -863,7 +1067,8 @@ class PostgresStore final : public Store {
         .OptKey("idempotency key", run.idempotency_key)
         .Int(run.created_at)
         .Text(run.traceparent, /*empty_is_null=*/true);
-    auto ins = Exec(c, kInsertRun, p, "insert run");
+    if (r.dispatch) p.Key("topic", r.dispatch->topic).Key("key", r.dispatch->key).Key("payload", r.dispatch->payload);
+    auto ins = Exec(c, r.dispatch ? kInsertRunDispatch : kInsertRun, p, "insert run");
     if (!ins.ok()) {
       if (IsSqlState(ins.status(), postgres::kUniqueViolation)) {
         return Status::AlreadyExists("a run with id " + run.id + " already exists. Hint: omit the id to get a new one");
@@ -874,7 +1079,10 @@ class PostgresStore final : public Store {
       }
       return ins.status();
     }
-    if (ins->affected() == 1) return out;
+    if (ins->affected() == 1) {
+      if (r.dispatch) run.dispatched_at = run.created_at;  // approximately: the server's clock set it
+      return out;
+    }
     Params q;
     q.Key("workflow id", run.workflow_id).Key("idempotency key", run.idempotency_key);
     auto sel = Exec(c, kGetRunByKey, q, "read run by idempotency key");
@@ -969,7 +1177,9 @@ class PostgresStore final : public Store {
     } else {
       p.Null();
     }
-    auto r = Exec(c, kTransitionRun, p, "transition run");
+    p.Int(t.lease_token).Bool(t.dispatch.has_value());
+    if (t.dispatch) p.Key("topic", t.dispatch->topic).Key("key", t.dispatch->key).Key("payload", t.dispatch->payload);
+    auto r = Exec(c, t.dispatch ? kTransitionRunDispatch : kTransitionRun, p, "transition run");
     if (!r.ok()) return r.status();
     Run run;
     bool found = false;
@@ -978,6 +1188,7 @@ class PostgresStore final : public Store {
     // The compare-and-set matched nothing: say why.
     auto current = CurrentRunStatus(c, t.run_id);
     if (!current.ok()) return current.status();
+    if (*current == t.from && t.lease_token != 0) return LeaseLost(t.run_id, t.lease_token);
     return Status::FailedPrecondition(
         "run " + t.run_id + " is " + ToString(*current) + ", not " + ToString(t.from) +
             ". Hint: another writer changed it; read the run again",
@@ -1002,7 +1213,7 @@ class PostgresStore final : public Store {
 
   // ---- step executions
 
-  Result<int64_t> DoInsertStep(Conn& c, const StepExecution& s) {
+  Result<int64_t> DoInsertStep(Conn& c, const StepExecution& s, int64_t lease_token) {
     AF_RETURN_IF_ERROR(CheckTransition(std::nullopt, s.status));
     TimeMs now = NowMs();
     Params p;
@@ -1024,10 +1235,16 @@ class PostgresStore final : public Store {
     } else {
       p.Null();
     }
+    p.Int(lease_token);
     auto r = Exec(c, kInsertStep, p, "insert step execution");
     if (!r.ok()) {
       if (IsSqlState(r.status(), postgres::kForeignKeyViolation)) return RunNotFound(s.run_id);
       return r.status();
+    }
+    if (r->rows() == 0 && lease_token != 0) {
+      auto current = CurrentRunStatus(c, s.run_id);  // NotFound if there is no such run
+      if (!current.ok()) return current.status();
+      return LeaseLost(s.run_id, lease_token);
     }
     if (r->rows() != 1) return Status::Internal("postgres: step insert returned no id");
     return r->Int64(0, 0);
@@ -1041,7 +1258,8 @@ class PostgresStore final : public Store {
         .Key("status", ToString(f.to))
         .Json(f.output)
         .Text(f.error_message, /*empty_is_null=*/true)
-        .Int(NowMs());
+        .Int(NowMs())
+        .Int(f.lease_token);
     auto r = Exec(c, kFinishStep, p, "finish step execution");
     if (!r.ok()) return r.status();
     if (r->affected() == 1) return Status::Ok();
@@ -1053,9 +1271,35 @@ class PostgresStore final : public Store {
       return Status::NotFound("run " + f.run_id + " has no step execution " + std::to_string(f.id));
     }
     std::string current = st->Text(0, 0);
+    if (current == "RUNNING" && f.lease_token != 0) return LeaseLost(f.run_id, f.lease_token);
     return Status::FailedPrecondition(
         "step execution " + std::to_string(f.id) + " is already " + current + ", not RUNNING",
         {{"current", current}, {"expected", "RUNNING"}, {"to", ToString(f.to)}});
+  }
+
+  Result<RunLease> DoAcquireRunLease(Conn& c, const std::string& run_id, const std::string& owner, int64_t ttl_ms) {
+    Params p;
+    p.Key("run id", run_id).Key("lease owner", owner).Int(ttl_ms);
+    auto r = Exec(c, kAcquireLease, p, "acquire lease");
+    if (!r.ok()) return r.status();
+    if (r->rows() == 1) return RunLease{run_id, owner, r->Int64(0, 0), r->Int64(0, 1)};
+    Params q;
+    q.Key("run id", run_id);
+    auto st = Exec(c, kGetLeaseState, q, "read lease");
+    if (!st.ok()) return st.status();
+    if (st->rows() == 0) return RunNotFound(run_id);
+    std::string status = st->Text(0, 0);
+    auto parsed = ParseRunStatus(status);
+    if (!parsed) return CorruptStatus("workflow_runs", status);
+    if (IsTerminal(*parsed)) {
+      return Status::FailedPrecondition("run " + run_id + " already finished as " + status, {{"current", status}});
+    }
+    int64_t now = st->Int64(0, 3);
+    int64_t left = std::max<int64_t>(st->OptInt64(0, 2).value_or(now) - now, 0);
+    std::string holder = st->Text(0, 1);
+    return Status::Aborted("run " + run_id + " is being executed by " + holder + " (lease for another " +
+                               std::to_string(left) + " ms)",
+                           {{"lease_owner", holder}, {"retry_after_ms", left}});
   }
 
   Result<std::vector<StepExecution>> DoListSteps(Conn& c, const std::string& run_id) {

@@ -47,7 +47,7 @@ constexpr int kMaxPageSize = 1000;
 #define AF_RUN_COLS                                                                                    \
   "id, workflow_id, workflow_version, status, input, output, error_message, idempotency_key, "        \
   "cancel_requested, cancelled_by, cancel_reason, attempt, created_at, started_at, completed_at, "     \
-  "updated_at, traceparent"
+  "updated_at, traceparent, lease_owner, lease_token, lease_expires_at, dispatched_at"
 #define AF_WORKFLOW_COLS "w.id, v.name, v.description, v.version, w.latest_version, v.plan, w.created_at, v.created_at"
 #define AF_WORKFLOW_LATEST \
   " FROM workflows w JOIN workflow_versions v ON v.workflow_id = w.id AND v.version = w.latest_version "
@@ -58,6 +58,12 @@ constexpr int kMaxPageSize = 1000;
   "name, url, timeout_ms, max_concurrency, metadata, created_at, updated_at, transport, topic, health_url"
 #define AF_AGENT_COLS AF_AGENT_CONFIG_COLS ", health, health_error, last_seen_at, health_checked_at"
 #define AF_API_KEY_COLS "id, name, role, secret_hash, created_at, last_used_at, revoked_at"
+// A run nobody drives whose request may be lost (ListStrandedRuns): ?1 now,
+// ?2 older_than_ms.
+#define AF_STRANDED                                                                                   \
+  "status IN ('PENDING', 'RUNNING') AND (lease_owner IS NULL OR lease_expires_at < ?1) "              \
+  "AND (dispatched_at IS NULL OR dispatched_at < ?1 - ?2)"
+#define AF_OUTBOX_COLS "id, topic, key, payload, created_at, attempts, last_error"
 // Keyset pagination of runs, newest first: ?1 ?2 = the cursor (created_at, id)
 // of the previous page's last row, ?3 workflow, ?4 status, ?5 limit.
 #define AF_LIST_RUNS(filter)                                                                          \
@@ -105,6 +111,17 @@ enum Sql {
   kListApiKeys,
   kRevokeApiKey,
   kRecordApiKeyUse,
+  kAcquireLease,
+  kRenewLeases,
+  kReleaseLease,
+  kGetLeaseState,
+  kListStranded,
+  kRedispatch,
+  kInsertOutbox,
+  kClaimOutbox,
+  kDeleteOutbox,
+  kDeferOutbox,
+  kOutboxStats,
   kSqlCount,
 };
 
@@ -142,8 +159,8 @@ constexpr std::array<const char*, kSqlCount> kSqlText = {
     // kInsertRun: an idempotency key already used for the workflow inserts
     // nothing (and returns no row); any other conflict is an error.
     "INSERT INTO workflow_runs (id, workflow_id, workflow_version, status, input, idempotency_key, "
-    "cancel_requested, attempt, created_at, updated_at, traceparent) "
-    "VALUES (?1, ?2, ?3, 'PENDING', ?4, ?5, 0, 1, ?6, ?6, ?7) "
+    "cancel_requested, attempt, created_at, updated_at, traceparent, dispatched_at) "
+    "VALUES (?1, ?2, ?3, 'PENDING', ?4, ?5, 0, 1, ?6, ?6, ?7, ?8) "
     "ON CONFLICT (workflow_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
     // kGetRun
     "SELECT " AF_RUN_COLS " FROM workflow_runs WHERE id = ?1",
@@ -164,7 +181,8 @@ constexpr std::array<const char*, kSqlCount> kSqlText = {
     "AND status IN ('PENDING', 'RUNNING')",
     // kTransitionRun: ?1 id, ?2 from, ?3 to, ?4 now, ?5 to is RUNNING,
     // ?6 to is terminal, ?7 to is PENDING (retry), ?8/?9 set output,
-    // ?10/?11 set error_message, ?12/?13 set input.
+    // ?10/?11 set error_message, ?12/?13 set input, ?14 lease token (0:
+    // unfenced), ?15 set dispatched_at. → PENDING or terminal frees the lease.
     "UPDATE workflow_runs SET status = ?3, updated_at = ?4, "
     "started_at = CASE WHEN ?5 THEN coalesce(started_at, ?4) ELSE started_at END, "
     "completed_at = CASE WHEN ?6 THEN ?4 ELSE NULL END, "
@@ -174,17 +192,23 @@ constexpr std::array<const char*, kSqlCount> kSqlText = {
     "cancel_requested = CASE WHEN ?7 THEN 0 ELSE cancel_requested END, "
     "cancelled_by = CASE WHEN ?7 THEN NULL ELSE cancelled_by END, "
     "cancel_reason = CASE WHEN ?7 THEN NULL ELSE cancel_reason END, "
-    "attempt = attempt + CASE WHEN ?7 THEN 1 ELSE 0 END "
-    "WHERE id = ?1 AND status = ?2 RETURNING " AF_RUN_COLS,
+    "attempt = attempt + CASE WHEN ?7 THEN 1 ELSE 0 END, "
+    "lease_owner = CASE WHEN ?6 OR ?7 THEN NULL ELSE lease_owner END, "
+    "lease_expires_at = CASE WHEN ?6 OR ?7 THEN NULL ELSE lease_expires_at END, "
+    "dispatched_at = CASE WHEN ?15 THEN ?4 ELSE dispatched_at END "
+    "WHERE id = ?1 AND status = ?2 AND (?14 = 0 OR lease_token = ?14) RETURNING " AF_RUN_COLS,
     // kRequestCancel
     "UPDATE workflow_runs SET cancel_requested = 1, cancelled_by = ?2, cancel_reason = ?3, updated_at = ?4 "
     "WHERE id = ?1 AND status IN ('PENDING', 'RUNNING') RETURNING " AF_RUN_COLS,
-    // kInsertStep
+    // kInsertStep: ?12 lease token (0: unfenced). One statement: the fence
+    // and the insert see the same state (SQLite has one writer at a time).
     "INSERT INTO step_executions (run_id, step_id, item_index, agent_name, attempt, status, input, output, "
-    "error_message, started_at, completed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-    // kFinishStep
+    "error_message, started_at, completed_at) SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11 "
+    "WHERE ?12 = 0 OR EXISTS (SELECT 1 FROM workflow_runs WHERE id = ?1 AND lease_token = ?12)",
+    // kFinishStep: ?7 lease token (0: unfenced)
     "UPDATE step_executions SET status = ?3, output = ?4, error_message = ?5, completed_at = ?6 "
-    "WHERE id = ?1 AND run_id = ?2 AND status = 'RUNNING'",
+    "WHERE id = ?1 AND run_id = ?2 AND status = 'RUNNING' "
+    "AND (?7 = 0 OR EXISTS (SELECT 1 FROM workflow_runs WHERE id = ?2 AND lease_token = ?7))",
     // kGetStepStatus
     "SELECT status FROM step_executions WHERE id = ?1 AND run_id = ?2",
     // kListSteps
@@ -216,7 +240,37 @@ constexpr std::array<const char*, kSqlCount> kSqlText = {
     "UPDATE api_keys SET revoked_at = coalesce(revoked_at, ?2) WHERE id = ?1 RETURNING " AF_API_KEY_COLS,
     // kRecordApiKeyUse
     "UPDATE api_keys SET last_used_at = ?2 WHERE id = ?1",
+    // kAcquireLease: ?1 run, ?2 owner, ?3 now, ?4 ttl
+    "UPDATE workflow_runs SET lease_owner = ?2, lease_token = lease_token + 1, lease_expires_at = ?3 + ?4 "
+    "WHERE id = ?1 AND status IN ('PENDING', 'RUNNING') "
+    "AND (lease_owner IS NULL OR lease_owner = ?2 OR lease_expires_at < ?3) "
+    "RETURNING lease_token, lease_expires_at",
+    // kRenewLeases: ?1 owner, ?2 new expiry
+    "UPDATE workflow_runs SET lease_expires_at = ?2 WHERE lease_owner = ?1",
+    // kReleaseLease
+    "UPDATE workflow_runs SET lease_owner = NULL, lease_expires_at = NULL "
+    "WHERE id = ?1 AND lease_token = ?2 AND lease_owner IS NOT NULL",
+    // kGetLeaseState
+    "SELECT status, lease_owner, lease_expires_at FROM workflow_runs WHERE id = ?1",
+    // kListStranded: ?1 now, ?2 older_than_ms, ?3 limit
+    "SELECT " AF_RUN_COLS " FROM workflow_runs WHERE " AF_STRANDED " ORDER BY created_at, id LIMIT ?3",
+    // kRedispatch: ?1 now, ?2 older_than_ms, ?3 run
+    "UPDATE workflow_runs SET dispatched_at = ?1 WHERE id = ?3 AND " AF_STRANDED,
+    // kInsertOutbox
+    "INSERT INTO outbox (topic, key, payload, created_at, available_at) VALUES (?1, ?2, ?3, ?4, ?4)",
+    // kClaimOutbox: ?1 now, ?2 claimed until, ?3 limit
+    "UPDATE outbox SET available_at = ?2 WHERE id IN "
+    "(SELECT id FROM outbox WHERE available_at <= ?1 ORDER BY id LIMIT ?3) RETURNING " AF_OUTBOX_COLS,
+    // kDeleteOutbox (?1: JSON array of ids)
+    "DELETE FROM outbox WHERE id IN (SELECT value FROM json_each(?1))",
+    // kDeferOutbox: ?1 ids, ?2 error, ?3 due again at
+    "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, available_at = ?3 "
+    "WHERE id IN (SELECT value FROM json_each(?1))",
+    // kOutboxStats
+    "SELECT count(*), min(created_at) FROM outbox",
 };
+
+#undef AF_STRANDED
 
 #undef AF_LIST_RUNS
 
@@ -356,6 +410,10 @@ Status ReadRun(const Stmt& st, Run* r) {
   r->completed_at = st.OptInt64(14);
   r->updated_at = st.Int64(15);
   r->traceparent = st.Text(16);
+  r->lease_owner = st.Text(17);
+  r->lease_token = st.Int64(18);
+  r->lease_expires_at = st.OptInt64(19);
+  r->dispatched_at = st.OptInt64(20);
   return Status::Ok();
 }
 
@@ -544,8 +602,9 @@ class SqliteStore final : public Store {
     return Locked([&] { return DoRequestCancel(c); });
   }
 
-  Result<int64_t> InsertStep(const StepExecution& s) override {
-    return Locked([&] { return DoInsertStep(s); });
+  using Store::InsertStep;
+  Result<int64_t> InsertStep(const StepExecution& s, int64_t lease_token) override {
+    return Locked([&] { return DoInsertStep(s, lease_token); });
   }
   Status FinishStep(const StepFinish& f) override {
     return Locked([&] { return DoFinishStep(f); });
@@ -571,6 +630,118 @@ class SqliteStore final : public Store {
   }
   Status RecordAgentHealth(const AgentHealthUpdate& u) override {
     return Locked([&] { return DoRecordAgentHealth(u); });
+  }
+  Result<RunLease> AcquireRunLease(const std::string& run_id, const std::string& owner, int64_t ttl_ms) override {
+    return Locked([&] { return DoAcquireRunLease(run_id, owner, ttl_ms); });
+  }
+  Result<int64_t> RenewRunLeases(const std::string& owner, int64_t ttl_ms) override {
+    return Locked([&]() -> Result<int64_t> {
+      Stmt st = Use(kRenewLeases);
+      st.Bind(1, owner);
+      st.Bind(2, NowMs() + ttl_ms);
+      int rc = st.Exec();
+      if (rc != SQLITE_OK) return Error(rc, "renew leases");
+      return static_cast<int64_t>(sqlite3_changes(db_));
+    });
+  }
+  Status ReleaseRunLease(const std::string& run_id, int64_t token) override {
+    return Locked([&]() -> Status {
+      Stmt st = Use(kReleaseLease);
+      st.Bind(1, run_id);
+      st.Bind(2, token);
+      int rc = st.Exec();
+      if (rc != SQLITE_OK) return Error(rc, "release lease");
+      return Status::Ok();
+    });
+  }
+  Result<std::vector<Run>> ListStrandedRuns(int64_t older_than_ms, int limit) override {
+    return Locked([&]() -> Result<std::vector<Run>> {
+      Stmt st = Use(kListStranded);
+      st.Bind(1, NowMs());
+      st.Bind(2, older_than_ms);
+      st.Bind(3, std::max(limit, 1));
+      std::vector<Run> out;
+      int rc;
+      while ((rc = st.Step()) == SQLITE_ROW) AF_RETURN_IF_ERROR(ReadRun(st, &out.emplace_back()));
+      if (rc != SQLITE_DONE) return Error(rc, "list stranded runs");
+      return out;
+    });
+  }
+  Result<bool> RedispatchRun(const std::string& run_id, int64_t older_than_ms, const OutboxMessage& m) override {
+    return Locked([&]() -> Result<bool> {
+      TimeMs now = NowMs();
+      Txn txn(this);
+      AF_RETURN_IF_ERROR(txn.Begin());
+      {
+        Stmt st = Use(kRedispatch);
+        st.Bind(1, now);
+        st.Bind(2, older_than_ms);
+        st.Bind(3, run_id);
+        int rc = st.Exec();
+        if (rc != SQLITE_OK) return Error(rc, "redispatch run");
+        if (sqlite3_changes(db_) == 0) return false;
+      }
+      AF_RETURN_IF_ERROR(InsertOutbox(m, now));
+      AF_RETURN_IF_ERROR(txn.Commit());
+      return true;
+    });
+  }
+  Result<std::vector<OutboxMessage>> ClaimOutbox(int limit, int64_t claim_ms) override {
+    return Locked([&]() -> Result<std::vector<OutboxMessage>> {
+      TimeMs now = NowMs();
+      Stmt st = Use(kClaimOutbox);
+      st.Bind(1, now);
+      st.Bind(2, now + claim_ms);
+      st.Bind(3, std::max(limit, 1));
+      std::vector<OutboxMessage> out;
+      int rc;
+      while ((rc = st.Step()) == SQLITE_ROW) {
+        OutboxMessage& m = out.emplace_back();
+        m.id = st.Int64(0);
+        m.topic = st.Text(1);
+        m.key = st.Text(2);
+        m.payload = st.Text(3);
+        m.created_at = st.Int64(4);
+        m.attempts = st.Int(5);
+        m.last_error = st.Text(6);
+      }
+      if (rc != SQLITE_DONE) return Error(rc, "claim outbox");
+      std::sort(out.begin(), out.end(), [](const OutboxMessage& a, const OutboxMessage& b) { return a.id < b.id; });
+      return out;
+    });
+  }
+  Status DeleteOutbox(const std::vector<int64_t>& ids) override {
+    if (ids.empty()) return Status::Ok();
+    return Locked([&]() -> Status {
+      Stmt st = Use(kDeleteOutbox);
+      st.Bind(1, json(ids).dump());
+      int rc = st.Exec();
+      if (rc != SQLITE_OK) return Error(rc, "delete outbox");
+      return Status::Ok();
+    });
+  }
+  Status DeferOutbox(const std::vector<int64_t>& ids, const std::string& error, int64_t retry_ms) override {
+    if (ids.empty()) return Status::Ok();
+    return Locked([&]() -> Status {
+      Stmt st = Use(kDeferOutbox);
+      st.Bind(1, json(ids).dump());
+      st.BindOptText(2, error);
+      st.Bind(3, NowMs() + retry_ms);
+      int rc = st.Exec();
+      if (rc != SQLITE_OK) return Error(rc, "defer outbox");
+      return Status::Ok();
+    });
+  }
+  Result<OutboxStats> GetOutboxStats() override {
+    return Locked([&]() -> Result<OutboxStats> {
+      Stmt st = Use(kOutboxStats);
+      int rc = st.Step();
+      if (rc != SQLITE_ROW) return Error(rc, "outbox stats");
+      OutboxStats out;
+      out.messages = st.Int64(0);
+      out.oldest_created_at = st.OptInt64(1);
+      return out;
+    });
   }
   Result<ApiKey> CreateApiKey(const ApiKey& k) override {
     return Locked([&] { return DoCreateApiKey(k); });
@@ -834,10 +1005,13 @@ class SqliteStore final : public Store {
     run.traceparent = r.traceparent;
     run.attempt = 1;
     run.created_at = run.updated_at = NowMs();
-    // No explicit transaction: the INSERT is atomic and, with a key already
-    // used, inserts nothing; rows are never deleted, so the existing run is
-    // still there for the SELECT. Racing creators (threads or processes) are
-    // serialized by the unique index: exactly one inserts.
+    // Without a dispatch no explicit transaction: the INSERT is atomic and,
+    // with a key already used, inserts nothing; rows are never deleted, so
+    // the existing run is still there for the SELECT. Racing creators
+    // (threads or processes) are serialized by the unique index: exactly one
+    // inserts. With a dispatch, the run and its outbox message commit together.
+    Txn txn(this);
+    if (r.dispatch) AF_RETURN_IF_ERROR(txn.Begin());
     {
       Stmt st = Use(kInsertRun);
       st.Bind(1, run.id);
@@ -847,6 +1021,12 @@ class SqliteStore final : public Store {
       st.BindOptText(5, run.idempotency_key);
       st.Bind(6, run.created_at);
       st.BindOptText(7, run.traceparent);
+      if (r.dispatch) {
+        st.Bind(8, run.created_at);
+        run.dispatched_at = run.created_at;
+      } else {
+        st.BindNull(8);
+      }
       int rc = st.Exec();
       if (IsUniqueViolation(rc)) {
         return Status::AlreadyExists("a run with id " + run.id + " already exists. Hint: omit the id to get a new one");
@@ -856,8 +1036,15 @@ class SqliteStore final : public Store {
                                 std::to_string(run.workflow_version) + ". Hint: create the workflow first");
       }
       if (rc != SQLITE_OK) return Error(rc, "insert run");
-      if (sqlite3_changes(db_) == 1) return out;
+      if (sqlite3_changes(db_) == 1) {
+        if (r.dispatch) {
+          AF_RETURN_IF_ERROR(InsertOutbox(*r.dispatch, run.created_at));
+          AF_RETURN_IF_ERROR(txn.Commit());
+        }
+        return out;
+      }
     }
+    run.dispatched_at.reset();
     Stmt st = Use(kGetRunByKey);
     st.Bind(1, run.workflow_id);
     st.Bind(2, run.idempotency_key);
@@ -926,29 +1113,60 @@ class SqliteStore final : public Store {
     return out;
   }
 
+  Status InsertOutbox(const OutboxMessage& m, TimeMs now) {
+    Stmt st = Use(kInsertOutbox);
+    st.Bind(1, m.topic);
+    st.Bind(2, m.key);
+    st.Bind(3, m.payload);
+    st.Bind(4, now);
+    int rc = st.Exec();
+    if (rc != SQLITE_OK) return Error(rc, "insert outbox message");
+    return Status::Ok();
+  }
+
+  static Status LeaseLost(const std::string& run_id, int64_t token) {
+    return Status::Aborted("run " + run_id + ": lease token " + std::to_string(token) +
+                               " is no longer current; another executor took the run over",
+                           {{"lease_token", token}});
+  }
+
   Result<Run> DoTransitionRun(const RunTransition& t) {
     AF_RETURN_IF_ERROR(CheckTransition(t.from, t.to));
-    Stmt st = Use(kTransitionRun);
-    st.Bind(1, t.run_id);
-    st.Bind(2, ToString(t.from));
-    st.Bind(3, ToString(t.to));
-    st.Bind(4, NowMs());
-    st.Bind(5, t.to == RunStatus::kRunning);
-    st.Bind(6, IsTerminal(t.to));
-    st.Bind(7, t.to == RunStatus::kPending);
-    st.Bind(8, t.output.has_value());
-    if (t.output) st.BindJson(9, *t.output);
-    st.Bind(10, t.error_message.has_value());
-    if (t.error_message) st.BindOptText(11, *t.error_message);
-    st.Bind(12, t.input.has_value());
-    if (t.input) st.BindJson(13, *t.input);
+    TimeMs now = NowMs();
+    Txn txn(this);
+    if (t.dispatch) AF_RETURN_IF_ERROR(txn.Begin());
     Run run;
     bool found = false;
-    AF_RETURN_IF_ERROR(OneRun(st, "transition run", &run, &found));
-    if (found) return run;
+    {
+      Stmt st = Use(kTransitionRun);
+      st.Bind(1, t.run_id);
+      st.Bind(2, ToString(t.from));
+      st.Bind(3, ToString(t.to));
+      st.Bind(4, now);
+      st.Bind(5, t.to == RunStatus::kRunning);
+      st.Bind(6, IsTerminal(t.to));
+      st.Bind(7, t.to == RunStatus::kPending);
+      st.Bind(8, t.output.has_value());
+      if (t.output) st.BindJson(9, *t.output);
+      st.Bind(10, t.error_message.has_value());
+      if (t.error_message) st.BindOptText(11, *t.error_message);
+      st.Bind(12, t.input.has_value());
+      if (t.input) st.BindJson(13, *t.input);
+      st.Bind(14, t.lease_token);
+      st.Bind(15, t.dispatch.has_value());
+      AF_RETURN_IF_ERROR(OneRun(st, "transition run", &run, &found));
+    }
+    if (found) {
+      if (t.dispatch) {
+        AF_RETURN_IF_ERROR(InsertOutbox(*t.dispatch, now));
+        AF_RETURN_IF_ERROR(txn.Commit());
+      }
+      return run;
+    }
     // The compare-and-set matched nothing: say why.
     auto current = CurrentRunStatus(t.run_id);
     if (!current.ok()) return current.status();
+    if (*current == t.from && t.lease_token != 0) return LeaseLost(t.run_id, t.lease_token);
     return Status::FailedPrecondition(
         "run " + t.run_id + " is " + ToString(*current) + ", not " + ToString(t.from) +
             ". Hint: another writer changed it; read the run again",
@@ -974,7 +1192,7 @@ class SqliteStore final : public Store {
 
   // ---- step executions
 
-  Result<int64_t> DoInsertStep(const StepExecution& s) {
+  Result<int64_t> DoInsertStep(const StepExecution& s, int64_t lease_token) {
     AF_RETURN_IF_ERROR(CheckTransition(std::nullopt, s.status));
     TimeMs now = NowMs();
     Stmt st = Use(kInsertStep);
@@ -997,9 +1215,16 @@ class SqliteStore final : public Store {
     } else {
       st.BindNull(11);
     }
+    st.Bind(12, lease_token);
     int rc = st.Exec();
     if (rc == SQLITE_CONSTRAINT_FOREIGNKEY) return RunNotFound(s.run_id);
     if (rc != SQLITE_OK) return Error(rc, "insert step execution");
+    if (sqlite3_changes(db_) == 0) {
+      // Fenced off (or no such run).
+      auto current = CurrentRunStatus(s.run_id);
+      if (!current.ok()) return current.status();
+      return LeaseLost(s.run_id, lease_token);
+    }
     return static_cast<int64_t>(sqlite3_last_insert_rowid(db_));
   }
 
@@ -1013,6 +1238,7 @@ class SqliteStore final : public Store {
       st.BindJson(4, f.output);
       st.BindOptText(5, f.error_message);
       st.Bind(6, NowMs());
+      st.Bind(7, f.lease_token);
       int rc = st.Exec();
       if (rc != SQLITE_OK) return Error(rc, "finish step execution");
       if (sqlite3_changes(db_) == 1) return Status::Ok();
@@ -1026,9 +1252,48 @@ class SqliteStore final : public Store {
     }
     if (rc != SQLITE_ROW) return Error(rc, "read step execution status");
     std::string current = st.Text(0);
+    if (current == "RUNNING" && f.lease_token != 0) return LeaseLost(f.run_id, f.lease_token);
     return Status::FailedPrecondition("step execution " + std::to_string(f.id) + " is already " + current +
                                           ", not RUNNING",
                                       {{"current", current}, {"expected", "RUNNING"}, {"to", ToString(f.to)}});
+  }
+
+  Result<RunLease> DoAcquireRunLease(const std::string& run_id, const std::string& owner, int64_t ttl_ms) {
+    TimeMs now = NowMs();
+    {
+      Stmt st = Use(kAcquireLease);
+      st.Bind(1, run_id);
+      st.Bind(2, owner);
+      st.Bind(3, now);
+      st.Bind(4, ttl_ms);
+      int rc = st.Step();
+      if (rc == SQLITE_ROW) {
+        RunLease lease{run_id, owner, st.Int64(0), st.Int64(1)};
+        rc = st.Step();
+        if (rc != SQLITE_DONE) return Error(rc, "acquire lease");
+        return lease;
+      }
+      if (rc != SQLITE_DONE) return Error(rc, "acquire lease");
+    }
+    Stmt st = Use(kGetLeaseState);
+    st.Bind(1, run_id);
+    int rc = st.Step();
+    if (rc == SQLITE_DONE) return RunNotFound(run_id);
+    if (rc != SQLITE_ROW) return Error(rc, "read lease");
+    std::string status = st.Text(0);
+    auto parsed = ParseRunStatus(status);
+    if (!parsed) return CorruptStatus("workflow_runs", status);
+    if (IsTerminal(*parsed)) {
+      return Status::FailedPrecondition("run " + run_id + " already finished as " + status, {{"current", status}});
+    }
+    return LeaseHeld(run_id, st.Text(1), st.OptInt64(2).value_or(now) - now);
+  }
+
+  static Status LeaseHeld(const std::string& run_id, const std::string& holder, int64_t left_ms) {
+    left_ms = std::max<int64_t>(left_ms, 0);
+    return Status::Aborted("run " + run_id + " is being executed by " + holder + " (lease for another " +
+                               std::to_string(left_ms) + " ms)",
+                           {{"lease_owner", holder}, {"retry_after_ms", left_ms}});
   }
 
   Result<std::vector<StepExecution>> DoListSteps(const std::string& run_id) {

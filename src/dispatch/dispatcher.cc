@@ -1,0 +1,203 @@
+#include "dispatch/dispatcher.h"
+
+#include <map>
+#include <memory>
+#include <utility>
+#include <vector>
+
+#include "common/log.h"
+#include "common/time.h"
+
+namespace af {
+
+OutboxMessage ExecutionDispatch(const Run& run, const Workflow& wf, const std::string& topic) {
+  ExecutionRequest er;
+  er.run_id = run.id;
+  er.workflow_plan = wf.plan;
+  er.input_data = run.input;
+  er.workflow_id = wf.id;
+  er.workflow_version = wf.version;
+  er.timestamp = NowMs();
+  OutboxMessage m;
+  m.topic = topic;
+  m.key = run.id;
+  m.payload = SerializeExecutionRequest(er);
+  return m;
+}
+
+Dispatcher::Dispatcher(Store* store, Queue* queue, DispatcherOptions options)
+    : store_(store), queue_(queue), options_(std::move(options)) {}
+
+Dispatcher::~Dispatcher() { Stop(); }
+
+void Dispatcher::Start() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = false;
+  }
+  relay_ = std::thread([this] { RelayLoop(); });
+  if (options_.sweep_interval.count() > 0) sweeper_ = std::thread([this] { SweepLoop(); });
+}
+
+void Dispatcher::Stop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (relay_.joinable()) relay_.join();
+  if (sweeper_.joinable()) sweeper_.join();
+}
+
+void Dispatcher::Kick() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    kicked_ = true;
+  }
+  cv_.notify_all();
+}
+
+double Dispatcher::oldest_age_seconds() const {
+  int64_t oldest = oldest_created_at_.load();
+  if (oldest == 0 || backlog_.load() == 0) return 0;
+  return std::max<double>(0, static_cast<double>(NowMs() - oldest) / 1000.0);
+}
+
+Result<int> Dispatcher::RelayOnce() {
+  auto claimed = store_->ClaimOutbox(options_.batch, options_.claim_ttl.count());
+  if (!claimed.ok()) return claimed.status();
+  if (claimed->empty()) return 0;
+
+  // Publish the whole batch asynchronously, then settle it in two writes.
+  struct Settle {
+    std::mutex mu;
+    std::condition_variable cv;
+    size_t left = 0;
+    std::vector<int64_t> published;
+    std::map<std::string, std::vector<int64_t>> failed;  // by error
+  };
+  auto settle = std::make_shared<Settle>();
+  settle->left = claimed->size();
+  for (const OutboxMessage& m : *claimed) {
+    queue_->PublishAsync(m.topic, m.key, m.payload, [settle, id = m.id](Status s) {
+      std::lock_guard<std::mutex> lock(settle->mu);
+      if (s.ok()) {
+        settle->published.push_back(id);
+      } else {
+        settle->failed[s.message()].push_back(id);
+      }
+      if (--settle->left == 0) settle->cv.notify_all();
+    });
+  }
+  std::vector<int64_t> published;
+  std::map<std::string, std::vector<int64_t>> failed;
+  {
+    std::unique_lock<std::mutex> lock(settle->mu);
+    // Unsettled after the claim expires: another relay may take them; leave them.
+    settle->cv.wait_for(lock, options_.claim_ttl, [&] { return settle->left == 0; });
+    published = settle->published;
+    failed = settle->failed;
+  }
+  Status deleted = store_->DeleteOutbox(published);
+  if (!deleted.ok()) {
+    // Published but still in the outbox: published again after the claim
+    // expires. A duplicate request is harmless (the run's lease decides).
+    log::Warn("published " + std::to_string(published.size()) +
+              " outbox message(s) but could not delete them: " + deleted.ToString());
+  }
+  size_t failures = 0;
+  for (const auto& [error, ids] : failed) {
+    failures += ids.size();
+    Status deferred = store_->DeferOutbox(ids, error, options_.retry_delay.count());
+    if (!deferred.ok()) log::Warn("could not defer outbox messages: " + deferred.ToString());
+  }
+  published_ += published.size();
+  publish_failures_ += failures;
+  if (failures > 0 && !last_publish_failed_) {
+    log::Warn("could not publish " + std::to_string(failures) + " queued request(s) (" + failed.begin()->first +
+              "); they stay in the outbox and are tried again every " +
+              std::to_string(options_.retry_delay.count()) + " ms");
+  } else if (failures == 0 && last_publish_failed_) {
+    log::Info("publishing from the outbox again");
+  }
+  last_publish_failed_ = failures > 0;
+  return static_cast<int>(published.size());
+}
+
+void Dispatcher::RefreshStats() {
+  auto now = std::chrono::steady_clock::now();
+  if (now - stats_at_ < std::chrono::seconds(1)) return;
+  stats_at_ = now;
+  auto stats = store_->GetOutboxStats();
+  if (!stats.ok()) return;
+  backlog_ = stats->messages;
+  oldest_created_at_ = stats->oldest_created_at.value_or(0);
+}
+
+void Dispatcher::RelayLoop() {
+  bool store_down = false;
+  while (true) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stopping_) return;
+      kicked_ = false;
+    }
+    auto n = RelayOnce();
+    RefreshStats();
+    if (!n.ok()) {
+      if (!store_down) log::Warn("outbox relay: " + n.status().ToString() + "; trying again");
+      store_down = true;
+    } else {
+      if (store_down) log::Info("outbox relay: the database is back");
+      store_down = false;
+      if (*n == options_.batch) continue;  // more may be waiting
+    }
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait_for(lock, options_.idle_poll, [this] { return stopping_ || kicked_; });
+  }
+}
+
+Result<int> Dispatcher::SweepOnce() {
+  auto runs = store_->ListStrandedRuns(options_.stranded_after.count(), options_.sweep_batch);
+  if (!runs.ok()) return runs.status();
+  std::map<std::pair<std::string, int>, Workflow> workflows;
+  int dispatched = 0;
+  for (const Run& run : *runs) {
+    auto key = std::make_pair(run.workflow_id, run.workflow_version);
+    auto it = workflows.find(key);
+    if (it == workflows.end()) {
+      auto wf = store_->GetWorkflow(run.workflow_id, run.workflow_version);
+      if (!wf.ok()) {
+        log::Warn("stranded run: cannot read its workflow: " + wf.status().ToString(), {run.id});
+        continue;
+      }
+      it = workflows.emplace(key, std::move(wf).value()).first;
+    }
+    auto did = store_->RedispatchRun(run.id, options_.stranded_after.count(),
+                                     ExecutionDispatch(run, it->second, options_.execution_topic));
+    if (!did.ok()) return did.status();
+    if (!*did) continue;  // another sweeper, or an executor, got there first
+    ++dispatched;
+    std::string since = run.dispatched_at ? std::to_string((NowMs() - *run.dispatched_at) / 1000) + " s ago"
+                                          : std::string("never");
+    log::Info(std::string("run ") + ToString(run.status) + " with no executor holding it (last dispatched " + since +
+                  "); dispatched again",
+              {run.id, {}, {}, TraceIdOf(run)});
+  }
+  redispatched_ += static_cast<uint64_t>(dispatched);
+  if (dispatched > 0) Kick();
+  return dispatched;
+}
+
+void Dispatcher::SweepLoop() {
+  while (true) {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      if (cv_.wait_for(lock, options_.sweep_interval, [this] { return stopping_; })) return;
+    }
+    auto n = SweepOnce();
+    if (!n.ok()) log::Warn("sweeper: " + n.status().ToString() + "; trying again later");
+  }
+}
+
+}  // namespace af

@@ -1,0 +1,199 @@
+#include "dispatch/dispatcher.h"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "common/ids.h"
+#include "storage/sqlite/sqlite_store.h"
+
+namespace af {
+namespace {
+
+using namespace std::chrono_literals;
+
+// A queue that keeps what it is given, or refuses everything while `down`.
+class FakeQueue final : public Queue {
+ public:
+  struct Sent {
+    std::string topic, key, payload;
+  };
+  std::atomic<bool> down{false};
+
+  Status Publish(const std::string& topic, const std::string& key, const std::string& payload) override {
+    if (down) return Status::Unavailable("broker unreachable");
+    std::lock_guard<std::mutex> lock(mu_);
+    sent_.push_back({topic, key, payload});
+    return Status::Ok();
+  }
+  Result<std::unique_ptr<QueueConsumer>> Subscribe(const std::vector<std::string>&, const std::string&) override {
+    return Status::Internal("not in this test");
+  }
+  Status Ping() override { return down ? Status::Unavailable("down") : Status::Ok(); }
+  std::vector<Sent> sent() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return sent_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<Sent> sent_;
+};
+
+class DispatcherTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto s = OpenSqliteStore(":memory:");
+    ASSERT_TRUE(s.ok()) << s.status().ToString();
+    store_ = std::move(s).value();
+    json plan = json::parse(R"({"name": "w", "steps": [{"id": "a", "agent": "echo"}]})");
+    auto wf = store_->CreateWorkflow(NewWorkflow{"w", "", plan});
+    ASSERT_TRUE(wf.ok());
+    wf_ = *wf;
+  }
+
+  // A run accepted the way the API accepts one: the row and its request in one transaction.
+  std::string Trigger() {
+    NewRun nr;
+    nr.id = NewRunId();
+    nr.workflow_id = wf_.id;
+    nr.workflow_version = wf_.version;
+    nr.input = json{{"n", 1}};
+    af::Run shape;
+    shape.id = nr.id;
+    shape.input = nr.input;
+    nr.dispatch = ExecutionDispatch(shape, wf_, kExecutionTopic);
+    auto created = store_->CreateRun(nr);
+    EXPECT_TRUE(created.ok()) << created.status().ToString();
+    return nr.id;
+  }
+
+  int64_t Backlog() { return store_->GetOutboxStats()->messages; }
+
+  std::unique_ptr<Store> store_;
+  Workflow wf_;
+  FakeQueue queue_;
+};
+
+TEST_F(DispatcherTest, RelayPublishesCommittedRequestsAndEmptiesTheOutbox) {
+  Dispatcher d(store_.get(), &queue_);
+  std::vector<std::string> ids = {Trigger(), Trigger(), Trigger()};
+  EXPECT_EQ(Backlog(), 3);
+  auto n = d.RelayOnce();
+  ASSERT_TRUE(n.ok()) << n.status().ToString();
+  EXPECT_EQ(*n, 3);
+  auto sent = queue_.sent();
+  ASSERT_EQ(sent.size(), 3u);
+  for (size_t i = 0; i < sent.size(); ++i) {
+    EXPECT_EQ(sent[i].topic, kExecutionTopic);
+    EXPECT_EQ(sent[i].key, ids[i]) << "published oldest first";
+    auto parsed = ParseQueueMessage(sent[i].payload);
+    ASSERT_TRUE(parsed.ok()) << parsed.status().ToString();
+    const auto& er = std::get<ExecutionRequest>(*parsed);
+    EXPECT_EQ(er.run_id, ids[i]);
+    EXPECT_EQ(er.workflow_plan, wf_.plan);
+    EXPECT_EQ(er.input_data, json({{"n", 1}}));
+  }
+  EXPECT_EQ(Backlog(), 0);
+  EXPECT_EQ(d.published(), 3u);
+  EXPECT_EQ(*d.RelayOnce(), 0);
+}
+
+TEST_F(DispatcherTest, ABrokerOutageKeepsRequestsUntilItIsBack) {
+  DispatcherOptions o;
+  o.retry_delay = 0ms;
+  Dispatcher d(store_.get(), &queue_, o);
+  Trigger();
+  Trigger();
+  queue_.down = true;
+  auto n = d.RelayOnce();
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(*n, 0);
+  EXPECT_EQ(d.publish_failures(), 2u);
+  EXPECT_EQ(Backlog(), 2) << "nothing is lost while the broker is down";
+  auto waiting = store_->ClaimOutbox(10, 0);  // claim_ms 0: still due at once
+  ASSERT_TRUE(waiting.ok());
+  ASSERT_EQ(waiting->size(), 2u);
+  EXPECT_EQ((*waiting)[0].attempts, 1);
+  EXPECT_EQ((*waiting)[0].last_error, "broker unreachable");
+
+  queue_.down = false;
+  std::this_thread::sleep_for(5ms);
+  n = d.RelayOnce();
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(*n, 2);
+  EXPECT_EQ(queue_.sent().size(), 2u);
+  EXPECT_EQ(Backlog(), 0);
+}
+
+TEST_F(DispatcherTest, TheRelayThreadPublishesOnKickAndReportsTheBacklog) {
+  DispatcherOptions o;
+  o.idle_poll = 10s;  // only a kick can be fast
+  Dispatcher d(store_.get(), &queue_, o);
+  d.Start();
+  std::this_thread::sleep_for(50ms);  // the first, empty, pass is done
+  std::string id = Trigger();
+  d.Kick();
+  auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (queue_.sent().empty() && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(5ms);
+  ASSERT_EQ(queue_.sent().size(), 1u);
+  EXPECT_EQ(queue_.sent()[0].key, id);
+  d.Stop();
+  EXPECT_EQ(Backlog(), 0);
+}
+
+TEST_F(DispatcherTest, BacklogIsReadWhileRunning) {
+  queue_.down = true;
+  DispatcherOptions o;
+  o.idle_poll = 20ms;
+  Dispatcher d(store_.get(), &queue_, o);
+  Trigger();
+  Trigger();
+  d.Start();
+  auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (d.backlog() != 2 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(5ms);
+  EXPECT_EQ(d.backlog(), 2);
+  EXPECT_GE(d.oldest_age_seconds(), 0.0);
+  d.Stop();
+}
+
+TEST_F(DispatcherTest, SweeperDispatchesAStrandedRunOnce) {
+  // A run whose request never reached the outbox (written by an older
+  // version, or its message was lost): nobody holds it.
+  NewRun nr;
+  nr.workflow_id = wf_.id;
+  nr.workflow_version = wf_.version;
+  auto lost = store_->CreateRun(nr);
+  ASSERT_TRUE(lost.ok());
+  // A run an executor holds is left alone.
+  auto held = store_->CreateRun(nr);
+  ASSERT_TRUE(held.ok());
+  ASSERT_TRUE(store_->AcquireRunLease(held->run.id, "executor-1", 60000).ok());
+
+  DispatcherOptions o;
+  o.stranded_after = 0ms;
+  Dispatcher d(store_.get(), &queue_, o);
+  auto n = d.SweepOnce();
+  ASSERT_TRUE(n.ok()) << n.status().ToString();
+  EXPECT_EQ(*n, 1);
+  EXPECT_EQ(d.redispatched(), 1u);
+  ASSERT_EQ(*d.RelayOnce(), 1);
+  auto sent = queue_.sent();
+  ASSERT_EQ(sent.size(), 1u);
+  EXPECT_EQ(sent[0].key, lost->run.id);
+  auto parsed = ParseQueueMessage(sent[0].payload);
+  ASSERT_TRUE(parsed.ok()) << parsed.status().ToString();
+  EXPECT_EQ(std::get<ExecutionRequest>(*parsed).workflow_plan, wf_.plan);
+
+  // Just dispatched: not stranded again for stranded_after.
+  DispatcherOptions later;
+  later.stranded_after = 60s;
+  Dispatcher d2(store_.get(), &queue_, later);
+  EXPECT_EQ(*d2.SweepOnce(), 0);
+}
+
+}  // namespace
+}  // namespace af

@@ -1,0 +1,32 @@
+-- Nothing lost (issue 6): run leases with fencing tokens, the dispatch time
+-- the sweeper reads, and the transactional outbox.
+--
+-- lease_owner: the executor driving the run (NULL: nobody); lease_token:
+-- incremented on every acquire, and every executor write carries the token it
+-- acquired, so a stale owner's writes are refused; lease_expires_at: ms since
+-- the epoch on the database server's clock, pushed forward by the owner's
+-- heartbeat.
+ALTER TABLE workflow_runs ADD COLUMN lease_owner TEXT;
+ALTER TABLE workflow_runs ADD COLUMN lease_token BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE workflow_runs ADD COLUMN lease_expires_at BIGINT;
+-- When an execution request for the run was last written to the outbox
+-- (database clock).
+ALTER TABLE workflow_runs ADD COLUMN dispatched_at BIGINT;
+-- RenewRunLeases: the runs one owner holds.
+CREATE INDEX workflow_runs_lease_owner ON workflow_runs (lease_owner) WHERE lease_owner IS NOT NULL;
+
+-- Messages to publish once the transaction that wrote them commits. The
+-- relay claims due rows (available_at <= now, pushing available_at forward
+-- while it publishes; FOR UPDATE SKIP LOCKED keeps relays apart), deletes
+-- what the queue accepted and defers the rest.
+CREATE TABLE outbox (
+  id           BIGINT  GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  topic        TEXT    NOT NULL,
+  key          TEXT    NOT NULL,
+  payload      TEXT    NOT NULL,
+  created_at   BIGINT  NOT NULL,
+  available_at BIGINT  NOT NULL,
+  attempts     INTEGER NOT NULL DEFAULT 0,
+  last_error   TEXT
+);
+CREATE INDEX outbox_due ON outbox (available_at, id);

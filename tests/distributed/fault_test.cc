@@ -1,0 +1,254 @@
+// Fault injection against the seed's topology (docs/reliability.md, "How
+// the guarantees are tested"): consumers killed with SIGKILL mid-run, the
+// broker stopped while runs are triggered, `agentflow api` killed right
+// after accepting triggers. (PostgreSQL restarted with runs in flight is in
+// distributed_test.cc; misbehaving agents in tests/e2e.)
+//
+// Each test prints what it did and what it counted, from the database, and
+// requires: every accepted run present and COMPLETED, every step COMPLETED
+// exactly once, and no step called again after its completion was recorded.
+// Bounded in count and time; loopback only. `ctest -L distributed`.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <random>
+#include <thread>
+
+#include "distributed/cluster.h"
+#include "e2e/harness.h"
+
+namespace af::e2e {
+namespace {
+
+// What the database says about the runs of one test (each cluster has a
+// database of its own, so every run in it is the test's).
+struct Tally {
+  size_t accepted = 0;       // runs the API answered 202 for
+  size_t stored = 0;         // runs in workflow_runs
+  size_t completed = 0, failed = 0, cancelled = 0, unfinished = 0;
+  size_t steps_completed = 0;          // step_executions rows COMPLETED
+  size_t steps_completed_twice = 0;    // (run, step, item) with more than one COMPLETED row
+  size_t called_after_completion = 0;  // attempts started after that step's COMPLETED attempt
+  size_t interrupted = 0;              // attempts cut short by a kill (FAILED "interrupted: ...")
+
+  std::string ToString() const {
+    char buf[512];
+    std::snprintf(buf, sizeof buf,
+                  "accepted=%zu stored=%zu lost=%zu completed=%zu failed=%zu cancelled=%zu unfinished=%zu "
+                  "steps_completed=%zu completed_twice=%zu recalled_after_completion=%zu interrupted_attempts=%zu",
+                  accepted, stored, accepted > stored ? accepted - stored : 0, completed, failed, cancelled,
+                  unfinished, steps_completed, steps_completed_twice, called_after_completion, interrupted);
+    return buf;
+  }
+};
+
+size_t Num(const std::vector<std::vector<std::string>>& rows) { return rows.empty() ? 0 : std::stoul(rows[0][0]); }
+
+Tally Count(Cluster& c, size_t accepted) {
+  Tally t;
+  t.accepted = accepted;
+  for (const auto& row : c.Query("SELECT status, count(*) FROM workflow_runs GROUP BY status")) {
+    size_t n = std::stoul(row[1]);
+    t.stored += n;
+    if (row[0] == "COMPLETED") {
+      t.completed = n;
+    } else if (row[0] == "FAILED") {
+      t.failed = n;
+    } else if (row[0] == "CANCELLED") {
+      t.cancelled = n;
+    } else {
+      t.unfinished += n;
+    }
+  }
+  t.steps_completed = Num(c.Query("SELECT count(*) FROM step_executions WHERE status = 'COMPLETED'"));
+  t.steps_completed_twice = Num(
+      c.Query("SELECT count(*) FROM (SELECT 1 FROM step_executions WHERE status = 'COMPLETED' "
+              "GROUP BY run_id, step_id, item_index HAVING count(*) > 1) AS twice"));
+  t.called_after_completion = Num(
+      c.Query("SELECT count(*) FROM step_executions done JOIN step_executions later ON later.run_id = done.run_id "
+              "AND later.step_id = done.step_id AND coalesce(later.item_index, -1) = coalesce(done.item_index, -1) "
+              "AND later.attempt > done.attempt WHERE done.status = 'COMPLETED'"));
+  t.interrupted = Num(c.Query(
+      "SELECT count(*) FROM step_executions WHERE status = 'FAILED' AND error_message LIKE 'interrupted%'"));
+  return t;
+}
+
+// The promise: nothing lost, everything finished, nothing done twice.
+void ExpectNothingLost(const Tally& t, size_t steps_per_run) {
+  EXPECT_EQ(t.stored, t.accepted) << "runs lost";
+  EXPECT_EQ(t.completed, t.accepted);
+  EXPECT_EQ(t.unfinished, 0u);
+  EXPECT_EQ(t.failed, 0u);
+  EXPECT_EQ(t.steps_completed, t.accepted * steps_per_run);
+  EXPECT_EQ(t.steps_completed_twice, 0u);
+  EXPECT_EQ(t.called_after_completion, 0u) << "a completed step was called again";
+}
+
+void Report(const std::string& test, const std::string& did, const Tally& t) {
+  std::printf("[fault] %s: %s\n[fault] %s: %s\n", test.c_str(), did.c_str(), test.c_str(), t.ToString().c_str());
+  std::fflush(stdout);
+}
+
+class FaultTest : public ::testing::Test {
+ protected:
+  void TearDown() override {
+    if (HasFailure() && cluster_) std::cerr << "==== logs ====\n" << cluster_->Logs();
+  }
+  std::unique_ptr<Cluster> cluster_;
+};
+
+// Five steps: two agents answering at once, two sleeping (no thread held),
+// data passed along.
+json FiveSteps(const std::string& name, int sleep_ms) {
+  return Plan(name, json::parse(R"([
+      {"id": "s1", "agent": "echo", "input": {"i": "${input.i}"}},
+      {"id": "s2", "agent": "sleep", "input": {"ms": )" + std::to_string(sleep_ms) + R"(, "count_calls": true}},
+      {"id": "s3", "agent": "upper", "input": {"text": "run ${input.i}"}},
+      {"id": "s4", "agent": "sleep", "input": {"ms": )" + std::to_string(sleep_ms / 2) + R"(}},
+      {"id": "s5", "agent": "echo", "input": {"first": "${steps.s1.output}", "third": "${steps.s3.output}"}}])"));
+}
+
+size_t CountRunning(Cluster& c) { return Num(c.Query("SELECT count(*) FROM workflow_runs WHERE status = 'RUNNING'")); }
+
+TEST_F(FaultTest, FiveHundredRunsAcrossTwoConsumersSurviveThreeSigkills) {
+  // Few runs at a time per consumer so that the kills land mid-run, and
+  // short leases so that a killed consumer's runs are taken over quickly.
+  Cluster::Options o;
+  o.consumers = 2;
+  o.consumer_args = {"--lease-ttl", "3", "--max-runs", "12"};
+  cluster_ = std::make_unique<Cluster>(SharedPg(), o);
+  Cluster& c = *cluster_;
+  json wf = CreateWorkflow(c.api(), FiveSteps(UniqueName("kill9"), 120));
+
+  const unsigned seed = std::random_device{}();
+  std::mt19937 rng(seed);
+  const size_t kRuns = 500;
+  std::vector<std::string> ids;
+  std::string kills;
+  // The killer: three times, a random consumer, at a random moment.
+  std::string killer_error;
+  std::thread killer([&] {
+    try {
+    for (int k = 0; k < 3; ++k) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(std::uniform_int_distribution<int>(1500, 3500)(rng)));
+      size_t victim = std::uniform_int_distribution<size_t>(0, 1)(rng);
+      size_t running = CountRunning(c);
+      c.consumer(victim).Crash();
+      kills += " consumer" + std::to_string(victim) + "(" + std::to_string(running) + " runs RUNNING)";
+      std::this_thread::sleep_for(std::chrono::milliseconds(std::uniform_int_distribution<int>(100, 1000)(rng)));
+      c.consumer(victim).Restart();
+    }
+    } catch (const std::exception& e) {
+      killer_error = e.what();
+    }
+  });
+  for (size_t i = 0; i < kRuns; ++i) ids.push_back(StartRun(c.api(), wf["workflow_id"], {{"i", i}})["run_id"]);
+  killer.join();
+  ASSERT_TRUE(killer_error.empty()) << killer_error;
+  WaitAllTerminal(c, ids, 300s);
+
+  Tally t = Count(c, ids.size());
+  Report("sigkill", "seed " + std::to_string(seed) + ", " + std::to_string(kRuns) +
+                        " runs x 5 steps, 2 consumers, SIGKILL + restart of" + kills,
+         t);
+  ExpectNothingLost(t, 5);
+  EXPECT_GT(t.interrupted, 0u) << "no kill landed while a step was running; the test proved nothing";
+  EXPECT_TRUE(c.consumer(0).Alive() && c.consumer(1).Alive());
+}
+
+TEST_F(FaultTest, TriggersAreAcceptedWhileTheBrokerIsStoppedAndRunOnceItIsBack) {
+  cluster_ = std::make_unique<Cluster>(SharedPg(), 1);
+  Cluster& c = *cluster_;
+  json wf = CreateWorkflow(c.api(), FiveSteps(UniqueName("broker-down"), 20));
+  std::vector<std::string> ids;
+  for (int i = 0; i < 20; ++i) ids.push_back(StartRun(c.api(), wf["workflow_id"], {{"i", i}})["run_id"]);
+
+  c.kafka().Pause();  // the broker stops answering
+  size_t during = 0;
+  auto stop_at = std::chrono::steady_clock::now() + 10s;
+  int i = 20;
+  while (std::chrono::steady_clock::now() < stop_at) {
+    HttpResponse r = c.api().Post("/workflows/" + wf["workflow_id"].get<std::string>() + "/runs",
+                                  json{{"input", {{"i", i++}}}});
+    ASSERT_EQ(r.status, 202) << "a trigger failed while the broker was down: " << r.Describe();
+    ids.push_back(r.body_json["run_id"]);
+    ++during;
+    std::this_thread::sleep_for(50ms);
+  }
+  size_t backlog = Num(c.Query("SELECT count(*) FROM outbox"));
+  size_t pending = Num(c.Query("SELECT count(*) FROM workflow_runs WHERE status = 'PENDING'"));
+  c.kafka().Resume();
+  auto resumed = std::chrono::steady_clock::now();
+  for (int k = 0; k < 20; ++k) ids.push_back(StartRun(c.api(), wf["workflow_id"], {{"i", i++}})["run_id"]);
+  WaitAllTerminal(c, ids, 180s);
+  double drain_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - resumed).count();
+
+  Tally t = Count(c, ids.size());
+  Report("broker-down",
+         "broker stopped 10 s; " + std::to_string(during) + " triggers answered 202 meanwhile (outbox held " +
+             std::to_string(backlog) + ", " + std::to_string(pending) + " runs PENDING); all done " +
+             std::to_string(drain_s).substr(0, 5) + " s after the broker came back",
+         t);
+  EXPECT_GT(during, 0u);
+  EXPECT_GT(backlog, 0u) << "the requests made during the outage waited in the outbox";
+  ExpectNothingLost(t, 5);
+  EXPECT_EQ(Num(c.Query("SELECT count(*) FROM outbox")), 0u) << "the outbox drained";
+}
+
+TEST_F(FaultTest, RunsAcceptedByAnApiKilledBeforePublishingAreRunByTheConsumersRelay) {
+  cluster_ = std::make_unique<Cluster>(SharedPg(), 1);
+  Cluster& c = *cluster_;
+  json wf = CreateWorkflow(c.api(), FiveSteps(UniqueName("api-kill9"), 20));
+  // With the broker stopped, the accepted requests can only be in the
+  // outbox when the API dies.
+  c.kafka().Pause();
+  std::vector<std::string> ids;
+  for (int i = 0; i < 30; ++i) ids.push_back(StartRun(c.api(), wf["workflow_id"], {{"i", i}})["run_id"]);
+  size_t backlog = Num(c.Query("SELECT count(*) FROM outbox"));
+  c.api().Crash();  // SIGKILL right after the last 202
+  c.kafka().Resume();
+  auto killed = std::chrono::steady_clock::now();
+  WaitAllTerminal(c, ids, 180s);
+  double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - killed).count();
+
+  Tally t = Count(c, ids.size());
+  Report("api-sigkill",
+         "30 triggers accepted with the broker stopped (outbox held " + std::to_string(backlog) +
+             "), api SIGKILLed, broker back, api not restarted; all done " + std::to_string(took).substr(0, 5) +
+             " s later through the consumer's relay",
+         t);
+  EXPECT_EQ(backlog, 30u);
+  ExpectNothingLost(t, 5);
+}
+
+TEST_F(FaultTest, PostgresRestartedImmediatelyWhileRunsAreInFlightDelaysThemButLosesNothing) {
+  // This test restarts its own server.
+  auto own = PgServer::Launch();
+  ASSERT_TRUE(own.ok()) << own.status().ToString();
+  cluster_ = std::make_unique<Cluster>(own->get(), 1);
+  Cluster& c = *cluster_;
+  json wf = CreateWorkflow(c.api(), FiveSteps(UniqueName("pgrestart"), 1500));
+  std::vector<std::string> ids;
+  for (int i = 0; i < 20; ++i) ids.push_back(StartRun(c.api(), wf["workflow_id"], {{"i", i}})["run_id"]);
+  for (const auto& id : ids) {
+    WaitForStepRow(c.api(), id, [](const json& r) { return r["step_id"] == "s2" && r["status"] == "RUNNING"; }, 30s);
+  }
+  size_t in_flight = CountRunning(c);
+  ASSERT_TRUE((*own)->Restart(/*immediate=*/true).ok());  // pg_ctl restart -m immediate
+  auto restarted = std::chrono::steady_clock::now();
+  WaitAllTerminal(c, ids, 120s);
+  double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - restarted).count();
+
+  Tally t = Count(c, ids.size());
+  Report("pg-restart",
+         "PostgreSQL restarted (-m immediate) with " + std::to_string(in_flight) +
+             " runs RUNNING mid-step; all done " + std::to_string(took).substr(0, 5) + " s later",
+         t);
+  ExpectNothingLost(t, 5);
+  EXPECT_TRUE(c.consumer(0).Alive());
+  EXPECT_EQ(c.api().Get("/runs/" + ids[0]).status, 200) << "the API reconnects too";
+  cluster_.reset();  // before the server it uses goes away
+}
+
+}  // namespace
+}  // namespace af::e2e
