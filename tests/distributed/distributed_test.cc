@@ -287,6 +287,57 @@ TEST_F(DistributedTest, StandaloneExecutorRecordsItsRunInPostgres) {
   EXPECT_EQ(steps[0][0], "2");
 }
 
+// Access control on the distributed API: keys made with `agentflow apikey
+// create --database-url` before the api ever ran, checked by `agentflow api
+// --auth required` against PostgreSQL.
+TEST_F(DistributedTest, ApiWithAuthRequiredAcceptsOnlyKeysOfTheRightRole) {
+  PgServer* pg = SharedPg();
+  auto db = pg->NewDatabase();
+  ASSERT_TRUE(db.ok()) << db.status().ToString();
+  auto kafka = KafkaMock::Start();
+  ASSERT_TRUE(kafka.ok()) << kafka.status().ToString();
+  TempDir dir;
+  auto key_for = [&](const std::string& role) {
+    CliResult r = RunCli({"--json", "apikey", "create", "--role", role, "--database-url", *db}, dir);
+    Require(r.exit_code == 0, "apikey create: " + r.Describe());
+    json j = json::parse(r.out, nullptr, false);
+    Require(!j.is_discarded() && j.contains("key"), "no key printed: " + r.Describe());
+    return j["key"].get<std::string>();
+  };
+  const std::string admin = key_for("admin"), op = key_for("operator"), viewer = key_for("viewer");
+
+  Server::Options o;
+  o.log_dir = dir.path().string();
+  o.name = "api-auth";
+  o.command = {"api", "--auth", "required"};
+  o.command.insert(o.command.end(), kKafkaTestProps.begin(), kKafkaTestProps.end());
+  o.env = {{"DATABASE_URL", *db}, {"KAFKA_BROKERS", (*kafka)->brokers()}};
+  Server api(o);
+  api.Start();
+  auto call = [&](const std::string& method, const std::string& path, const std::string& key, const json& body) {
+    Headers h;
+    if (!key.empty()) h.emplace_back("Authorization", "Bearer " + key);
+    return Fetch(method, api.api() + path, body.is_null() ? "" : body.dump(), h);
+  };
+  json plan = Plan(UniqueName("guarded"), json::parse(R"([{"id": "s", "agent": "echo"}])"));
+  EXPECT_EQ(call("GET", "/workflows", "", nullptr).status, 401);
+  EXPECT_EQ(call("GET", "/workflows", "af_0000000000000000_" + std::string(64, 'a'), nullptr).status, 401);
+  EXPECT_EQ(call("GET", "/workflows", viewer, nullptr).status, 200);
+  EXPECT_EQ(call("POST", "/workflows", viewer, plan).status, 403);
+  EXPECT_EQ(call("POST", "/workflows", op, plan).status, 403);
+  HttpResponse created = call("POST", "/workflows", admin, plan);
+  ASSERT_EQ(created.status, 201) << created.Describe();
+  const std::string runs = "/workflows/" + created.body_json["workflow_id"].get<std::string>() + "/runs";
+  EXPECT_EQ(call("POST", runs, viewer, json{{"input", json::object()}}).status, 403);
+  HttpResponse run = call("POST", runs, op, json{{"input", json::object()}});
+  EXPECT_EQ(run.status, 202) << run.Describe();
+  EXPECT_EQ(Fetch("GET", api.url() + "/healthz").status, 200) << "health stays open";
+  std::string log = ReadFile(api.stderr_path());
+  for (const std::string& k : {admin, op, viewer}) {
+    EXPECT_EQ(log.find(k.substr(20)), std::string::npos) << "a key's secret is in the api's log";
+  }
+}
+
 // ---- health, readiness, metrics --------------------------------------------
 
 test::PromText Scrape(const std::string& base_url) {
