@@ -435,6 +435,19 @@ TEST_F(DistributedTest, MetricsOfApiAndConsumerMoveWithTheRunsAndTraceparentReac
                   {{"method", "POST"}, {"route", "/api/v1/workflows/{id}/runs"}, {"status", "202"}}),
             1);
   EXPECT_FALSE(api_after.families.count("agentflow_runs_in_flight")) << "the API executes nothing";
+  // The trigger went through the api's outbox relay; both processes report
+  // the outbox (the consumer relays too).
+  // (Usually the api's relay, kicked by the trigger; the consumer's may
+  // claim it first.)
+  EXPECT_EQ(delta(api_before, api_after, "agentflow_outbox_published_total", {}) +
+                delta(consumer_before, consumer_after, "agentflow_outbox_published_total", {}),
+            1);
+  for (const test::PromText* page : {&api_after, &consumer_after}) {
+    EXPECT_TRUE(page->Value("agentflow_outbox_backlog_messages").has_value());
+    EXPECT_TRUE(page->Value("agentflow_outbox_oldest_age_seconds").has_value());
+    EXPECT_TRUE(page->Value("agentflow_runs_redispatched_total").has_value());
+  }
+  EXPECT_TRUE(consumer_after.Value("agentflow_consumer_dead_lettered_total").has_value());
 }
 
 }  // namespace

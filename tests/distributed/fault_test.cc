@@ -260,5 +260,28 @@ TEST_F(FaultTest, PostgresRestartedImmediatelyWhileRunsAreInFlightDelaysThemButL
   cluster_.reset();  // before the server it uses goes away
 }
 
+// The broker stalls while a consumer waits for its JoinGroup answer (the
+// mock drops that answer): the join is retried after max.poll.interval.ms
+// (60 s, kafka_config.cc; librdkafka's default would wait 5 minutes).
+TEST_F(FaultTest, AConsumerWhoseGroupJoinIsCutByABrokerStallRecovers) {
+  cluster_ = std::make_unique<Cluster>(SharedPg(), 1);
+  Cluster& c = *cluster_;
+  json wf = CreateWorkflow(c.api(), FiveSteps(UniqueName("join-stall"), 20));
+  c.kafka().Pause();  // the consumer has just sent its JoinGroup
+  std::this_thread::sleep_for(10s);
+  c.kafka().Resume();
+  auto resumed = std::chrono::steady_clock::now();
+  std::vector<std::string> ids;
+  for (int i = 0; i < 10; ++i) ids.push_back(StartRun(c.api(), wf["workflow_id"], {{"i", i}})["run_id"]);
+  WaitAllTerminal(c, ids, 150s);
+  double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - resumed).count();
+  Tally t = Count(c, ids.size());
+  Report("join-stall",
+         "broker stopped 10 s during the consumer's group join; 10 runs done " + std::to_string(took).substr(0, 5) +
+             " s after it came back",
+         t);
+  ExpectNothingLost(t, 5);
+}
+
 }  // namespace
 }  // namespace af::e2e

@@ -38,6 +38,11 @@ Properties ConsumerProperties(const QueueOptions& options, const std::string& gr
       {"allow.auto.create.topics", "true"},
       {"topic.metadata.refresh.interval.ms", "30000"},
       {"socket.keepalive.enable", "true"},
+      // Also the JoinGroup request's timeout: a join whose answer is lost
+      // (a broker stalled mid-rebalance) is retried after this, not after
+      // the default 5 minutes. Our consumers poll at least every 500 ms.
+      // Must be >= session.timeout.ms (45 s by default).
+      {"max.poll.interval.ms", "60000"},
   };
   AddOverrides(options, &p);
   // The group is the caller's choice, not a property to override.
