@@ -283,5 +283,55 @@ TEST_F(FaultTest, AConsumerWhoseGroupJoinIsCutByABrokerStallRecovers) {
   ExpectNothingLost(t, 5);
 }
 
+// Runs whose request is gone: one PENDING whose message was lost, one
+// RUNNING whose executor died and whose message will not come back (both
+// written straight into the database, as those faults leave them). The
+// sweepers of api and consumer dispatch them again after --stranded-after.
+TEST_F(FaultTest, RunsWhoseRequestWasLostArePickedUpAgainByTheSweeper) {
+  Cluster::Options o;
+  o.api_args = {"--stranded-after", "2", "--sweep-interval", "0.5"};
+  o.consumer_args = {"--stranded-after", "2", "--sweep-interval", "0.5"};
+  cluster_ = std::make_unique<Cluster>(SharedPg(), o);
+  Cluster& c = *cluster_;
+  json wf = CreateWorkflow(c.api(), FiveSteps(UniqueName("stranded"), 20));
+  std::string model = StartRun(c.api(), wf["workflow_id"], {{"i", 0}})["run_id"];
+  WaitAllTerminal(c, {model}, 60s);
+
+  const std::string now = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
+  c.Query("INSERT INTO workflow_runs (id, workflow_id, workflow_version, status, input, created_at, updated_at) "
+          "SELECT 'run-lost-request', workflow_id, workflow_version, 'PENDING', input, " + now + ", " + now +
+          " FROM workflow_runs WHERE id = '" + model + "' RETURNING id");
+  c.Query("INSERT INTO workflow_runs (id, workflow_id, workflow_version, status, input, created_at, updated_at, "
+          "started_at, lease_owner, lease_token, lease_expires_at) "
+          "SELECT 'run-dead-executor', workflow_id, workflow_version, 'RUNNING', input, " + now + ", " + now +
+          ", " + now + ", 'gone-host:1:deadbeef', 7, " + now + " - 1000 FROM workflow_runs WHERE id = '" + model +
+          "' RETURNING id");
+  // The dead executor had completed s1 and was calling s2.
+  c.Query("INSERT INTO step_executions (run_id, step_id, agent_name, attempt, status, input, output, started_at, "
+          "completed_at) VALUES ('run-dead-executor', 's1', 'echo', 1, 'COMPLETED', '{}', '{\"echo\": {\"i\": 0}}', " +
+          now + ", " + now + "), ('run-dead-executor', 's2', 'sleep', 1, 'RUNNING', '{}', NULL, " + now +
+          ", NULL) RETURNING id");
+  auto start = std::chrono::steady_clock::now();
+  std::vector<std::string> ids = {"run-lost-request", "run-dead-executor"};
+  WaitAllTerminal(c, ids, 60s);
+  double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  for (const auto& id : ids) EXPECT_EQ(c.RunStatus(id), "COMPLETED") << id;
+  auto s1 = c.Query("SELECT count(*) FROM step_executions WHERE run_id = 'run-dead-executor' AND step_id = 's1'");
+  EXPECT_EQ(s1[0][0], "1") << "the completed step was not called again";
+  auto s2 = c.Query("SELECT status, error_message FROM step_executions WHERE run_id = 'run-dead-executor' AND "
+                    "step_id = 's2' ORDER BY attempt");
+  ASSERT_EQ(s2.size(), 2u);
+  EXPECT_EQ(s2[0][0], "FAILED");
+  EXPECT_NE(s2[0][1].find("interrupted"), std::string::npos);
+  size_t redispatched = 0;
+  for (const std::string& log : {ReadFile(c.api().stderr_path()), ReadFile(c.consumer(0).stderr_path())}) {
+    for (size_t pos = 0; (pos = log.find("dispatched again", pos)) != std::string::npos; ++pos) ++redispatched;
+  }
+  std::printf("[fault] stranded: a PENDING run without a request and a RUNNING run of a dead executor; both "
+              "COMPLETED %.1f s later; %zu re-dispatches logged\n",
+              took, redispatched);
+  EXPECT_GE(redispatched, 2u);
+}
+
 }  // namespace
 }  // namespace af::e2e
