@@ -302,9 +302,11 @@ TEST_F(KafkaQueueTest, OutOfOrderAcksCommitOnlyTheContiguousPrefixPerPartition) 
 // messages of those partitions; the new owner then gets exactly those.
 TEST_F(KafkaQueueTest, RebalanceHandsUnackedMessagesOfMovedPartitionsToTheNewOwner) {
   const std::string topic = Name("rebalance"), group = Name("g");
+  // Declared before `a`: a's destructor closes it, which hands its unacked
+  // messages to the handler below one last time.
+  std::vector<std::vector<QueueMessage>> revocations;
   auto a = Sub(*queue_, {topic}, group);
   ASSERT_NE(a, nullptr);
-  std::vector<std::vector<QueueMessage>> revocations;
   a->SetRevokedHandler([&](const std::vector<QueueMessage>& lost) { revocations.push_back(lost); });
 
   // One key per partition, 4 messages each, the first 2 acked: each
@@ -404,9 +406,9 @@ class KafkaPollIntervalTest : public KafkaQueueTest {
 TEST_F(KafkaPollIntervalTest, PollZeroKeepsMembershipBeyondMaxPollInterval) {
   const std::string topic = Name("busy"), group = Name("g");
   Publish(topic, "run-1", "first");
+  int revoked = 0;  // before `c`: c's destructor may still call the handler
   auto c = Sub(*short_queue_, {topic}, group);
   ASSERT_NE(c, nullptr);
-  int revoked = 0;
   c->SetRevokedHandler([&](const std::vector<QueueMessage>&) { ++revoked; });
   auto first = PollN(*c, 1);
   ASSERT_EQ(first.size(), 1u);
@@ -432,9 +434,9 @@ TEST_F(KafkaPollIntervalTest, PollZeroKeepsMembershipBeyondMaxPollInterval) {
 TEST_F(KafkaPollIntervalTest, NotPollingBeyondMaxPollIntervalLosesTheMessages) {
   const std::string topic = Name("stalled"), group = Name("g");
   Publish(topic, "run-1", "first");
+  std::vector<QueueMessage> lost;  // before `c`: c's destructor may still call the handler
   auto c = Sub(*short_queue_, {topic}, group);
   ASSERT_NE(c, nullptr);
-  std::vector<QueueMessage> lost;
   c->SetRevokedHandler([&](const std::vector<QueueMessage>& l) { lost.insert(lost.end(), l.begin(), l.end()); });
   auto first = PollN(*c, 1);
   ASSERT_EQ(first.size(), 1u);
