@@ -50,3 +50,18 @@ test-sanitize: deps-test
 
 clean:
 	rm -rf $(BUILD)
+
+# Benchmarks (issue 7, docs/benchmarks.md): configures build-bench with the
+# image's flags (RelWithDebInfo) and -DAGENTFLOW_BENCH=ON, builds agentflow and
+# the bench programs, runs every benchmark in both modes (~10 min, every run
+# bounded), writes one JSON line per figure to bench/results/latest.jsonl and
+# prints a table. BENCH_ARGS is passed to af-bench (e.g. --quick,
+# --only chain10, --modes distributed, --perf DIR).
+BENCH_BUILD ?= build-bench
+BENCH_ARGS ?=
+.PHONY: bench
+bench: deps-test
+	cmake -S . -B $(BENCH_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DAGENTFLOW_BENCH=ON
+	cmake --build $(BENCH_BUILD) --target af-bench
+	$(BENCH_BUILD)/bench/af-bench --out bench/results/latest.jsonl \
+	  --revision "$$(git describe --always --dirty 2>/dev/null || echo unknown)" $(BENCH_ARGS)
