@@ -4,6 +4,7 @@
 // them as kafka agents. `ctest -L distributed`.
 #include <gtest/gtest.h>
 
+#include "distributed/cluster.h"
 #include "e2e/harness.h"
 #include "support/kafka_mock.h"
 #include "support/prom_text.h"
@@ -14,11 +15,6 @@ namespace {
 
 using namespace std::chrono_literals;
 using test::PgServer;
-
-// Settings that make the mock broker fast and group changes quick.
-const std::vector<std::string> kKafkaTestProps = {
-    "--kafka-property", "fetch.wait.max.ms=5",       "--kafka-property", "session.timeout.ms=6000",
-    "--kafka-property", "heartbeat.interval.ms=500", "--kafka-property", "linger.ms=0"};
 
 // PostgreSQL + broker + api + one consumer + demo agents (HTTP, registered
 // through the API) + a bridge serving two kafka agents:
@@ -85,13 +81,7 @@ class BridgeCluster {
     return r.status == 200 ? r.body_json : json();
   }
 
-  std::string Logs() const {
-    std::string out;
-    for (const auto& entry : std::filesystem::directory_iterator(dir_.path())) {
-      out += "---- " + entry.path().filename().string() + "\n" + Tail(entry.path().string(), 3000);
-    }
-    return out;
-  }
+  std::string Logs() const { return LogsIn(dir_.path()); }
 
  private:
   std::unique_ptr<Server> StartService(const std::string& name, std::vector<std::string> command,
@@ -128,8 +118,6 @@ class BridgeDistributedTest : public ::testing::Test {
   }
   std::unique_ptr<BridgeCluster> cluster_;
 };
-
-json Plan(const std::string& name, const json& steps) { return json{{"name", name}, {"steps", steps}}; }
 
 TEST_F(BridgeDistributedTest, WorkflowWithAnHttpAndAKafkaAgentCompletes) {
   BridgeCluster& c = Make(/*register_agents=*/false);

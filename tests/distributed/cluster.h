@@ -25,6 +25,15 @@ inline const std::vector<std::string> kKafkaTestProps = {
     "--kafka-property", "fetch.wait.max.ms=5",       "--kafka-property", "session.timeout.ms=6000",
     "--kafka-property", "heartbeat.interval.ms=500", "--kafka-property", "linger.ms=0"};
 
+// The tail of every log file in `dir`, for failure reports.
+inline std::string LogsIn(const std::filesystem::path& dir) {
+  std::string out;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    out += "---- " + entry.path().filename().string() + "\n" + Tail(entry.path().string(), 3000);
+  }
+  return out;
+}
+
 // PostgreSQL + broker + api + N consumers + demo agents.
 class Cluster {
  public:
@@ -99,13 +108,7 @@ class Cluster {
     return rows.empty() ? "" : rows[0][0];
   }
 
-  std::string Logs() const {
-    std::string out;
-    for (const auto& entry : std::filesystem::directory_iterator(dir_.path())) {
-      out += "---- " + entry.path().filename().string() + "\n" + Tail(entry.path().string(), 3000);
-    }
-    return out;
-  }
+  std::string Logs() const { return LogsIn(dir_.path()); }
 
  private:
   PgServer* pg_;
