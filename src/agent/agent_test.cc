@@ -500,6 +500,7 @@ class FakeAgentStore final : public Store {
   Status DeferOutbox(const std::vector<int64_t>&, const std::string&, int64_t) override { return No(); }
   Result<OutboxStats> GetOutboxStats() override { return No(); }
   Status FinishStep(const StepFinish&) override { return No(); }
+  Result<RunWritesResult> ApplyRunWrites(const RunWrites&) override { return No(); }
   Result<std::vector<StepExecution>> ListSteps(const std::string&) override { return No(); }
   Status Ping() override { return Status::Ok(); }
 

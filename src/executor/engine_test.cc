@@ -738,6 +738,10 @@ class FlakyStore : public Store {
   }
   Result<OutboxStats> GetOutboxStats() override { return inner_->GetOutboxStats(); }
   Status FinishStep(const StepFinish& f) override { return inner_->FinishStep(f); }
+  Result<RunWritesResult> ApplyRunWrites(const RunWrites& w) override {
+    if (failures_-- > 0) return Status::Unavailable("database is restarting");
+    return inner_->ApplyRunWrites(w);
+  }
 
   // Lease renewals fail (an executor cut off from the database, or paused).
   std::atomic<bool> fail_renewals{false};

@@ -110,7 +110,21 @@ class FeedStore final : public Store {
     Status s = inner_->FinishStep(f);
     if (s.ok()) feed_->Publish(Change{Change::Kind::kStep, f.run_id, std::nullopt, f.id});
     return s;
+  }  Result<RunWritesResult> ApplyRunWrites(const RunWrites& w) override {
+    auto res = inner_->ApplyRunWrites(w);
+    if (!res.ok()) return res;
+    for (size_t i = 0; i < w.ops.size(); ++i) {
+      const RunWrite& op = w.ops[i];
+      if (op.kind == RunWrite::Kind::kInsertStep) {
+        feed_->Publish(Change{Change::Kind::kStep, w.run_id, std::nullopt, res->step_ids[i]});
+      } else if (op.kind == RunWrite::Kind::kFinishStep) {
+        feed_->Publish(Change{Change::Kind::kStep, w.run_id, std::nullopt, op.finish.id});
+      }
+    }
+    if (res->run) PublishRun(*res->run);
+    return res;
   }
+
   Result<std::vector<StepExecution>> ListSteps(const std::string& run_id) override {
     return inner_->ListSteps(run_id);
   }

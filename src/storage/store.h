@@ -14,6 +14,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/status.h"
@@ -115,11 +116,61 @@ struct StepFinish {
   int64_t lease_token = 0; // fencing, as in RunTransition
 };
 
+// One write of a run's executor, for Store::ApplyRunWrites.
+struct RunWrite {
+  enum class Kind { kInsertStep, kFinishStep, kTransition };
+  Kind kind = Kind::kInsertStep;
+  StepExecution insert;      // kInsertStep
+  StepFinish finish;         // kFinishStep
+  RunTransition transition;  // kTransition (without dispatch)
+
+  static RunWrite Insert(StepExecution s) {
+    RunWrite w;
+    w.kind = Kind::kInsertStep;
+    w.insert = std::move(s);
+    return w;
+  }
+  static RunWrite Finish(StepFinish f) {
+    RunWrite w;
+    w.kind = Kind::kFinishStep;
+    w.finish = std::move(f);
+    return w;
+  }
+  static RunWrite Transition(RunTransition t) {
+    RunWrite w;
+    w.kind = Kind::kTransition;
+    w.transition = std::move(t);
+    return w;
+  }
+};
+
+// Writes of one run committed together: a step's result with the next step's
+// RUNNING row, a fan-out's rows, the last result with the run's end.
+struct RunWrites {
+  std::string run_id;
+  // Fences every write as in RunTransition (0: unfenced); the ops' own
+  // lease_token fields are ignored.
+  int64_t lease_token = 0;
+  std::vector<RunWrite> ops;
+};
+
+struct RunWritesResult {
+  std::vector<int64_t> step_ids;  // per op: the new execution's id for kInsertStep, else 0
+  std::optional<Run> run;         // the run after the last kTransition, if there was one
+};
+
 struct CancelRequest {
   std::string run_id;
   std::string cancelled_by;
   std::string reason;
 };
+
+// `s` with {"op": op} added to its details (for ApplyRunWrites).
+inline Status WithOpIndex(const Status& s, size_t op) {
+  json d = s.details().is_object() ? s.details() : json::object();
+  d["op"] = op;
+  return Status(s.code(), s.message(), std::move(d));
+}
 
 class Store {
  public:
@@ -191,6 +242,13 @@ class Store {
   // error_message and completed_at. FailedPrecondition if it is not RUNNING;
   // NotFound if no execution has that id in that run; Aborted if fenced off.
   virtual Status FinishStep(const StepFinish& f) = 0;
+  // Applies `w.ops` in order in one transaction: all of them or none. Each
+  // op behaves as its single call (InsertStep, FinishStep, TransitionRun),
+  // fenced by w.lease_token, and every op must be for w.run_id. The first
+  // op that fails rolls everything back; its Status is returned with
+  // details {"op": index} added (Aborted when fenced off). A transition may
+  // not carry a dispatch (InvalidArgument).
+  virtual Result<RunWritesResult> ApplyRunWrites(const RunWrites& w) = 0;
   // All executions of a run in start order (started_at, then id); empty if
   // the run has none (or does not exist).
   virtual Result<std::vector<StepExecution>> ListSteps(const std::string& run_id) = 0;

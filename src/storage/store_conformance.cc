@@ -1270,6 +1270,136 @@ TEST_P(StoreConformance, AStaleOwnersWritesAreFencedOff) {
   EXPECT_EQ(done.lease_token, b.token);
 }
 
+namespace {
+StepExecution RunningRow(const Run& run, const std::string& step_id) {
+  StepExecution s;
+  s.run_id = run.id;
+  s.step_id = step_id;
+  s.agent_name = "echo";
+  s.status = StepStatus::kRunning;
+  s.input = json{{"step", step_id}};
+  return s;
+}
+}  // namespace
+
+TEST_P(StoreConformance, ApplyRunWritesCommitsAResultWithTheNextStep) {
+  Workflow wf = MakeWorkflow();
+  Run run = MakeRun(wf, json{{"x", 1}});
+  RunLease lease = Must(store().AcquireRunLease(run.id, "owner", 60000), "acquire");
+
+  // Start: the run's RUNNING transition with the first step's row.
+  RunWrites start{run.id, lease.token, {}};
+  start.ops.push_back(RunWrite::Transition(RunTransition{run.id, RunStatus::kPending, RunStatus::kRunning}));
+  start.ops.push_back(RunWrite::Insert(RunningRow(run, "a")));
+  RunWritesResult r1 = Must(store().ApplyRunWrites(start), "start");
+  ASSERT_EQ(r1.step_ids.size(), 2u);
+  EXPECT_EQ(r1.step_ids[0], 0);
+  ASSERT_GT(r1.step_ids[1], 0);
+  ASSERT_TRUE(r1.run.has_value());
+  EXPECT_EQ(r1.run->status, RunStatus::kRunning);
+  EXPECT_TRUE(r1.run->started_at.has_value());
+
+  // a's result and b's RUNNING row.
+  RunWrites next{run.id, lease.token, {}};
+  next.ops.push_back(RunWrite::Finish(StepFinish{run.id, r1.step_ids[1], StepStatus::kCompleted, json{{"a", 1}}, ""}));
+  next.ops.push_back(RunWrite::Insert(RunningRow(run, "b")));
+  RunWritesResult r2 = Must(store().ApplyRunWrites(next), "next");
+  ASSERT_GT(r2.step_ids[1], r1.step_ids[1]);
+  EXPECT_FALSE(r2.run.has_value());
+
+  // b's result with the run's end.
+  RunWrites end{run.id, lease.token, {}};
+  end.ops.push_back(RunWrite::Finish(StepFinish{run.id, r2.step_ids[1], StepStatus::kCompleted, json{{"b", 2}}, ""}));
+  RunTransition done{run.id, RunStatus::kRunning, RunStatus::kCompleted};
+  done.output = json{{"b", 2}};
+  end.ops.push_back(RunWrite::Transition(done));
+  RunWritesResult r3 = Must(store().ApplyRunWrites(end), "end");
+  ASSERT_TRUE(r3.run.has_value());
+  EXPECT_EQ(r3.run->status, RunStatus::kCompleted);
+  EXPECT_EQ(r3.run->output, json({{"b", 2}}));
+
+  auto steps = Must(store().ListSteps(run.id));
+  ASSERT_EQ(steps.size(), 2u);
+  EXPECT_EQ(steps[0].step_id, "a");
+  EXPECT_EQ(steps[0].status, StepStatus::kCompleted);
+  EXPECT_EQ(steps[0].output, json({{"a", 1}}));
+  EXPECT_EQ(steps[1].step_id, "b");
+  EXPECT_EQ(steps[1].status, StepStatus::kCompleted);
+  EXPECT_EQ(steps[1].input, json({{"step", "b"}}));
+  EXPECT_EQ(Must(store().GetRun(run.id)).status, RunStatus::kCompleted);
+}
+
+TEST_P(StoreConformance, ApplyRunWritesIsAllOrNothing) {
+  Workflow wf = MakeWorkflow();
+  Run run = RunIn(wf, RunStatus::kRunning);
+  int64_t a = StartStep(run, "a");
+  MustOk(store().FinishStep({run.id, a, StepStatus::kCompleted, json{{"a", 1}}, ""}));
+
+  // The second op fails (a is no longer RUNNING): the insert before it is undone too.
+  RunWrites w{run.id, 0, {}};
+  w.ops.push_back(RunWrite::Insert(RunningRow(run, "b")));
+  w.ops.push_back(RunWrite::Finish(StepFinish{run.id, a, StepStatus::kFailed, nullptr, "late"}));
+  w.ops.push_back(RunWrite::Insert(RunningRow(run, "c")));
+  auto res = store().ApplyRunWrites(w);
+  ASSERT_FALSE(res.ok());
+  EXPECT_EQ(res.status().code(), Code::kFailedPrecondition) << res.status().ToString();
+  EXPECT_EQ(res.status().details().value("op", -1), 1) << res.status().ToString();
+  auto steps = Must(store().ListSteps(run.id));
+  ASSERT_EQ(steps.size(), 1u) << "nothing of the failed batch is kept";
+  EXPECT_EQ(steps[0].output, json({{"a", 1}}));
+
+  // A failing transition undoes the step results written before it.
+  int64_t b = StartStep(run, "b");
+  RunWrites w2{run.id, 0, {}};
+  w2.ops.push_back(RunWrite::Finish(StepFinish{run.id, b, StepStatus::kCompleted, json{{"b", 1}}, ""}));
+  w2.ops.push_back(RunWrite::Transition(RunTransition{run.id, RunStatus::kPending, RunStatus::kRunning}));
+  auto res2 = store().ApplyRunWrites(w2);
+  ASSERT_FALSE(res2.ok());
+  EXPECT_EQ(res2.status().code(), Code::kFailedPrecondition);
+  EXPECT_EQ(res2.status().details().value("op", -1), 1);
+  steps = Must(store().ListSteps(run.id));
+  ASSERT_EQ(steps.size(), 2u);
+  EXPECT_EQ(steps[1].status, StepStatus::kRunning) << "b's result was rolled back";
+
+  // The store is usable afterwards (no transaction left open).
+  MustOk(store().FinishStep({run.id, b, StepStatus::kCompleted, json{{"b", 2}}, ""}));
+  EXPECT_EQ(Must(store().ListSteps(run.id))[1].output, json({{"b", 2}}));
+
+  // Ops of another run and transitions with a dispatch are refused.
+  Run other = MakeRun(wf);
+  RunWrites bad{run.id, 0, {}};
+  bad.ops.push_back(RunWrite::Insert(RunningRow(other, "x")));
+  EXPECT_EQ(CodeOf(store().ApplyRunWrites(bad)), Code::kInvalidArgument);
+  EXPECT_TRUE(Must(store().ListSteps(other.id)).empty());
+}
+
+TEST_P(StoreConformance, ApplyRunWritesIsFencedByTheLease) {
+  Workflow wf = MakeWorkflow();
+  Run run = MakeRun(wf);
+  RunLease a = Must(store().AcquireRunLease(run.id, "owner-a", 1), "acquire a");
+  RunWrites start{run.id, a.token, {}};
+  start.ops.push_back(RunWrite::Transition(RunTransition{run.id, RunStatus::kPending, RunStatus::kRunning}));
+  start.ops.push_back(RunWrite::Insert(RunningRow(run, "a")));
+  RunWritesResult r = Must(store().ApplyRunWrites(start), "a starts");
+  std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  RunLease b = Must(store().AcquireRunLease(run.id, "owner-b", 60000), "b takes over");
+
+  RunWrites stale{run.id, a.token, {}};
+  stale.ops.push_back(RunWrite::Finish(StepFinish{run.id, r.step_ids[1], StepStatus::kCompleted, json{{"late", 1}}, ""}));
+  stale.ops.push_back(RunWrite::Insert(RunningRow(run, "b")));
+  auto res = store().ApplyRunWrites(stale);
+  EXPECT_EQ(CodeOf(res), Code::kAborted) << res.status().ToString();
+  auto steps = Must(store().ListSteps(run.id));
+  ASSERT_EQ(steps.size(), 1u);
+  EXPECT_EQ(steps[0].status, StepStatus::kRunning);
+
+  RunWrites owner{run.id, b.token, {}};
+  owner.ops.push_back(RunWrite::Finish(StepFinish{run.id, r.step_ids[1], StepStatus::kFailed, nullptr, "interrupted"}));
+  owner.ops.push_back(RunWrite::Insert(RunningRow(run, "a")));
+  RunWritesResult ok = Must(store().ApplyRunWrites(owner), "b writes");
+  EXPECT_GT(ok.step_ids[1], r.step_ids[1]);
+}
+
 TEST_P(StoreConformance, UnfencedWritesIgnoreTheLease) {
   Workflow wf = MakeWorkflow();
   Run run = MakeRun(wf);

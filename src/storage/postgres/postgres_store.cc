@@ -722,7 +722,10 @@ class PostgresStore final : public Store {
   }
   Status FinishStep(const StepFinish& f) override {
     return Call([&](Conn& c) { return DoFinishStep(c, f); });
+  }  Result<RunWritesResult> ApplyRunWrites(const RunWrites& w) override {
+    return Call([&](Conn& c) { return DoApplyRunWrites(c, w); });
   }
+
   Result<std::vector<StepExecution>> ListSteps(const std::string& run_id) override {
     return Call([&](Conn& c) { return DoListSteps(c, run_id); });
   }
@@ -1248,6 +1251,74 @@ class PostgresStore final : public Store {
     }
     if (r->rows() != 1) return Status::Internal("postgres: step insert returned no id");
     return r->Int64(0, 0);
+  }
+
+  // A statement without parameters (BEGIN, COMMIT, ROLLBACK).
+  static Status ExecCommand(Conn& c, const char* sql) {
+    PgResult r(PQexec(c.pg, sql));
+    if (r.ok()) return Status::Ok();
+    if (ConnectionLost(c.pg, r.SqlState())) c.broken = true;
+    return PgError(c.pg, r, sql);
+  }
+
+  Result<RunWritesResult> DoApplyRunWrites(Conn& c, const RunWrites& w) {
+    RunWritesResult out;
+    out.step_ids.assign(w.ops.size(), 0);
+    for (size_t i = 0; i < w.ops.size(); ++i) {
+      const RunWrite& op = w.ops[i];
+      const std::string& rid = op.kind == RunWrite::Kind::kInsertStep   ? op.insert.run_id
+                               : op.kind == RunWrite::Kind::kFinishStep ? op.finish.run_id
+                                                                        : op.transition.run_id;
+      if (rid != w.run_id) {
+        return WithOpIndex(Status::InvalidArgument("apply run writes: op for run " + rid + " in a batch for " + w.run_id), i);
+      }
+      if (op.kind == RunWrite::Kind::kTransition && op.transition.dispatch) {
+        return WithOpIndex(Status::InvalidArgument("apply run writes: a transition may not carry a dispatch"), i);
+      }
+    }
+    const bool txn = w.ops.size() > 1;
+    if (txn) AF_RETURN_IF_ERROR(ExecCommand(c, "BEGIN"));
+    auto fail = [&](const Status& st, size_t i) -> Status {
+      if (txn && !c.broken) {
+        Status rb = ExecCommand(c, "ROLLBACK");
+        if (!rb.ok()) c.broken = true;  // never hand out a connection inside a transaction
+      }
+      return WithOpIndex(st, i);
+    };
+    for (size_t i = 0; i < w.ops.size(); ++i) {
+      const RunWrite& op = w.ops[i];
+      switch (op.kind) {
+        case RunWrite::Kind::kInsertStep: {
+          auto id = DoInsertStep(c, op.insert, w.lease_token);
+          if (!id.ok()) return fail(id.status(), i);
+          out.step_ids[i] = *id;
+          break;
+        }
+        case RunWrite::Kind::kFinishStep: {
+          StepFinish f = op.finish;
+          f.lease_token = w.lease_token;
+          Status st = DoFinishStep(c, f);
+          if (!st.ok()) return fail(st, i);
+          break;
+        }
+        case RunWrite::Kind::kTransition: {
+          RunTransition t = op.transition;
+          t.lease_token = w.lease_token;
+          auto run = DoTransitionRun(c, t);
+          if (!run.ok()) return fail(run.status(), i);
+          out.run = std::move(run).value();
+          break;
+        }
+      }
+    }
+    if (txn) {
+      Status st = ExecCommand(c, "COMMIT");
+      if (!st.ok()) {
+        if (PQtransactionStatus(c.pg) != PQTRANS_IDLE) c.broken = true;
+        return st;
+      }
+    }
+    return out;
   }
 
   Status DoFinishStep(Conn& c, const StepFinish& f) {

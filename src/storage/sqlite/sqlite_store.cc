@@ -608,7 +608,10 @@ class SqliteStore final : public Store {
   }
   Status FinishStep(const StepFinish& f) override {
     return Locked([&] { return DoFinishStep(f); });
+  }  Result<RunWritesResult> ApplyRunWrites(const RunWrites& w) override {
+    return Locked([&] { return DoApplyRunWrites(w); });
   }
+
   Result<std::vector<StepExecution>> ListSteps(const std::string& run_id) override {
     return Locked([&] { return DoListSteps(run_id); });
   }
@@ -1226,6 +1229,53 @@ class SqliteStore final : public Store {
       return LeaseLost(s.run_id, lease_token);
     }
     return static_cast<int64_t>(sqlite3_last_insert_rowid(db_));
+  }
+
+  Result<RunWritesResult> DoApplyRunWrites(const RunWrites& w) {
+    RunWritesResult out;
+    out.step_ids.assign(w.ops.size(), 0);
+    for (size_t i = 0; i < w.ops.size(); ++i) {
+      const RunWrite& op = w.ops[i];
+      const std::string& rid = op.kind == RunWrite::Kind::kInsertStep   ? op.insert.run_id
+                               : op.kind == RunWrite::Kind::kFinishStep ? op.finish.run_id
+                                                                        : op.transition.run_id;
+      if (rid != w.run_id) {
+        return WithOpIndex(Status::InvalidArgument("apply run writes: op for run " + rid + " in a batch for " + w.run_id), i);
+      }
+      if (op.kind == RunWrite::Kind::kTransition && op.transition.dispatch) {
+        return WithOpIndex(Status::InvalidArgument("apply run writes: a transition may not carry a dispatch"), i);
+      }
+    }
+    Txn txn(this);
+    if (w.ops.size() > 1) AF_RETURN_IF_ERROR(txn.Begin());
+    for (size_t i = 0; i < w.ops.size(); ++i) {
+      const RunWrite& op = w.ops[i];
+      switch (op.kind) {
+        case RunWrite::Kind::kInsertStep: {
+          auto id = DoInsertStep(op.insert, w.lease_token);
+          if (!id.ok()) return WithOpIndex(id.status(), i);
+          out.step_ids[i] = *id;
+          break;
+        }
+        case RunWrite::Kind::kFinishStep: {
+          StepFinish f = op.finish;
+          f.lease_token = w.lease_token;
+          Status st = DoFinishStep(f);
+          if (!st.ok()) return WithOpIndex(st, i);
+          break;
+        }
+        case RunWrite::Kind::kTransition: {
+          RunTransition t = op.transition;
+          t.lease_token = w.lease_token;
+          auto run = DoTransitionRun(t);
+          if (!run.ok()) return WithOpIndex(run.status(), i);
+          out.run = std::move(run).value();
+          break;
+        }
+      }
+    }
+    if (w.ops.size() > 1) AF_RETURN_IF_ERROR(txn.Commit());
+    return out;
   }
 
   Status DoFinishStep(const StepFinish& f) {
