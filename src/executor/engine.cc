@@ -19,6 +19,7 @@
 #include "common/log.h"
 #include "common/trace.h"
 #include "executor/async_util.h"
+#include "executor/store_runner.h"
 #include "model/dag.h"
 #include "model/plan.h"
 
@@ -71,7 +72,7 @@ class Engine::RunExecutor {
  public:
   RunExecutor(Engine* engine, Active* active, const ExecutionRequest& request)
       : engine_(engine),
-        store_(engine->store_),
+        db_(engine->runner_.get()),
         active_(active),
         request_(request),
         rng_(std::random_device{}()) {}
@@ -169,30 +170,84 @@ class Engine::RunExecutor {
   void CountRetry(const std::string& agent) {
     if (auto* m = M()) m->step_retries.Labels({agent}).Inc();
   }
-  Status FinishStep(StepFinish& f, const std::string& agent) {
-    f.lease_token = lease_token_;
-    Status st = store_->FinishStep(f);
-    if (st.ok()) CountStep(agent, f.to);
-    return st;
+  // A store call on the engine's StoreRunner (no thread blocked for long).
+  template <typename F>
+  asio::awaitable<std::invoke_result_t<F&, Store&>> Db(F f) {
+    return db_->Call(std::move(f));
   }
 
-  Status LoadHistory();
+  // ---- step writes, committed in batches (Store::ApplyRunWrites)
+  //
+  // Writes are staged and committed together: a step's result with the RUNNING
+  // row of the step it lets start, a fan-out's rows, the last result with the
+  // run's end. A batch is committed when nothing of the run is on its way to
+  // stage a write (starting_ == 0), one batch at a time, in order; every
+  // agent call waits for its RUNNING row's batch, so a step's result is
+  // committed before any step that depends on it calls its agent. A failed
+  // batch fails the run's execution (StoreFailed), and so every batch after.
+  struct Batch {
+    explicit Batch(asio::any_io_executor ex) : done(ex) { done.expires_at(asio::steady_timer::time_point::max()); }
+    std::vector<RunWrite> ops;
+    std::vector<const std::string*> agents;  // per op, for metrics (null: none)
+    asio::steady_timer done;                 // cancelled when settled: wakes every waiter
+    bool settled = false;
+    Status status;
+    RunWritesResult result;
+  };
+  struct Ticket {
+    std::shared_ptr<Batch> batch;
+    size_t op = 0;
+  };
+  // Held by a spawned step (or item) until it stages its first write or
+  // parks: while any is held, the staged batch waits for it.
+  class StartHold {
+   public:
+    explicit StartHold(RunExecutor* x) : x_(x) {}  // adopts the count its spawner took
+    ~StartHold() { Release(); }
+    StartHold(const StartHold&) = delete;
+    StartHold& operator=(const StartHold&) = delete;
+    void Release() {
+      if (x_ == nullptr) return;
+      RunExecutor* x = x_;
+      x_ = nullptr;
+      if (--x->starting_ == 0) x->wake_->Notify();
+    }
+
+   private:
+    RunExecutor* x_;
+  };
+  Ticket Stage(RunWrite op, const std::string* agent = nullptr);
+  // Waits until t's batch is settled; its status.
+  asio::awaitable<Status> Settled(const Ticket& t);
+  // Starts committing the staged batch if it may go now.
+  void MaybeFlush(bool force = false);
+  asio::awaitable<void> Flush(std::shared_ptr<Batch> b);
+  // Commits everything staged and waits (run coroutine only).
+  asio::awaitable<void> Drain();
+  void StageFinish(StepFinish f, const std::string& agent) {
+    Stage(RunWrite::Finish(std::move(f)), &agent);
+  }
+
+  asio::awaitable<Status> LoadHistory();
   void Spawn(int idx);
   asio::awaitable<void> RunStep(int idx);
-  asio::awaitable<void> RunForEach(int idx);
+  asio::awaitable<void> RunForEach(int idx, StartHold* hold);
   asio::awaitable<void> RunItemInto(int idx, int item, const json* value, CancelSignal* cancel, ItemOutcome* out);
-  asio::awaitable<ItemOutcome> RunItem(int idx, std::optional<int> item, const json* value, CancelSignal* cancel);
+  asio::awaitable<ItemOutcome> RunItem(int idx, std::optional<int> item, const json* value, CancelSignal* cancel,
+                                       StartHold* hold);
   // A new step_executions row for this step (or item) with the next attempt number.
   StepExecution NewRow(int idx, std::optional<int> item, StepStatus status, const json& input);
-  Result<int64_t> InsertTerminal(int idx, std::optional<int> item, StepStatus status, const json& input,
-                                 const std::string& error);
+  // Stages a terminal row (FAILED, SKIPPED): no call waits for it.
+  void InsertTerminal(int idx, std::optional<int> item, StepStatus status, const json& input,
+                      const std::string& error);
   void StepFailed(int idx, const std::string& message);
   void StoreFailed(const Status& s);
   asio::awaitable<RunOutcome> Finalize();
-  RunOutcome Transition(RunStatus from, RunStatus to, std::optional<json> output, std::optional<std::string> error);
+  asio::awaitable<RunOutcome> Transition(RunStatus from, RunStatus to, std::optional<json> output,
+                                         std::optional<std::string> error);
 
   Engine* engine_;
-  Store* store_;
+  StoreRunner* db_;
   Active* active_;
   ExecutionRequest request_;
   std::mt19937_64 rng_;
@@ -210,6 +265,9 @@ class Engine::RunExecutor {
   asio::any_io_executor ex_;
   std::unique_ptr<Notifier> wake_;
   int running_ = 0;
+  int starting_ = 0;                 // spawned steps/items that have not staged or parked yet
+  std::shared_ptr<Batch> staged_;    // writes waiting for the next commit
+  bool flushing_ = false;            // a batch is being committed
   bool retry_later_ = false;
   std::chrono::milliseconds retry_delay_{0};  // for retry_later_; 0: the engine's store_retry_delay
   int64_t lease_token_ = 0;  // fencing token of the lease held; written with every store write
@@ -224,7 +282,8 @@ asio::awaitable<RunOutcome> Engine::RunExecutor::Execute() {
   ex_ = co_await asio::this_coro::executor;
   wake_ = std::make_unique<Notifier>(ex_);
 
-  auto got = store_->GetRun(request_.run_id);
+  const std::string& run_id = request_.run_id;
+  auto got = co_await Db([&run_id](Store& s) { return s.GetRun(run_id); });
   if (!got.ok()) {
     if (got.status().code() == Code::kNotFound) {
       log::Warn("execution request for an unknown run; dropped", {request_.run_id});
@@ -237,13 +296,15 @@ asio::awaitable<RunOutcome> Engine::RunExecutor::Execute() {
   if (IsTerminal(run_.status)) co_return Outcome(RunOutcome::Kind::kFinished, run_.status);
 
   // Exactly one executor drives a run: the one holding its lease.
-  auto lease = store_->AcquireRunLease(run_.id, engine_->owner_, engine_->options_.lease_ttl.count());
+  const std::string& owner = engine_->owner_;
+  const int64_t ttl = engine_->options_.lease_ttl.count();
+  auto lease = co_await Db([&run_id, &owner, ttl](Store& s) { return s.AcquireRunLease(run_id, owner, ttl); });
   if (!lease.ok()) {
     switch (lease.status().code()) {
       case Code::kNotFound:
         co_return Outcome(RunOutcome::Kind::kDropped);
       case Code::kFailedPrecondition: {  // it finished meanwhile
-        auto again = store_->GetRun(run_.id);
+        auto again = co_await Db([&run_id](Store& s) { return s.GetRun(run_id); });
         if (!again.ok()) co_return RetryLater(again.status());
         co_return Outcome(RunOutcome::Kind::kFinished, again->status);
       }
@@ -267,19 +328,22 @@ asio::awaitable<RunOutcome> Engine::RunExecutor::Execute() {
   // The plan: the one in the request, else the run's workflow version.
   json doc = request_.workflow_plan;
   if (!doc.is_object() || doc.empty()) {
-    auto wf = store_->GetWorkflow(run_.workflow_id, run_.workflow_version);
+    const std::string& wf_id = run_.workflow_id;
+    const int wf_version = run_.workflow_version;
+    auto wf = co_await Db([&wf_id, wf_version](Store& s) { return s.GetWorkflow(wf_id, wf_version); });
     if (!wf.ok()) {
       if (wf.status().code() != Code::kNotFound) co_return RetryLater(wf.status());
-      co_return Transition(run_.status, RunStatus::kFailed, std::nullopt,
-                           "workflow " + run_.workflow_id + " version " + std::to_string(run_.workflow_version) +
-                               " not found");
+      std::optional<std::string> why = "workflow " + run_.workflow_id + " version " +
+                                       std::to_string(run_.workflow_version) + " not found";
+      co_return co_await Transition(run_.status, RunStatus::kFailed, std::nullopt, std::move(why));
     }
     doc = wf->plan;
   }
   // Admitted by the API under its own limits: only the hard cap applies here.
   auto plan = ParsePlan(doc, PlanLimits::ForExecution());
   if (!plan.ok()) {
-    co_return Transition(run_.status, RunStatus::kFailed, std::nullopt, JoinProblems(plan.status()));
+    std::optional<std::string> why = JoinProblems(plan.status());
+    co_return co_await Transition(run_.status, RunStatus::kFailed, std::nullopt, std::move(why));
   }
   plan_ = std::move(plan).value();
   sched_ = std::make_unique<DagScheduler>(plan_);
@@ -294,31 +358,29 @@ asio::awaitable<RunOutcome> Engine::RunExecutor::Execute() {
     co_return co_await Finalize();
   }
 
+  // A run never started has no history of this attempt to resume; one
+  // retried (attempt > 1) keeps the results of its earlier attempts.
+  const bool fresh = run_.status == RunStatus::kPending && run_.attempt <= 1;
   if (run_.status == RunStatus::kPending) {
+    // Committed with the first steps' RUNNING rows (Flush takes the run as
+    // stored then); until then the run is RUNNING as far as this executor
+    // is concerned.
     RunTransition t;
     t.run_id = run_.id;
     t.from = RunStatus::kPending;
     t.to = RunStatus::kRunning;
-    t.lease_token = lease_token_;
-    auto moved = store_->TransitionRun(t);
-    if (!moved.ok()) {
-      if (moved.status().code() != Code::kFailedPrecondition) co_return RetryLater(moved.status());
-      auto again = store_->GetRun(run_.id);
-      if (!again.ok()) co_return RetryLater(again.status());
-      run_ = std::move(again).value();
-      if (IsTerminal(run_.status)) co_return Outcome(RunOutcome::Kind::kFinished, run_.status);
-    } else {
-      run_ = std::move(moved).value();
-      if (auto* m = M()) m->runs_started.Inc();
-    }
+    Stage(RunWrite::Transition(std::move(t)));
+    run_.status = RunStatus::kRunning;
     log::Info("run started", RunFields());
   } else {
     if (auto* m = M()) m->runs_resumed.Inc();
     log::Info("run resumed from its recorded state", RunFields());
   }
 
-  Status loaded = LoadHistory();
-  if (!loaded.ok()) co_return RetryLater(loaded);
+  if (!fresh) {
+    Status loaded = co_await LoadHistory();
+    if (!loaded.ok()) co_return RetryLater(loaded);
+  }
 
   while (true) {
     if (active_->cancel.cancelled() || failure_ || store_error_) break;
@@ -331,17 +393,22 @@ asio::awaitable<RunOutcome> Engine::RunExecutor::Execute() {
       failure_ = "internal error: no step can start (the plan's dependencies cannot be satisfied)";
       break;
     }
+    MaybeFlush();
     co_await wake_->Wait();
   }
   // Stop whatever still runs (another step failed, or cancel) and wait for it.
   if (running_ > 0 && !active_->cancel.cancelled()) active_->cancel.Cancel("cancelled because another step of the run failed");
-  while (running_ > 0) co_await wake_->Wait();
+  while (running_ > 0) {
+    MaybeFlush();
+    co_await wake_->Wait();
+  }
   co_return co_await Finalize();
 }
 
-Status Engine::RunExecutor::LoadHistory() {
-  auto steps = store_->ListSteps(run_.id);
-  if (!steps.ok()) return steps.status();
+asio::awaitable<Status> Engine::RunExecutor::LoadHistory() {
+  const std::string& run_id = run_.id;
+  auto steps = co_await Db([&run_id](Store& s) { return s.ListSteps(run_id); });
+  if (!steps.ok()) co_return steps.status();
   for (const StepExecution& s : *steps) {
     int& last = last_attempt_[{s.step_id, s.item_index.value_or(-1)}];
     if (s.attempt > last) last = s.attempt;
@@ -351,8 +418,10 @@ Status Engine::RunExecutor::LoadHistory() {
       f.id = s.id;
       f.to = StepStatus::kFailed;
       f.error_message = "interrupted: the executor stopped during this attempt; it is tried again";
-      Status st = FinishStep(f, s.agent_name);
-      if (!st.ok() && st.code() != Code::kFailedPrecondition) return st;
+      f.lease_token = lease_token_;
+      Status st = co_await Db([&f](Store& store) { return store.FinishStep(f); });
+      if (!st.ok() && st.code() != Code::kFailedPrecondition) co_return st;
+      if (st.ok()) CountStep(s.agent_name, f.to);
       continue;
     }
     auto it = plan_.index_of.find(s.step_id);
@@ -370,11 +439,12 @@ Status Engine::RunExecutor::LoadHistory() {
       sched_->Set(idx, StepState::kSkipped);
     }
   }
-  return Status::Ok();
+  co_return Status::Ok();
 }
 
 void Engine::RunExecutor::Spawn(int idx) {
   ++running_;
+  ++starting_;  // released by RunStep's StartHold
   asio::co_spawn(ex_, RunStep(idx), [this, idx](std::exception_ptr e) {
     if (e) {
       try {
@@ -388,6 +458,80 @@ void Engine::RunExecutor::Spawn(int idx) {
     --running_;
     wake_->Notify();
   });
+}
+
+Engine::RunExecutor::Ticket Engine::RunExecutor::Stage(RunWrite op, const std::string* agent) {
+  if (!staged_) staged_ = std::make_shared<Batch>(ex_);
+  staged_->ops.push_back(std::move(op));
+  staged_->agents.push_back(agent);
+  Ticket t{staged_, staged_->ops.size() - 1};
+  wake_->Notify();
+  return t;
+}
+
+asio::awaitable<Status> Engine::RunExecutor::Settled(const Ticket& t) {
+  while (!t.batch->settled) {
+    boost::system::error_code ec;
+    co_await t.batch->done.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
+  co_return t.batch->status;
+}
+
+void Engine::RunExecutor::MaybeFlush(bool force) {
+  if (flushing_ || !staged_ || (starting_ > 0 && !force)) return;
+  flushing_ = true;
+  std::shared_ptr<Batch> b = std::move(staged_);
+  asio::co_spawn(ex_, Flush(std::move(b)), [](std::exception_ptr) {});
+}
+
+asio::awaitable<void> Engine::RunExecutor::Flush(std::shared_ptr<Batch> b) {
+  if (store_error_) {
+    b->status = *store_error_;  // a batch before this one failed: so does this one
+  } else {
+    RunWrites w;
+    w.run_id = run_.id;
+    w.lease_token = lease_token_;
+    w.ops = std::move(b->ops);
+    auto res = co_await Db([&w](Store& s) { return s.ApplyRunWrites(w); });
+    if (res.ok()) {
+      b->result = std::move(res).value();
+      if (b->result.run) {
+        // Not the whole row: steps hold pointers into run_.input.
+        run_.status = b->result.run->status;
+        run_.started_at = b->result.run->started_at;
+        run_.updated_at = b->result.run->updated_at;
+      }
+      for (size_t i = 0; i < w.ops.size(); ++i) {
+        const RunWrite& op = w.ops[i];
+        if (op.kind == RunWrite::Kind::kTransition && op.transition.to == RunStatus::kRunning) {
+          if (auto* m = M()) m->runs_started.Inc();
+        }
+        if (b->agents[i] == nullptr) continue;
+        if (op.kind == RunWrite::Kind::kFinishStep) CountStep(*b->agents[i], op.finish.to);
+        if (op.kind == RunWrite::Kind::kInsertStep && IsTerminal(op.insert.status)) {
+          CountStep(*b->agents[i], op.insert.status);
+        }
+      }
+    } else {
+      b->status = res.status();
+      // The run's final transition (Transition) reads why itself; any
+      // other failure stops the run's execution here.
+      bool last_is_transition = !w.ops.empty() && w.ops.back().kind == RunWrite::Kind::kTransition &&
+                                IsTerminal(w.ops.back().transition.to);
+      if (!last_is_transition) StoreFailed(b->status);
+    }
+  }
+  b->settled = true;
+  b->done.cancel();
+  flushing_ = false;
+  wake_->Notify();
+}
+
+asio::awaitable<void> Engine::RunExecutor::Drain() {
+  while (staged_ || flushing_) {
+    MaybeFlush(/*force=*/true);
+    co_await wake_->Wait();
+  }
 }
 
 void Engine::RunExecutor::StepFailed(int idx, const std::string& message) {
@@ -419,29 +563,26 @@ StepExecution Engine::RunExecutor::NewRow(int idx, std::optional<int> item, Step
   return row;
 }
 
-Result<int64_t> Engine::RunExecutor::InsertTerminal(int idx, std::optional<int> item, StepStatus status,
-                                                    const json& input, const std::string& error) {
+void Engine::RunExecutor::InsertTerminal(int idx, std::optional<int> item, StepStatus status, const json& input,
+                                         const std::string& error) {
   StepExecution row = NewRow(idx, item, status, input);
   row.error_message = error;
-  auto id = store_->InsertStep(row, lease_token_);
-  if (id.ok()) CountStep(row.agent_name, status);
-  return id;
+  Stage(RunWrite::Insert(std::move(row)), &plan_.steps[idx].agent);
 }
 
 asio::awaitable<void> Engine::RunExecutor::RunStep(int idx) {
+  StartHold hold(this);  // the count Spawn took
   const StepSpec& spec = plan_.steps[idx];
   if (spec.when_cond) {
     Scope scope = MakeScope(nullptr, std::nullopt);
     auto cond = EvaluateCondition(*spec.when_cond, scope);
     if (!cond.ok()) {
       std::string msg = fmt::format("step '{}': when: {}", spec.id, cond.status().message());
-      auto ins = InsertTerminal(idx, std::nullopt, StepStatus::kFailed, nullptr, msg);
-      if (!ins.ok()) co_return StoreFailed(ins.status());
+      InsertTerminal(idx, std::nullopt, StepStatus::kFailed, nullptr, msg);
       co_return StepFailed(idx, msg);
     }
     if (!*cond) {
-      auto ins = InsertTerminal(idx, std::nullopt, StepStatus::kSkipped, nullptr, "");
-      if (!ins.ok()) co_return StoreFailed(ins.status());
+      InsertTerminal(idx, std::nullopt, StepStatus::kSkipped, nullptr, "");
       outputs_[idx] = json(nullptr);
       sched_->Set(idx, StepState::kSkipped);
       log::Debug("step skipped: condition is false", StepFields(spec));
@@ -449,10 +590,10 @@ asio::awaitable<void> Engine::RunExecutor::RunStep(int idx) {
     }
   }
   if (spec.for_each) {
-    co_await RunForEach(idx);
+    co_await RunForEach(idx, &hold);
     co_return;
   }
-  ItemOutcome out = co_await RunItem(idx, std::nullopt, nullptr, &active_->cancel);
+  ItemOutcome out = co_await RunItem(idx, std::nullopt, nullptr, &active_->cancel, &hold);
   switch (out.kind) {
     case ItemOutcome::Kind::kOk:
       outputs_[idx] = std::move(out.output);
@@ -471,10 +612,11 @@ asio::awaitable<void> Engine::RunExecutor::RunStep(int idx) {
 
 asio::awaitable<void> Engine::RunExecutor::RunItemInto(int idx, int item, const json* value, CancelSignal* cancel,
                                                        ItemOutcome* out) {
-  *out = co_await RunItem(idx, item, value, cancel);
+  StartHold hold(this);  // the count RunForEach took
+  *out = co_await RunItem(idx, item, value, cancel, &hold);
 }
 
-asio::awaitable<void> Engine::RunExecutor::RunForEach(int idx) {
+asio::awaitable<void> Engine::RunExecutor::RunForEach(int idx, StartHold* hold) {
   const StepSpec& spec = plan_.steps[idx];
   Scope scope = MakeScope(nullptr, std::nullopt);
   auto items = Resolve(*spec.for_each_ref, scope);
@@ -486,25 +628,23 @@ asio::awaitable<void> Engine::RunExecutor::RunForEach(int idx) {
                       items->type_name());
   }
   if (!bad.empty()) {
-    auto ins = InsertTerminal(idx, std::nullopt, StepStatus::kFailed, nullptr, bad);
-    if (!ins.ok()) co_return StoreFailed(ins.status());
+    InsertTerminal(idx, std::nullopt, StepStatus::kFailed, nullptr, bad);
     co_return StepFailed(idx, bad);
   }
   // ---- limits (model/limits.h): too many elements fail the step before any starts.
   if (Status many = CheckForEachItems(items->size(), engine_->options_.limits.max_for_each_items); !many.ok()) {
     std::string msg = fmt::format("step '{}': {}", spec.id, many.message());
-    auto ins = InsertTerminal(idx, std::nullopt, StepStatus::kFailed, nullptr, msg);
-    if (!ins.ok()) co_return StoreFailed(ins.status());
+    InsertTerminal(idx, std::nullopt, StepStatus::kFailed, nullptr, msg);
     co_return StepFailed(idx, msg);
   }
   // ---- end of limits
   const json& arr = *items;
   const int n = static_cast<int>(arr.size());
 
-  // The fan-in row: RUNNING while items run, then the array of outputs.
+  // The fan-in row: RUNNING while items run, then the array of outputs. It
+  // is committed with the first items' rows.
   StepExecution agg = NewRow(idx, std::nullopt, StepStatus::kRunning, json{{"items", arr}});
-  auto agg_id = store_->InsertStep(agg, lease_token_);
-  if (!agg_id.ok()) co_return StoreFailed(agg_id.status());
+  Ticket agg_ticket = Stage(RunWrite::Insert(std::move(agg)));
 
   std::vector<json> outputs(n);
   std::vector<ItemOutcome> results(n);
@@ -529,6 +669,7 @@ asio::awaitable<void> Engine::RunExecutor::RunForEach(int idx) {
       int i = next++;
       if (done[i]) continue;
       ++in_flight;
+      ++starting_;  // released by RunItemInto's StartHold
       asio::co_spawn(ex_, RunItemInto(idx, i, &arr[i], &step_cancel, &results[i]),
                      [&, i](std::exception_ptr e) {
                        --in_flight;
@@ -550,43 +691,43 @@ asio::awaitable<void> Engine::RunExecutor::RunForEach(int idx) {
                        local.Notify();
                      });
     }
+    hold->Release();  // the items hold the batch now
     bool more = next < n && !item_failure && !store_failed && !step_cancel.cancelled();
     if (in_flight == 0 && !more) break;
     co_await local.Wait();
   }
 
+  Status agg_status = co_await Settled(agg_ticket);
+  if (!agg_status.ok() || store_failed) co_return;  // StoreFailed already called (by Flush or an item)
   StepFinish fin;
   fin.run_id = run_.id;
-  fin.id = *agg_id;
-  if (store_failed) co_return;  // StoreFailed already called by the item
+  fin.id = agg_ticket.batch->result.step_ids[agg_ticket.op];
   if (item_failure) {
     fin.to = StepStatus::kFailed;
     fin.error_message = *item_failure;
-    Status st = FinishStep(fin, spec.agent);
-    if (!st.ok()) co_return StoreFailed(st);
+    StageFinish(std::move(fin), spec.agent);
     co_return StepFailed(idx, *item_failure);
   }
   if (step_cancel.cancelled()) {
     if (!active_->abandoned) {
       fin.to = StepStatus::kCancelled;
       fin.error_message = step_cancel.reason();
-      Status st = FinishStep(fin, spec.agent);
-      if (!st.ok()) co_return StoreFailed(st);
+      StageFinish(std::move(fin), spec.agent);
     }
     sched_->Set(idx, StepState::kCancelled);
     co_return;
   }
   fin.to = StepStatus::kCompleted;
   fin.output = json(std::move(outputs));
-  Status st = FinishStep(fin, spec.agent);
-  if (!st.ok()) co_return StoreFailed(st);
-  outputs_[idx] = std::move(fin.output);
+  outputs_[idx] = fin.output;
+  StageFinish(std::move(fin), spec.agent);
   sched_->Set(idx, StepState::kDone);
 }
 
 asio::awaitable<Engine::RunExecutor::ItemOutcome> Engine::RunExecutor::RunItem(int idx, std::optional<int> item,
                                                                                const json* value,
-                                                                               CancelSignal* cancel) {
+                                                                               CancelSignal* cancel,
+                                                                               StartHold* hold) {
   const StepSpec& spec = plan_.steps[idx];
   const std::string label = item ? fmt::format("step '{}' item {}", spec.id, *item) : fmt::format("step '{}'", spec.id);
   ItemOutcome out;
@@ -612,16 +753,14 @@ asio::awaitable<Engine::RunExecutor::ItemOutcome> Engine::RunExecutor::RunItem(i
   auto input = ResolveTemplate(spec.input, scope);
   if (!input.ok()) {
     std::string msg = fmt::format("{}: input: {}", label, input.status().message());
-    auto ins = InsertTerminal(idx, item, StepStatus::kFailed, nullptr, msg);
-    if (!ins.ok()) co_return store_fail(ins.status());
+    InsertTerminal(idx, item, StepStatus::kFailed, nullptr, msg);
     co_return fail(msg);
   }
   // ---- limits (model/limits.h): an input over the limit fails the step, the
   // agent is not called and the input is not stored.
   if (Status big = CheckStepInput(*input, engine_->options_.limits.max_input_bytes); !big.ok()) {
     std::string msg = fmt::format("{}: {}", label, big.message());
-    auto ins = InsertTerminal(idx, item, StepStatus::kFailed, nullptr, msg);
-    if (!ins.ok()) co_return store_fail(ins.status());
+    InsertTerminal(idx, item, StepStatus::kFailed, nullptr, msg);
     co_return fail(msg);
   }
   // ---- end of limits
@@ -637,8 +776,7 @@ asio::awaitable<Engine::RunExecutor::ItemOutcome> Engine::RunExecutor::RunItem(i
     if (!endpoint.ok()) {
       if (endpoint.status().code() != Code::kNotFound) co_return store_fail(endpoint.status());
       std::string msg = fmt::format("{} (agent '{}'): {}", label, spec.agent, endpoint.status().message());
-      auto ins = InsertTerminal(idx, item, StepStatus::kFailed, *input, msg);
-      if (!ins.ok()) co_return store_fail(ins.status());
+      InsertTerminal(idx, item, StepStatus::kFailed, *input, msg);
       co_return fail(msg);
     }
     const AgentEndpoint& ep = *endpoint;
@@ -648,8 +786,8 @@ asio::awaitable<Engine::RunExecutor::ItemOutcome> Engine::RunExecutor::RunItem(i
       // Not called: the attempt fails retryably, within the step's retry policy.
       std::string why = "agent '" + spec.agent + "' is unhealthy" +
                         (ep.health_error.empty() ? std::string() : ": " + ep.health_error);
-      auto ins = InsertTerminal(idx, item, StepStatus::kFailed, *input, why);
-      if (!ins.ok()) co_return store_fail(ins.status());
+      InsertTerminal(idx, item, StepStatus::kFailed, *input, why);
+      hold->Release();
       CountError(spec.agent, "unhealthy");
       ++tries;
       if (!ShouldRetry(spec.retry, tries)) {
@@ -663,6 +801,7 @@ asio::awaitable<Engine::RunExecutor::ItemOutcome> Engine::RunExecutor::RunItem(i
       if (!slept) co_return cancelled();
       continue;
     }
+    hold->Release();  // a wait for a slot must not hold the run's next commit
     bool slot = co_await engine_->limiter_->Acquire(spec.agent, ep.max_concurrency, cancel);
     if (!slot) co_return cancelled();
     if (cancel->cancelled()) {
@@ -670,20 +809,23 @@ asio::awaitable<Engine::RunExecutor::ItemOutcome> Engine::RunExecutor::RunItem(i
       co_return cancelled();
     }
     StepExecution row = NewRow(idx, item, StepStatus::kRunning, *input);
-    auto row_id = store_->InsertStep(row, lease_token_);
-    if (!row_id.ok()) {
+    const int attempt = row.attempt;
+    Ticket row_ticket = Stage(RunWrite::Insert(std::move(row)));
+    Status committed = co_await Settled(row_ticket);
+    if (!committed.ok()) {
       engine_->limiter_->Release(spec.agent);
-      co_return store_fail(row_id.status());
+      co_return store_fail(committed);
     }
+    const int64_t row_id = row_ticket.batch->result.step_ids[row_ticket.op];
     AgentCall call;
     call.run_id = run_.id;
     call.step_id = spec.id;
     call.item_index = item;
-    call.attempt = row.attempt;
+    call.attempt = attempt;
     call.input = *input;
     call.timeout_ms = timeout;
     call.traceparent = trace::ChildTraceParent(trace_);  // the run's trace, a new span per call
-    log::Debug(fmt::format("calling agent (attempt {})", row.attempt), fields);
+    log::Debug(fmt::format("calling agent (attempt {})", attempt), fields);
     const auto call_start = std::chrono::steady_clock::now();
     AgentReply reply = co_await engine_->caller_->Call(ep, call, cancel);
     engine_->limiter_->Release(spec.agent);
@@ -691,15 +833,14 @@ asio::awaitable<Engine::RunExecutor::ItemOutcome> Engine::RunExecutor::RunItem(i
 
     StepFinish fin;
     fin.run_id = run_.id;
-    fin.id = *row_id;
+    fin.id = row_id;
     if (reply.outcome == AgentReply::Outcome::kOk && !cancel->cancelled()) {
       fin.to = StepStatus::kCompleted;
       fin.output = std::move(reply.output);
       CountCall(spec.agent, fin.to, call_start);
-      Status st = FinishStep(fin, spec.agent);
-      if (!st.ok()) co_return store_fail(st);
       ItemOutcome ok;
-      ok.output = std::move(fin.output);
+      ok.output = fin.output;
+      StageFinish(std::move(fin), spec.agent);
       co_return ok;
     }
     if (reply.outcome == AgentReply::Outcome::kCancelled || cancel->cancelled()) {
@@ -707,16 +848,14 @@ asio::awaitable<Engine::RunExecutor::ItemOutcome> Engine::RunExecutor::RunItem(i
       fin.to = StepStatus::kCancelled;
       fin.error_message = cancel->reason();
       CountCall(spec.agent, fin.to, call_start);
-      Status st = FinishStep(fin, spec.agent);
-      if (!st.ok()) co_return store_fail(st);
+      StageFinish(std::move(fin), spec.agent);
       co_return cancelled();
     }
     fin.to = StepStatus::kFailed;
     fin.error_message = reply.error;
     CountCall(spec.agent, fin.to, call_start);
     CountError(spec.agent, reply.outcome == AgentReply::Outcome::kPermanent ? "permanent" : "retryable");
-    Status st = FinishStep(fin, spec.agent);
-    if (!st.ok()) co_return store_fail(st);
+    StageFinish(std::move(fin), spec.agent);
     if (reply.outcome == AgentReply::Outcome::kPermanent) {
       co_return fail(fmt::format("{} (agent '{}') failed: {}", label, spec.agent, reply.error));
     }
@@ -727,24 +866,30 @@ asio::awaitable<Engine::RunExecutor::ItemOutcome> Engine::RunExecutor::RunItem(i
     CountRetry(spec.agent);
     std::uniform_real_distribution<double> jitter(0.0, 1.0);
     int64_t delay = BackoffMs(spec.retry, tries + 1, jitter(rng_), reply.retry_after_ms);
-    log::Info(fmt::format("attempt {} failed ({}); retrying in {} ms", row.attempt, reply.error, delay), fields);
+    log::Info(fmt::format("attempt {} failed ({}); retrying in {} ms", attempt, reply.error, delay), fields);
     bool slept = co_await SleepFor(std::chrono::milliseconds(delay), cancel);
     if (!slept) co_return cancelled();
   }
 }
 
-RunOutcome Engine::RunExecutor::Transition(RunStatus from, RunStatus to, std::optional<json> output,
-                                           std::optional<std::string> error) {
+asio::awaitable<RunOutcome> Engine::RunExecutor::Transition(RunStatus from, RunStatus to, std::optional<json> output,
+                                                            std::optional<std::string> error) {
   RunTransition t;
   t.run_id = run_.id;
   t.from = from;
   t.to = to;
   t.output = std::move(output);
   t.error_message = std::move(error);
-  t.lease_token = lease_token_;
-  auto moved = store_->TransitionRun(t);
-  if (moved.ok()) {
-    run_ = std::move(moved).value();
+  // Committed together with whatever results are still staged.
+  Ticket ticket = Stage(RunWrite::Transition(std::move(t)));
+  co_await Drain();
+  Status st = ticket.batch->status;
+  if (st.ok() && ticket.batch->result.run) {
+    const Run& stored = *ticket.batch->result.run;
+    run_.status = stored.status;
+    run_.started_at = stored.started_at;
+    run_.completed_at = stored.completed_at;
+    run_.error_message = stored.error_message;
     if (run_.status == RunStatus::kCompleted) {
       log::Info("run completed", RunFields());
     } else {
@@ -758,31 +903,44 @@ RunOutcome Engine::RunExecutor::Transition(RunStatus from, RunStatus to, std::op
       }
       m->runs_finished.Labels({ToString(run_.status)}).Inc();
     }
-    return Outcome(RunOutcome::Kind::kFinished, run_.status);
+    co_return Outcome(RunOutcome::Kind::kFinished, run_.status);
   }
-  if (moved.status().code() != Code::kFailedPrecondition) return RetryLater(moved.status());  // incl. lease lost
+  if (st.ok()) st = Status::Internal("the run's transition returned no run");
+  if (st.code() != Code::kFailedPrecondition) co_return RetryLater(st);  // incl. lease lost
   // Someone else moved the run (e.g. the API cancelled a PENDING run).
-  auto now = store_->GetRun(run_.id);
-  if (!now.ok()) return RetryLater(now.status());
-  if (IsTerminal(now->status)) return Outcome(RunOutcome::Kind::kFinished, now->status);
-  return RetryLater(moved.status());
+  const std::string& run_id = run_.id;
+  auto now = co_await Db([&run_id](Store& s) { return s.GetRun(run_id); });
+  if (!now.ok()) co_return RetryLater(now.status());
+  if (IsTerminal(now->status)) co_return Outcome(RunOutcome::Kind::kFinished, now->status);
+  co_return RetryLater(st);
 }
 
 asio::awaitable<RunOutcome> Engine::RunExecutor::Finalize() {
-  if (active_->abandoned) co_return Outcome(RunOutcome::Kind::kAbandoned);
+  // A batch being committed refers to this executor: let it settle first.
+  while (flushing_) co_await wake_->Wait();
+  if (active_->abandoned) {
+    // Results already in hand are kept: the next executor need not call those agents again.
+    if (!store_error_) co_await Drain();
+    co_return Outcome(RunOutcome::Kind::kAbandoned);
+  }
   if (lease_lost_) co_return LeaseLost(*store_error_);
   if (store_error_) co_return RetryLater(*store_error_);
   if (active_->user_cancelled) {
     if (!run_.cancel_requested) {
       CancelRequest c{run_.id, active_->cancelled_by, active_->cancel_reason};
-      auto r = store_->RequestCancel(c);  // records who and why; fails harmlessly if terminal
+      // Records who and why; fails harmlessly if terminal.
+      auto r = co_await Db([&c](Store& s) { return s.RequestCancel(c); });
       (void)r;
     }
     std::string who = active_->cancelled_by.empty() ? "unknown" : active_->cancelled_by;
-    std::string msg = "cancelled by " + who + (active_->cancel_reason.empty() ? "" : ": " + active_->cancel_reason);
-    co_return Transition(run_.status, RunStatus::kCancelled, std::nullopt, msg);
+    std::optional<std::string> msg =
+        "cancelled by " + who + (active_->cancel_reason.empty() ? "" : ": " + active_->cancel_reason);
+    co_return co_await Transition(run_.status, RunStatus::kCancelled, std::nullopt, std::move(msg));
   }
-  if (failure_) co_return Transition(RunStatus::kRunning, RunStatus::kFailed, std::nullopt, *failure_);
+  if (failure_) {
+    std::optional<std::string> why = *failure_;
+    co_return co_await Transition(RunStatus::kRunning, RunStatus::kFailed, std::nullopt, std::move(why));
+  }
 
   json output;
   if (plan_.output.is_null()) {
@@ -792,12 +950,13 @@ asio::awaitable<RunOutcome> Engine::RunExecutor::Finalize() {
     Scope scope = MakeScope(nullptr, std::nullopt);
     auto resolved = ResolveTemplate(plan_.output, scope);
     if (!resolved.ok()) {
-      co_return Transition(RunStatus::kRunning, RunStatus::kFailed, std::nullopt,
-                           "output: " + resolved.status().message());
+      std::optional<std::string> why = "output: " + resolved.status().message();
+      co_return co_await Transition(RunStatus::kRunning, RunStatus::kFailed, std::nullopt, std::move(why));
     }
     output = std::move(resolved).value();
   }
-  co_return Transition(RunStatus::kRunning, RunStatus::kCompleted, std::move(output), std::nullopt);
+  std::optional<json> out = std::move(output);
+  co_return co_await Transition(RunStatus::kRunning, RunStatus::kCompleted, std::move(out), std::nullopt);
 }
 
 // ---------------------------------------------------------------- Engine
@@ -812,6 +971,9 @@ Engine::Engine(boost::asio::any_io_executor executor, Store* store, AgentDirecto
       owner_(options_.owner.empty() ? DefaultLeaseOwner() : options_.owner),
       limiter_(std::make_unique<AgentLimiter>()) {
   if (options_.lease_ttl.count() < 30) options_.lease_ttl = std::chrono::milliseconds(30);
+  int threads = options_.store_threads;
+  if (threads < 0) threads = store_->MaxConcurrentCalls() > 1 ? store_->MaxConcurrentCalls() : 0;
+  runner_ = std::make_unique<StoreRunner>(store_, threads, options_.store_inline_when_idle);
 }
 
 Engine::~Engine() = default;
@@ -862,7 +1024,8 @@ asio::awaitable<void> Engine::PollCancelRequests() {
       if (!a->user_cancelled && !a->abandoned) ids.push_back(id);
     }
     if (ids.empty()) continue;
-    auto requests = store_->ListCancelRequests(ids);
+    // On the runner: with thousands of runs here the query takes a while.
+    auto requests = co_await runner_->Call([&ids](Store& s) { return s.ListCancelRequests(ids); });
     if (!requests.ok()) continue;  // the next round tries again
     for (const CancelRequest& c : *requests) CancelLocal(c.run_id, c.cancelled_by, c.reason, 0);
   }
@@ -877,7 +1040,8 @@ asio::awaitable<void> Engine::RenewLeases() {
     boost::system::error_code ec;
     co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
     if (shut_down_ || active_.empty()) break;
-    auto renewed = store_->RenewRunLeases(owner_, options_.lease_ttl.count());
+    const int64_t ttl = options_.lease_ttl.count();
+    auto renewed = co_await runner_->Call([this, ttl](Store& s) { return s.RenewRunLeases(owner_, ttl); });
     if (!renewed.ok() && !failing) {
       log::Warn("could not renew run leases (tried again in " + std::to_string((options_.lease_ttl / 3).count()) +
                 " ms): " + renewed.status().ToString());
@@ -949,6 +1113,15 @@ void Engine::Start(ExecutionRequest request, Done done) {
     while (true) {
       RunExecutor exec(this, active.get(), request);
       RunOutcome outcome = co_await exec.Execute();
+      if (outcome.kind == RunOutcome::Kind::kAbandoned && active->abandoned && active->lease_token != 0) {
+        // Handed back (shutdown, rebalance): free the lease so that whoever
+        // gets the run next need not wait for it to lapse.
+        const std::string& id = active->run_id;
+        const int64_t token = active->lease_token;
+        Status released = co_await runner_->Call([&id, token](Store& s) { return s.ReleaseRunLease(id, token); });
+        if (!released.ok()) log::Warn("could not release the run's lease (it lapses): " + released.ToString(), {id});
+        active->lease_token = 0;
+      }
       if (!exec.retry_later() || active->abandoned) co_return outcome;
       auto delay = exec.retry_delay().count() > 0 ? exec.retry_delay() : options_.store_retry_delay;
       bool slept = co_await SleepFor(delay, &active->cancel);
@@ -970,13 +1143,6 @@ void Engine::Start(ExecutionRequest request, Done done) {
         log::Error("executor crashed", {run_id});
       }
       outcome = RunOutcome{RunOutcome::Kind::kAbandoned, run_id, std::nullopt};
-    }
-    // Handed back (shutdown, rebalance): free the lease so that whoever
-    // gets the run next need not wait for it to lapse.
-    auto it = active_.find(run_id);
-    if (outcome.kind == RunOutcome::Kind::kAbandoned && it != active_.end() && it->second->lease_token != 0) {
-      Status released = store_->ReleaseRunLease(run_id, it->second->lease_token);
-      if (!released.ok()) log::Warn("could not release the run's lease (it lapses): " + released.ToString(), {run_id});
     }
     Finish(run_id, outcome);
   });

@@ -58,6 +58,14 @@ struct EngineOptions {
   // renewed every lease_ttl / 3 and lapse lease_ttl after the last renewal.
   std::string owner;
   std::chrono::milliseconds lease_ttl{15000};
+  // Store calls run on this many threads so that one run's commit does not
+  // stop the others (executor/store_runner.h); 0: on the loop itself; -1:
+  // as many as the store has connections (Store::MaxConcurrentCalls; 1 →
+  // on the loop).
+  int store_threads = -1;
+  // A store call made while no other is in flight runs on the loop (no
+  // hand-off between threads for a lone run).
+  bool store_inline_when_idle = true;
 };
 
 // The lease owner name for this process: "<host>:<pid>:<random>".
@@ -157,6 +165,8 @@ class Engine {
   };
   std::vector<AbandonWait> abandon_waits_;
   std::unique_ptr<class AgentLimiter> limiter_;
+  // Last: joined (its calls in flight return) before anything above goes.
+  std::unique_ptr<class StoreRunner> runner_;
 };
 
 }  // namespace af

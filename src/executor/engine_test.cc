@@ -124,7 +124,9 @@ class TestDirectory : public AgentDirectory {
   std::map<std::string, std::pair<AgentHealth, std::string>> health_;
 };
 
-class EngineTest : public ::testing::Test {
+// Every engine test runs twice: store calls inline on the loop (SQLite's
+// way) and on the StoreRunner's threads (PostgreSQL's way).
+class EngineTest : public ::testing::TestWithParam<bool> {
  protected:
   void SetUp() override {
     auto s = OpenStore(StoreOptions{":memory:"});
@@ -142,12 +144,19 @@ class EngineTest : public ::testing::Test {
     EngineOptions eo;
     eo.store_retry_delay = 20ms;
     eo.metrics = &metrics_;  // every test also exercises the instrumentation
-    engine_ = std::make_unique<Engine>(loop_.executor(), store_.get(), directory_.get(), &caller_, eo);
+    engine_ = std::make_unique<Engine>(loop_.executor(), store_.get(), directory_.get(), &caller_, Options(eo));
     loop_.Start();
   }
   void TearDown() override {
     engine_->Shutdown();
     loop_.Stop();
+  }
+
+  // The store-call mode of this instantiation applied to `eo`.
+  static EngineOptions Options(EngineOptions eo) {
+    eo.store_threads = GetParam() ? 3 : 0;
+    eo.store_inline_when_idle = false;
+    return eo;
   }
 
   // Creates a workflow and a PENDING run of it.
@@ -200,7 +209,7 @@ class EngineTest : public ::testing::Test {
   std::unique_ptr<Engine> engine_;
 };
 
-TEST_F(EngineTest, SequentialPlanPassesOutputsAlongAndCommitsEachStep) {
+TEST_P(EngineTest, SequentialPlanPassesOutputsAlongAndCommitsEachStep) {
   json plan = json::parse(R"({"name": "seq", "steps": [
     {"id": "one", "agent": "a", "input": {"v": "${input.x}"}},
     {"id": "two", "agent": "b", "input": {"prev": "${steps.one.output.echo.v}", "run": "${run.id}"}}],
@@ -221,7 +230,75 @@ TEST_F(EngineTest, SequentialPlanPassesOutputsAlongAndCommitsEachStep) {
   EXPECT_LE(*steps[0].completed_at, steps[1].started_at);
 }
 
-TEST_F(EngineTest, MetricsCountRunsStepsAgentErrorsAndRetries) {
+// At every agent call, the results of all steps it depends on are already
+// committed (read back from the store by the agent itself), and so is the
+// call's own RUNNING row; for a chain, a fan-out and its join.
+TEST_P(EngineTest, EveryResultIsCommittedBeforeAnyStepThatDependsOnItCallsItsAgent) {
+  std::atomic<int> violations{0}, checks{0};
+  auto check = [this, &violations, &checks](const AgentCall& c, const std::vector<std::string>& before) {
+    auto steps = store_->ListSteps(c.run_id);
+    if (!steps.ok()) {
+      ++violations;
+      return;
+    }
+    for (const std::string& dep : before) {
+      bool done = false;
+      for (const StepExecution& s : *steps) {
+        if (s.step_id == dep && !s.item_index && s.status == StepStatus::kCompleted) done = true;
+      }
+      if (!done) ++violations;
+    }
+    bool own_row = false;
+    for (const StepExecution& s : *steps) {
+      if (s.step_id == c.step_id && s.item_index == c.item_index && s.attempt == c.attempt &&
+          s.status == StepStatus::kRunning) {
+        own_row = true;
+      }
+    }
+    if (!own_row) ++violations;
+    ++checks;
+  };
+  auto echo = [](const AgentCall& c) {
+    AgentReply r;
+    r.output = json{{"echo", c.input}};
+    return r;
+  };
+  caller_.Set("a", {.reply = [&](const AgentCall& c) {
+                      if (c.step_id == "one") check(c, {});
+                      if (c.step_id == "two") check(c, {"one"});
+                      if (c.step_id == "join") check(c, {"one", "two", "fan"});
+                      return echo(c);
+                    }});
+  caller_.Set("b", {.reply = [&](const AgentCall& c) {
+                      check(c, {"one", "two"});
+                      return echo(c);
+                    }});
+  json plan = json::parse(R"({"name": "order", "steps": [
+    {"id": "one", "agent": "a"},
+    {"id": "two", "agent": "a", "depends_on": ["one"]},
+    {"id": "fan", "agent": "b", "depends_on": ["two"], "for_each": "${input.items}", "input": {"i": "${item}"}},
+    {"id": "join", "agent": "a", "depends_on": ["fan"], "input": {"all": "${steps.fan.output}"}}]})");
+  std::vector<std::string> ids;
+  for (int i = 0; i < 4; ++i) {
+    plan["name"] = "order-" + std::to_string(i);
+    ids.push_back(NewRunOf(plan, {{"items", json::array({1, 2, 3, 4, 5})}}));
+  }
+  std::vector<std::future<RunOutcome>> done;
+  for (const std::string& id : ids) done.push_back(Submit(id));
+  for (auto& f : done) {
+    ASSERT_EQ(f.wait_for(10s), std::future_status::ready);
+    EXPECT_EQ(f.get().status, RunStatus::kCompleted);
+  }
+  EXPECT_EQ(checks.load(), 4 * (3 + 5));
+  EXPECT_EQ(violations.load(), 0);
+  for (const std::string& id : ids) {
+    auto steps = Steps(id);
+    EXPECT_EQ(steps.size(), 4u + 5u);
+    for (const StepExecution& s : steps) EXPECT_EQ(s.status, StepStatus::kCompleted) << s.step_id;
+  }
+}
+
+TEST_P(EngineTest, MetricsCountRunsStepsAgentErrorsAndRetries) {
   auto b_calls = std::make_shared<std::atomic<int>>(0);
   caller_.Set("b", {.reply = [b_calls](const AgentCall& c) {
                       if (++*b_calls <= 2) return Retryable("HTTP 503");
@@ -260,7 +337,7 @@ TEST_F(EngineTest, MetricsCountRunsStepsAgentErrorsAndRetries) {
   EXPECT_EQ(m.Sum("agentflow_step_retries_total", {{"agent", "bad"}}), 0) << "permanent: not retried";
 }
 
-TEST_F(EngineTest, EveryAgentCallCarriesTheRunsTraceWithANewSpan) {
+TEST_P(EngineTest, EveryAgentCallCarriesTheRunsTraceWithANewSpan) {
   std::mutex mu;
   std::vector<std::string> seen;
   caller_.Set("a", {.reply = [&](const AgentCall& c) {
@@ -297,7 +374,7 @@ TEST_F(EngineTest, EveryAgentCallCarriesTheRunsTraceWithANewSpan) {
   EXPECT_EQ(parsed->trace_id, trace::TraceIdForRunId(plain));
 }
 
-TEST_F(EngineTest, EveryLogLineOfARunCarriesItsRunIdAndTraceId) {
+TEST_P(EngineTest, EveryLogLineOfARunCarriesItsRunIdAndTraceId) {
   caller_.Set("bad", {.reply = [](const AgentCall&) { return Retryable("HTTP 503"); }});
   json plan = json::parse(R"({"name": "logged", "steps": [
     {"id": "one", "agent": "a"},
@@ -328,13 +405,13 @@ TEST_F(EngineTest, EveryLogLineOfARunCarriesItsRunIdAndTraceId) {
   EXPECT_GE(of_step, 2) << err;
 }
 
-TEST_F(EngineTest, DefaultOutputMapsEveryStep) {
+TEST_P(EngineTest, DefaultOutputMapsEveryStep) {
   json plan = json::parse(R"({"name": "o", "steps": [{"id": "one", "agent": "a", "input": {"k": 1}}]})");
   af::Run run = RunToEnd(NewRunOf(plan));
   EXPECT_EQ(run.output, json::parse(R"({"one": {"echo": {"k": 1}}})"));
 }
 
-TEST_F(EngineTest, IndependentDagBranchesRunInParallel) {
+TEST_P(EngineTest, IndependentDagBranchesRunInParallel) {
   caller_.Set("slow", {.delay = 200ms});
   json plan = json::parse(R"({"name": "dag", "steps": [
     {"id": "root", "agent": "a"},
@@ -355,7 +432,7 @@ TEST_F(EngineTest, IndependentDagBranchesRunInParallel) {
   }
 }
 
-TEST_F(EngineTest, ForEachFansOutWithinMaxParallelAndKeepsOrder) {
+TEST_P(EngineTest, ForEachFansOutWithinMaxParallelAndKeepsOrder) {
   caller_.Set("limited", {.reply = [](const AgentCall& c) {
                             AgentReply r;
                             r.output = json{{"i", *c.item_index}, {"item", c.input["v"]}};
@@ -394,7 +471,7 @@ TEST_F(EngineTest, ForEachFansOutWithinMaxParallelAndKeepsOrder) {
   EXPECT_EQ(aggregates, 1);
 }
 
-TEST_F(EngineTest, FalseConditionSkipsStepAndDownstreamSeesNull) {
+TEST_P(EngineTest, FalseConditionSkipsStepAndDownstreamSeesNull) {
   json plan = json::parse(R"({"name": "when", "steps": [
     {"id": "check", "agent": "a", "input": {"go": "${input.go}"}},
     {"id": "maybe", "agent": "b", "when": "${steps.check.output.echo.go} == true"},
@@ -416,7 +493,7 @@ TEST_F(EngineTest, FalseConditionSkipsStepAndDownstreamSeesNull) {
   EXPECT_EQ(caller_.Calls("b"), 1);
 }
 
-TEST_F(EngineTest, RetryableFailuresAreRetriedWithNewAttemptRows) {
+TEST_P(EngineTest, RetryableFailuresAreRetriedWithNewAttemptRows) {
   auto attempts = std::make_shared<std::atomic<int>>(0);
   caller_.Set("a", {.reply = [attempts](const AgentCall& c) {
     if (++*attempts < 3) return Retryable("HTTP 503: busy");
@@ -438,7 +515,7 @@ TEST_F(EngineTest, RetryableFailuresAreRetriedWithNewAttemptRows) {
   EXPECT_EQ(rows[2].output, json({{"attempt", 3}}));
 }
 
-TEST_F(EngineTest, ExhaustedRetriesFailTheRunNamingStepAgentAndCause) {
+TEST_P(EngineTest, ExhaustedRetriesFailTheRunNamingStepAgentAndCause) {
   caller_.Set("a", {.reply = [](const AgentCall&) { return Retryable("HTTP 500: boom"); }});
   json plan = json::parse(R"({"name": "fail", "steps": [
     {"id": "s", "agent": "a", "retry": {"max_attempts": 3, "initial_backoff_ms": 1}},
@@ -454,7 +531,7 @@ TEST_F(EngineTest, ExhaustedRetriesFailTheRunNamingStepAgentAndCause) {
   EXPECT_EQ(caller_.Calls("b"), 0);
 }
 
-TEST_F(EngineTest, PermanentFailureIsNotRetried) {
+TEST_P(EngineTest, PermanentFailureIsNotRetried) {
   caller_.Set("a", {.reply = [](const AgentCall&) { return Permanent("HTTP 400: bad input"); }});
   json plan = json::parse(R"({"name": "perm", "steps": [{"id": "s", "agent": "a", "retry": {"max_attempts": 5}}]})");
   std::string id = NewRunOf(plan);
@@ -464,7 +541,7 @@ TEST_F(EngineTest, PermanentFailureIsNotRetried) {
   EXPECT_NE(run.error_message.find("HTTP 400: bad input"), std::string::npos);
 }
 
-TEST_F(EngineTest, FailingStepCancelsTheStepsStillRunning) {
+TEST_P(EngineTest, FailingStepCancelsTheStepsStillRunning) {
   caller_.Set("slow", {.delay = 30s});
   caller_.Set("bad", {.reply = [](const AgentCall&) { return Permanent("HTTP 400: no"); }});
   json plan = json::parse(R"({"name": "x", "steps": [
@@ -479,7 +556,7 @@ TEST_F(EngineTest, FailingStepCancelsTheStepsStillRunning) {
   EXPECT_EQ(caller_.Cancelled(), 1);
 }
 
-TEST_F(EngineTest, CancelAbortsInFlightCallsAndEndsCancelled) {
+TEST_P(EngineTest, CancelAbortsInFlightCallsAndEndsCancelled) {
   caller_.Set("slow", {.delay = 30s});
   json plan = json::parse(R"({"name": "c", "steps": [{"id": "nap", "agent": "slow"}, {"id": "next", "agent": "a"}]})");
   std::string id = NewRunOf(plan);
@@ -501,7 +578,7 @@ TEST_F(EngineTest, CancelAbortsInFlightCallsAndEndsCancelled) {
   EXPECT_EQ(caller_.Calls("a"), 0);
 }
 
-TEST_F(EngineTest, CancelRecordedInTheStoreReachesARunExecutingHere) {
+TEST_P(EngineTest, CancelRecordedInTheStoreReachesARunExecutingHere) {
   // Another process (an API, another consumer) recorded the request; no
   // message reaches this engine. The engine's store poll must find it.
   caller_.Set("slow", {.delay = 30s});
@@ -516,7 +593,7 @@ TEST_F(EngineTest, CancelRecordedInTheStoreReachesARunExecutingHere) {
   EXPECT_EQ(run->error_message, "cancelled by erin: elsewhere");
 }
 
-TEST_F(EngineTest, AbandonHandsRunsBackWithoutRecordingAnEnd) {
+TEST_P(EngineTest, AbandonHandsRunsBackWithoutRecordingAnEnd) {
   caller_.Set("slow", {.delay = 30s});
   json plan = json::parse(R"({"name": "ab", "steps": [{"id": "s", "agent": "slow"}]})");
   std::string id = NewRunOf(plan);
@@ -533,7 +610,7 @@ TEST_F(EngineTest, AbandonHandsRunsBackWithoutRecordingAnEnd) {
   EXPECT_EQ(engine_->ActiveRuns(), 1u);
 }
 
-TEST_F(EngineTest, CancelRequestedBeforeStartEndsCancelledWithoutCalls) {
+TEST_P(EngineTest, CancelRequestedBeforeStartEndsCancelledWithoutCalls) {
   json plan = json::parse(R"({"name": "c", "steps": [{"id": "s", "agent": "a"}]})");
   std::string id = NewRunOf(plan);
   ASSERT_TRUE(store_->RequestCancel({id, "bob", "not needed"}).ok());
@@ -542,7 +619,7 @@ TEST_F(EngineTest, CancelRequestedBeforeStartEndsCancelledWithoutCalls) {
   EXPECT_EQ(caller_.Calls("a"), 0);
 }
 
-TEST_F(EngineTest, ResumeReusesCompletedStepsAndRedoesInterruptedOnes) {
+TEST_P(EngineTest, ResumeReusesCompletedStepsAndRedoesInterruptedOnes) {
   json plan = json::parse(R"({"name": "resume", "steps": [
     {"id": "one", "agent": "a"}, {"id": "two", "agent": "b", "input": {"p": "${steps.one.output}"}},
     {"id": "three", "agent": "c"}]})");
@@ -570,7 +647,7 @@ TEST_F(EngineTest, ResumeReusesCompletedStepsAndRedoesInterruptedOnes) {
   EXPECT_EQ(twos[1].input, json({{"p", {{"recorded", true}}}}));
 }
 
-TEST_F(EngineTest, ResumeOfForEachReusesCompletedItems) {
+TEST_P(EngineTest, ResumeOfForEachReusesCompletedItems) {
   json plan = json::parse(R"({"name": "fe", "steps": [
     {"id": "f", "agent": "a", "for_each": "${input.xs}", "input": {"x": "${item}"}}]})");
   std::string id = NewRunOf(plan, {{"xs", {1, 2, 3}}});
@@ -585,7 +662,7 @@ TEST_F(EngineTest, ResumeOfForEachReusesCompletedItems) {
   EXPECT_EQ(run.output["f"][0], json({{"echo", {{"x", 1}}}}));
 }
 
-TEST_F(EngineTest, AgentMaxConcurrencyHoldsAcrossRuns) {
+TEST_P(EngineTest, AgentMaxConcurrencyHoldsAcrossRuns) {
   caller_.Set("limited", {.delay = 20ms});
   json plan = json::parse(R"({"name": "lim", "steps": [{"id": "s", "agent": "limited"}]})");
   auto wf = store_->CreateWorkflow(NewWorkflow{"lim", "", plan});
@@ -602,7 +679,7 @@ TEST_F(EngineTest, AgentMaxConcurrencyHoldsAcrossRuns) {
   EXPECT_EQ(caller_.Calls("limited"), 8);
 }
 
-TEST_F(EngineTest, UnknownAgentAndMissingReferenceFailWithClearMessages) {
+TEST_P(EngineTest, UnknownAgentAndMissingReferenceFailWithClearMessages) {
   json plan = json::parse(R"({"name": "u", "steps": [{"id": "s", "agent": "nobody"}]})");
   af::Run run = RunToEnd(NewRunOf(plan));
   EXPECT_EQ(run.status, RunStatus::kFailed);
@@ -614,7 +691,7 @@ TEST_F(EngineTest, UnknownAgentAndMissingReferenceFailWithClearMessages) {
   EXPECT_NE(run2.error_message.find("input.missing"), std::string::npos) << run2.error_message;
 }
 
-TEST_F(EngineTest, UnhealthyAgentFailsAttemptsWithoutCallingUntilItRecovers) {
+TEST_P(EngineTest, UnhealthyAgentFailsAttemptsWithoutCallingUntilItRecovers) {
   directory_->SetHealth("a", AgentHealth::kUnhealthy, "GET http://fake/healthz: HTTP 503");
   // Each attempt records a FAILED row; after the second, the agent recovers.
   json plan = json::parse(R"({"name": "sick", "steps": [
@@ -635,7 +712,7 @@ TEST_F(EngineTest, UnhealthyAgentFailsAttemptsWithoutCallingUntilItRecovers) {
   EXPECT_EQ(caller_.Calls("a"), 1) << "an unhealthy agent is not called";
 }
 
-TEST_F(EngineTest, UnhealthyAgentFailsTheStepOnceRetriesAreUsedUp) {
+TEST_P(EngineTest, UnhealthyAgentFailsTheStepOnceRetriesAreUsedUp) {
   directory_->SetHealth("b", AgentHealth::kUnhealthy, "no heartbeat for 30 s");
   json plan = json::parse(R"({"name": "sick2", "steps": [
     {"id": "s", "agent": "b", "retry": {"max_attempts": 2, "initial_backoff_ms": 1, "max_backoff_ms": 1}}]})");
@@ -648,7 +725,7 @@ TEST_F(EngineTest, UnhealthyAgentFailsTheStepOnceRetriesAreUsedUp) {
   EXPECT_EQ(caller_.Calls("b"), 0);
 }
 
-TEST_F(EngineTest, DuplicateSubmitWhileActiveAndTerminalRunsAreNoOps) {
+TEST_P(EngineTest, DuplicateSubmitWhileActiveAndTerminalRunsAreNoOps) {
   caller_.Set("slow", {.delay = 100ms});
   json plan = json::parse(R"({"name": "d", "steps": [{"id": "s", "agent": "slow"}]})");
   std::string id = NewRunOf(plan);
@@ -669,7 +746,7 @@ TEST_F(EngineTest, DuplicateSubmitWhileActiveAndTerminalRunsAreNoOps) {
   EXPECT_EQ(unknown.get().kind, RunOutcome::Kind::kDropped);
 }
 
-TEST_F(EngineTest, ShutdownAbandonsRunsWithoutRecordingAnEnd) {
+TEST_P(EngineTest, ShutdownAbandonsRunsWithoutRecordingAnEnd) {
   caller_.Set("slow", {.delay = 30s});
   json plan = json::parse(R"({"name": "sd", "steps": [{"id": "s", "agent": "slow"}]})");
   std::string id = NewRunOf(plan);
@@ -759,11 +836,11 @@ class FlakyStore : public Store {
   std::atomic<int> failures_;
 };
 
-TEST_F(EngineTest, StoreOutageIsRetriedUntilTheRunCompletes) {
+TEST_P(EngineTest, StoreOutageIsRetriedUntilTheRunCompletes) {
   FlakyStore flaky(store_.get(), 2);
   EngineOptions eo;
   eo.store_retry_delay = 10ms;
-  Engine engine(loop_.executor(), &flaky, directory_.get(), &caller_, eo);
+  Engine engine(loop_.executor(), &flaky, directory_.get(), &caller_, Options(eo));
   json plan = json::parse(R"({"name": "flaky-db", "steps": [{"id": "s", "agent": "a"}]})");
   std::string id = NewRunOf(plan);
   std::promise<RunOutcome> p;
@@ -777,7 +854,7 @@ TEST_F(EngineTest, StoreOutageIsRetriedUntilTheRunCompletes) {
   engine.Shutdown();
 }
 
-TEST_F(EngineTest, ConsumerRunsQueuedRequestsAcksThemAndSetsAsideMalformedOnes) {
+TEST_P(EngineTest, ConsumerRunsQueuedRequestsAcksThemAndSetsAsideMalformedOnes) {
   auto q = OpenEmbeddedQueue(QueueOptions{""});
   ASSERT_TRUE(q.ok());
   Queue* queue = q->get();
@@ -858,7 +935,7 @@ struct SecondEngine {
   std::unique_ptr<Engine> engine;
 };
 
-TEST_F(EngineTest, TwoEnginesGivenTheSameRunCallEachStepOnce) {
+TEST_P(EngineTest, TwoEnginesGivenTheSameRunCallEachStepOnce) {
   caller_.Set("slow", {.delay = 150ms});
   json plan = json::parse(R"({"name": "twice", "steps": [
     {"id": "one", "agent": "slow"},
@@ -881,7 +958,7 @@ TEST_F(EngineTest, TwoEnginesGivenTheSameRunCallEachStepOnce) {
   EXPECT_TRUE(store_->GetRun(id)->lease_owner.empty()) << "a finished run holds no lease";
 }
 
-TEST_F(EngineTest, ARunLeasedByADeadExecutorIsTakenOverWhenTheLeaseLapses) {
+TEST_P(EngineTest, ARunLeasedByADeadExecutorIsTakenOverWhenTheLeaseLapses) {
   json plan = json::parse(R"({"name": "lapsed", "steps": [{"id": "s", "agent": "a"}]})");
   std::string id = NewRunOf(plan);
   auto held = store_->AcquireRunLease(id, "dead-executor", 300);
@@ -892,7 +969,7 @@ TEST_F(EngineTest, ARunLeasedByADeadExecutorIsTakenOverWhenTheLeaseLapses) {
   EXPECT_EQ(caller_.Calls("a"), 1);
 }
 
-TEST_F(EngineTest, AStaleExecutorIsFencedOutAndStopsWithoutWriting) {
+TEST_P(EngineTest, AStaleExecutorIsFencedOutAndStopsWithoutWriting) {
   caller_.Set("slow", {.delay = 800ms});
   json plan = json::parse(R"({"name": "fenced", "steps": [{"id": "s", "agent": "slow"}, {"id": "t", "agent": "a",
     "depends_on": ["s"]}]})");
@@ -925,7 +1002,7 @@ TEST_F(EngineTest, AStaleExecutorIsFencedOutAndStopsWithoutWriting) {
   EXPECT_EQ(run.lease_token, taken->token);
 }
 
-TEST_F(EngineTest, ACancellationFromBeforeTheRunsAttemptIsIgnored) {
+TEST_P(EngineTest, ACancellationFromBeforeTheRunsAttemptIsIgnored) {
   caller_.Set("slow", {.delay = 300ms});
   json plan = json::parse(R"({"name": "replayed-cancel", "steps": [{"id": "s", "agent": "slow"}]})");
   std::string id = NewRunOf(plan);
@@ -943,7 +1020,7 @@ TEST_F(EngineTest, ACancellationFromBeforeTheRunsAttemptIsIgnored) {
   EXPECT_EQ(store_->GetRun(id2)->status, RunStatus::kCancelled);
 }
 
-TEST_F(EngineTest, TheConsumerDeadLettersMalformedMessagesAndRequestsForUnknownRuns) {
+TEST_P(EngineTest, TheConsumerDeadLettersMalformedMessagesAndRequestsForUnknownRuns) {
   auto q = OpenEmbeddedQueue(QueueOptions{""});
   ASSERT_TRUE(q.ok());
   Queue* queue = q->get();
@@ -998,6 +1075,9 @@ TEST_F(EngineTest, TheConsumerDeadLettersMalformedMessagesAndRequestsForUnknownR
   EXPECT_EQ(unacked(), 0) << "dead letters are acked";
   consumer.Stop();
 }
+
+INSTANTIATE_TEST_SUITE_P(StoreCalls, EngineTest, ::testing::Values(false, true),
+                         [](const ::testing::TestParamInfo<bool>& p) { return p.param ? "Threads" : "Inline"; });
 
 }  // namespace
 }  // namespace af

@@ -110,7 +110,8 @@ class FeedStore final : public Store {
     Status s = inner_->FinishStep(f);
     if (s.ok()) feed_->Publish(Change{Change::Kind::kStep, f.run_id, std::nullopt, f.id});
     return s;
-  }  Result<RunWritesResult> ApplyRunWrites(const RunWrites& w) override {
+  }  int MaxConcurrentCalls() const override { return inner_->MaxConcurrentCalls(); }
+  Result<RunWritesResult> ApplyRunWrites(const RunWrites& w) override {
     auto res = inner_->ApplyRunWrites(w);
     if (!res.ok()) return res;
     for (size_t i = 0; i < w.ops.size(); ++i) {

@@ -176,6 +176,11 @@ class Store {
  public:
   virtual ~Store() = default;
 
+  // How many calls can usefully run at once: the connection count
+  // (PostgreSQL's pool). 1 means calls serialize (one SQLite connection), so
+  // a caller gains nothing by issuing them from several threads.
+  virtual int MaxConcurrentCalls() const { return 1; }
+
   // ---- workflows ----
   // Creates version 1. AlreadyExists if a live workflow has the name.
   virtual Result<Workflow> CreateWorkflow(const NewWorkflow& w) = 0;

@@ -667,6 +667,8 @@ class PostgresStore final : public Store {
  public:
   static Result<std::unique_ptr<Store>> Open(const PostgresOptions& o);
 
+  int MaxConcurrentCalls() const override { return pool_size_; }
+
   Result<Workflow> CreateWorkflow(const NewWorkflow& w) override {
     return Call([&](Conn& c) { return DoCreateWorkflow(c, w); });
   }
@@ -862,7 +864,7 @@ class PostgresStore final : public Store {
 
  private:
   PostgresStore(const PostgresOptions& o, std::string target, std::unique_ptr<Conn> first)
-      : pool_(o, std::move(target), std::move(first)) {}
+      : pool_(o, std::move(target), std::move(first)), pool_size_(std::max(o.pool_size, 1)) {}
 
   // Runs f with a pooled connection; no exception escapes.
   template <typename F>
@@ -1526,6 +1528,7 @@ class PostgresStore final : public Store {
   }
 
   Pool pool_;
+  int pool_size_ = 1;
 };
 
 Result<std::unique_ptr<Store>> PostgresStore::Open(const PostgresOptions& o) {
