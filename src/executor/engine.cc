@@ -173,7 +173,7 @@ class Engine::RunExecutor {
   // A store call on the engine's StoreRunner (no thread blocked for long).
   template <typename F>
   asio::awaitable<std::invoke_result_t<F&, Store&>> Db(F f) {
-    return db_->Call(std::move(f));
+    return db_->Call(std::move(f), engine_->active_.size() <= 1);
   }
 
   // ---- step writes, committed in batches (Store::ApplyRunWrites)

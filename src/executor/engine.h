@@ -63,8 +63,9 @@ struct EngineOptions {
   // as many as the store has connections (Store::MaxConcurrentCalls; 1 →
   // on the loop).
   int store_threads = -1;
-  // A store call made while no other is in flight runs on the loop (no
-  // hand-off between threads for a lone run).
+  // While the engine drives a single run, a store call made while no other
+  // is in flight runs on the loop (no hand-off between threads for a lone
+  // run).
   bool store_inline_when_idle = true;
 };
 

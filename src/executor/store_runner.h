@@ -13,9 +13,12 @@
 // SQLite, whose one connection serializes calls anyway and whose commits
 // take microseconds, less than a hand-off between threads (~50 µs here).
 //
-// Inline when idle: with inline_when_idle, a call made while no other call
-// is in flight runs inline too. One run at a time then pays no hand-off;
-// under load calls still overlap on the threads.
+// Inline when idle: with inline_when_idle, a call the caller marks `lone`
+// (the engine: it drives one run only) made while no other call is in flight
+// runs inline too. One run at a time then pays no hand-off; with several,
+// calls overlap on the threads. (Inline whenever nothing is in flight would
+// be wrong: an inline call keeps the others from being issued, so under load
+// every call would end up inline, one after another.)
 //
 // Thread-safety: Call from the engine's executor only (one thread).
 #pragma once
@@ -61,9 +64,9 @@ class StoreRunner {
   // a runner thread (or inline) and its result is returned on the caller's
   // executor. f must not touch state of the loop thread.
   template <typename F>
-  boost::asio::awaitable<std::invoke_result_t<F&, Store&>> Call(F f) {
+  boost::asio::awaitable<std::invoke_result_t<F&, Store&>> Call(F f, bool lone = false) {
     using R = std::invoke_result_t<F&, Store&>;
-    if (!pool_ || (inline_when_idle_ && in_flight_ == 0)) co_return f(*store_);
+    if (!pool_ || (lone && inline_when_idle_ && in_flight_ == 0)) co_return f(*store_);
     auto ex = co_await boost::asio::this_coro::executor;
     std::optional<R> out;
     ++in_flight_;
