@@ -1154,8 +1154,7 @@ class PostgresStore final : public Store {
     return out;
   }
 
-  Result<Run> DoTransitionRun(Conn& c, const RunTransition& t) {
-    AF_RETURN_IF_ERROR(CheckTransition(t.from, t.to));
+  static Params TransitionParams(const RunTransition& t) {
     Params p;
     p.Key("run id", t.run_id)
         .Key("status", ToString(t.from))
@@ -1184,6 +1183,12 @@ class PostgresStore final : public Store {
     }
     p.Int(t.lease_token).Bool(t.dispatch.has_value());
     if (t.dispatch) p.Key("topic", t.dispatch->topic).Key("key", t.dispatch->key).Key("payload", t.dispatch->payload);
+    return p;
+  }
+
+  Result<Run> DoTransitionRun(Conn& c, const RunTransition& t) {
+    AF_RETURN_IF_ERROR(CheckTransition(t.from, t.to));
+    Params p = TransitionParams(t);
     auto r = Exec(c, t.dispatch ? kTransitionRunDispatch : kTransitionRun, p, "transition run");
     if (!r.ok()) return r.status();
     Run run;
@@ -1218,8 +1223,7 @@ class PostgresStore final : public Store {
 
   // ---- step executions
 
-  Result<int64_t> DoInsertStep(Conn& c, const StepExecution& s, int64_t lease_token) {
-    AF_RETURN_IF_ERROR(CheckTransition(std::nullopt, s.status));
+  static Params InsertStepParams(const StepExecution& s, int64_t lease_token) {
     TimeMs now = NowMs();
     Params p;
     p.Key("run id", s.run_id).Key("step id", s.step_id);
@@ -1241,6 +1245,12 @@ class PostgresStore final : public Store {
       p.Null();
     }
     p.Int(lease_token);
+    return p;
+  }
+
+  Result<int64_t> DoInsertStep(Conn& c, const StepExecution& s, int64_t lease_token) {
+    AF_RETURN_IF_ERROR(CheckTransition(std::nullopt, s.status));
+    Params p = InsertStepParams(s, lease_token);
     auto r = Exec(c, kInsertStep, p, "insert step execution");
     if (!r.ok()) {
       if (IsSqlState(r.status(), postgres::kForeignKeyViolation)) return RunNotFound(s.run_id);
@@ -1263,6 +1273,105 @@ class PostgresStore final : public Store {
     return PgError(c.pg, r, sql);
   }
 
+  // ApplyRunWrites' common case in two round trips instead of one per op:
+  // BEGIN and every op sent at once in a libpq pipeline, then COMMIT if each
+  // op did what it should. True: committed, *out filled. False: rolled back
+  // (an op matched nothing or failed); the caller retries op by op to say
+  // why. An error: the connection failed.
+  Result<bool> TryPipelinedRunWrites(Conn& c, const RunWrites& w, RunWritesResult* out) {
+    std::vector<Params> params;
+    std::vector<Sql> sqls;
+    params.reserve(w.ops.size());
+    for (const RunWrite& op : w.ops) {
+      switch (op.kind) {
+        case RunWrite::Kind::kInsertStep:
+          if (!CheckTransition(std::nullopt, op.insert.status).ok()) return false;
+          params.push_back(InsertStepParams(op.insert, w.lease_token));
+          sqls.push_back(kInsertStep);
+          break;
+        case RunWrite::Kind::kFinishStep:
+          if (!CheckTransition(StepStatus::kRunning, op.finish.to).ok()) return false;
+          params.push_back(FinishStepParams(op.finish, w.lease_token));
+          sqls.push_back(kFinishStep);
+          break;
+        case RunWrite::Kind::kTransition: {
+          if (!CheckTransition(op.transition.from, op.transition.to).ok()) return false;
+          RunTransition t = op.transition;
+          t.lease_token = w.lease_token;
+          params.push_back(TransitionParams(t));
+          sqls.push_back(kTransitionRun);
+          break;
+        }
+      }
+      if (!params.back().status().ok()) return false;
+    }
+    auto lost = [&c](const char* what) -> Status {
+      c.broken = true;
+      return Status::Unavailable(std::string("postgres: ") + what + ": " + PQerrorMessage(c.pg));
+    };
+    if (PQenterPipelineMode(c.pg) != 1) return false;
+    bool sent = PQsendQueryParams(c.pg, "BEGIN", 0, nullptr, nullptr, nullptr, nullptr, 0) == 1;
+    for (size_t i = 0; sent && i < params.size(); ++i) {
+      std::vector<const char*> values = params[i].Pointers();
+      sent = PQsendQueryPrepared(c.pg, StatementNames()[sqls[i]].c_str(), params[i].size(), values.data(), nullptr,
+                                 nullptr, 0) == 1;
+    }
+    if (sent) sent = PQpipelineSync(c.pg) == 1;
+    if (!sent) return lost("sending a pipeline");
+    bool good = true;
+    // One result per command (each followed by a null), then the sync.
+    for (size_t i = 0; i <= params.size(); ++i) {
+      PgResult r(PQgetResult(c.pg));
+      if (r.get() == nullptr) return lost("reading a pipeline");
+      while (PGresult* extra = PQgetResult(c.pg)) PQclear(extra);
+      if (!good || !r.ok()) {
+        good = false;
+        continue;
+      }
+      if (i == 0) continue;  // BEGIN
+      const size_t op = i - 1;
+      switch (w.ops[op].kind) {
+        case RunWrite::Kind::kInsertStep:
+          if (r.rows() != 1) {
+            good = false;
+          } else {
+            out->step_ids[op] = r.Int64(0, 0);
+          }
+          break;
+        case RunWrite::Kind::kFinishStep:
+          if (r.affected() != 1) good = false;
+          break;
+        case RunWrite::Kind::kTransition: {
+          Run run;
+          bool found = false;
+          if (!OneRun(r, &run, &found).ok() || !found) {
+            good = false;
+          } else {
+            out->run = std::move(run);
+          }
+          break;
+        }
+      }
+    }
+    PgResult sync(PQgetResult(c.pg));
+    if (sync.get() == nullptr || PQresultStatus(sync.get()) != PGRES_PIPELINE_SYNC) return lost("ending a pipeline");
+    if (PQexitPipelineMode(c.pg) != 1) return lost("leaving pipeline mode");
+    if (!good) {
+      if (PQtransactionStatus(c.pg) != PQTRANS_IDLE) {
+        Status rb = ExecCommand(c, "ROLLBACK");
+        if (!rb.ok()) c.broken = true;
+        if (!rb.ok()) return rb;
+      }
+      return false;
+    }
+    Status st = ExecCommand(c, "COMMIT");
+    if (!st.ok()) {
+      if (PQtransactionStatus(c.pg) != PQTRANS_IDLE) c.broken = true;
+      return st;
+    }
+    return true;
+  }
+
   Result<RunWritesResult> DoApplyRunWrites(Conn& c, const RunWrites& w) {
     RunWritesResult out;
     out.step_ids.assign(w.ops.size(), 0);
@@ -1279,6 +1388,15 @@ class PostgresStore final : public Store {
       }
     }
     const bool txn = w.ops.size() > 1;
+    if (txn) {
+      auto fast = TryPipelinedRunWrites(c, w, &out);
+      if (!fast.ok()) return fast.status();
+      if (*fast) return out;
+      // Something did not go as expected (rolled back): the ops one by one
+      // say what, or succeed if a race settled meanwhile.
+      out.step_ids.assign(w.ops.size(), 0);
+      out.run.reset();
+    }
     if (txn) AF_RETURN_IF_ERROR(ExecCommand(c, "BEGIN"));
     auto fail = [&](const Status& st, size_t i) -> Status {
       if (txn && !c.broken) {
@@ -1323,8 +1441,7 @@ class PostgresStore final : public Store {
     return out;
   }
 
-  Status DoFinishStep(Conn& c, const StepFinish& f) {
-    AF_RETURN_IF_ERROR(CheckTransition(StepStatus::kRunning, f.to));
+  static Params FinishStepParams(const StepFinish& f, int64_t lease_token) {
     Params p;
     p.Int(f.id)
         .Key("run id", f.run_id)
@@ -1332,7 +1449,13 @@ class PostgresStore final : public Store {
         .Json(f.output)
         .Text(f.error_message, /*empty_is_null=*/true)
         .Int(NowMs())
-        .Int(f.lease_token);
+        .Int(lease_token);
+    return p;
+  }
+
+  Status DoFinishStep(Conn& c, const StepFinish& f) {
+    AF_RETURN_IF_ERROR(CheckTransition(StepStatus::kRunning, f.to));
+    Params p = FinishStepParams(f, f.lease_token);
     auto r = Exec(c, kFinishStep, p, "finish step execution");
     if (!r.ok()) return r.status();
     if (r->affected() == 1) return Status::Ok();
