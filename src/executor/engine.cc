@@ -559,7 +559,7 @@ StepExecution Engine::RunExecutor::NewRow(int idx, std::optional<int> item, Step
   row.attempt = NextAttempt(spec.id, item);
   row.status = status;
   row.input = input;
-  row.started_at = NowMs();
+  row.started_at = 0;  // stamped by the store when the row is committed: after the results it depends on
   return row;
 }
 
