@@ -67,7 +67,10 @@ struct ServiceConfig {
   LimitFlags limits;  // api: plans and request timeouts; consumer: steps (cli/limit_flags.h)
   ReliabilityFlags reliability;  // api: dispatch; consumer: leases and dispatch (cli/reliability_flags.h)
   // consumer
-  size_t max_active_runs = 1000;
+  // 10000 like serve's: a run in flight costs ~25 KiB and no thread
+  // (slow-agents, issue 7: 248 MiB peak with 10,000 waiting on agents, 24
+  // threads), so waiting runs are cheap and a low cap only queues them.
+  size_t max_active_runs = 10000;
   double grace_seconds = 30;
   AccessFlags access;  // --auth (api), --agent-hosts (api, consumer)
 };
