@@ -51,6 +51,7 @@ Status Platform::Start() {
   so.sqlite_full_sync = options_.sqlite_full_sync;
   auto store = OpenStore(so);
   if (!store.ok()) return store.status();
+  Store* backend = store->get();  // the dispatcher's fast path attaches under the change feed
   store_ = WithChangeFeed(std::move(store).value(), feed_);
 
   QueueOptions qo;
@@ -92,6 +93,7 @@ Status Platform::Start() {
 
   dispatcher_ = std::make_unique<Dispatcher>(store_.get(), queue_.get(),
                                             options_.reliability.dispatcher(kExecutionTopic));
+  dispatcher_->AttachWriter(backend);  // triggers publish without a claim commit
   dispatcher_->Start();
   cli::ExposeOutboxMetrics(registry_, dispatcher_.get());
 

@@ -67,7 +67,10 @@ struct ServiceConfig {
   LimitFlags limits;  // api: plans and request timeouts; consumer: steps (cli/limit_flags.h)
   ReliabilityFlags reliability;  // api: dispatch; consumer: leases and dispatch (cli/reliability_flags.h)
   // consumer
-  size_t max_active_runs = 1000;
+  // 10000 like serve's: a run in flight costs ~25 KiB and no thread
+  // (slow-agents, issue 7: 248 MiB peak with 10,000 waiting on agents, 24
+  // threads), so waiting runs are cheap and a low cap only queues them.
+  size_t max_active_runs = 10000;
   double grace_seconds = 30;
   AccessFlags access;  // --auth (api), --agent-hosts (api, consumer)
 };
@@ -152,6 +155,7 @@ int RunApi(ServiceConfig& c) {
   auto feed = std::make_shared<ChangeFeed>();
   auto store = OpenServiceStore(c);
   if (!store.ok()) return Fail(store.status());
+  Store* backend = store->get();  // the dispatcher's fast path attaches under the change feed
   std::unique_ptr<Store> db = WithChangeFeed(std::move(store).value(), feed);
   auto queue = OpenServiceQueue(c);
   if (!queue.ok()) return Fail(queue.status());
@@ -169,6 +173,7 @@ int RunApi(ServiceConfig& c) {
   // (and any other process's backlog), and its sweeper re-dispatches runs
   // that no executor holds.
   Dispatcher dispatcher(db.get(), queue->get(), c.reliability.dispatcher(c.execution_topic));
+  dispatcher.AttachWriter(backend);  // triggers publish without a claim commit
   dispatcher.Start();
   ExposeOutboxMetrics(registry, &dispatcher);
   ao.on_dispatch = [&dispatcher] { dispatcher.Kick(); };
@@ -250,6 +255,7 @@ int RunConsumer(ServiceConfig& c) {
   // The consumer relays the outbox and sweeps too: runs accepted by an api
   // that died before publishing still reach the queue.
   Dispatcher dispatcher(store->get(), queue->get(), c.reliability.dispatcher(c.execution_topic));
+  dispatcher.AttachWriter(store->get());  // the sweeper's re-dispatches go out without a claim commit
   dispatcher.Start();
   ExposeOutboxMetrics(registry, &dispatcher);
 

@@ -30,16 +30,36 @@ Dispatcher::Dispatcher(Store* store, Queue* queue, DispatcherOptions options)
 
 Dispatcher::~Dispatcher() { Stop(); }
 
+bool Dispatcher::AttachWriter(Store* backend) {
+  if (backend == nullptr) return false;
+  if (!backend->SetOutboxListener([this](const OutboxMessage& m) { Handoff(m); }, options_.claim_ttl.count())) {
+    return false;
+  }
+  writer_ = backend;
+  return true;
+}
+
 void Dispatcher::Start() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     stopping_ = false;
   }
+  {
+    std::lock_guard<std::mutex> lock(settle_->mu);
+    settle_->stopping = false;
+  }
+  if (writer_ != nullptr) {
+    writer_->SetOutboxListener([this](const OutboxMessage& m) { Handoff(m); }, options_.claim_ttl.count());
+  }
   relay_ = std::thread([this] { RelayLoop(); });
+  settler_ = std::thread([this] { SettleLoop(); });
   if (options_.sweep_interval.count() > 0) sweeper_ = std::thread([this] { SweepLoop(); });
 }
 
 void Dispatcher::Stop() {
+  // From here on this process's messages are due at once, for any relay.
+  // (Waits for a Handoff in progress, so nothing is handed over after it.)
+  if (writer_ != nullptr) writer_->SetOutboxListener({}, 0);
   {
     std::lock_guard<std::mutex> lock(mu_);
     stopping_ = true;
@@ -47,14 +67,120 @@ void Dispatcher::Stop() {
   cv_.notify_all();
   if (relay_.joinable()) relay_.join();
   if (sweeper_.joinable()) sweeper_.join();
+  // Handed over but not published: leave them to the next relay at once
+  // rather than after their claim lapses.
+  std::vector<int64_t> unpublished;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const OutboxMessage& m : handed_over_) unpublished.push_back(m.id);
+    handed_over_.clear();
+  }
+  Status deferred = store_->DeferOutbox(unpublished, "the relay stopped before publishing it", 0);
+  if (!deferred.ok()) log::Warn("could not release outbox messages: " + deferred.ToString());
+  // Let the queue answer what is in flight (briefly), delete what it took.
+  {
+    std::unique_lock<std::mutex> lock(settle_->mu);
+    settle_->cv.wait_for(lock, std::chrono::seconds(2), [this] { return settle_->in_flight == 0; });
+    settle_->stopping = true;
+  }
+  settle_->cv.notify_all();
+  if (settler_.joinable()) settler_.join();
 }
 
 void Dispatcher::Kick() {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    kicked_ = true;
+    // The write that kicks was handed over already: nothing to claim for it.
+    if (handoff_credit_ > 0) {
+      --handoff_credit_;
+    } else {
+      kicked_ = true;
+    }
   }
   cv_.notify_all();
+}
+
+void Dispatcher::Handoff(const OutboxMessage& m) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    handed_over_.push_back(m);
+    ++handoff_credit_;
+  }
+  cv_.notify_all();
+}
+
+int Dispatcher::PublishHandedOver() {
+  std::deque<OutboxMessage> batch;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    batch.swap(handed_over_);
+  }
+  if (batch.empty()) return 0;
+  {
+    std::lock_guard<std::mutex> lock(settle_->mu);
+    settle_->in_flight += batch.size();
+  }
+  for (const OutboxMessage& m : batch) {
+    queue_->PublishAsync(m.topic, m.key, m.payload, [settle = settle_, id = m.id](Status s) {
+      {
+        std::lock_guard<std::mutex> lock(settle->mu);
+        if (s.ok()) {
+          settle->published.push_back(id);
+        } else {
+          settle->failed[s.message()].push_back(id);
+        }
+        --settle->in_flight;
+      }
+      settle->cv.notify_all();
+    });
+  }
+  return static_cast<int>(batch.size());
+}
+
+Result<int> Dispatcher::SettleHandedOver(std::chrono::milliseconds wait) {
+  std::vector<int64_t> published;
+  std::map<std::string, std::vector<int64_t>> failed;
+  {
+    std::unique_lock<std::mutex> lock(settle_->mu);
+    settle_->cv.wait_for(lock, wait, [this] {
+      return settle_->stopping || !settle_->published.empty() || !settle_->failed.empty();
+    });
+    published.swap(settle_->published);
+    failed.swap(settle_->failed);
+  }
+  Status deleted = store_->DeleteOutbox(published);
+  if (!deleted.ok()) {
+    // Published but still in the outbox: published again once the claim
+    // lapses. A duplicate request is harmless (the run's lease decides).
+    log::Warn("published " + std::to_string(published.size()) +
+              " outbox message(s) but could not delete them: " + deleted.ToString());
+  }
+  size_t failures = 0;
+  for (const auto& [error, ids] : failed) {
+    failures += ids.size();
+    // Due again after retry_delay, for the claiming relay (this one or another).
+    Status deferred = store_->DeferOutbox(ids, error, options_.retry_delay.count());
+    if (!deferred.ok()) log::Warn("could not defer outbox messages: " + deferred.ToString());
+  }
+  published_ += published.size();
+  publish_failures_ += failures;
+  if (failures > 0 && !last_settle_failed_) {
+    log::Warn("could not publish " + std::to_string(failures) + " request(s) just accepted (" +
+              failed.begin()->first + "); they stay in the outbox and are tried again every " +
+              std::to_string(options_.retry_delay.count()) + " ms");
+  }
+  last_settle_failed_ = failures > 0;
+  if (!deleted.ok()) return deleted;
+  return static_cast<int>(published.size() + failures);
+}
+
+void Dispatcher::SettleLoop() {
+  while (true) {
+    auto n = SettleHandedOver(options_.idle_poll);
+    (void)n;  // failures are logged; the outbox keeps what was not settled
+    std::lock_guard<std::mutex> lock(settle_->mu);
+    if (settle_->stopping && settle_->published.empty() && settle_->failed.empty()) return;
+  }
 }
 
 double Dispatcher::oldest_age_seconds() const {
@@ -136,24 +262,33 @@ void Dispatcher::RefreshStats() {
 
 void Dispatcher::RelayLoop() {
   bool store_down = false;
+  auto next_claim = std::chrono::steady_clock::now();  // a claim pass at once
   while (true) {
+    bool claim = false;
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait_until(lock, next_claim, [this] { return stopping_ || kicked_ || !handed_over_.empty(); });
       if (stopping_) return;
-      kicked_ = false;
+      claim = kicked_ || std::chrono::steady_clock::now() >= next_claim;
+      if (claim) {
+        kicked_ = false;
+        handoff_credit_ = 0;  // bounds credit left by writes that hand over without a Kick
+      }
     }
+    // Handed-over messages first: they are on a trigger's path.
+    PublishHandedOver();
+    if (!claim) continue;
     auto n = RelayOnce();
     RefreshStats();
+    next_claim = std::chrono::steady_clock::now() + options_.idle_poll;
     if (!n.ok()) {
       if (!store_down) log::Warn("outbox relay: " + n.status().ToString() + "; trying again");
       store_down = true;
     } else {
       if (store_down) log::Info("outbox relay: the database is back");
       store_down = false;
-      if (*n == options_.batch) continue;  // more may be waiting
+      if (*n == options_.batch) next_claim = std::chrono::steady_clock::now();  // more may be waiting
     }
-    std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait_for(lock, options_.idle_poll, [this] { return stopping_ || kicked_; });
   }
 }
 

@@ -8,25 +8,40 @@
 //   rest (broker down: tried again every retry_delay). Kick() after a write
 //   publishes at once; without one the outbox is read every idle_poll, so
 //   messages written by a process that died are published by another.
+// - Fast path (AttachWriter): the backend this process writes through
+//   inserts its own outbox messages already claimed (for claim_ttl) and
+//   hands them to this dispatcher in memory once committed; the relay
+//   publishes them at once, with no claim commit, and a settler thread
+//   deletes what the queue accepted in batches, off the trigger's path. A
+//   process that dies in between leaves its claimed messages to any relay
+//   after claim_ttl: delayed, never lost.
 // - Sweeper: a run that is not terminal, that no executor holds a lease on
-//   and whose request was last dispatched more than stranded_after ago (its
-//   message was lost, or its executor died and no redelivery came) is
-//   dispatched again through the outbox. Duplicates are harmless: executors
-//   take a run only with its lease, and ignore finished runs.
+//   and whose request was last dispatched long enough ago (its message was
+//   lost, or its executor died and no redelivery came) is dispatched again
+//   through the outbox. "Long enough" is stranded_after, doubled for every
+//   re-dispatch in a row that no executor took (Store::ListStrandedRuns), so
+//   runs merely waiting in a queue backlog are not dispatched again at every
+//   sweep. Duplicates are harmless: executors take a run only with its
+//   lease, and ignore finished runs.
 //
 // Several dispatchers (one per api / consumer / serve process) share one
 // database safely: claims hide messages from other relays (SKIP LOCKED on
 // PostgreSQL) and a stranded run is re-dispatched by one sweeper only.
 //
-// Thread-safety: Kick and the counters from any thread; Start/Stop from one.
+// Thread-safety: Kick, Handoff and the counters from any thread;
+// AttachWriter, Start and Stop from one.
 #pragma once
 
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <deque>
+#include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "common/status.h"
 #include "queue/messages.h"
@@ -44,7 +59,8 @@ struct DispatcherOptions {
   std::chrono::milliseconds idle_poll{500};       // outbox read without a Kick
   std::chrono::milliseconds retry_delay{1000};    // after a failed publish
   // Sweeper: how often, and how long a run must have gone undriven since its
-  // last dispatch. 0 interval: no sweeper.
+  // last dispatch (doubled per re-dispatch nobody took, up to an hour; see
+  // Store::ListStrandedRuns). 0 interval: no sweeper.
   std::chrono::milliseconds sweep_interval{10000};
   std::chrono::milliseconds stranded_after{60000};
   int sweep_batch = 500;
@@ -62,18 +78,37 @@ class Dispatcher {
   Dispatcher(const Dispatcher&) = delete;
   Dispatcher& operator=(const Dispatcher&) = delete;
 
-  // Starts the relay thread (and the sweeper, when sweep_interval > 0).
+  // The fast path: from Start to Stop, `backend` (the Store this process's
+  // writers use, under any decorators; it must outlive the dispatcher) hands
+  // the outbox messages it commits to Handoff instead of leaving them to a
+  // claim. Returns false if `backend` has no fast path (nothing changes).
+  bool AttachWriter(Store* backend);
+  // Starts the relay thread (and the sweeper, when sweep_interval > 0; the
+  // settler of the fast path).
   void Start();
-  // Stops both; messages not yet published stay in the outbox.
+  // Stops them; messages not yet published stay in the outbox (handed-over
+  // ones are made due at once for other relays).
   void Stop();
   // New outbox messages were committed: publish without waiting for idle_poll.
+  // A Kick that follows a Handoff of the same write costs no claim pass.
   void Kick();
+  // A committed outbox message, already claimed by this process: publish it
+  // now. Quick; the Store's listener.
+  void Handoff(const OutboxMessage& m);
 
   // One relay pass: claims, publishes and settles up to `batch` messages;
   // returns how many were published. For tests and for the relay thread.
   Result<int> RelayOnce();
   // One sweep: returns how many stranded runs were dispatched again.
   Result<int> SweepOnce();
+
+  // Publishes the handed-over messages waiting (without waiting for the
+  // queue's answers); returns how many. For tests and the relay thread.
+  int PublishHandedOver();
+  // Deletes the handed-over messages the queue accepted and defers those it
+  // refused; waits up to `wait` for one to be settled. Returns how many
+  // messages it settled. For tests and the settler thread.
+  Result<int> SettleHandedOver(std::chrono::milliseconds wait);
 
   uint64_t published() const { return published_.load(); }
   uint64_t publish_failures() const { return publish_failures_.load(); }
@@ -84,19 +119,36 @@ class Dispatcher {
   double oldest_age_seconds() const;
 
  private:
+  // Answers of the queue to handed-over publishes; shared with the publish
+  // callbacks, which may outlive the dispatcher.
+  struct Settle {
+    std::mutex mu;
+    std::condition_variable cv;
+    size_t in_flight = 0;
+    std::vector<int64_t> published;
+    std::map<std::string, std::vector<int64_t>> failed;  // by error
+    bool stopping = false;
+  };
+
   void RelayLoop();
   void SweepLoop();
+  void SettleLoop();
   void RefreshStats();
 
   Store* store_;
   Queue* queue_;
   DispatcherOptions options_;
+  Store* writer_ = nullptr;  // AttachWriter's backend
   std::mutex mu_;
   std::condition_variable cv_;
-  bool kicked_ = false;    // guarded by mu_
+  bool kicked_ = false;    // guarded by mu_: a claim pass is wanted
   bool stopping_ = false;  // guarded by mu_
+  std::deque<OutboxMessage> handed_over_;  // guarded by mu_: not yet published
+  int64_t handoff_credit_ = 0;             // guarded by mu_: handoffs not yet matched by a Kick
+  std::shared_ptr<Settle> settle_ = std::make_shared<Settle>();
   std::thread relay_;
   std::thread sweeper_;
+  std::thread settler_;
   std::atomic<uint64_t> published_{0};
   std::atomic<uint64_t> publish_failures_{0};
   std::atomic<uint64_t> redispatched_{0};
@@ -104,6 +156,7 @@ class Dispatcher {
   std::atomic<int64_t> oldest_created_at_{0};  // 0: none
   std::chrono::steady_clock::time_point stats_at_{};
   bool last_publish_failed_ = false;  // relay thread only: log the first failure of an outage once
+  bool last_settle_failed_ = false;   // settler thread only: the same for handed-over messages
 };
 
 }  // namespace af

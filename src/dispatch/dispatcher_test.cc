@@ -195,5 +195,114 @@ TEST_F(DispatcherTest, SweeperDispatchesAStrandedRunOnce) {
   EXPECT_EQ(*d2.SweepOnce(), 0);
 }
 
+// Issue 7: with a backlog (10,000 runs queued for a consumer running 1,000
+// at once) nearly every waiting run got a duplicate request from the sweeper.
+TEST_F(DispatcherTest, ARunWaitingInABacklogIsNotRedispatchedAtEverySweep) {
+  DispatcherOptions o;
+  o.stranded_after = 20ms;
+  Dispatcher d(store_.get(), &queue_, o);
+  std::string id = Trigger();
+  ASSERT_EQ(*d.RelayOnce(), 1);  // published; every executor is busy, nobody takes it
+  const auto start = std::chrono::steady_clock::now();
+  int sweeps = 0;
+  while (std::chrono::steady_clock::now() - start < 600ms) {
+    auto n = d.SweepOnce();
+    ASSERT_TRUE(n.ok()) << n.status().ToString();
+    ++sweeps;
+    std::this_thread::sleep_for(5ms);
+  }
+  // Re-dispatch k is due 20 x (2^k - 1) ms after the trigger: at most 4 fit
+  // in 600 ms (5 with slack), where every sweep after the first 20 ms
+  // (most of `sweeps`) used to dispatch it again.
+  EXPECT_GE(d.redispatched(), 1u) << "a request that may be lost is still replaced";
+  EXPECT_LE(d.redispatched(), 5u) << "over " << sweeps << " sweeps";
+  EXPECT_EQ(*d.RelayOnce(), static_cast<int>(d.redispatched()));
+  for (const auto& sent : queue_.sent()) EXPECT_EQ(sent.key, id);
+}
+
+TEST_F(DispatcherTest, AHandedOverRequestIsPublishedWithoutAClaim) {
+  Dispatcher d(store_.get(), &queue_);
+  ASSERT_TRUE(d.AttachWriter(store_.get()));
+  std::string id = Trigger();
+  EXPECT_EQ(Backlog(), 1);
+  EXPECT_TRUE(store_->ClaimOutbox(10, 60000)->empty()) << "claimed by its writer: no relay needs to claim it";
+  EXPECT_EQ(d.PublishHandedOver(), 1);
+  ASSERT_EQ(queue_.sent().size(), 1u);
+  EXPECT_EQ(queue_.sent()[0].key, id);
+  auto settled = d.SettleHandedOver(5s);
+  ASSERT_TRUE(settled.ok()) << settled.status().ToString();
+  EXPECT_EQ(*settled, 1);
+  EXPECT_EQ(Backlog(), 0) << "deleted once the queue took it";
+  EXPECT_EQ(d.published(), 1u);
+  EXPECT_EQ(d.PublishHandedOver(), 0);
+  EXPECT_EQ(*d.RelayOnce(), 0);
+}
+
+TEST_F(DispatcherTest, AHandedOverRequestTheBrokerRefusedIsRetriedByTheRelay) {
+  DispatcherOptions o;
+  o.retry_delay = 0ms;
+  Dispatcher d(store_.get(), &queue_, o);
+  ASSERT_TRUE(d.AttachWriter(store_.get()));
+  queue_.down = true;
+  Trigger();
+  EXPECT_EQ(d.PublishHandedOver(), 1);
+  ASSERT_TRUE(d.SettleHandedOver(5s).ok());
+  EXPECT_EQ(d.publish_failures(), 1u);
+  EXPECT_EQ(Backlog(), 1) << "nothing is lost while the broker is down";
+  queue_.down = false;
+  std::this_thread::sleep_for(5ms);
+  EXPECT_EQ(*d.RelayOnce(), 1) << "deferred: the claiming relay takes it";
+  EXPECT_EQ(Backlog(), 0);
+}
+
+TEST_F(DispatcherTest, AHandedOverRequestOutlivesItsWriter) {
+  // The writer died between its commit and the publish: its claim lapses
+  // and another relay publishes the message.
+  ASSERT_TRUE(store_->SetOutboxListener([](const OutboxMessage&) {}, 30));
+  std::string orphan = Trigger();
+  ASSERT_TRUE(store_->SetOutboxListener({}, 0));
+  Dispatcher other(store_.get(), &queue_);
+  EXPECT_EQ(*other.RelayOnce(), 0) << "still claimed by its writer";
+  std::this_thread::sleep_for(60ms);
+  EXPECT_EQ(*other.RelayOnce(), 1);
+  ASSERT_EQ(queue_.sent().size(), 1u);
+  EXPECT_EQ(queue_.sent()[0].key, orphan);
+
+  // A dispatcher stopped before publishing what it was handed leaves it due
+  // at once for the others.
+  std::string left;
+  {
+    Dispatcher stopped(store_.get(), &queue_);
+    ASSERT_TRUE(stopped.AttachWriter(store_.get()));
+    left = Trigger();
+    stopped.Stop();
+  }
+  EXPECT_EQ(*other.RelayOnce(), 1);
+  ASSERT_EQ(queue_.sent().size(), 2u);
+  EXPECT_EQ(queue_.sent()[1].key, left);
+  EXPECT_EQ(Backlog(), 0);
+}
+
+TEST_F(DispatcherTest, TheRelayThreadPublishesHandedOverRequestsAtOnce) {
+  DispatcherOptions o;
+  o.idle_poll = 10s;  // no claim pass after the first, and no Kick: only the fast path publishes
+  Dispatcher d(store_.get(), &queue_, o);
+  ASSERT_TRUE(d.AttachWriter(store_.get()));
+  d.Start();
+  std::this_thread::sleep_for(50ms);  // the first, empty, claim pass is done
+  std::vector<std::string> ids = {Trigger(), Trigger(), Trigger()};
+  auto deadline = std::chrono::steady_clock::now() + 5s;
+  while ((queue_.sent().size() < 3 || Backlog() > 0) && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(5ms);
+  }
+  ASSERT_EQ(queue_.sent().size(), 3u);
+  for (size_t i = 0; i < ids.size(); ++i) EXPECT_EQ(queue_.sent()[i].key, ids[i]);
+  EXPECT_EQ(Backlog(), 0) << "the settler deleted them";
+  d.Stop();
+  // Stopped: this process's writes are left to the claiming relays, at once.
+  Trigger();
+  EXPECT_EQ(*d.RelayOnce(), 1);
+}
+
 }  // namespace
 }  // namespace af

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -48,6 +49,9 @@ struct OutboxMessage {
   int attempts = 0;       // failed publishes so far
   std::string last_error; // of the last failed publish
 };
+
+// Receives outbox messages committed by this process (Store::SetOutboxListener).
+using OutboxListener = std::function<void(const OutboxMessage&)>;
 
 struct OutboxStats {
   int64_t messages = 0;                 // waiting to be published
@@ -276,14 +280,25 @@ class Store {
   // another executor can take the run at once.
   virtual Status ReleaseRunLease(const std::string& run_id, int64_t token) = 0;
   // Runs that are not terminal, whose lease is free (none, or expired) and
-  // whose execution request was last dispatched more than `older_than_ms`
-  // ago (or never): the runs nobody is driving, whose request may be lost.
+  // whose execution request was last dispatched long enough ago (or never):
+  // the runs nobody is driving, whose request may be lost. "Long enough":
+  // - older_than_ms, if an executor took the run after its last dispatch
+  //   and its lease lapsed (the executor died: recover it at once);
+  // - otherwise (no executor took it since: it may merely be waiting in a
+  //   queue backlog) older_than_ms x 2^redispatch_count, at most
+  //   max(older_than_ms, kMaxStrandedBackoffMs), where redispatch_count is
+  //   how many times in a row RedispatchRun dispatched it again without an
+  //   executor taking it in between (0 for a new or retried run). So a lost
+  //   request is replaced after older_than_ms, and a run waiting in a
+  //   backlog gets a duplicate after 1, 3, 7, 15 ... x older_than_ms.
   // Oldest first, at most max(limit, 1).
+  static constexpr int64_t kMaxStrandedBackoffMs = 3600000;
   virtual Result<std::vector<Run>> ListStrandedRuns(int64_t older_than_ms, int limit) = 0;
   // Dispatches a stranded run again: writes `message` to the outbox and sets
   // dispatched_at, in one transaction, if the run still matches
   // ListStrandedRuns(older_than_ms) (so concurrent sweepers dispatch it
-  // once). Returns whether it did.
+  // once); redispatch_count becomes 1 if an executor had taken the run since
+  // its last dispatch, else it is incremented. Returns whether it did.
   virtual Result<bool> RedispatchRun(const std::string& run_id, int64_t older_than_ms,
                                      const OutboxMessage& message) = 0;
 
@@ -297,6 +312,23 @@ class Store {
   // Records a failed publish: attempts + 1, last_error, due again after retry_ms.
   virtual Status DeferOutbox(const std::vector<int64_t>& ids, const std::string& error, int64_t retry_ms) = 0;
   virtual Result<OutboxStats> GetOutboxStats() = 0;
+  // The writer's fast path. With a listener set, every outbox message this
+  // store writes (NewRun::dispatch, RunTransition::dispatch, RedispatchRun)
+  // is inserted already claimed for claim_ms, as if ClaimOutbox had claimed
+  // it for this process, and handed to `listener` (with its id and
+  // created_at) once its transaction has committed, on the writing thread,
+  // before the write returns. The listener (the process's Dispatcher)
+  // publishes and deletes it without a claim commit; if the process dies
+  // first, the claim lapses after claim_ms and any relay publishes it. The
+  // listener must be quick and must not call the store. Setting another
+  // listener, or an empty one (off: messages are due at once), waits for
+  // calls in progress. Returns false if this store has no fast path (the
+  // default, e.g. decorators and test doubles): call it on the backend.
+  virtual bool SetOutboxListener(OutboxListener listener, int64_t claim_ms) {
+    (void)listener;
+    (void)claim_ms;
+    return false;
+  }
 
   // ---- agents ----
   // AlreadyExists if the name is taken.

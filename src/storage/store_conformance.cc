@@ -1644,6 +1644,178 @@ TEST_P(StoreConformance, StrandedRunsAreFoundAndRedispatchedOnce) {
   EXPECT_FALSE(ids.count(never.id)) << "dispatched within the last minute";
 }
 
+namespace {
+std::set<std::string> StrandedIds(Store& store, int64_t older_than_ms) {
+  std::set<std::string> ids;
+  for (const Run& r : Must(store.ListStrandedRuns(older_than_ms, 1000))) ids.insert(r.id);
+  return ids;
+}
+}  // namespace
+
+// Issue 7: a run merely waiting in a queue backlog (never taken by an
+// executor) was dispatched again at every sweep once its request was older
+// than stranded_after: ~20,000 duplicates for 20,000 waiting runs.
+TEST_P(StoreConformance, ARunNobodyTakesIsRedispatchedWithBackoff) {
+  Workflow wf = MakeWorkflow();
+  NewRun nr;
+  nr.id = "run-backlog";
+  nr.workflow_id = wf.id;
+  nr.workflow_version = wf.version;
+  nr.dispatch = Message(nr.id, "first");
+  Run queued = Must(store().CreateRun(nr)).run;
+  // Try every ~2 ms for 600 ms with older_than 20 ms. Dispatch k (k = 1, 2
+  // ...) is due 20 x (2^k - 1) ms after the first, so at most 4 fit in
+  // 600 ms (5 with some slack); without the backoff one per 20 ms did (~30).
+  constexpr int64_t kOlder = 20;
+  const TimeMs start = NowMs();
+  int redispatched = 0;
+  while (NowMs() - start < 600) {
+    if (Must(store().RedispatchRun(queued.id, kOlder, Message(queued.id, "again")))) ++redispatched;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  EXPECT_GE(redispatched, 1) << "a lost request is still replaced";
+  EXPECT_LE(redispatched, 5) << "re-dispatched at every try, not backed off";
+}
+
+TEST_P(StoreConformance, ARunWhoseExecutorDiedIsRecoveredWithoutBackoff) {
+  Workflow wf = MakeWorkflow();
+  // Both dispatched 4 times with nobody taking them (older_than 0: due as
+  // soon as the clock moved): backed off to 16 x older_than.
+  Run taken = MakeRun(wf);
+  Run waiting = MakeRun(wf);
+  for (int i = 0; i < 4; ++i) {
+    // Past the last dispatch's millisecond (PostgreSQL rounds its clock to one).
+    std::this_thread::sleep_for(std::chrono::milliseconds(3));
+    EXPECT_TRUE(Must(store().RedispatchRun(taken.id, 0, Message(taken.id, "t"))));
+    EXPECT_TRUE(Must(store().RedispatchRun(waiting.id, 0, Message(waiting.id, "w"))));
+  }
+  // An executor takes one after its last dispatch and dies: its lease lapses.
+  Must(store().AcquireRunLease(taken.id, "owner-dead", 1));
+  std::this_thread::sleep_for(std::chrono::milliseconds(60));
+
+  std::set<std::string> ids = StrandedIds(store(), 50);
+  EXPECT_TRUE(ids.count(taken.id)) << "taken since its last dispatch: recovered after older_than, not backed off";
+  EXPECT_FALSE(ids.count(waiting.id)) << "4 re-dispatches nobody took: not stranded for 16 x 50 ms";
+  EXPECT_TRUE(Must(store().RedispatchRun(taken.id, 50, Message(taken.id, "recovered"))));
+  EXPECT_FALSE(Must(store().RedispatchRun(waiting.id, 50, Message(waiting.id, "early"))));
+  EXPECT_FALSE(StrandedIds(store(), 50).count(taken.id)) << "just dispatched again";
+}
+
+TEST_P(StoreConformance, ARetryRestartsTheBackoff) {
+  Workflow wf = MakeWorkflow();
+  Run run = MakeRun(wf);
+  for (int i = 0; i < 4; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(3));  // past the last dispatch's millisecond
+    EXPECT_TRUE(Must(store().RedispatchRun(run.id, 0, Message(run.id, "again"))));
+  }
+  RunLease lease = Must(store().AcquireRunLease(run.id, "owner-a", 60000));
+  RunTransition start{run.id, RunStatus::kPending, RunStatus::kRunning};
+  start.lease_token = lease.token;
+  Must(store().TransitionRun(start));
+  RunTransition fail{run.id, RunStatus::kRunning, RunStatus::kFailed};
+  fail.error_message = "boom";
+  fail.lease_token = lease.token;
+  Must(store().TransitionRun(fail));
+  RunTransition retry{run.id, RunStatus::kFailed, RunStatus::kPending};
+  retry.dispatch = Message(run.id, "retry");
+  Must(store().TransitionRun(retry));
+  std::this_thread::sleep_for(std::chrono::milliseconds(60));
+  EXPECT_TRUE(StrandedIds(store(), 50).count(run.id)) << "a retried run's request is replaced after older_than";
+}
+
+TEST_P(StoreConformance, TheWritersListenerGetsItsMessagesCommittedAndClaimed) {
+  std::mutex mu;
+  std::vector<OutboxMessage> got;
+  auto handed = [&] {
+    std::lock_guard<std::mutex> lock(mu);
+    return got;
+  };
+  ASSERT_TRUE(store().SetOutboxListener(
+      [&](const OutboxMessage& m) {
+        std::lock_guard<std::mutex> lock(mu);
+        got.push_back(m);
+      },
+      60000));
+  Workflow wf = MakeWorkflow();
+  NewRun nr;
+  nr.id = "run-fast-1";
+  nr.workflow_id = wf.id;
+  nr.workflow_version = wf.version;
+  nr.idempotency_key = "fast";
+  nr.dispatch = Message(nr.id, "trigger");
+  Must(store().CreateRun(nr));
+  auto h = handed();
+  ASSERT_EQ(h.size(), 1u) << "handed over before CreateRun returned";
+  EXPECT_GT(h[0].id, 0);
+  EXPECT_EQ(h[0].topic, "workflow.execution.requests");
+  EXPECT_EQ(h[0].key, "run-fast-1");
+  EXPECT_EQ(h[0].payload, "trigger");
+  EXPECT_GT(h[0].created_at, 0);
+  EXPECT_EQ(Must(store().GetOutboxStats()).messages, 1) << "in the outbox until its writer deletes it";
+  EXPECT_TRUE(Must(store().ClaimOutbox(10, 60000)).empty()) << "claimed by its writer";
+
+  // Nothing is handed over for a write that writes no message.
+  nr.id = "run-fast-2";
+  EXPECT_FALSE(Must(store().CreateRun(nr)).created);
+  NewRun missing = nr;
+  missing.id = "run-fast-3";
+  missing.idempotency_key.clear();
+  missing.workflow_version = 99;
+  EXPECT_EQ(CodeOf(store().CreateRun(missing)), Code::kNotFound);
+  Run running = RunIn(wf, RunStatus::kRunning);
+  RunTransition wrong{running.id, RunStatus::kFailed, RunStatus::kPending};
+  wrong.dispatch = Message(running.id, "not a retry");
+  EXPECT_EQ(CodeOf(store().TransitionRun(wrong)), Code::kFailedPrecondition);
+  EXPECT_EQ(handed().size(), 1u);
+
+  // A retry and a re-dispatch are handed over too.
+  Run failed = RunIn(wf, RunStatus::kFailed);
+  RunTransition retry{failed.id, RunStatus::kFailed, RunStatus::kPending};
+  retry.dispatch = Message(failed.id, "retry");
+  Must(store().TransitionRun(retry));
+  Run lost = MakeRun(wf);
+  WaitForNextMs();
+  EXPECT_TRUE(Must(store().RedispatchRun(lost.id, 0, Message(lost.id, "again"))));
+  h = handed();
+  ASSERT_EQ(h.size(), 3u);
+  EXPECT_EQ(h[1].key, failed.id);
+  EXPECT_EQ(h[1].payload, "retry");
+  EXPECT_EQ(h[2].key, lost.id);
+  EXPECT_EQ(h[2].payload, "again");
+  EXPECT_LT(h[0].id, h[1].id);
+  EXPECT_LT(h[1].id, h[2].id);
+  EXPECT_TRUE(Must(store().ClaimOutbox(10, 60000)).empty());
+  MustOk(store().DeleteOutbox({h[0].id, h[1].id}));
+  EXPECT_EQ(Must(store().GetOutboxStats()).messages, 1);
+
+  // Its writer died: once the claim lapses any relay takes the message.
+  ASSERT_TRUE(store().SetOutboxListener(
+      [&](const OutboxMessage& m) {
+        std::lock_guard<std::mutex> lock(mu);
+        got.push_back(m);
+      },
+      20));
+  Run orphan = MakeRun(wf);
+  WaitForNextMs();
+  EXPECT_TRUE(Must(store().RedispatchRun(orphan.id, 0, Message(orphan.id, "orphan"))));
+  ASSERT_EQ(handed().size(), 4u);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  auto claimed = Must(store().ClaimOutbox(10, 60000));
+  ASSERT_EQ(claimed.size(), 1u);
+  EXPECT_EQ(claimed[0].id, handed()[3].id);
+  EXPECT_EQ(claimed[0].payload, "orphan");
+
+  // Off: messages are due at once and nobody is called.
+  ASSERT_TRUE(store().SetOutboxListener({}, 0));
+  Run plain = MakeRun(wf);
+  WaitForNextMs();
+  EXPECT_TRUE(Must(store().RedispatchRun(plain.id, 0, Message(plain.id, "plain"))));
+  EXPECT_EQ(handed().size(), 4u);
+  claimed = Must(store().ClaimOutbox(10, 60000));
+  ASSERT_EQ(claimed.size(), 1u);
+  EXPECT_EQ(claimed[0].payload, "plain");
+}
+
 // ---------------------------------------------------------------- agents
 
 TEST_P(StoreConformance, AgentsCrud) {

@@ -37,6 +37,7 @@
 #include <exception>
 #include <limits>
 #include <mutex>
+#include <shared_mutex>
 
 #include "common/ids.h"
 #include "common/time.h"
@@ -77,10 +78,15 @@ constexpr int kMaxPageSize = 1000;
 // statement, so executors on hosts with skewed clocks agree on expiry.
 #define AF_NOW "(extract(epoch FROM statement_timestamp()) * 1000)::bigint"
 // A run nobody drives whose request may be lost; `older` is the parameter
-// with older_than_ms.
+// with older_than_ms. An executor took it after its last dispatch and its
+// lease lapsed: older_than_ms; else (it may be waiting in a backlog) backed
+// off (Store::ListStrandedRuns).
+#define AF_TAKEN_SINCE_DISPATCH "(lease_owner IS NOT NULL AND lease_expires_at > dispatched_at)"
 #define AF_STRANDED(older)                                                                            \
   "status IN ('PENDING', 'RUNNING') AND (lease_owner IS NULL OR lease_expires_at < " AF_NOW ") "     \
-  "AND (dispatched_at IS NULL OR dispatched_at < " AF_NOW " - " older ")"
+  "AND (dispatched_at IS NULL OR dispatched_at < " AF_NOW " - CASE WHEN " AF_TAKEN_SINCE_DISPATCH     \
+  " THEN " older " ELSE least(" older " * (1::bigint << least(redispatch_count, 20)), "              \
+  "greatest(" older ", 3600000 /* kMaxStrandedBackoffMs */)) END)"
 #define AF_OUTBOX_COLS "id, topic, key, payload, created_at, attempts, last_error"
 // The fence of an executor's step write ($lease = its lease token; 0:
 // unfenced): FOR SHARE makes a concurrent AcquireRunLease (which updates the
@@ -108,7 +114,8 @@ constexpr int kMaxPageSize = 1000;
   "attempt = attempt + CASE WHEN $7::boolean THEN 1 ELSE 0 END, "                                     \
   "lease_owner = CASE WHEN $6::boolean OR $7::boolean THEN NULL ELSE lease_owner END, "               \
   "lease_expires_at = CASE WHEN $6::boolean OR $7::boolean THEN NULL ELSE lease_expires_at END, "     \
-  "dispatched_at = CASE WHEN $15::boolean THEN " AF_NOW " ELSE dispatched_at END "                    \
+  "dispatched_at = CASE WHEN $15::boolean THEN " AF_NOW " ELSE dispatched_at END, "                  \
+  "redispatch_count = CASE WHEN $15::boolean THEN 0 ELSE redispatch_count END "                      \
   "WHERE id = $1::text AND status = $2::text AND ($14::bigint = 0 OR lease_token = $14::bigint) "     \
   "RETURNING " AF_RUN_COLS
 // Keyset pagination of runs, newest first: $1 $2 = the cursor (created_at,
@@ -280,19 +287,22 @@ constexpr std::array<const char*, kSqlCount> kSqlText = {
     // kRecordApiKeyUse
     "UPDATE api_keys SET last_used_at = $2::bigint WHERE id = $1::text",
     // kInsertRunDispatch: kInsertRun's $1..$7, then the outbox message $8
-    // topic, $9 key, $10 payload, in one statement (atomic). Inserts the
-    // message only if the run was inserted; affected() = 1 then.
+    // topic, $9 key, $10 payload, $11 claimed for (the writer's fast path; 0:
+    // due at once), in one statement (atomic). Inserts the message only if
+    // the run was inserted; affected() = 1 then, with its id and created_at.
     "WITH r AS (INSERT INTO workflow_runs (id, workflow_id, workflow_version, status, input, idempotency_key, "
     "cancel_requested, attempt, created_at, updated_at, traceparent, dispatched_at) "
     "VALUES ($1::text, $2::text, $3::integer, 'PENDING', $4::text, $5::text, false, 1, $6::bigint, $6::bigint, "
     "$7::text, " AF_NOW ") "
     "ON CONFLICT (workflow_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING id) "
     "INSERT INTO outbox (topic, key, payload, created_at, available_at) "
-    "SELECT $8::text, $9::text, $10::text, " AF_NOW ", " AF_NOW " FROM r",
+    "SELECT $8::text, $9::text, $10::text, " AF_NOW ", " AF_NOW " + $11::bigint FROM r RETURNING id, created_at",
     // kTransitionRunDispatch: kTransitionRun's $1..$15, then the outbox
-    // message $16 topic, $17 key, $18 payload, written if the run changed.
+    // message $16 topic, $17 key, $18 payload, $19 claimed for, written if
+    // the run changed; the run's columns, then the message's id and created_at.
     "WITH t AS (" AF_TRANSITION "), o AS (INSERT INTO outbox (topic, key, payload, created_at, available_at) "
-    "SELECT $16::text, $17::text, $18::text, " AF_NOW ", " AF_NOW " FROM t) SELECT * FROM t",
+    "SELECT $16::text, $17::text, $18::text, " AF_NOW ", " AF_NOW " + $19::bigint FROM t RETURNING id, created_at) "
+    "SELECT t.*, o.id, o.created_at FROM t CROSS JOIN o",
     // kAcquireLease: $1 run, $2 owner, $3 ttl ms
     "UPDATE workflow_runs SET lease_owner = $2::text, lease_token = lease_token + 1, "
     "lease_expires_at = " AF_NOW " + $3::bigint "
@@ -309,11 +319,13 @@ constexpr std::array<const char*, kSqlCount> kSqlText = {
     // kListStranded: $1 older_than_ms, $2 limit
     "SELECT " AF_RUN_COLS " FROM workflow_runs WHERE " AF_STRANDED("$1::bigint")
     " ORDER BY created_at, id LIMIT $2::bigint",
-    // kRedispatch: $1 older_than_ms, $2 run, $3 topic, $4 key, $5 payload
-    "WITH r AS (UPDATE workflow_runs SET dispatched_at = " AF_NOW " WHERE id = $2::text AND "
-    AF_STRANDED("$1::bigint") " RETURNING id) "
+    // kRedispatch: $1 older_than_ms, $2 run, $3 topic, $4 key, $5 payload, $6
+    // claimed for
+    "WITH r AS (UPDATE workflow_runs SET dispatched_at = " AF_NOW ", "
+    "redispatch_count = CASE WHEN " AF_TAKEN_SINCE_DISPATCH " THEN 1 ELSE redispatch_count + 1 END "
+    "WHERE id = $2::text AND " AF_STRANDED("$1::bigint") " RETURNING id) "
     "INSERT INTO outbox (topic, key, payload, created_at, available_at) "
-    "SELECT $3::text, $4::text, $5::text, " AF_NOW ", " AF_NOW " FROM r",
+    "SELECT $3::text, $4::text, $5::text, " AF_NOW ", " AF_NOW " + $6::bigint FROM r RETURNING id, created_at",
     // kClaimOutbox: $1 claim ms, $2 limit. SKIP LOCKED: concurrent relays
     // take different rows.
     "UPDATE outbox SET available_at = " AF_NOW " + $1::bigint WHERE id IN "
@@ -329,6 +341,7 @@ constexpr std::array<const char*, kSqlCount> kSqlText = {
 };
 
 #undef AF_STRANDED
+#undef AF_TAKEN_SINCE_DISPATCH
 #undef AF_FENCE
 #undef AF_FENCE_OK
 #undef AF_TRANSITION
@@ -362,6 +375,8 @@ Status ReadWorkflow(const PgResult& r, int i, Workflow* w) {
   w->updated_at = r.Int64(i, 7);
   return Status::Ok();
 }
+
+constexpr int kRunColumns = 21;  // AF_RUN_COLS
 
 Status ReadRun(const PgResult& r, int i, Run* run) {
   run->id = r.Text(i, 0);
@@ -795,12 +810,16 @@ class PostgresStore final : public Store {
     });
   }
   Result<bool> RedispatchRun(const std::string& run_id, int64_t older_than_ms, const OutboxMessage& m) override {
+    std::shared_lock<std::shared_mutex> fast_path(outbox_mu_);
     return Call([&](Conn& c) -> Result<bool> {
       Params p;
       p.Int(older_than_ms).Key("run id", run_id).Key("topic", m.topic).Key("key", m.key).Key("payload", m.payload);
+      p.Int(OutboxClaimMs());
       auto r = Exec(c, kRedispatch, p, "redispatch run");
       if (!r.ok()) return r.status();
-      return r->affected() == 1;
+      if (r->affected() != 1) return false;
+      NotifyOutbox(m, *r, 0);
+      return true;
     });
   }
   Result<std::vector<OutboxMessage>> ClaimOutbox(int limit, int64_t claim_ms) override {
@@ -855,6 +874,12 @@ class PostgresStore final : public Store {
       return out;
     });
   }
+  bool SetOutboxListener(OutboxListener listener, int64_t claim_ms) override {
+    std::unique_lock<std::shared_mutex> lock(outbox_mu_);  // waits for writes (and calls) in progress
+    outbox_listener_ = std::move(listener);
+    outbox_claim_ms_ = std::max<int64_t>(claim_ms, 0);
+    return true;
+  }
   Status Ping() override {
     return Call([&](Conn& c) -> Status {
       auto r = Exec(c, kPing, Params(), "ping");
@@ -863,6 +888,19 @@ class PostgresStore final : public Store {
   }
 
  private:
+  // The writer's fast path (SetOutboxListener). Writes that carry an outbox
+  // message hold outbox_mu_ shared from before their statement until the
+  // listener returned, so a message inserted claimed is always handed over.
+  int64_t OutboxClaimMs() const { return outbox_listener_ ? outbox_claim_ms_ : 0; }
+  // `r` returned the message's id and created_at at columns col, col + 1.
+  void NotifyOutbox(const OutboxMessage& m, const PgResult& r, int col) {
+    if (!outbox_listener_ || r.rows() != 1) return;
+    OutboxMessage written = m;
+    written.id = r.Int64(0, col);
+    written.created_at = r.Int64(0, col + 1);
+    outbox_listener_(written);
+  }
+
   PostgresStore(const PostgresOptions& o, std::string target, std::unique_ptr<Conn> first)
       : pool_(o, std::move(target), std::move(first)), pool_size_(std::max(o.pool_size, 1)) {}
 
@@ -1072,7 +1110,12 @@ class PostgresStore final : public Store {
         .OptKey("idempotency key", run.idempotency_key)
         .Int(run.created_at)
         .Text(run.traceparent, /*empty_is_null=*/true);
-    if (r.dispatch) p.Key("topic", r.dispatch->topic).Key("key", r.dispatch->key).Key("payload", r.dispatch->payload);
+    std::shared_lock<std::shared_mutex> fast_path(outbox_mu_, std::defer_lock);
+    if (r.dispatch) {
+      fast_path.lock();
+      p.Key("topic", r.dispatch->topic).Key("key", r.dispatch->key).Key("payload", r.dispatch->payload);
+      p.Int(OutboxClaimMs());
+    }
     auto ins = Exec(c, r.dispatch ? kInsertRunDispatch : kInsertRun, p, "insert run");
     if (!ins.ok()) {
       if (IsSqlState(ins.status(), postgres::kUniqueViolation)) {
@@ -1085,7 +1128,10 @@ class PostgresStore final : public Store {
       return ins.status();
     }
     if (ins->affected() == 1) {
-      if (r.dispatch) run.dispatched_at = run.created_at;  // approximately: the server's clock set it
+      if (r.dispatch) {
+        run.dispatched_at = run.created_at;  // approximately: the server's clock set it
+        NotifyOutbox(*r.dispatch, *ins, 0);
+      }
       return out;
     }
     Params q;
@@ -1182,19 +1228,27 @@ class PostgresStore final : public Store {
       p.Null();
     }
     p.Int(t.lease_token).Bool(t.dispatch.has_value());
-    if (t.dispatch) p.Key("topic", t.dispatch->topic).Key("key", t.dispatch->key).Key("payload", t.dispatch->payload);
-    return p;
+    return p;  // DoTransitionRun adds the dispatch's parameters
   }
 
   Result<Run> DoTransitionRun(Conn& c, const RunTransition& t) {
     AF_RETURN_IF_ERROR(CheckTransition(t.from, t.to));
     Params p = TransitionParams(t);
+    std::shared_lock<std::shared_mutex> fast_path(outbox_mu_, std::defer_lock);
+    if (t.dispatch) {
+      fast_path.lock();
+      p.Key("topic", t.dispatch->topic).Key("key", t.dispatch->key).Key("payload", t.dispatch->payload);
+      p.Int(OutboxClaimMs());
+    }
     auto r = Exec(c, t.dispatch ? kTransitionRunDispatch : kTransitionRun, p, "transition run");
     if (!r.ok()) return r.status();
     Run run;
     bool found = false;
     AF_RETURN_IF_ERROR(OneRun(*r, &run, &found));
-    if (found) return run;
+    if (found) {
+      if (t.dispatch) NotifyOutbox(*t.dispatch, *r, kRunColumns);
+      return run;
+    }
     // The compare-and-set matched nothing: say why.
     auto current = CurrentRunStatus(c, t.run_id);
     if (!current.ok()) return current.status();
@@ -1652,6 +1706,9 @@ class PostgresStore final : public Store {
 
   Pool pool_;
   int pool_size_ = 1;
+  std::shared_mutex outbox_mu_;     // guards the two below (see OutboxClaimMs)
+  OutboxListener outbox_listener_;  // empty: no fast path
+  int64_t outbox_claim_ms_ = 0;
 };
 
 Result<std::unique_ptr<Store>> PostgresStore::Open(const PostgresOptions& o) {

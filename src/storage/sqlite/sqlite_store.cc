@@ -59,10 +59,13 @@ constexpr int kMaxPageSize = 1000;
 #define AF_AGENT_COLS AF_AGENT_CONFIG_COLS ", health, health_error, last_seen_at, health_checked_at"
 #define AF_API_KEY_COLS "id, name, role, secret_hash, created_at, last_used_at, revoked_at"
 // A run nobody drives whose request may be lost (ListStrandedRuns): ?1 now,
-// ?2 older_than_ms.
+// ?2 older_than_ms. An executor took it after its last dispatch and its lease
+// lapsed: older_than_ms; else (it may be waiting in a backlog) backed off.
+#define AF_TAKEN_SINCE_DISPATCH "(lease_owner IS NOT NULL AND lease_expires_at > dispatched_at)"
 #define AF_STRANDED                                                                                   \
   "status IN ('PENDING', 'RUNNING') AND (lease_owner IS NULL OR lease_expires_at < ?1) "              \
-  "AND (dispatched_at IS NULL OR dispatched_at < ?1 - ?2)"
+  "AND (dispatched_at IS NULL OR dispatched_at < ?1 - CASE WHEN " AF_TAKEN_SINCE_DISPATCH " THEN ?2 "  \
+  "ELSE min(?2 * (1 << min(redispatch_count, 20)), max(?2, 3600000 /* kMaxStrandedBackoffMs */)) END)"
 #define AF_OUTBOX_COLS "id, topic, key, payload, created_at, attempts, last_error"
 // Keyset pagination of runs, newest first: ?1 ?2 = the cursor (created_at, id)
 // of the previous page's last row, ?3 workflow, ?4 status, ?5 limit.
@@ -195,7 +198,8 @@ constexpr std::array<const char*, kSqlCount> kSqlText = {
     "attempt = attempt + CASE WHEN ?7 THEN 1 ELSE 0 END, "
     "lease_owner = CASE WHEN ?6 OR ?7 THEN NULL ELSE lease_owner END, "
     "lease_expires_at = CASE WHEN ?6 OR ?7 THEN NULL ELSE lease_expires_at END, "
-    "dispatched_at = CASE WHEN ?15 THEN ?4 ELSE dispatched_at END "
+    "dispatched_at = CASE WHEN ?15 THEN ?4 ELSE dispatched_at END, "
+    "redispatch_count = CASE WHEN ?15 THEN 0 ELSE redispatch_count END "
     "WHERE id = ?1 AND status = ?2 AND (?14 = 0 OR lease_token = ?14) RETURNING " AF_RUN_COLS,
     // kRequestCancel
     "UPDATE workflow_runs SET cancel_requested = 1, cancelled_by = ?2, cancel_reason = ?3, updated_at = ?4 "
@@ -255,9 +259,11 @@ constexpr std::array<const char*, kSqlCount> kSqlText = {
     // kListStranded: ?1 now, ?2 older_than_ms, ?3 limit
     "SELECT " AF_RUN_COLS " FROM workflow_runs WHERE " AF_STRANDED " ORDER BY created_at, id LIMIT ?3",
     // kRedispatch: ?1 now, ?2 older_than_ms, ?3 run
-    "UPDATE workflow_runs SET dispatched_at = ?1 WHERE id = ?3 AND " AF_STRANDED,
-    // kInsertOutbox
-    "INSERT INTO outbox (topic, key, payload, created_at, available_at) VALUES (?1, ?2, ?3, ?4, ?4)",
+    "UPDATE workflow_runs SET dispatched_at = ?1, "
+    "redispatch_count = CASE WHEN " AF_TAKEN_SINCE_DISPATCH " THEN 1 ELSE redispatch_count + 1 END "
+    "WHERE id = ?3 AND " AF_STRANDED,
+    // kInsertOutbox: ?5 claimed for (the writer's fast path; 0: due at once)
+    "INSERT INTO outbox (topic, key, payload, created_at, available_at) VALUES (?1, ?2, ?3, ?4, ?4 + ?5)",
     // kClaimOutbox: ?1 now, ?2 claimed until, ?3 limit
     "UPDATE outbox SET available_at = ?2 WHERE id IN "
     "(SELECT id FROM outbox WHERE available_at <= ?1 ORDER BY id LIMIT ?3) RETURNING " AF_OUTBOX_COLS,
@@ -271,6 +277,7 @@ constexpr std::array<const char*, kSqlCount> kSqlText = {
 };
 
 #undef AF_STRANDED
+#undef AF_TAKEN_SINCE_DISPATCH
 
 #undef AF_LIST_RUNS
 
@@ -735,6 +742,12 @@ class SqliteStore final : public Store {
       return Status::Ok();
     });
   }
+  bool SetOutboxListener(OutboxListener listener, int64_t claim_ms) override {
+    std::lock_guard<std::mutex> lock(mu_);  // listeners run under mu_: none is running now
+    outbox_listener_ = std::move(listener);
+    outbox_claim_ms_ = std::max<int64_t>(claim_ms, 0);
+    return true;
+  }
   Result<OutboxStats> GetOutboxStats() override {
     return Locked([&]() -> Result<OutboxStats> {
       Stmt st = Use(kOutboxStats);
@@ -776,7 +789,9 @@ class SqliteStore final : public Store {
   template <typename F>
   auto Locked(F&& f) -> decltype(f()) {
     std::lock_guard<std::mutex> lock(mu_);
-    return Guarded(std::forward<F>(f));
+    auto out = Guarded(std::forward<F>(f));
+    NotifyCommittedOutbox();
+    return out;
   }
 
   Stmt Use(Sql s) { return Stmt(db_, stmts_[s]); }
@@ -791,6 +806,7 @@ class SqliteStore final : public Store {
         Stmt st = store_->Use(kRollback);
         (void)st.Exec();
       }
+      if (began_ && !committed_) store_->outbox_written_.clear();  // rolled back: never written
     }
     Status Begin() {
       Stmt st = store_->Use(kBegin);
@@ -1122,9 +1138,26 @@ class SqliteStore final : public Store {
     st.Bind(2, m.key);
     st.Bind(3, m.payload);
     st.Bind(4, now);
+    st.Bind(5, outbox_listener_ ? outbox_claim_ms_ : int64_t{0});
     int rc = st.Exec();
     if (rc != SQLITE_OK) return Error(rc, "insert outbox message");
+    if (outbox_listener_) {
+      OutboxMessage& w = outbox_written_.emplace_back(m);
+      w.id = sqlite3_last_insert_rowid(db_);
+      w.created_at = now;
+    }
     return Status::Ok();
+  }
+
+  // The writer's fast path (SetOutboxListener): hands over the messages
+  // InsertOutbox wrote once no transaction is open any more (committed; a
+  // rollback cleared them in ~Txn). With mu_ held.
+  void NotifyCommittedOutbox() {
+    if (outbox_written_.empty() || !sqlite3_get_autocommit(db_)) return;
+    std::vector<OutboxMessage> written;
+    written.swap(outbox_written_);
+    if (!outbox_listener_) return;
+    for (const OutboxMessage& m : written) outbox_listener_(m);
   }
 
   static Status LeaseLost(const std::string& run_id, int64_t token) {
@@ -1502,7 +1535,10 @@ class SqliteStore final : public Store {
     return Status::Ok();
   }
 
-  std::mutex mu_;  // guards db_ and stmts_ (the connection is NOMUTEX)
+  std::mutex mu_;  // guards db_ and stmts_ (the connection is NOMUTEX), and the three below
+  OutboxListener outbox_listener_;              // the writer's fast path; empty: off
+  int64_t outbox_claim_ms_ = 0;
+  std::vector<OutboxMessage> outbox_written_;   // by InsertOutbox, not yet handed over
   sqlite3* db_;
   std::array<sqlite3_stmt*, kSqlCount> stmts_{};
 };
