@@ -201,6 +201,7 @@ int RunApi(ServiceConfig& c) {
   LogAccess("agentflow api", c.host, (*server)->port(), *access);
   int sig = WaitForSignal(signals);
   log::Info(std::string("agentflow api stopping on ") + (sig == SIGINT ? "SIGINT" : "SIGTERM"));
+  api.Stop();  // its waiters resume on the server's io threads: before those stop
   (*server)->Stop();
   ClearOutboxMetrics(registry);
   dispatcher.Stop();  // what is not published yet stays in the outbox for the next relay
