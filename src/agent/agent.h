@@ -15,6 +15,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -62,8 +63,19 @@ class AgentDirectory {
 };
 
 class Store;
-// Reads agents from the store's `agents` table on every call (cheap on SQLite).
-std::unique_ptr<AgentDirectory> NewStoreAgentDirectory(Store* store);
+struct StoreDirectoryOptions {
+  // How long a record read from the `agents` table is used before it is
+  // read again: a re-registration, a health change or a deletion takes
+  // effect within this time (the executor used to read the table at every
+  // step attempt). 0: read at every call. Only found agents are cached; a
+  // name that is not registered is looked up again at every call.
+  std::chrono::milliseconds cache_ttl{1000};
+  // The clock the TTL is measured on (tests replace it).
+  std::function<std::chrono::steady_clock::time_point()> now = [] { return std::chrono::steady_clock::now(); };
+};
+// Reads agents from the store's `agents` table, cached per name for
+// options.cache_ttl. Thread-safe.
+std::unique_ptr<AgentDirectory> NewStoreAgentDirectory(Store* store, StoreDirectoryOptions options = {});
 // A fixed set of agents (for `agentflow executor --agent NAME=URL`).
 std::unique_ptr<AgentDirectory> NewStaticAgentDirectory(std::vector<AgentEndpoint> agents);
 

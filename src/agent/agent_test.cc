@@ -508,9 +508,13 @@ class FakeAgentStore final : public Store {
   static Status No() { return Status::Internal("FakeAgentStore implements agents only"); }
 };
 
-TEST(StoreAgentDirectoryTest, ReadsTheStoreOnEveryCall) {
+// With cache_ttl 0 (this test relied on instant visibility before the
+// directory cached records for 1 s by default).
+TEST(StoreAgentDirectoryTest, ReadsTheStoreOnEveryCallWithoutACache) {
   FakeAgentStore store;
-  auto dir = NewStoreAgentDirectory(&store);
+  StoreDirectoryOptions no_cache;
+  no_cache.cache_ttl = std::chrono::milliseconds(0);
+  auto dir = NewStoreAgentDirectory(&store, no_cache);
 
   auto r = ResolveNow(dir.get(), "x");
   ASSERT_FALSE(r.ok());
@@ -540,6 +544,51 @@ TEST(StoreAgentDirectoryTest, ReadsTheStoreOnEveryCall) {
   r = ResolveNow(dir.get(), "x");
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), Code::kUnavailable);  // store errors pass through unchanged
+}
+
+// The executor used to read the agents table at every step attempt; records
+// are now cached for cache_ttl, and a change (re-registration, health,
+// deletion) is seen once it has passed.
+TEST(StoreAgentDirectoryTest, CachesFoundRecordsForTheTtl) {
+  FakeAgentStore store;
+  auto now = std::chrono::steady_clock::now();
+  StoreDirectoryOptions o;
+  o.cache_ttl = std::chrono::milliseconds(1000);
+  o.now = [&now] { return now; };
+  auto dir = NewStoreAgentDirectory(&store, o);
+
+  EXPECT_EQ(ResolveNow(dir.get(), "x").status().code(), Code::kNotFound);
+  Agent a;
+  a.name = "x";
+  a.url = "http://127.0.0.1:1/agents/x";
+  ASSERT_TRUE(store.CreateAgent(a).ok());
+  EXPECT_EQ(ResolveNow(dir.get(), "x")->url, a.url) << "a name not found is not cached";
+
+  Agent moved = a;
+  moved.url = "http://127.0.0.1:2/agents/x";
+  ASSERT_TRUE(store.UpsertAgent(moved).ok());
+  ASSERT_TRUE(store.RecordAgentHealth({"x", AgentHealth::kUnhealthy, "down", 1}).ok());
+  store.fail_with = Status::Unavailable("database is locked");
+  auto cached = ResolveNow(dir.get(), "x");
+  ASSERT_TRUE(cached.ok()) << "served from the cache, the store is not read: " << cached.status().ToString();
+  EXPECT_EQ(cached->url, a.url);
+  EXPECT_EQ(cached->health, AgentHealth::kUnknown);
+
+  now += std::chrono::milliseconds(999);
+  EXPECT_EQ(ResolveNow(dir.get(), "x")->url, a.url) << "still within the TTL";
+  now += std::chrono::milliseconds(1);
+  EXPECT_EQ(ResolveNow(dir.get(), "x").status().code(), Code::kUnavailable) << "expired: read again";
+  store.fail_with = Status::Ok();
+  auto fresh = ResolveNow(dir.get(), "x");
+  ASSERT_TRUE(fresh.ok()) << fresh.status().ToString();
+  EXPECT_EQ(fresh->url, moved.url);
+  EXPECT_EQ(fresh->health, AgentHealth::kUnhealthy);
+  EXPECT_EQ(fresh->health_error, "down");
+
+  ASSERT_TRUE(store.DeleteAgent("x").ok());
+  EXPECT_TRUE(ResolveNow(dir.get(), "x").ok()) << "a deletion too takes effect after the TTL";
+  now += std::chrono::milliseconds(1000);
+  EXPECT_EQ(ResolveNow(dir.get(), "x").status().code(), Code::kNotFound);
 }
 
 TEST(StoreAgentDirectoryTest, WorksOnTheSqliteStore) {

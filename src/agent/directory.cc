@@ -1,6 +1,7 @@
 // AgentDirectory implementations: the store's `agents` table (embedded
 // registry) and a fixed map (standalone executor).
 #include <map>
+#include <mutex>
 
 #include "agent/agent.h"
 #include "storage/store.h"
@@ -22,17 +23,42 @@ AgentEndpoint ToEndpoint(const Agent& a) {
 
 namespace {
 
-// Thread-safe as far as the Store is (every Store is).
+// Thread-safe: the cache is behind a mutex (held for a map lookup, never
+// across the store call); the Store is thread-safe.
 class StoreAgentDirectory final : public AgentDirectory {
  public:
-  explicit StoreAgentDirectory(Store* store) : store_(store) {}
+  StoreAgentDirectory(Store* store, StoreDirectoryOptions options) : store_(store), options_(std::move(options)) {}
 
   boost::asio::awaitable<Result<AgentEndpoint>> Resolve(const std::string& name) override {
     co_return Lookup(name);
   }
 
  private:
+  using Clock = std::chrono::steady_clock;
+  struct Cached {
+    AgentEndpoint endpoint;
+    Clock::time_point expires;
+  };
+
   Result<AgentEndpoint> Lookup(const std::string& name) {
+    const bool caching = options_.cache_ttl.count() > 0;
+    Clock::time_point now{};
+    if (caching) {
+      now = options_.now();
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = cache_.find(name);
+      if (it != cache_.end() && now < it->second.expires) return it->second.endpoint;
+    }
+    Result<AgentEndpoint> found = Read(name);
+    if (caching && found.ok()) {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (cache_.size() >= kMaxCached) cache_.clear();  // bounded; names are few in practice
+      cache_.insert_or_assign(name, Cached{*found, now + options_.cache_ttl});
+    }
+    return found;
+  }
+
+  Result<AgentEndpoint> Read(const std::string& name) {
     Result<Agent> agent = store_->GetAgent(name);
     if (!agent.ok()) {
       if (agent.status().code() == Code::kNotFound) {
@@ -46,7 +72,11 @@ class StoreAgentDirectory final : public AgentDirectory {
     return ToEndpoint(*agent);
   }
 
+  static constexpr size_t kMaxCached = 10000;
   Store* store_;
+  const StoreDirectoryOptions options_;
+  std::mutex mu_;
+  std::map<std::string, Cached> cache_;  // guarded by mu_
 };
 
 // Immutable after construction, hence thread-safe.
@@ -101,8 +131,8 @@ std::unique_ptr<AgentDirectory> NewLayeredAgentDirectory(std::unique_ptr<AgentDi
   return std::make_unique<LayeredAgentDirectory>(std::move(first), std::move(second));
 }
 
-std::unique_ptr<AgentDirectory> NewStoreAgentDirectory(Store* store) {
-  return std::make_unique<StoreAgentDirectory>(store);
+std::unique_ptr<AgentDirectory> NewStoreAgentDirectory(Store* store, StoreDirectoryOptions options) {
+  return std::make_unique<StoreAgentDirectory>(store, std::move(options));
 }
 
 std::unique_ptr<AgentDirectory> NewStaticAgentDirectory(std::vector<AgentEndpoint> agents) {

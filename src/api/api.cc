@@ -1,6 +1,8 @@
 #include "api/api.h"
 
 #include "api/request_util.h"
+#include "api/store_worker.h"
+#include "api/workflow_cache.h"
 
 #include <atomic>
 #include <set>
@@ -73,7 +75,14 @@ Response PageResponse(const Page<T>& page) {
 class Api::Handlers : public std::enable_shared_from_this<Api::Handlers> {
  public:
   Handlers(Store* store, Queue* queue, std::shared_ptr<ChangeFeed> feed, ApiOptions options)
-      : store_(store), queue_(queue), feed_(std::move(feed)), options_(std::move(options)) {}
+      : store_(store),
+        queue_(queue),
+        feed_(std::move(feed)),
+        options_(std::move(options)),
+        cache_(CacheOptions(options_)),
+        worker_(store, WorkerOptions(options_)) {}
+
+  void Stop() { worker_.Stop(); }
 
   // ---- workflows ----
   Response CreateWorkflow(Request& req) {
@@ -99,6 +108,7 @@ class Api::Handlers : public std::enable_shared_from_this<Api::Handlers> {
     if (!plan.ok()) return ErrorResponse(plan.status());
     NewWorkflow w{plan->name, plan->description, *body};
     auto updated = store_->UpdateWorkflow(wf->id, w);
+    cache_.InvalidateResolutions();  // a new latest version, maybe a new name
     if (!updated.ok()) return ErrorResponse(updated.status());
     json out = ToJson(*updated);
     out["warnings"] = AgentWarnings(*plan);
@@ -149,6 +159,7 @@ class Api::Handlers : public std::enable_shared_from_this<Api::Handlers> {
     auto wf = FindWorkflow(req.path_params["id"]);
     if (!wf.ok()) return ErrorResponse(wf.status());
     Status s = store_->DeleteWorkflow(wf->id);
+    cache_.InvalidateResolutions();
     if (!s.ok()) return ErrorResponse(s);
     Response r;
     r.status = 204;
@@ -159,8 +170,13 @@ class Api::Handlers : public std::enable_shared_from_this<Api::Handlers> {
   asio::awaitable<Response> TriggerRun(Request& req) {
     auto wait = ParseWait(req, options_.max_wait_seconds);
     if (!wait.ok()) co_return ErrorResponse(wait.status());
-    auto wf = FindWorkflow(req.path_params["id"]);
-    if (!wf.ok()) co_return ErrorResponse(wf.status());
+    std::shared_ptr<const Workflow> wf;
+    {
+      const std::string& id_or_name = req.path_params["id"];
+      auto found = co_await ResolveWorkflow(id_or_name);
+      if (!found.ok()) co_return ErrorResponse(found.status());
+      wf = std::move(found).value();
+    }
     auto body = ParseBody(req, json::object());
     if (!body.ok()) co_return ErrorResponse(body.status());
     Status fields = CheckFields(*body, {"input"});
@@ -197,13 +213,14 @@ class Api::Handlers : public std::enable_shared_from_this<Api::Handlers> {
       shape.input = input;
       nr.dispatch = ExecutionDispatch(shape, *wf, options_.execution_topic);
     }
-    auto created = store_->CreateRun(nr);
+    // Committed with the other triggers queued meanwhile (one transaction),
+    // off this io thread; the worker kicks the dispatcher once per batch.
+    auto created = co_await worker_.CreateRun(std::move(nr));
     if (!created.ok()) co_return ErrorResponse(created.status());
     Run run = created->run;
     const std::string trace_id = TraceIdOf(run);
     if (created->created) {
       if (options_.metrics) options_.metrics->runs_created.Inc();
-      if (options_.on_dispatch) options_.on_dispatch();
       if (ignored_trace) {
         log::Info("ignored an invalid traceparent header; the run starts a new trace", {run.id, {}, {}, trace_id});
       }
@@ -340,7 +357,7 @@ class Api::Handlers : public std::enable_shared_from_this<Api::Handlers> {
           std::string("only FAILED or CANCELLED runs can be retried; this run is ") + ToString(run->status),
           {{"status", ToString(run->status)}}));
     }
-    auto wf = store_->GetWorkflow(run->workflow_id, run->workflow_version);
+    auto wf = WorkflowVersion(run->workflow_id, run->workflow_version);
     if (!wf.ok()) return ErrorResponse(wf.status());
     RunTransition t;
     t.run_id = id;
@@ -383,6 +400,39 @@ class Api::Handlers : public std::enable_shared_from_this<Api::Handlers> {
   }
 
  private:
+  static WorkflowCacheOptions CacheOptions(const ApiOptions& o) {
+    WorkflowCacheOptions c;
+    c.resolve_ttl = o.workflow_cache_ttl;
+    return c;
+  }
+  static StoreWorkerOptions WorkerOptions(const ApiOptions& o) {
+    StoreWorkerOptions w;
+    w.threads = o.store_threads;
+    w.max_batch = std::max<size_t>(1, o.max_trigger_batch);
+    w.on_created = o.on_dispatch;
+    return w;
+  }
+
+  // FindWorkflow through the cache; a miss reads the store on a worker
+  // thread, not on the io thread.
+  asio::awaitable<Result<std::shared_ptr<const Workflow>>> ResolveWorkflow(const std::string& id_or_name) {
+    if (auto hit = cache_.Resolve(id_or_name)) co_return hit;
+    std::function<Result<Workflow>()> find = [this, &id_or_name] { return FindWorkflow(id_or_name); };
+    Result<Workflow> wf = co_await worker_.Call<Result<Workflow>>(std::move(find));
+    if (!wf.ok()) co_return wf.status();
+    auto shared = std::make_shared<const Workflow>(std::move(wf).value());
+    cache_.PutResolved(id_or_name, shared);
+    co_return shared;
+  }
+
+  // An exact version (immutable: cached for good).
+  Result<Workflow> WorkflowVersion(const std::string& id, int version) {
+    if (auto hit = cache_.Version(id, version)) return *hit;
+    auto wf = store_->GetWorkflow(id, version);
+    if (wf.ok()) cache_.PutVersion(*wf);
+    return wf;
+  }
+
   // By id first, then by name.
   Result<Workflow> FindWorkflow(const std::string& id_or_name) {
     Status valid = CheckId(id_or_name, "workflow id");
@@ -421,10 +471,17 @@ class Api::Handlers : public std::enable_shared_from_this<Api::Handlers> {
     auto changed = std::make_shared<std::atomic<bool>>(false);
     uint64_t token = 0;
     if (feed_) {
-      token = feed_->Subscribe(run_id, [timer, changed](const Change&) {
-        changed->store(true);
-        asio::post(timer->get_executor(), [timer] { timer->cancel(); });
-      });
+      // Only the run's end matters here: step writes (Interest::kRuns) and
+      // its other status changes do not wake the waiter, who would re-read
+      // the run under the store's lock for nothing.
+      token = feed_->Subscribe(
+          run_id,
+          [timer, changed](const Change& c) {
+            if (c.run_status && !IsTerminal(*c.run_status)) return;
+            changed->store(true);
+            asio::post(timer->get_executor(), [timer] { timer->cancel(); });
+          },
+          ChangeFeed::Interest::kRuns);
     }
     auto deadline = std::chrono::steady_clock::now() +
                     std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000));
@@ -449,6 +506,8 @@ class Api::Handlers : public std::enable_shared_from_this<Api::Handlers> {
   Queue* queue_;
   std::shared_ptr<ChangeFeed> feed_;
   ApiOptions options_;
+  WorkflowCache cache_;
+  StoreWorker worker_;  // last: its threads stop before the rest goes
 };
 
 Api::Api(Store* store, Queue* queue, std::shared_ptr<ChangeFeed> feed, ApiOptions options)
@@ -457,6 +516,8 @@ Api::Api(Store* store, Queue* queue, std::shared_ptr<ChangeFeed> feed, ApiOption
       apikeys_(store, options.auth_mode) {}
 
 Status Api::RequeueUnfinishedRuns() { return handlers_->RequeueUnfinished(); }
+
+void Api::Stop() { handlers_->Stop(); }
 
 void Api::Register(http::Router& router) {
   auto h = handlers_;

@@ -45,6 +45,16 @@ struct ApiOptions {
   // outbox (trigger, retry): the service kicks its Dispatcher so the request
   // is published at once. Empty: it waits for the relay's next poll.
   std::function<void()> on_dispatch;
+  // Triggers are committed in batches by store_threads worker threads, up
+  // to max_trigger_batch runs per transaction (api/store_worker.h); the
+  // handlers never wait for the database on an HTTP io thread.
+  int store_threads = 1;
+  size_t max_trigger_batch = 256;
+  // How long an id or name resolves to the same latest workflow version
+  // before it is read again (api/workflow_cache.h): a change made through
+  // another api process reaches triggers here within this time; this
+  // process's own changes at once. 0: read at every trigger.
+  std::chrono::milliseconds workflow_cache_ttl{1000};
 };
 
 // Maps a Status to its HTTP status and JSON error body — the one table.
@@ -64,6 +74,11 @@ class Api {
   // still executes. Duplicates are harmless: the executor ignores requests
   // for runs that are terminal or already executing.
   Status RequeueUnfinishedRuns();
+
+  // Finishes the store calls in flight (their requests are answered) and
+  // stops the worker threads; later triggers commit on the io thread. Call
+  // before stopping the HTTP server (whose io threads resume the waiters).
+  void Stop();
 
  private:
   class Handlers;

@@ -3,6 +3,7 @@
 // in-memory embedded queue, so the messages the API publishes can be read.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <set>
 
 #include <boost/asio/co_spawn.hpp>
@@ -10,6 +11,7 @@
 #include <boost/asio/io_context.hpp>
 
 #include "api/api.h"
+#include "api/workflow_cache.h"
 #include "dispatch/dispatcher.h"
 #include "common/trace.h"
 #include "queue/messages.h"
@@ -65,6 +67,37 @@ class ApiTest : public ::testing::Test {
 
   json Body(const http::Response& r) { return json::parse(r.body); }
 
+  // `n` requests at once on one io_context (one io thread, as the server's).
+  std::vector<http::Response> CallConcurrently(std::vector<http::Request> reqs, http::Router& router) {
+    boost::asio::io_context ioc;
+    std::vector<http::Response> out(reqs.size());
+    for (size_t i = 0; i < reqs.size(); ++i) {
+      boost::asio::co_spawn(
+          ioc,
+          [&, i]() -> boost::asio::awaitable<void> { out[i] = co_await router.Dispatch(reqs[i]); },
+          [](std::exception_ptr e) {
+            if (e) std::rethrow_exception(e);
+          });
+    }
+    ioc.run();
+    return out;
+  }
+  http::Request Post(const std::string& path, const std::string& body, http::Headers headers = {}) {
+    http::Request req;
+    req.method = "POST";
+    req.target = req.path = path;
+    req.body = body;
+    req.headers = std::move(headers);
+    req.headers.emplace_back("Content-Type", "application/json");
+    return req;
+  }
+  http::Response CallOn(http::Router& router, const std::string& method, const std::string& path,
+                        const std::string& body = "") {
+    http::Request req = Post(path, body);
+    req.method = method;
+    return CallConcurrently({req}, router).at(0);
+  }
+
   // What the relay publishes from the outbox, as the consumer receives it.
   std::vector<QueueMessage> Drain() {
     auto relayed = dispatcher_->RelayOnce();
@@ -91,7 +124,7 @@ class ApiTest : public ::testing::Test {
   http::Router router_;
   std::unique_ptr<QueueConsumer> consumer_;
   std::unique_ptr<Dispatcher> dispatcher_;
-  int kicks_ = 0;
+  std::atomic<int> kicks_{0};  // on_dispatch runs on the API's store worker thread
 };
 
 TEST_F(ApiTest, CreateWorkflowWarnsAboutUnregisteredAgents) {
@@ -225,6 +258,110 @@ TEST_F(ApiTest, TriggerByNameAndIdempotencyKeyReturnsTheSameRunOnce) {
   ASSERT_EQ(b.status, 202);
   EXPECT_EQ(Body(a)["run_id"], Body(b)["run_id"]);
   EXPECT_EQ(Drain().size(), 1u) << "a replayed trigger must not publish again";
+}
+
+// Group commit (api/store_worker.h): concurrent triggers on one io thread
+// are committed by the store worker in batches; each gets its own answer,
+// idempotent repeats the one run, and only created runs reach the outbox.
+TEST_F(ApiTest, ConcurrentTriggersAreEachAnsweredFromOneOrMoreBatches) {
+  std::string wf = CreateWorkflow("many");
+  std::vector<http::Request> reqs;
+  for (int i = 0; i < 40; ++i) reqs.push_back(Post("/api/v1/workflows/many/runs", json{{"input", {{"i", i}}}}.dump()));
+  for (int i = 0; i < 10; ++i) reqs.push_back(Post("/api/v1/workflows/" + wf + "/runs", "{}", {{"Idempotency-Key", "same"}}));
+  reqs.push_back(Post("/api/v1/workflows/no-such-workflow/runs", "{}"));
+  auto out = CallConcurrently(reqs, router_);
+  std::set<std::string> ids;
+  std::set<std::string> keyed;
+  for (size_t i = 0; i < 50; ++i) {
+    ASSERT_EQ(out[i].status, 202) << i << ": " << out[i].body;
+    json run = Body(out[i]);
+    EXPECT_EQ(run["status"], "PENDING");
+    ids.insert(run["run_id"].get<std::string>());
+    if (i >= 40) keyed.insert(run["run_id"].get<std::string>());
+    if (i < 40) {
+      EXPECT_EQ(run["input"], json({{"i", i}}));
+    }
+  }
+  EXPECT_EQ(out[50].status, 404) << out[50].body;
+  EXPECT_EQ(ids.size(), 41u);
+  EXPECT_EQ(keyed.size(), 1u) << "every repeat of the key got the one run";
+  EXPECT_EQ(store_->GetOutboxStats()->messages, 41);
+  EXPECT_GE(kicks_.load(), 1);
+  EXPECT_LE(kicks_.load(), 41) << "at most one kick per batch";
+  EXPECT_EQ(run_metrics_.runs_created.Value(), 41);
+}
+
+// The workflow cache (api/workflow_cache.h): changes made through this API
+// are seen by the next trigger at once.
+TEST_F(ApiTest, WorkflowChangesThroughThisApiReachTheNextTrigger) {
+  std::string wf = CreateWorkflow("cached");
+  auto first = Call("POST", "/api/v1/workflows/cached/runs", "{}");
+  ASSERT_EQ(first.status, 202) << first.body;
+  EXPECT_EQ(Body(first)["workflow_version"], 1);
+  json plan{{"name", "cached"}, {"steps", {{{"id", "s2"}, {"agent", "echo"}}}}};
+  ASSERT_EQ(Call("PUT", "/api/v1/workflows/" + wf, plan.dump()).status, 200);
+  auto second = Call("POST", "/api/v1/workflows/cached/runs", "{}");
+  ASSERT_EQ(second.status, 202) << second.body;
+  EXPECT_EQ(Body(second)["workflow_version"], 2);
+  plan["name"] = "renamed";
+  ASSERT_EQ(Call("PUT", "/api/v1/workflows/" + wf, plan.dump()).status, 200);
+  EXPECT_EQ(Call("POST", "/api/v1/workflows/cached/runs", "{}").status, 404) << "the old name is free";
+  EXPECT_EQ(Body(Call("POST", "/api/v1/workflows/renamed/runs", "{}"))["workflow_version"], 3);
+  ASSERT_EQ(Call("DELETE", "/api/v1/workflows/" + wf).status, 204);
+  EXPECT_EQ(Call("POST", "/api/v1/workflows/" + wf + "/runs", "{}").status, 404);
+  EXPECT_EQ(Call("POST", "/api/v1/workflows/renamed/runs", "{}").status, 404);
+}
+
+// Changes made by another process (here: straight to the store) are not in
+// this API's view until the resolution expires: with a TTL longer than the
+// test the old version is used; with 0, the new one at once.
+TEST_F(ApiTest, WorkflowChangesElsewhereAreSeenOnceTheResolutionExpires) {
+  std::string wf = CreateWorkflow("elsewhere");
+  auto make_api = [&](std::chrono::milliseconds ttl, http::Router& router) {
+    ApiOptions ao;
+    ao.workflow_cache_ttl = ttl;
+    auto api = std::make_unique<Api>(store_.get(), queue_.get(), feed_, ao);
+    api->Register(router);
+    return api;
+  };
+  http::Router long_router, no_cache_router;
+  auto long_ttl = make_api(std::chrono::hours(1), long_router);
+  auto no_cache = make_api(std::chrono::milliseconds(0), no_cache_router);
+  EXPECT_EQ(Body(CallOn(long_router, "POST", "/api/v1/workflows/elsewhere/runs", "{}"))["workflow_version"], 1);
+  EXPECT_EQ(Body(CallOn(no_cache_router, "POST", "/api/v1/workflows/elsewhere/runs", "{}"))["workflow_version"], 1);
+  json plan{{"name", "elsewhere"}, {"steps", {{{"id", "s2"}, {"agent", "echo"}}}}};
+  ASSERT_TRUE(store_->UpdateWorkflow(wf, NewWorkflow{"elsewhere", "", plan}).ok());
+  EXPECT_EQ(Body(CallOn(long_router, "POST", "/api/v1/workflows/elsewhere/runs", "{}"))["workflow_version"], 1)
+      << "within the TTL the resolution is reused";
+  EXPECT_EQ(Body(CallOn(no_cache_router, "POST", "/api/v1/workflows/elsewhere/runs", "{}"))["workflow_version"], 2);
+  long_ttl->Stop();
+  no_cache->Stop();
+}
+
+TEST(WorkflowCacheTest, ResolutionsExpireAfterTheTtlVersionsStay) {
+  auto now = std::chrono::steady_clock::now();
+  WorkflowCacheOptions o;
+  o.resolve_ttl = std::chrono::milliseconds(1000);
+  o.now = [&now] { return now; };
+  WorkflowCache cache(o);
+  Workflow v1;
+  v1.id = "wf-1";
+  v1.name = "one";
+  v1.version = 1;
+  EXPECT_EQ(cache.Resolve("one"), nullptr);
+  cache.PutResolved("one", std::make_shared<const Workflow>(v1));
+  ASSERT_NE(cache.Resolve("one"), nullptr);
+  EXPECT_EQ(cache.Resolve("one")->id, "wf-1");
+  now += std::chrono::milliseconds(999);
+  EXPECT_NE(cache.Resolve("one"), nullptr);
+  now += std::chrono::milliseconds(1);
+  EXPECT_EQ(cache.Resolve("one"), nullptr) << "expired";
+  ASSERT_NE(cache.Version("wf-1", 1), nullptr) << "an exact version stays";
+  EXPECT_EQ(cache.Version("wf-1", 2), nullptr);
+  cache.PutResolved("one", std::make_shared<const Workflow>(v1));
+  cache.InvalidateResolutions();
+  EXPECT_EQ(cache.Resolve("one"), nullptr);
+  EXPECT_NE(cache.Version("wf-1", 1), nullptr);
 }
 
 TEST_F(ApiTest, CancelPendingRunEndsItAndPublishesCancellation) {

@@ -146,6 +146,7 @@ Status Platform::Start() {
 
 void Platform::Stop() {
   if (health_checker_) health_checker_->Stop();
+  if (api_) api_->Stop();  // its waiters resume on the server's io threads: before those stop
   if (server_) server_->Stop();
   cli::ClearConsumerMetrics(registry_);
   cli::ClearOutboxMetrics(registry_);

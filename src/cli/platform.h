@@ -38,7 +38,10 @@ struct PlatformOptions {
   std::string database_url;        // overrides data_dir/agentflow.db when set (DATABASE_URL)
   bool demo = false;               // start demo agents, register them, load sample workflows
   uint16_t demo_port = 0;          // demo agents' port (0: pick a free one)
-  int api_threads = 1;             // HTTP server threads
+  // HTTP server threads. 2: serve's engine, store worker and relay threads
+  // compete with the HTTP thread for the cores; with two, triggers were
+  // accepted 1.5-2x faster (docs/benchmarks.md, trigger).
+  int api_threads = 2;
   size_t max_body_bytes = 1 << 20; // request body limit (413 above)
   size_t max_active_runs = 10000;  // runs executing at once before the consumer pauses (--max-runs)
   // Plans, step inputs and outputs, for_each, request timeouts

@@ -63,6 +63,7 @@ struct ServiceConfig {
   uint16_t port = 8000;
   // api
   int api_threads = 1;
+  int store_threads = 1;  // threads committing trigger batches (ApiOptions::store_threads)
   size_t max_body_bytes = 1 << 20;
   LimitFlags limits;  // api: plans and request timeouts; consumer: steps (cli/limit_flags.h)
   ReliabilityFlags reliability;  // api: dispatch; consumer: leases and dispatch (cli/reliability_flags.h)
@@ -169,6 +170,7 @@ int RunApi(ServiceConfig& c) {
   ao.metrics = &run_metrics;
   ao.agent_hosts = access->agent_hosts;
   ao.auth_mode = access->auth_mode;
+  ao.store_threads = c.store_threads;
   // Triggers commit their request to the outbox; this relay publishes it
   // (and any other process's backlog), and its sweeper re-dispatches runs
   // that no executor holds.
@@ -206,6 +208,7 @@ int RunApi(ServiceConfig& c) {
   LogAccess("agentflow api", c.host, (*server)->port(), *access);
   int sig = WaitForSignal(signals);
   log::Info(std::string("agentflow api stopping on ") + (sig == SIGINT ? "SIGINT" : "SIGTERM"));
+  api.Stop();  // its waiters resume on the server's io threads: before those stop
   (*server)->Stop();
   ClearOutboxMetrics(registry);
   dispatcher.Stop();  // what is not published yet stays in the outbox for the next relay
@@ -414,6 +417,9 @@ void AddServiceCommands(CLI::App& app, int* exit_code) {
   AddCommonOptions(api, api_cfg);
   api->add_option("--port", api_cfg.port, "API port (0: any free port)")->capture_default_str();
   api->add_option("--api-threads", api_cfg.api_threads, "HTTP server threads")->capture_default_str();
+  api->add_option("--store-threads", api_cfg.store_threads,
+                  "threads committing batches of triggers (each holds one database connection while it commits)")
+      ->capture_default_str();
   AddHttpLimitFlags(api, api_cfg.limits);
   AddPlanLimitFlags(api, api_cfg.limits);
   AddDispatchFlags(api, api_cfg.reliability);

@@ -6,12 +6,14 @@ namespace af {
 namespace {
 // Listener calls in progress on this thread (Unsubscribe does not wait then).
 thread_local int tl_listener_calls = 0;
+const std::string kAllRuns;  // the by_run_ key of subscribers of every run
 }  // namespace
 
-uint64_t ChangeFeed::Subscribe(const std::string& run_id, Listener listener) {
+uint64_t ChangeFeed::Subscribe(const std::string& run_id, Listener listener, Interest interest) {
   std::lock_guard<std::mutex> lock(mu_);
   uint64_t token = next_token_++;
-  entries_[token] = Entry{run_id, std::make_shared<Listener>(std::move(listener))};
+  entries_[token] = Entry{run_id, interest, std::make_shared<Listener>(std::move(listener))};
+  by_run_[run_id].push_back(token);
   return token;
 }
 
@@ -22,6 +24,11 @@ void ChangeFeed::Unsubscribe(uint64_t token) {
     auto it = entries_.find(token);
     if (it == entries_.end()) return;
     listener = std::move(it->second.listener);
+    auto run = by_run_.find(it->second.run_id);
+    if (run != by_run_.end()) {
+      std::erase(run->second, token);
+      if (run->second.empty()) by_run_.erase(run);
+    }
     entries_.erase(it);
     // Publishers drop their copies under mu_: once only ours is left, no
     // call is in progress and none can start. From inside a listener (its
@@ -36,8 +43,16 @@ void ChangeFeed::Publish(const Change& change) {
   std::vector<std::shared_ptr<Listener>> targets;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    for (auto& [token, e] : entries_) {
-      if (e.run_id.empty() || e.run_id == change.run_id) targets.push_back(e.listener);
+    // Subscribers of all runs first, then the run's own (in subscription order each).
+    for (const std::string* key : {&kAllRuns, &change.run_id}) {
+      auto run = by_run_.find(*key);
+      if (run == by_run_.end()) continue;
+      for (uint64_t token : run->second) {
+        const Entry& e = entries_.at(token);
+        if (change.kind == Change::Kind::kStep && e.interest == Interest::kRuns) continue;
+        targets.push_back(e.listener);
+      }
+      if (change.run_id.empty()) break;  // "" is the all-runs key: do not deliver twice
     }
   }
   for (auto& l : targets) {
@@ -81,6 +96,13 @@ class FeedStore final : public Store {
   Result<CreatedRun> CreateRun(const NewRun& r) override {
     auto res = inner_->CreateRun(r);
     if (res.ok() && res->created) PublishRun(res->run);
+    return res;
+  }
+  std::vector<Result<CreatedRun>> CreateRuns(const std::vector<NewRun>& runs) override {
+    auto res = inner_->CreateRuns(runs);  // the backend's batch, not CreateRun one by one
+    for (const auto& r : res) {
+      if (r.ok() && r->created) PublishRun(r->run);
+    }
     return res;
   }
   Result<Run> GetRun(const std::string& id) override { return inner_->GetRun(id); }

@@ -16,6 +16,8 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <unordered_map>
+#include <vector>
 
 #include "model/types.h"
 #include "storage/store.h"
@@ -33,9 +35,14 @@ struct Change {
 class ChangeFeed {
  public:
   using Listener = std::function<void(const Change&)>;
+  // Which changes a subscriber hears. A run waiter (long-poll) subscribes to
+  // kRuns so that the step writes of a run it waits for (two or more per
+  // step) do not wake it: only the run's own changes (status transitions,
+  // creation, cancel requests) do.
+  enum class Interest { kAll, kRuns };
 
   // Listens to changes of one run (run_id non-empty) or of all runs.
-  uint64_t Subscribe(const std::string& run_id, Listener listener);
+  uint64_t Subscribe(const std::string& run_id, Listener listener, Interest interest = Interest::kAll);
   // When it returns, the listener is not running, will not run again and
   // has been destroyed (here, not on a publishing thread later: it may own
   // things, like a timer, that must not outlive their executor): it waits
@@ -47,12 +54,16 @@ class ChangeFeed {
  private:
   struct Entry {
     std::string run_id;
+    Interest interest = Interest::kAll;
     std::shared_ptr<Listener> listener;
   };
   std::mutex mu_;
   std::condition_variable released_;  // a publisher dropped its copy of a listener
   uint64_t next_token_ = 1;
   std::map<uint64_t, Entry> entries_;
+  // Tokens by run id ("" = all runs), so a publish looks at the run's own
+  // subscribers only, not at every waiter of every run.
+  std::unordered_map<std::string, std::vector<uint64_t>> by_run_;
 };
 
 // Returns a Store that forwards to `inner` and publishes to `feed` after every

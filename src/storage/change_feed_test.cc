@@ -249,6 +249,54 @@ TEST_F(WithChangeFeedTest, StepWritesPublishTheExecutionId) {
   EXPECT_TRUE(others.Take().empty());
 }
 
+// docs/benchmarks.md (embedded profile): every step write woke the run's
+// ?wait long-poll, which re-read the run under the store mutex the engine
+// needs (16% of serve's CPU). A run waiter subscribes to kRuns: step writes
+// must not reach it, the run's own changes must.
+TEST_F(WithChangeFeedTest, StepWritesDoNotWakeRunWaiters) {
+  Run run = Must(store_->CreateRun(NewRun{"", wf_.id, 1, json::object(), ""})).run;
+  Recorder waiter, every_run, steps_too;
+  feed_->Subscribe(run.id, waiter.listener(), ChangeFeed::Interest::kRuns);
+  feed_->Subscribe("", every_run.listener(), ChangeFeed::Interest::kRuns);
+  feed_->Subscribe(run.id, steps_too.listener());
+  all_.Take();
+
+  Must(store_->TransitionRun({run.id, RunStatus::kPending, RunStatus::kRunning}));
+  EXPECT_EQ(waiter.Take().size(), 1u);
+  EXPECT_EQ(every_run.Take().size(), 1u);
+  EXPECT_EQ(steps_too.Take().size(), 1u);
+
+  for (int i = 0; i < 3; ++i) {
+    int64_t id = Must(store_->InsertStep(StepExecution{0, run.id, "s" + std::to_string(i)}));
+    ASSERT_TRUE(store_->FinishStep({run.id, id, StepStatus::kCompleted, json{{"i", i}}, ""}).ok());
+  }
+  EXPECT_TRUE(waiter.Take().empty()) << "a step write woke a run waiter";
+  EXPECT_TRUE(every_run.Take().empty()) << "a step write woke a waiter of every run";
+  EXPECT_EQ(steps_too.Take().size(), 6u) << "kAll subscribers still hear step writes";
+
+  Must(store_->TransitionRun({run.id, RunStatus::kRunning, RunStatus::kCompleted}));
+  auto changes = waiter.Take();
+  ASSERT_EQ(changes.size(), 1u);
+  EXPECT_EQ(changes[0].kind, Change::Kind::kRun);
+  EXPECT_EQ(changes[0].run_status, RunStatus::kCompleted);
+}
+
+TEST(ChangeFeedTest, RunInterestFiltersStepChangesOnly) {
+  ChangeFeed feed;
+  Recorder runs_of_one, runs_of_all;
+  uint64_t t1 = feed.Subscribe("run-1", runs_of_one.listener(), ChangeFeed::Interest::kRuns);
+  feed.Subscribe("", runs_of_all.listener(), ChangeFeed::Interest::kRuns);
+  feed.Publish(Change{Change::Kind::kStep, "run-1", std::nullopt, 1});
+  feed.Publish(RunChange("run-1", RunStatus::kRunning));
+  feed.Publish(RunChange("run-2", RunStatus::kRunning));
+  EXPECT_EQ(runs_of_one.Take().size(), 1u);
+  EXPECT_EQ(runs_of_all.Take().size(), 2u);
+  feed.Unsubscribe(t1);
+  feed.Publish(RunChange("run-1", RunStatus::kCompleted));
+  EXPECT_TRUE(runs_of_one.Take().empty());
+  EXPECT_EQ(runs_of_all.Take().size(), 1u);
+}
+
 TEST_F(WithChangeFeedTest, ReadsAndOtherWritesPassThroughSilently) {
   Workflow wf2 = Must(store_->UpdateWorkflow(wf_.id, NewWorkflow{"wf", "v2", json{{"v", 2}}}));
   EXPECT_EQ(wf2.version, 2);

@@ -218,6 +218,17 @@ class Store {
   // race. NotFound if the workflow has no such version; AlreadyExists if an
   // explicit id is taken.
   virtual Result<CreatedRun> CreateRun(const NewRun& r) = 0;
+  // CreateRun for each of `runs` as one batch (the API's group commit of
+  // concurrent triggers): one result per run, in order, each what CreateRun
+  // would return for it — a run that fails (no such workflow version, id
+  // taken, a value the backend cannot store) fails alone, the others are
+  // created; repeated idempotency keys, also within the batch, return the
+  // first run (created = false). SqliteStore and PostgresStore write the
+  // batch in one transaction, so a failure of the batch as a whole
+  // (database unreachable) is every run's result and none was created. The
+  // default calls CreateRun for each, so test doubles need nothing;
+  // decorators that act on created runs override it.
+  virtual std::vector<Result<CreatedRun>> CreateRuns(const std::vector<NewRun>& runs);
   virtual Result<Run> GetRun(const std::string& run_id) = 0;
   // Newest first (by created_at, then id); paging as for ListWorkflows.
   virtual Result<Page<Run>> ListRuns(const RunFilter& f) = 0;

@@ -1509,6 +1509,136 @@ TEST_P(StoreConformance, CreateRunWritesItsDispatchWithTheRunOnce) {
   EXPECT_EQ(Must(store().GetOutboxStats()).messages, 1);
 }
 
+// CreateRuns: the API's group commit of concurrent triggers.
+TEST_P(StoreConformance, CreateRunsCreatesEachRunWithItsDispatch) {
+  Workflow wf = MakeWorkflow();
+  EXPECT_TRUE(store().CreateRuns({}).empty());
+  TimeMs before = NowMs();
+  std::vector<NewRun> batch(3);
+  for (size_t i = 0; i < batch.size(); ++i) {
+    batch[i].id = "run-batch-" + std::to_string(i);
+    batch[i].workflow_id = wf.id;
+    batch[i].workflow_version = 1;
+    batch[i].input = json{{"i", i}};
+  }
+  batch[0].dispatch = Message("run-batch-0", R"({"run_id": "run-batch-0"})");
+  batch[0].traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+  batch[1].idempotency_key = "batch-key";
+  batch[2].dispatch = Message("run-batch-2", R"({"run_id": "run-batch-2", "q": "\"x\\"})");
+  batch[2].id = "";  // the store names it
+  auto results = store().CreateRuns(batch);
+  ASSERT_EQ(results.size(), 3u);
+  for (size_t i = 0; i < results.size(); ++i) {
+    ASSERT_TRUE(results[i].ok()) << i << ": " << results[i].status().ToString();
+    const Store::CreatedRun& c = *results[i];
+    EXPECT_TRUE(c.created) << i;
+    EXPECT_EQ(c.run.workflow_id, wf.id);
+    EXPECT_EQ(c.run.status, RunStatus::kPending);
+    EXPECT_EQ(c.run.input, batch[i].input);
+    EXPECT_EQ(c.run.attempt, 1);
+    EXPECT_GE(c.run.created_at, before);
+    EXPECT_EQ(c.run.dispatched_at.has_value(), batch[i].dispatch.has_value()) << i;
+    ExpectSameRun(Must(store().GetRun(c.run.id)), c.run);
+  }
+  EXPECT_EQ(results[0]->run.id, "run-batch-0");
+  EXPECT_EQ(results[0]->run.traceparent, batch[0].traceparent);
+  EXPECT_EQ(results[1]->run.idempotency_key, "batch-key");
+  EXPECT_EQ(results[2]->run.id.rfind("run-", 0), 0u) << results[2]->run.id;
+  auto claimed = Must(store().ClaimOutbox(10, 60000));
+  ASSERT_EQ(claimed.size(), 2u) << "one message per run with a dispatch, in order";
+  EXPECT_EQ(claimed[0].key, "run-batch-0");
+  EXPECT_EQ(claimed[0].payload, R"({"run_id": "run-batch-0"})");
+  EXPECT_EQ(claimed[1].key, "run-batch-2");
+  EXPECT_EQ(claimed[1].payload, batch[2].dispatch->payload);
+}
+
+TEST_P(StoreConformance, CreateRunsFailsABadRunAloneAndHonoursKeys) {
+  Workflow wf = MakeWorkflow();
+  Run existing = MakeRun(wf, json{{"old", true}}, "used-key");
+  Run taken = MakeRun(wf);
+  auto make = [&](const std::string& id, int version, const std::string& key) {
+    NewRun r{id, wf.id, version, json{{"id", id}}, key};
+    r.dispatch = Message(id, "{}");
+    return r;
+  };
+  std::vector<NewRun> batch = {
+      make("run-ok-1", 1, ""),
+      make("run-no-version", 7, ""),       // NotFound
+      make(taken.id, 1, ""),               // AlreadyExists
+      make("run-repeat", 1, "used-key"),   // the existing run
+      make("run-new-key", 1, "new-key"),   // created
+      make("run-same-key", 1, "new-key"),  // the run just created in this batch
+      make("run-ok-2", 1, ""),
+  };
+  batch.push_back(make("run-ok-3", 1, ""));
+  batch.back().workflow_id = "wf-missing";  // NotFound
+  auto results = store().CreateRuns(batch);
+  ASSERT_EQ(results.size(), batch.size());
+  ASSERT_TRUE(results[0].ok()) << results[0].status().ToString();
+  EXPECT_TRUE(results[0]->created);
+  EXPECT_EQ(CodeOf(results[1]), Code::kNotFound);
+  EXPECT_EQ(CodeOf(results[2]), Code::kAlreadyExists);
+  ASSERT_TRUE(results[3].ok()) << results[3].status().ToString();
+  EXPECT_FALSE(results[3]->created);
+  ExpectSameRun(results[3]->run, existing);
+  ASSERT_TRUE(results[4].ok()) << results[4].status().ToString();
+  EXPECT_TRUE(results[4]->created);
+  EXPECT_EQ(results[4]->run.id, "run-new-key");
+  ASSERT_TRUE(results[5].ok()) << results[5].status().ToString();
+  EXPECT_FALSE(results[5]->created);
+  EXPECT_EQ(results[5]->run.id, "run-new-key");
+  ASSERT_TRUE(results[6].ok()) << results[6].status().ToString();
+  EXPECT_TRUE(results[6]->created);
+  EXPECT_EQ(CodeOf(results[7]), Code::kNotFound);
+
+  EXPECT_EQ(CodeOf(store().GetRun("run-no-version")), Code::kNotFound);
+  EXPECT_EQ(CodeOf(store().GetRun("run-repeat")), Code::kNotFound);
+  EXPECT_EQ(CodeOf(store().GetRun("run-same-key")), Code::kNotFound);
+  EXPECT_EQ(Must(store().GetRun(taken.id)).input, json::object()) << "unchanged";
+  std::set<std::string> keys;
+  for (const OutboxMessage& m : Must(store().ClaimOutbox(100, 60000))) keys.insert(m.key);
+  EXPECT_EQ(keys, (std::set<std::string>{"run-ok-1", "run-new-key", "run-ok-2"}))
+      << "messages of created runs only";
+  RunFilter f;
+  f.workflow_id = wf.id;
+  EXPECT_EQ(AllRunPages(store(), f).size(), 5u);
+}
+
+TEST_P(StoreConformance, ConcurrentCreateRunsCreateEachKeyOnce) {
+  Workflow wf = MakeWorkflow();
+  constexpr int kThreads = 4;
+  constexpr int kKeys = 20;
+  std::latch go(kThreads);
+  std::mutex mu;
+  std::map<std::string, std::set<std::string>> run_ids;  // key -> run ids answered
+  std::atomic<int> created{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      std::vector<NewRun> batch;
+      for (int k = 0; k < kKeys; ++k) {
+        int key = t % 2 ? k : kKeys - 1 - k;  // opposite orders
+        batch.push_back(NewRun{"", wf.id, 1, json::object(), "key-" + std::to_string(key)});
+        batch.back().dispatch = Message("m", "{}");
+      }
+      go.arrive_and_wait();
+      auto results = store().CreateRuns(batch);
+      ASSERT_EQ(results.size(), batch.size());
+      std::lock_guard<std::mutex> lock(mu);
+      for (size_t i = 0; i < results.size(); ++i) {
+        ASSERT_TRUE(results[i].ok()) << results[i].status().ToString();
+        if (results[i]->created) ++created;
+        run_ids[batch[i].idempotency_key].insert(results[i]->run.id);
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(created.load(), kKeys);
+  ASSERT_EQ(run_ids.size(), static_cast<size_t>(kKeys));
+  for (const auto& [key, ids] : run_ids) EXPECT_EQ(ids.size(), 1u) << key << ": every caller got the one run";
+  EXPECT_EQ(Must(store().GetOutboxStats()).messages, kKeys);
+}
+
 TEST_P(StoreConformance, OutboxClaimHidesDeferDelaysDeleteRemoves) {
   Workflow wf = MakeWorkflow();
   for (int i = 0; i < 3; ++i) {
@@ -1787,6 +1917,36 @@ TEST_P(StoreConformance, TheWritersListenerGetsItsMessagesCommittedAndClaimed) {
   EXPECT_TRUE(Must(store().ClaimOutbox(10, 60000)).empty());
   MustOk(store().DeleteOutbox({h[0].id, h[1].id}));
   EXPECT_EQ(Must(store().GetOutboxStats()).messages, 1);
+
+  // A batch of triggers (CreateRuns): each message created is handed over
+  // with its own id; the one of a repeated key is not written at all.
+  std::vector<NewRun> batch;
+  for (const char* id : {"run-fast-b1", "run-fast-b2"}) {
+    NewRun b = nr;
+    b.id = id;
+    b.idempotency_key = std::string("key-") + id;
+    b.dispatch = Message(b.id, std::string("batch ") + id);
+    batch.push_back(b);
+  }
+  NewRun again = nr;  // idempotency key "fast" is taken
+  again.id = "run-fast-b3";
+  again.dispatch = Message(again.id, "repeat");
+  batch.push_back(again);
+  std::vector<Result<Store::CreatedRun>> created = store().CreateRuns(batch);
+  ASSERT_EQ(created.size(), 3u);
+  EXPECT_TRUE(Must(created[0]).created);
+  EXPECT_TRUE(Must(created[1]).created);
+  EXPECT_FALSE(Must(created[2]).created);
+  h = handed();
+  ASSERT_EQ(h.size(), 5u);
+  std::set<std::string> keys{h[3].key, h[4].key};
+  EXPECT_EQ(keys, (std::set<std::string>{"run-fast-b1", "run-fast-b2"}));
+  for (int k : {3, 4}) EXPECT_EQ(h[k].payload, "batch " + h[k].key);
+  EXPECT_NE(h[3].id, h[4].id);
+  EXPECT_TRUE(Must(store().ClaimOutbox(10, 60000)).empty()) << "claimed by their writer";
+  MustOk(store().DeleteOutbox({h[3].id, h[4].id}));
+  EXPECT_EQ(Must(store().GetOutboxStats()).messages, 1);
+  got.resize(3);
 
   // Its writer died: once the claim lapses any relay takes the message.
   ASSERT_TRUE(store().SetOutboxListener(

@@ -31,4 +31,11 @@ Result<std::vector<ApiKey>> Store::ListApiKeys() { return NoApiKeys(); }
 Result<ApiKey> Store::RevokeApiKey(const std::string&) { return NoApiKeys(); }
 Status Store::RecordApiKeyUse(const std::string&, TimeMs) { return NoApiKeys(); }
 
+std::vector<Result<Store::CreatedRun>> Store::CreateRuns(const std::vector<NewRun>& runs) {
+  std::vector<Result<CreatedRun>> out;
+  out.reserve(runs.size());
+  for (const NewRun& r : runs) out.push_back(CreateRun(r));
+  return out;
+}
+
 }  // namespace af

@@ -36,8 +36,11 @@
 #include <cstring>
 #include <exception>
 #include <limits>
+#include <map>
 #include <mutex>
+#include <set>
 #include <shared_mutex>
+#include <unordered_set>
 
 #include "common/ids.h"
 #include "common/time.h"
@@ -163,6 +166,7 @@ enum Sql {
   kRevokeApiKey,
   kRecordApiKeyUse,
   kInsertRunDispatch,
+  kInsertRuns,
   kTransitionRunDispatch,
   kAcquireLease,
   kRenewLeases,
@@ -297,6 +301,29 @@ constexpr std::array<const char*, kSqlCount> kSqlText = {
     "ON CONFLICT (workflow_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING id) "
     "INSERT INTO outbox (topic, key, payload, created_at, available_at) "
     "SELECT $8::text, $9::text, $10::text, " AF_NOW ", " AF_NOW " + $11::bigint FROM r RETURNING id, created_at",
+    // kInsertRuns (CreateRuns): one row per element of the arrays $1 ids, $2
+    // workflow ids, $3 versions, $4 inputs, $5 idempotency keys ('' none),
+    // $6 created_at, $7 traceparents ('' none), $8 outbox topics ('' no
+    // message), $9 message keys, $10 payloads, $11 claimed for (as in
+    // kInsertRunDispatch); one statement, so atomic. A
+    // row whose workflow version does not exist, or that conflicts with any
+    // unique index (idempotency key, id), is skipped; the ids inserted are
+    // returned and only their messages are written. Rows go in by workflow
+    // and key, so two batches with common keys lock them in the same order.
+    "WITH i AS (SELECT * FROM unnest($1::text[], $2::text[], $3::integer[], $4::text[], $5::text[], $6::bigint[], "
+    "$7::text[], $8::text[], $9::text[], $10::text[]) WITH ORDINALITY "
+    "AS i(id, workflow_id, version, input, ikey, created_at, traceparent, topic, mkey, payload, n)), "
+    "r AS (INSERT INTO workflow_runs (id, workflow_id, workflow_version, status, input, idempotency_key, "
+    "cancel_requested, attempt, created_at, updated_at, traceparent, dispatched_at) "
+    "SELECT i.id, i.workflow_id, i.version, 'PENDING', i.input, NULLIF(i.ikey, ''), false, 1, i.created_at, "
+    "i.created_at, NULLIF(i.traceparent, ''), CASE WHEN i.topic <> '' THEN " AF_NOW " END FROM i "
+    "WHERE EXISTS (SELECT 1 FROM workflow_versions v WHERE v.workflow_id = i.workflow_id AND v.version = i.version) "
+    "ORDER BY i.workflow_id, i.ikey, i.n ON CONFLICT DO NOTHING RETURNING id), "
+    "o AS (INSERT INTO outbox (topic, key, payload, created_at, available_at) "
+    "SELECT i.topic, i.mkey, i.payload, " AF_NOW ", " AF_NOW " + $11::bigint FROM i JOIN r ON r.id = i.id "
+    "WHERE i.topic <> '' ORDER BY i.n RETURNING id, created_at, topic, key) "
+    "SELECT r.id, o.id, o.created_at FROM r JOIN i ON i.id = r.id "
+    "LEFT JOIN o ON o.topic = i.topic AND o.key = i.mkey",
     // kTransitionRunDispatch: kTransitionRun's $1..$15, then the outbox
     // message $16 topic, $17 key, $18 payload, $19 claimed for, written if
     // the run changed; the run's columns, then the message's id and created_at.
@@ -712,6 +739,12 @@ class PostgresStore final : public Store {
 
   Result<CreatedRun> CreateRun(const NewRun& r) override {
     return Call([&](Conn& c) { return DoCreateRun(c, r); });
+  }
+  std::vector<Result<CreatedRun>> CreateRuns(const std::vector<NewRun>& runs) override {
+    if (runs.empty()) return {};
+    auto res = Call([&](Conn& c) -> Result<std::vector<Result<CreatedRun>>> { return DoCreateRuns(c, runs); });
+    if (!res.ok()) return std::vector<Result<CreatedRun>>(runs.size(), Result<CreatedRun>(res.status()));
+    return std::move(res).value();
   }
   Result<Run> GetRun(const std::string& run_id) override {
     return Call([&](Conn& c) { return DoGetRun(c, run_id); });
@@ -1143,6 +1176,120 @@ class PostgresStore final : public Store {
     if (!found) return Status::Internal("postgres: run insert ignored but no run has its idempotency key");
     out.created = false;
     return out;
+  }
+
+  // One kInsertRuns statement for the batch (one round trip, one commit);
+  // a run it did not insert (key already used, id taken, no such version)
+  // or cannot carry (a value to refuse, a repeated id) then goes through
+  // DoCreateRun alone, which returns what CreateRun would. Fails as a whole
+  // only if the statement fails.
+  Result<std::vector<Result<CreatedRun>>> DoCreateRuns(Conn& c, const std::vector<NewRun>& runs) {
+    std::vector<std::string> ids(runs.size());
+    std::vector<TimeMs> created(runs.size());
+    std::vector<size_t> batch, alone;
+    std::unordered_set<std::string> seen;
+    auto storable = [](const NewRun& r, const std::string& id) {
+      if (!postgres::IsStorableText(id) || !postgres::IsStorableText(r.workflow_id) ||
+          !postgres::IsStorableText(r.idempotency_key) || r.input.is_null()) {
+        return false;
+      }
+      return !r.dispatch || (!r.dispatch->topic.empty() && postgres::IsStorableText(r.dispatch->topic) &&
+                             postgres::IsStorableText(r.dispatch->key) &&
+                             postgres::IsStorableText(r.dispatch->payload));
+    };
+    std::vector<std::string> a_id, a_wf, a_ver, a_input, a_key, a_at, a_trace, a_topic, a_mkey, a_payload;
+    for (size_t i = 0; i < runs.size(); ++i) {
+      const NewRun& r = runs[i];
+      ids[i] = r.id.empty() ? NewRunId() : r.id;
+      created[i] = NowMs();
+      if (!storable(r, ids[i]) || !seen.insert(ids[i]).second) {
+        alone.push_back(i);
+        continue;
+      }
+      batch.push_back(i);
+      a_id.push_back(ids[i]);
+      a_wf.push_back(r.workflow_id);
+      a_ver.push_back(std::to_string(r.workflow_version));
+      a_input.push_back(postgres::DumpJson(r.input));
+      a_key.push_back(r.idempotency_key);
+      a_at.push_back(std::to_string(created[i]));
+      a_trace.push_back(postgres::ToStorableText(r.traceparent));
+      a_topic.push_back(r.dispatch ? r.dispatch->topic : "");
+      a_mkey.push_back(r.dispatch ? r.dispatch->key : "");
+      a_payload.push_back(r.dispatch ? r.dispatch->payload : "");
+    }
+    std::vector<std::optional<Result<CreatedRun>>> out(runs.size());
+    if (!batch.empty()) {
+      Params p;
+      p.KeyArray("run id", a_id)
+          .KeyArray("workflow id", a_wf)
+          .KeyArray("version", a_ver)
+          .KeyArray("input", a_input)
+          .KeyArray("idempotency key", a_key)
+          .KeyArray("created_at", a_at)
+          .KeyArray("traceparent", a_trace)
+          .KeyArray("topic", a_topic)
+          .KeyArray("key", a_mkey)
+          .KeyArray("payload", a_payload);
+      // The writer's fast path (SetOutboxListener) when every message of the
+      // batch is told apart by its topic and key (execution requests: the run id).
+      std::shared_lock<std::shared_mutex> fast_path(outbox_mu_);
+      std::set<std::pair<std::string, std::string>> messages;
+      bool distinct = true;
+      for (size_t k = 0; k < a_topic.size(); ++k) {
+        if (!a_topic[k].empty() && !messages.emplace(a_topic[k], a_mkey[k]).second) distinct = false;
+      }
+      const int64_t claim = distinct ? OutboxClaimMs() : 0;
+      p.Int(claim);
+      auto ins = Exec(c, kInsertRuns, p, "insert runs");
+      if (!ins.ok()) return ins.status();
+      std::unordered_set<std::string> inserted;
+      std::map<std::string, int> outbox_row;  // run id → its row in `ins`, if it wrote a message
+      for (int row = 0; row < ins->rows(); ++row) {
+        inserted.insert(ins->Text(row, 0));
+        if (!ins->IsNull(row, 1)) outbox_row[ins->Text(row, 0)] = row;
+      }
+      if (claim > 0 && outbox_listener_) {
+        for (size_t i : batch) {
+          auto it = outbox_row.find(ids[i]);
+          if (it == outbox_row.end() || !runs[i].dispatch) continue;
+          OutboxMessage written = *runs[i].dispatch;
+          written.id = ins->Int64(it->second, 1);
+          written.created_at = ins->Int64(it->second, 2);
+          outbox_listener_(written);
+        }
+      }
+      for (size_t i : batch) {
+        if (!inserted.count(ids[i])) {
+          alone.push_back(i);
+          continue;
+        }
+        const NewRun& r = runs[i];
+        CreatedRun cr;
+        Run& run = cr.run;
+        run.id = ids[i];
+        run.workflow_id = r.workflow_id;
+        run.workflow_version = r.workflow_version;
+        run.status = RunStatus::kPending;
+        run.input = r.input;
+        run.idempotency_key = r.idempotency_key;
+        run.traceparent = r.traceparent;
+        run.attempt = 1;
+        run.created_at = run.updated_at = created[i];
+        if (r.dispatch) run.dispatched_at = run.created_at;  // approximately: the server's clock set it
+        out[i] = std::move(cr);
+      }
+    }
+    std::sort(alone.begin(), alone.end());
+    for (size_t i : alone) {
+      NewRun r = runs[i];
+      r.id = ids[i];
+      out[i] = DoCreateRun(c, r);
+    }
+    std::vector<Result<CreatedRun>> results;
+    results.reserve(runs.size());
+    for (auto& o : out) results.push_back(std::move(*o));
+    return results;
   }
 
   Result<Run> DoGetRun(Conn& c, const std::string& id) {

@@ -589,6 +589,11 @@ class SqliteStore final : public Store {
   Result<CreatedRun> CreateRun(const NewRun& r) override {
     return Locked([&] { return DoCreateRun(r); });
   }
+  std::vector<Result<CreatedRun>> CreateRuns(const std::vector<NewRun>& runs) override {
+    auto res = Locked([&]() -> Result<std::vector<Result<CreatedRun>>> { return DoCreateRuns(runs); });
+    if (!res.ok()) return std::vector<Result<CreatedRun>>(runs.size(), Result<CreatedRun>(res.status()));
+    return std::move(res).value();
+  }
   Result<Run> GetRun(const std::string& run_id) override {
     return Locked([&] { return DoGetRun(run_id); });
   }
@@ -1013,17 +1018,6 @@ class SqliteStore final : public Store {
   }
 
   Result<CreatedRun> DoCreateRun(const NewRun& r) {
-    CreatedRun out;
-    Run& run = out.run;
-    run.id = r.id.empty() ? NewRunId() : r.id;
-    run.workflow_id = r.workflow_id;
-    run.workflow_version = r.workflow_version;
-    run.status = RunStatus::kPending;
-    run.input = r.input;
-    run.idempotency_key = r.idempotency_key;
-    run.traceparent = r.traceparent;
-    run.attempt = 1;
-    run.created_at = run.updated_at = NowMs();
     // Without a dispatch no explicit transaction: the INSERT is atomic and,
     // with a key already used, inserts nothing; rows are never deleted, so
     // the existing run is still there for the SELECT. Racing creators
@@ -1031,6 +1025,52 @@ class SqliteStore final : public Store {
     // inserts. With a dispatch, the run and its outbox message commit together.
     Txn txn(this);
     if (r.dispatch) AF_RETURN_IF_ERROR(txn.Begin());
+    auto res = InsertRun(r, r.id.empty() ? NewRunId() : r.id, NowMs());
+    if (res.ok() && res->created && r.dispatch) AF_RETURN_IF_ERROR(txn.Commit());
+    return res;
+  }
+
+  // Every run in one transaction, each in a savepoint so that one that fails
+  // leaves no row and does not fail the others.
+  std::vector<Result<CreatedRun>> DoCreateRuns(const std::vector<NewRun>& runs) {
+    std::vector<Result<CreatedRun>> out;
+    out.reserve(runs.size());
+    auto all = [&](const Status& s) {
+      out.assign(runs.size(), Result<CreatedRun>(s));
+      return out;
+    };
+    Txn txn(this);
+    Status begun = txn.Begin();
+    if (!begun.ok()) return all(begun);
+    for (const NewRun& r : runs) {
+      int rc = sqlite3_exec(db_, "SAVEPOINT create_run", nullptr, nullptr, nullptr);
+      if (rc != SQLITE_OK) return all(Error(rc, "savepoint"));
+      const TimeMs now = NowMs();
+      auto res = InsertRun(r, r.id.empty() ? NewRunId() : r.id, now);
+      rc = sqlite3_exec(db_, res.ok() ? "RELEASE create_run" : "ROLLBACK TO create_run; RELEASE create_run",
+                        nullptr, nullptr, nullptr);
+      if (rc != SQLITE_OK) return all(Error(rc, "savepoint"));
+      out.push_back(std::move(res));
+    }
+    Status committed = txn.Commit();
+    if (!committed.ok()) return all(committed);
+    return out;
+  }
+
+  // The rows of CreateRun (run, outbox message) without a transaction of
+  // their own; `id` and `now` are the run's id and created_at.
+  Result<CreatedRun> InsertRun(const NewRun& r, const std::string& id, TimeMs now) {
+    CreatedRun out;
+    Run& run = out.run;
+    run.id = id;
+    run.workflow_id = r.workflow_id;
+    run.workflow_version = r.workflow_version;
+    run.status = RunStatus::kPending;
+    run.input = r.input;
+    run.idempotency_key = r.idempotency_key;
+    run.traceparent = r.traceparent;
+    run.attempt = 1;
+    run.created_at = run.updated_at = now;
     {
       Stmt st = Use(kInsertRun);
       st.Bind(1, run.id);
@@ -1056,10 +1096,7 @@ class SqliteStore final : public Store {
       }
       if (rc != SQLITE_OK) return Error(rc, "insert run");
       if (sqlite3_changes(db_) == 1) {
-        if (r.dispatch) {
-          AF_RETURN_IF_ERROR(InsertOutbox(*r.dispatch, run.created_at));
-          AF_RETURN_IF_ERROR(txn.Commit());
-        }
+        if (r.dispatch) AF_RETURN_IF_ERROR(InsertOutbox(*r.dispatch, run.created_at));
         return out;
       }
     }
