@@ -176,6 +176,10 @@ inline Status WithOpIndex(const Status& s, size_t op) {
   return Status(s.code(), s.message(), std::move(d));
 }
 
+// ApplyRunWrites' argument checks, shared by every backend: each op is for
+// w.run_id, and no transition carries a dispatch (InvalidArgument with {"op"}).
+Status CheckRunWrites(const RunWrites& w);
+
 class Store {
  public:
   virtual ~Store() = default;

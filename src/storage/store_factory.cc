@@ -38,4 +38,20 @@ std::vector<Result<Store::CreatedRun>> Store::CreateRuns(const std::vector<NewRu
   return out;
 }
 
+Status CheckRunWrites(const RunWrites& w) {
+  for (size_t i = 0; i < w.ops.size(); ++i) {
+    const RunWrite& op = w.ops[i];
+    const std::string& rid = op.kind == RunWrite::Kind::kInsertStep   ? op.insert.run_id
+                             : op.kind == RunWrite::Kind::kFinishStep ? op.finish.run_id
+                                                                      : op.transition.run_id;
+    if (rid != w.run_id) {
+      return WithOpIndex(Status::InvalidArgument("apply run writes: op for run " + rid + " in a batch for " + w.run_id), i);
+    }
+    if (op.kind == RunWrite::Kind::kTransition && op.transition.dispatch) {
+      return WithOpIndex(Status::InvalidArgument("apply run writes: a transition may not carry a dispatch"), i);
+    }
+  }
+  return Status::Ok();
+}
+
 }  // namespace af

@@ -1304,18 +1304,7 @@ class SqliteStore final : public Store {
   Result<RunWritesResult> DoApplyRunWrites(const RunWrites& w) {
     RunWritesResult out;
     out.step_ids.assign(w.ops.size(), 0);
-    for (size_t i = 0; i < w.ops.size(); ++i) {
-      const RunWrite& op = w.ops[i];
-      const std::string& rid = op.kind == RunWrite::Kind::kInsertStep   ? op.insert.run_id
-                               : op.kind == RunWrite::Kind::kFinishStep ? op.finish.run_id
-                                                                        : op.transition.run_id;
-      if (rid != w.run_id) {
-        return WithOpIndex(Status::InvalidArgument("apply run writes: op for run " + rid + " in a batch for " + w.run_id), i);
-      }
-      if (op.kind == RunWrite::Kind::kTransition && op.transition.dispatch) {
-        return WithOpIndex(Status::InvalidArgument("apply run writes: a transition may not carry a dispatch"), i);
-      }
-    }
+    AF_RETURN_IF_ERROR(CheckRunWrites(w));
     Txn txn(this);
     if (w.ops.size() > 1) AF_RETURN_IF_ERROR(txn.Begin());
     for (size_t i = 0; i < w.ops.size(); ++i) {
