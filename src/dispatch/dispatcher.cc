@@ -137,17 +137,8 @@ int Dispatcher::PublishHandedOver() {
   return static_cast<int>(batch.size());
 }
 
-Result<int> Dispatcher::SettleHandedOver(std::chrono::milliseconds wait) {
-  std::vector<int64_t> published;
-  std::map<std::string, std::vector<int64_t>> failed;
-  {
-    std::unique_lock<std::mutex> lock(settle_->mu);
-    settle_->cv.wait_for(lock, wait, [this] {
-      return settle_->stopping || !settle_->published.empty() || !settle_->failed.empty();
-    });
-    published.swap(settle_->published);
-    failed.swap(settle_->failed);
-  }
+Status Dispatcher::SettlePublished(const std::vector<int64_t>& published,
+                                   const std::map<std::string, std::vector<int64_t>>& failed, size_t* failures_out) {
   Status deleted = store_->DeleteOutbox(published);
   if (!deleted.ok()) {
     // Published but still in the outbox: published again once the claim
@@ -164,6 +155,23 @@ Result<int> Dispatcher::SettleHandedOver(std::chrono::milliseconds wait) {
   }
   published_ += published.size();
   publish_failures_ += failures;
+  *failures_out = failures;
+  return deleted;
+}
+
+Result<int> Dispatcher::SettleHandedOver(std::chrono::milliseconds wait) {
+  std::vector<int64_t> published;
+  std::map<std::string, std::vector<int64_t>> failed;
+  {
+    std::unique_lock<std::mutex> lock(settle_->mu);
+    settle_->cv.wait_for(lock, wait, [this] {
+      return settle_->stopping || !settle_->published.empty() || !settle_->failed.empty();
+    });
+    published.swap(settle_->published);
+    failed.swap(settle_->failed);
+  }
+  size_t failures = 0;
+  Status deleted = SettlePublished(published, failed, &failures);
   if (failures > 0 && !last_settle_failed_) {
     log::Warn("could not publish " + std::to_string(failures) + " request(s) just accepted (" +
               failed.begin()->first + "); they stay in the outbox and are tried again every " +
@@ -224,21 +232,8 @@ Result<int> Dispatcher::RelayOnce() {
     published = settle->published;
     failed = settle->failed;
   }
-  Status deleted = store_->DeleteOutbox(published);
-  if (!deleted.ok()) {
-    // Published but still in the outbox: published again after the claim
-    // expires. A duplicate request is harmless (the run's lease decides).
-    log::Warn("published " + std::to_string(published.size()) +
-              " outbox message(s) but could not delete them: " + deleted.ToString());
-  }
   size_t failures = 0;
-  for (const auto& [error, ids] : failed) {
-    failures += ids.size();
-    Status deferred = store_->DeferOutbox(ids, error, options_.retry_delay.count());
-    if (!deferred.ok()) log::Warn("could not defer outbox messages: " + deferred.ToString());
-  }
-  published_ += published.size();
-  publish_failures_ += failures;
+  (void)SettlePublished(published, failed, &failures);  // logged there; the relay goes on
   if (failures > 0 && !last_publish_failed_) {
     log::Warn("could not publish " + std::to_string(failures) + " queued request(s) (" + failed.begin()->first +
               "); they stay in the outbox and are tried again every " +

@@ -109,6 +109,10 @@ class Dispatcher {
   // refused; waits up to `wait` for one to be settled. Returns how many
   // messages it settled. For tests and the settler thread.
   Result<int> SettleHandedOver(std::chrono::milliseconds wait);
+  // Deletes what was published and defers what failed (by error); counts
+  // both, sets *failures. Returns the delete's status (already logged).
+  Status SettlePublished(const std::vector<int64_t>& published,
+                         const std::map<std::string, std::vector<int64_t>>& failed, size_t* failures);
 
   uint64_t published() const { return published_.load(); }
   uint64_t publish_failures() const { return publish_failures_.load(); }
