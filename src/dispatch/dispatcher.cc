@@ -45,8 +45,8 @@ void Dispatcher::Start() {
     stopping_ = false;
   }
   {
-    std::lock_guard<std::mutex> lock(settle_->mu);
-    settle_->stopping = false;
+    std::lock_guard<std::mutex> lock(handed_->mu);
+    handed_->stopping = false;
   }
   if (writer_ != nullptr) {
     writer_->SetOutboxListener([this](const OutboxMessage& m) { Handoff(m); }, options_.claim_ttl.count());
@@ -79,11 +79,11 @@ void Dispatcher::Stop() {
   if (!deferred.ok()) log::Warn("could not release outbox messages: " + deferred.ToString());
   // Let the queue answer what is in flight (briefly), delete what it took.
   {
-    std::unique_lock<std::mutex> lock(settle_->mu);
-    settle_->cv.wait_for(lock, std::chrono::seconds(2), [this] { return settle_->in_flight == 0; });
-    settle_->stopping = true;
+    std::unique_lock<std::mutex> lock(handed_->mu);
+    handed_->cv.wait_for(lock, std::chrono::seconds(2), [this] { return handed_->in_flight == 0; });
+    handed_->stopping = true;
   }
-  settle_->cv.notify_all();
+  handed_->cv.notify_all();
   if (settler_.joinable()) settler_.join();
 }
 
@@ -116,25 +116,36 @@ int Dispatcher::PublishHandedOver() {
     batch.swap(handed_over_);
   }
   if (batch.empty()) return 0;
-  {
-    std::lock_guard<std::mutex> lock(settle_->mu);
-    settle_->in_flight += batch.size();
-  }
-  for (const OutboxMessage& m : batch) {
-    queue_->PublishAsync(m.topic, m.key, m.payload, [settle = settle_, id = m.id](Status s) {
-      {
-        std::lock_guard<std::mutex> lock(settle->mu);
-        if (s.ok()) {
-          settle->published.push_back(id);
-        } else {
-          settle->failed[s.message()].push_back(id);
-        }
-        --settle->in_flight;
-      }
-      settle->cv.notify_all();
-    });
-  }
+  for (const OutboxMessage& m : batch) Deliveries::Publish(handed_, queue_, m);
   return static_cast<int>(batch.size());
+}
+
+void Dispatcher::Deliveries::Publish(const std::shared_ptr<Deliveries>& d, Queue* queue, const OutboxMessage& m) {
+  {
+    std::lock_guard<std::mutex> lock(d->mu);
+    ++d->in_flight;
+  }
+  queue->PublishAsync(m.topic, m.key, m.payload, [d, id = m.id](Status s) {
+    ++(s.ok() ? d->counts->published : d->counts->failures);
+    {
+      std::lock_guard<std::mutex> lock(d->mu);
+      if (s.ok()) {
+        d->published.push_back(id);
+      } else {
+        d->failed[s.message()].push_back(id);
+      }
+      --d->in_flight;
+    }
+    d->cv.notify_all();
+  });
+}
+
+void Dispatcher::Deliveries::TakeLocked(std::vector<int64_t>* published_out,
+                                        std::map<std::string, std::vector<int64_t>>* failed_out) {
+  *published_out = std::move(published);
+  *failed_out = std::move(failed);
+  published.clear();
+  failed.clear();
 }
 
 Status Dispatcher::SettlePublished(const std::vector<int64_t>& published,
@@ -153,8 +164,6 @@ Status Dispatcher::SettlePublished(const std::vector<int64_t>& published,
     Status deferred = store_->DeferOutbox(ids, error, options_.retry_delay.count());
     if (!deferred.ok()) log::Warn("could not defer outbox messages: " + deferred.ToString());
   }
-  published_ += published.size();
-  publish_failures_ += failures;
   *failures_out = failures;
   return deleted;
 }
@@ -163,12 +172,11 @@ Result<int> Dispatcher::SettleHandedOver(std::chrono::milliseconds wait) {
   std::vector<int64_t> published;
   std::map<std::string, std::vector<int64_t>> failed;
   {
-    std::unique_lock<std::mutex> lock(settle_->mu);
-    settle_->cv.wait_for(lock, wait, [this] {
-      return settle_->stopping || !settle_->published.empty() || !settle_->failed.empty();
+    std::unique_lock<std::mutex> lock(handed_->mu);
+    handed_->cv.wait_for(lock, wait, [this] {
+      return handed_->stopping || !handed_->published.empty() || !handed_->failed.empty();
     });
-    published.swap(settle_->published);
-    failed.swap(settle_->failed);
+    handed_->TakeLocked(&published, &failed);
   }
   size_t failures = 0;
   Status deleted = SettlePublished(published, failed, &failures);
@@ -186,8 +194,8 @@ void Dispatcher::SettleLoop() {
   while (true) {
     auto n = SettleHandedOver(options_.idle_poll);
     (void)n;  // failures are logged; the outbox keeps what was not settled
-    std::lock_guard<std::mutex> lock(settle_->mu);
-    if (settle_->stopping && settle_->published.empty() && settle_->failed.empty()) return;
+    std::lock_guard<std::mutex> lock(handed_->mu);
+    if (handed_->stopping && handed_->published.empty() && handed_->failed.empty()) return;
   }
 }
 
@@ -203,34 +211,15 @@ Result<int> Dispatcher::RelayOnce() {
   if (claimed->empty()) return 0;
 
   // Publish the whole batch asynchronously, then settle it in two writes.
-  struct Settle {
-    std::mutex mu;
-    std::condition_variable cv;
-    size_t left = 0;
-    std::vector<int64_t> published;
-    std::map<std::string, std::vector<int64_t>> failed;  // by error
-  };
-  auto settle = std::make_shared<Settle>();
-  settle->left = claimed->size();
-  for (const OutboxMessage& m : *claimed) {
-    queue_->PublishAsync(m.topic, m.key, m.payload, [settle, id = m.id](Status s) {
-      std::lock_guard<std::mutex> lock(settle->mu);
-      if (s.ok()) {
-        settle->published.push_back(id);
-      } else {
-        settle->failed[s.message()].push_back(id);
-      }
-      if (--settle->left == 0) settle->cv.notify_all();
-    });
-  }
+  auto deliveries = std::make_shared<Deliveries>(counts_);
+  for (const OutboxMessage& m : *claimed) Deliveries::Publish(deliveries, queue_, m);
   std::vector<int64_t> published;
   std::map<std::string, std::vector<int64_t>> failed;
   {
-    std::unique_lock<std::mutex> lock(settle->mu);
+    std::unique_lock<std::mutex> lock(deliveries->mu);
     // Unsettled after the claim expires: another relay may take them; leave them.
-    settle->cv.wait_for(lock, options_.claim_ttl, [&] { return settle->left == 0; });
-    published = settle->published;
-    failed = settle->failed;
+    deliveries->cv.wait_for(lock, options_.claim_ttl, [&] { return deliveries->in_flight == 0; });
+    deliveries->TakeLocked(&published, &failed);
   }
   size_t failures = 0;
   (void)SettlePublished(published, failed, &failures);  // logged there; the relay goes on

@@ -109,13 +109,13 @@ class Dispatcher {
   // refused; waits up to `wait` for one to be settled. Returns how many
   // messages it settled. For tests and the settler thread.
   Result<int> SettleHandedOver(std::chrono::milliseconds wait);
-  // Deletes what was published and defers what failed (by error); counts
-  // both, sets *failures. Returns the delete's status (already logged).
+  // Deletes what was published and defers what failed (by error); sets
+  // *failures. Returns the delete's status (already logged).
   Status SettlePublished(const std::vector<int64_t>& published,
                          const std::map<std::string, std::vector<int64_t>>& failed, size_t* failures);
 
-  uint64_t published() const { return published_.load(); }
-  uint64_t publish_failures() const { return publish_failures_.load(); }
+  uint64_t published() const { return counts_->published.load(); }
+  uint64_t publish_failures() const { return counts_->failures.load(); }
   uint64_t redispatched() const { return redispatched_.load(); }
   // The outbox as last read (at most about once a second while running).
   int64_t backlog() const { return backlog_.load(); }
@@ -123,12 +123,26 @@ class Dispatcher {
   double oldest_age_seconds() const;
 
  private:
-  // Answers of the queue to handed-over publishes; shared with the publish
-  // callbacks, which may outlive the dispatcher.
-  struct Settle {
+  // Counted when the queue answers (a request is on the queue from then on,
+  // whatever happens to its outbox row); shared with the publish callbacks.
+  struct Counts {
+    std::atomic<uint64_t> published{0};
+    std::atomic<uint64_t> failures{0};
+  };
+  // The queue's answers to a set of publishes (a relay pass's, or the
+  // handed-over ones'); shared with the publish callbacks, which may outlive
+  // the dispatcher.
+  struct Deliveries {
+    explicit Deliveries(std::shared_ptr<Counts> c) : counts(std::move(c)) {}
+    // Publishes `m` on `queue` and records the answer here.
+    static void Publish(const std::shared_ptr<Deliveries>& d, Queue* queue, const OutboxMessage& m);
+    // Moves the answers so far into *published / *failed.
+    void TakeLocked(std::vector<int64_t>* published, std::map<std::string, std::vector<int64_t>>* failed);
+
+    std::shared_ptr<Counts> counts;
     std::mutex mu;
     std::condition_variable cv;
-    size_t in_flight = 0;
+    size_t in_flight = 0;  // guarded by mu, as the rest
     std::vector<int64_t> published;
     std::map<std::string, std::vector<int64_t>> failed;  // by error
     bool stopping = false;
@@ -149,12 +163,11 @@ class Dispatcher {
   bool stopping_ = false;  // guarded by mu_
   std::deque<OutboxMessage> handed_over_;  // guarded by mu_: not yet published
   int64_t handoff_credit_ = 0;             // guarded by mu_: handoffs not yet matched by a Kick
-  std::shared_ptr<Settle> settle_ = std::make_shared<Settle>();
+  std::shared_ptr<Counts> counts_ = std::make_shared<Counts>();
+  std::shared_ptr<Deliveries> handed_ = std::make_shared<Deliveries>(counts_);  // the fast path's
   std::thread relay_;
   std::thread sweeper_;
   std::thread settler_;
-  std::atomic<uint64_t> published_{0};
-  std::atomic<uint64_t> publish_failures_{0};
   std::atomic<uint64_t> redispatched_{0};
   std::atomic<int64_t> backlog_{0};
   std::atomic<int64_t> oldest_created_at_{0};  // 0: none

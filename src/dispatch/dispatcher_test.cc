@@ -229,6 +229,8 @@ TEST_F(DispatcherTest, AHandedOverRequestIsPublishedWithoutAClaim) {
   EXPECT_EQ(d.PublishHandedOver(), 1);
   ASSERT_EQ(queue_.sent().size(), 1u);
   EXPECT_EQ(queue_.sent()[0].key, id);
+  // Counted when the queue took it: a consumer may run it before the settle.
+  EXPECT_EQ(d.published(), 1u);
   auto settled = d.SettleHandedOver(5s);
   ASSERT_TRUE(settled.ok()) << settled.status().ToString();
   EXPECT_EQ(*settled, 1);
@@ -246,6 +248,7 @@ TEST_F(DispatcherTest, AHandedOverRequestTheBrokerRefusedIsRetriedByTheRelay) {
   queue_.down = true;
   Trigger();
   EXPECT_EQ(d.PublishHandedOver(), 1);
+  EXPECT_EQ(d.publish_failures(), 1u) << "counted when the queue refused it";
   ASSERT_TRUE(d.SettleHandedOver(5s).ok());
   EXPECT_EQ(d.publish_failures(), 1u);
   EXPECT_EQ(Backlog(), 1) << "nothing is lost while the broker is down";

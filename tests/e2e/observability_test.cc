@@ -85,12 +85,15 @@ TEST_F(ServeDemo, MetricsParseAndMoveByWhatTheRunsExecuted) {
   ASSERT_EQ(bad.body_json["status"], "FAILED") << bad.body;
 
   // The store says terminal a moment before the executor counts the run and
-  // lets it go: scrape until the runs are counted, out of flight and acked.
+  // lets it go (and the queue's answer to a publish may come after the run
+  // it carried ended): scrape until the runs are counted, out of flight,
+  // acked and their requests counted as published.
   PromText after;
   bool settled = WaitUntil(
       [&] {
         after = Scrape();
         return Delta(before, after, "agentflow_runs_finished_total") == 2 &&
+               Delta(before, after, "agentflow_outbox_published_total") == 2 &&
                after.Value("agentflow_runs_in_flight") == 0 &&
                after.Value("agentflow_consumer_lag_messages", {{"topic", "workflow.execution.requests"}}) == 0;
       },
