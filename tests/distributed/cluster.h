@@ -20,10 +20,21 @@ namespace af::e2e {
 using namespace std::chrono_literals;
 using test::PgServer;
 
-// Settings that make the mock broker fast and group changes quick.
-inline const std::vector<std::string> kKafkaTestProps = {
-    "--kafka-property", "fetch.wait.max.ms=5",       "--kafka-property", "session.timeout.ms=6000",
-    "--kafka-property", "heartbeat.interval.ms=500", "--kafka-property", "linger.ms=0"};
+// Settings that make the mock broker fast and group changes quick; with
+// AGENTFLOW_TEST_KAFKA_DEBUG set (e.g. "cgrp"), librdkafka's debug contexts
+// too, in each process's log.
+inline std::vector<std::string> KafkaTestProps() {
+  std::vector<std::string> props = {
+      "--kafka-property", "fetch.wait.max.ms=5",       "--kafka-property", "session.timeout.ms=6000",
+      "--kafka-property", "heartbeat.interval.ms=500", "--kafka-property", "linger.ms=0"};
+  const char* debug = std::getenv("AGENTFLOW_TEST_KAFKA_DEBUG");
+  if (debug != nullptr && *debug != '\0') {
+    props.push_back("--kafka-property");
+    props.push_back(std::string("debug=") + debug);
+  }
+  return props;
+}
+inline const std::vector<std::string> kKafkaTestProps = KafkaTestProps();
 
 // The tail of every log file in `dir`, for failure reports.
 inline std::string LogsIn(const std::filesystem::path& dir) {
@@ -75,7 +86,10 @@ class Cluster {
   }
 
   EnvOverrides Env() const {
-    return {{"DATABASE_URL", db_url_}, {"KAFKA_BROKERS", kafka_->brokers()}, {"KAFKA_GROUP_ID", group_}};
+    EnvOverrides env = {{"DATABASE_URL", db_url_}, {"KAFKA_BROKERS", kafka_->brokers()}, {"KAFKA_GROUP_ID", group_}};
+    const char* debug = std::getenv("AGENTFLOW_TEST_KAFKA_DEBUG");
+    if (debug != nullptr && *debug != '\0') env["LOG_LEVEL"] = "DEBUG";  // librdkafka's lines are debug lines
+    return env;
   }
 
   // Starts one more consumer in the group; returns its index.

@@ -242,6 +242,12 @@ TempDir::TempDir() {
 }
 
 TempDir::~TempDir() {
+  // For a post-mortem of a flaky failure: keep the logs.
+  const char* keep = std::getenv("AGENTFLOW_TEST_KEEP_DIRS");
+  if (keep != nullptr && *keep != '\0' && std::string(keep) != "0") {
+    std::fprintf(stderr, "kept %s (AGENTFLOW_TEST_KEEP_DIRS)\n", path_.c_str());
+    return;
+  }
   std::error_code ec;
   std::filesystem::remove_all(path_, ec);
 }

@@ -74,6 +74,15 @@ std::vector<TopicPartition> ToTopicPartitions(const std::vector<RdKafka::TopicPa
   return out;
 }
 
+std::string Describe(const std::vector<RdKafka::TopicPartition*>& parts) {
+  std::string s;
+  for (const RdKafka::TopicPartition* p : parts) {
+    if (!s.empty()) s += ", ";
+    s += p->topic() + "[" + std::to_string(p->partition()) + "]";
+  }
+  return s.empty() ? "none" : s;
+}
+
 std::string Describe(const std::vector<CommitOffset>& commits) {
   std::string s;
   for (const CommitOffset& c : commits) {
@@ -175,6 +184,7 @@ class KafkaConsumerImpl final : public QueueConsumer, public RdKafka::RebalanceC
                     std::vector<RdKafka::TopicPartition*>& parts) override {
     const bool cooperative = consumer->rebalance_protocol() == "COOPERATIVE";
     if (err == RdKafka::ERR__ASSIGN_PARTITIONS) {
+      log::Info("Kafka consumer: assigned " + Describe(parts));
       {
         std::lock_guard lk(mu_);
         tracker_.Assign(ToTopicPartitions(parts));
@@ -184,8 +194,13 @@ class KafkaConsumerImpl final : public QueueConsumer, public RdKafka::RebalanceC
       } else {
         ReportCode("assign", consumer->assign(parts));
       }
-      // A consumer that is not taking messages does not fetch new ones either.
-      if (paused_ && !parts.empty()) ReportCode("pause", consumer->pause(parts));
+      // A consumer that is not taking messages does not fetch new ones
+      // either. Both ways, explicitly: librdkafka keeps a partition's pause
+      // across an unassign and assign, so one revoked while we were paused
+      // would otherwise come back paused after we resumed, and never be read.
+      if (!parts.empty()) {
+        ReportCode(paused_ ? "pause" : "resume", paused_ ? consumer->pause(parts) : consumer->resume(parts));
+      }
       return;
     }
     if (err == RdKafka::ERR__REVOKE_PARTITIONS) {
@@ -368,6 +383,7 @@ class KafkaConsumerImpl final : public QueueConsumer, public RdKafka::RebalanceC
 
   void Revoke(RdKafka::KafkaConsumer* consumer, std::vector<RdKafka::TopicPartition*>& parts, bool cooperative) {
     const bool assignment_lost = consumer->assignment_lost();
+    log::Info(std::string("Kafka consumer: ") + (assignment_lost ? "lost " : "revoked ") + Describe(parts));
     std::vector<TopicPartition> tps = ToTopicPartitions(parts);
     std::vector<CommitOffset> commits;
     std::vector<QueueMessage> lost;

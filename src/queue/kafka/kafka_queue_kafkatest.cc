@@ -385,6 +385,58 @@ TEST_F(KafkaQueueTest, RebalanceHandsUnackedMessagesOfMovedPartitionsToTheNewOwn
   EXPECT_TRUE(more_a->empty());
 }
 
+// A member whose executor is full (Poll(0): its partitions are paused) gives
+// partitions up in a rebalance, takes again (its remaining partitions are
+// resumed), and later gets the given-up partitions back: they are fetched.
+// librdkafka keeps a partition's application pause across an unassign and
+// assign, so a partition revoked while paused came back paused for good and
+// its requests sat there unread (the consumer saw no lag: lag counts what is
+// fetched).
+TEST_F(KafkaQueueTest, PartitionsGivenUpWhilePausedAreFetchedWhenAssignedAgain) {
+  const std::string topic = Name("repause"), group = Name("g");
+  std::map<int32_t, std::string> key_of_partition;
+  for (int i = 0; key_of_partition.size() < static_cast<size_t>(kPartitions); ++i) {
+    std::string k = "run-" + std::to_string(i);
+    key_of_partition.try_emplace(JavaPartition(k, kPartitions), k);
+  }
+  std::vector<std::vector<QueueMessage>> revocations;  // before `a`, which calls the handler at close
+  auto a = Sub(*queue_, {topic}, group);
+  ASSERT_NE(a, nullptr);
+  a->SetRevokedHandler([&](const std::vector<QueueMessage>& lost) { revocations.push_back(lost); });
+  // One unacked message per partition: a revocation reports what moved.
+  for (const auto& [p, k] : key_of_partition) Publish(topic, k, k + "/before");
+  ASSERT_EQ(PollN(*a, kPartitions).size(), static_cast<size_t>(kPartitions));
+
+  // Full: `a` only keeps its membership while `b` joins and takes some.
+  auto b = Sub(*queue_, {topic}, group);
+  ASSERT_NE(b, nullptr);
+  auto deadline = Clock::now() + 2 * kArrival;
+  while (revocations.empty() && Clock::now() < deadline) {
+    auto ra = a->Poll(0, milliseconds(100));
+    ASSERT_TRUE(ra.ok()) << ra.status().ToString();
+    auto rb = b->Poll(100, milliseconds(100));
+    ASSERT_TRUE(rb.ok()) << rb.status().ToString();
+    for (const auto& m : *rb) ASSERT_TRUE(b->Ack(m).ok());
+  }
+  ASSERT_FALSE(revocations.empty()) << "the first member gave up no partition";
+  // `a` takes again, then `b` leaves and its partitions come back to `a`.
+  ASSERT_TRUE(a->Poll(100, milliseconds(100)).ok());
+  b->Close();
+  b.reset();
+  for (const auto& [p, k] : key_of_partition) Publish(topic, k, k + "/after");
+  std::set<int32_t> after;
+  deadline = Clock::now() + 2 * kArrival;
+  while (after.size() < static_cast<size_t>(kPartitions) && Clock::now() < deadline) {
+    auto r = a->Poll(100, milliseconds(200));
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    for (const auto& m : *r) {
+      if (m.payload.ends_with("/after")) after.insert(m.partition);
+    }
+  }
+  EXPECT_EQ(after.size(), static_cast<size_t>(kPartitions))
+      << "a partition given up while paused was not fetched after it came back";
+}
+
 class KafkaPollIntervalTest : public KafkaQueueTest {
  protected:
   // librdkafka requires max.poll.interval.ms >= session.timeout.ms (4 s here).
