@@ -68,6 +68,7 @@ class ReplyReaderImpl final : public KafkaReplyReader {
     kafka::Properties props =
         kafka::ConsumerProperties(options_.kafka, options_.kafka.client_id + "-replies-" + NewUuid());
     props.emplace_back("enable.partition.eof", "false");
+    props.emplace_back("enable.auto.commit", "false");
     auto conf = kafka::MakeConf(props);
     if (!conf.ok()) return conf.status();
     AF_RETURN_IF_ERROR(kafka::SetCallback<RdKafka::EventCb>(**conf, "event_cb", &events_));

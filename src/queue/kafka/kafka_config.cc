@@ -31,7 +31,11 @@ Properties ConsumerProperties(const QueueOptions& options, const std::string& gr
       {"bootstrap.servers", options.kafka_brokers},
       {"client.id", options.client_id},
       {"group.id", group},
-      {"enable.auto.commit", "false"},
+      // Only positions the consumer stores (acked prefixes) are committed,
+      // by librdkafka's committer: while the group is steady, on unassign
+      // and at close (see KafkaConsumerImpl::MaybeStore).
+      {"enable.auto.commit", "true"},
+      {"auto.commit.interval.ms", "100"},
       {"enable.auto.offset.store", "false"},
       {"auto.offset.reset", "earliest"},
       {"partition.assignment.strategy", "cooperative-sticky"},

@@ -34,8 +34,9 @@ using kafka::TopicPartition;
 // Longest single consume() inside Poll: bounds how late a periodic commit
 // (or a missed wake-up) can be while a Poll waits.
 constexpr std::chrono::milliseconds kPollSlice{200};
-// Acked positions are committed asynchronously at most this often.
-constexpr std::chrono::milliseconds kCommitInterval{100};
+// Acked positions are stored for librdkafka's committer at most this often
+// (it commits them every auto.commit.interval.ms, see kafka_config.cc).
+constexpr std::chrono::milliseconds kStoreInterval{100};
 // Longest Poll wait; longer timeouts are clamped (Poll then returns empty).
 constexpr std::chrono::milliseconds kMaxPollWait = std::chrono::hours(24 * 30);
 // Ping's metadata request.
@@ -211,21 +212,14 @@ class KafkaConsumerImpl final : public QueueConsumer, public RdKafka::RebalanceC
     if (!cooperative) ReportCode("unassign", consumer->unassign());
   }
 
-  // Results of commitAsync (and of the sync commits), served in consume().
+  // Results of librdkafka's commits (timer, unassign, close), served in
+  // consume() or close(). A failed one stays stored and goes out again with
+  // the next timed commit (while the partition is still ours).
   void offset_commit_cb(RdKafka::ErrorCode err, std::vector<RdKafka::TopicPartition*>& offsets) override {
     if (err == RdKafka::ERR__NO_OFFSET) return;
-    std::vector<CommitOffset> failed;
-    for (const RdKafka::TopicPartition* p : offsets) {
-      if (err != RdKafka::ERR_NO_ERROR || p->err() != RdKafka::ERR_NO_ERROR) {
-        failed.push_back({{p->topic(), p->partition()}, p->offset()});
-      }
-    }
-    if (failed.empty()) return;
-    {
-      std::lock_guard lk(mu_);
-      for (const CommitOffset& c : failed) tracker_.CommitFailed(c);
-    }
-    events_.Throttled("commit", "offset commit failed (retried): " + RdKafka::err2str(err));
+    bool failed = err != RdKafka::ERR_NO_ERROR;
+    for (const RdKafka::TopicPartition* p : offsets) failed = failed || p->err() != RdKafka::ERR_NO_ERROR;
+    if (failed) events_.Throttled("commit", "offset commit failed (retried): " + RdKafka::err2str(err));
   }
 
  private:
@@ -242,7 +236,7 @@ class KafkaConsumerImpl final : public QueueConsumer, public RdKafka::RebalanceC
       pending_.pop_front();
     }
     while (true) {
-      MaybeCommit();
+      MaybeStore();
       if (closed_) return std::vector<QueueMessage>{};
       if (max > 0 && batch_.size() >= max) break;
       // With a message in hand, only take what is already fetched.
@@ -347,37 +341,36 @@ class KafkaConsumerImpl final : public QueueConsumer, public RdKafka::RebalanceC
     paused_ = pause;
   }
 
-  void MaybeCommit() {
+  // Our commits go through librdkafka's committer, never commit() calls:
+  // it commits only while the group is steady, on unassign and at close. A
+  // commit of ours in flight while a rebalance bumps the generation comes
+  // back "illegal generation", and librdkafka 2.0.2 then drops the
+  // generation it just joined, so the SyncGroup that follows fails and the
+  // assignment is lost (librdkafka #4059, fixed in 2.10).
+  void MaybeStore() {
     auto now = Clock::now();
-    if (now - last_commit_ < kCommitInterval) return;
-    last_commit_ = now;
+    if (now - last_store_ < kStoreInterval) return;
+    last_store_ = now;
     std::vector<CommitOffset> commits;
     {
       std::lock_guard lk(mu_);
       commits = tracker_.Pending();
       tracker_.MarkSent(commits);
     }
-    if (commits.empty()) return;
-    PartitionList parts(commits);
-    RdKafka::ErrorCode e = consumer_->commitAsync(parts.get());
-    if (e != RdKafka::ERR_NO_ERROR) {
+    if (!Store(commits)) {
       std::lock_guard lk(mu_);
       for (const CommitOffset& c : commits) tracker_.CommitFailed(c);
     }
   }
 
-  // Returns false (and logs) if the commit failed: the messages from these
-  // positions on are delivered again, which at-least-once allows.
-  bool CommitSync(const std::vector<CommitOffset>& commits) {
+  // Stores the positions for the committer; false (and logs) if refused.
+  bool Store(const std::vector<CommitOffset>& commits) {
     if (commits.empty()) return true;
     PartitionList parts(commits);
-    RdKafka::ErrorCode e = consumer_->commitSync(parts.get());
+    RdKafka::ErrorCode e = consumer_->offsets_store(parts.get());
     bool ok = e == RdKafka::ERR_NO_ERROR;
     for (const RdKafka::TopicPartition* p : parts.get()) ok = ok && p->err() == RdKafka::ERR_NO_ERROR;
-    if (!ok) {
-      log::Warn("Kafka consumer: committing " + Describe(commits) + " failed (" + RdKafka::err2str(e) +
-                "); acked messages from there on will be delivered again");
-    }
+    if (!ok) events_.Throttled("store", "storing " + Describe(commits) + " failed: " + RdKafka::err2str(e));
     return ok;
   }
 
@@ -408,9 +401,10 @@ class KafkaConsumerImpl final : public QueueConsumer, public RdKafka::RebalanceC
         log::Error("Kafka consumer: the revoked-partitions handler threw");
       }
     }
-    // A lost assignment (session timed out) may already belong to another
-    // member: committing would be refused, or worse, move its position.
-    if (!assignment_lost) CommitSync(commits);
+    // Committed by the unassign below (librdkafka commits what is stored
+    // for partitions it removes). A lost assignment (session timed out) may
+    // already belong to another member: nothing more is stored for it.
+    if (!assignment_lost) Store(commits);
     if (cooperative) {
       ReportError("incremental_unassign", consumer->incremental_unassign(parts));
     } else {
@@ -428,8 +422,9 @@ class KafkaConsumerImpl final : public QueueConsumer, public RdKafka::RebalanceC
       commits = tracker_.Pending();
       tracker_.MarkSent(commits);
     }
-    CommitSync(commits);
-    // Leaves the group; revokes (rebalance_cb) what is still assigned.
+    Store(commits);
+    // Leaves the group; revokes (rebalance_cb) what is still assigned,
+    // and commits what is stored, before it returns.
     ReportCode("close", consumer_->close());
   }
 
@@ -454,7 +449,7 @@ class KafkaConsumerImpl final : public QueueConsumer, public RdKafka::RebalanceC
   std::mutex use_mu_;
   bool consumer_closed_ = false;         // guarded by use_mu_
   bool paused_ = false;                  // guarded by use_mu_
-  Clock::time_point last_commit_{};      // guarded by use_mu_
+  Clock::time_point last_store_{};       // guarded by use_mu_
   std::vector<QueueMessage> batch_;      // guarded by use_mu_: the Poll being filled
   std::deque<QueueMessage> pending_;     // guarded by use_mu_: fetched while paused
 
