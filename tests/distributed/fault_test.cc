@@ -301,13 +301,14 @@ TEST_F(FaultTest, RunsWhoseRequestWasLostArePickedUpAgainByTheSweeper) {
   c.Query("INSERT INTO workflow_runs (id, workflow_id, workflow_version, status, input, created_at, updated_at) "
           "SELECT 'run-lost-request', workflow_id, workflow_version, 'PENDING', input, " + now + ", " + now +
           " FROM workflow_runs WHERE id = '" + model + "' RETURNING id");
+  // The dead executor had completed s1 and was calling s2. One PQexec, so
+  // one transaction: the sweeper never sees the run without its steps.
   c.Query("INSERT INTO workflow_runs (id, workflow_id, workflow_version, status, input, created_at, updated_at, "
           "started_at, lease_owner, lease_token, lease_expires_at) "
           "SELECT 'run-dead-executor', workflow_id, workflow_version, 'RUNNING', input, " + now + ", " + now +
           ", " + now + ", 'gone-host:1:deadbeef', 7, " + now + " - 1000 FROM workflow_runs WHERE id = '" + model +
-          "' RETURNING id");
-  // The dead executor had completed s1 and was calling s2.
-  c.Query("INSERT INTO step_executions (run_id, step_id, agent_name, attempt, status, input, output, started_at, "
+          "'; "
+          "INSERT INTO step_executions (run_id, step_id, agent_name, attempt, status, input, output, started_at, "
           "completed_at) VALUES ('run-dead-executor', 's1', 'echo', 1, 'COMPLETED', '{}', '{\"echo\": {\"i\": 0}}', " +
           now + ", " + now + "), ('run-dead-executor', 's2', 'sleep', 1, 'RUNNING', '{}', NULL, " + now +
           ", NULL) RETURNING id");
