@@ -25,7 +25,7 @@ struct ConsumerOptions {
   std::string group = "execution-consumer-group";     // KAFKA_GROUP_ID
   std::string execution_topic = kExecutionTopic;       // KAFKA_EXECUTION_TOPIC
   std::string cancellation_topic = kCancellationTopic; // KAFKA_CANCELLATION_TOPIC
-  size_t max_active_runs = 1000;  // stop taking new requests above this many runs in flight
+  size_t max_active_runs = 10000;  // stop taking new requests above this many runs in flight (--max-runs)
   size_t poll_batch = 64;         // messages taken per poll
   // Larger messages are not parsed. An execution request keyed by a run id
   // still runs: its plan and input are read from the store instead.
