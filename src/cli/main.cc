@@ -4,8 +4,10 @@
 
 #include "cli/commands.h"
 #include "common/log.h"
+#include "common/malloc_tuning.h"
 
 int main(int argc, char** argv) {
+  af::TuneMalloc();
   af::log::InitFromEnv();
   CLI::App app{"agentflow: workflow orchestration for agent workflows"};
   app.require_subcommand(1);

@@ -20,6 +20,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <random>
 #include <set>
 #include <vector>
 #include <string>
@@ -165,6 +166,7 @@ class Engine {
     std::shared_ptr<std::promise<void>> done;
   };
   std::vector<AbandonWait> abandon_waits_;
+  std::mt19937_64 rng_{std::random_device{}()};  // engine thread only: retry and renewal jitter
   std::unique_ptr<class AgentLimiter> limiter_;
   // Last: joined (its calls in flight return) before anything above goes.
   std::unique_ptr<class StoreRunner> runner_;
