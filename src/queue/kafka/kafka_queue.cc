@@ -37,6 +37,9 @@ constexpr std::chrono::milliseconds kPollSlice{200};
 // Acked positions are stored for librdkafka's committer at most this often
 // (it commits them every auto.commit.interval.ms, see kafka_config.cc).
 constexpr std::chrono::milliseconds kStoreInterval{100};
+// Close waits at most this long for a first group join under way to finish
+// (see FinishFirstJoin).
+constexpr std::chrono::milliseconds kFirstJoinWait{10000};
 // Longest Poll wait; longer timeouts are clamped (Poll then returns empty).
 constexpr std::chrono::milliseconds kMaxPollWait = std::chrono::hours(24 * 30);
 // Ping's metadata request.
@@ -186,6 +189,7 @@ class KafkaConsumerImpl final : public QueueConsumer, public RdKafka::RebalanceC
     const bool cooperative = consumer->rebalance_protocol() == "COOPERATIVE";
     if (err == RdKafka::ERR__ASSIGN_PARTITIONS) {
       log::Info("Kafka consumer: assigned " + Describe(parts));
+      assigned_once_ = true;
       {
         std::lock_guard lk(mu_);
         tracker_.Assign(ToTopicPartitions(parts));
@@ -423,9 +427,23 @@ class KafkaConsumerImpl final : public QueueConsumer, public RdKafka::RebalanceC
       tracker_.MarkSent(commits);
     }
     Store(commits);
+    FinishFirstJoin();
     // Leaves the group; revokes (rebalance_cb) what is still assigned,
     // and commits what is stored, before it returns.
     ReportCode("close", consumer_->close());
+  }
+
+  // librdkafka 2.0.2 aborts (an assertion in the sticky assignor) when a
+  // consumer is destroyed after the answer to its first JoinGroup and before
+  // the answer to the SyncGroup that follows. A consumer with a member id
+  // and no assignment yet may be in between: let that join finish first
+  // (bounded; what it fetches meanwhile is left for the group).
+  void FinishFirstJoin() {
+    if (assigned_once_ || consumer_->memberid().empty()) return;
+    const auto until = Clock::now() + kFirstJoinWait;
+    while (!assigned_once_ && Clock::now() < until) {
+      std::unique_ptr<RdKafka::Message> msg(consumer_->consume(50));
+    }
   }
 
   void ReportCode(const char* what, RdKafka::ErrorCode e) {
@@ -449,6 +467,7 @@ class KafkaConsumerImpl final : public QueueConsumer, public RdKafka::RebalanceC
   std::mutex use_mu_;
   bool consumer_closed_ = false;         // guarded by use_mu_
   bool paused_ = false;                  // guarded by use_mu_
+  bool assigned_once_ = false;           // guarded by use_mu_: an assignment was received
   Clock::time_point last_store_{};       // guarded by use_mu_
   std::vector<QueueMessage> batch_;      // guarded by use_mu_: the Poll being filled
   std::deque<QueueMessage> pending_;     // guarded by use_mu_: fetched while paused

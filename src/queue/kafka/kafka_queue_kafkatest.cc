@@ -419,6 +419,20 @@ TEST_F(KafkaQueueTest, PartitionsGivenUpWhilePausedAreFetchedWhenAssignedAgain) 
     for (const auto& m : *rb) ASSERT_TRUE(b->Ack(m).ok());
   }
   ASSERT_FALSE(revocations.empty()) << "the first member gave up no partition";
+  // `b` owns the given-up partitions once it has their unacked messages.
+  size_t moved = 0;
+  for (const auto& r : revocations) moved += r.size();
+  size_t got_b = 0;
+  while (got_b < moved && Clock::now() < deadline) {
+    ASSERT_TRUE(a->Poll(0, milliseconds(50)).ok());
+    auto rb = b->Poll(100, milliseconds(100));
+    ASSERT_TRUE(rb.ok()) << rb.status().ToString();
+    for (const auto& m : *rb) {
+      ASSERT_TRUE(b->Ack(m).ok());
+      ++got_b;
+    }
+  }
+  ASSERT_EQ(got_b, moved) << "the new owner did not get the given-up partitions' messages";
   // `a` takes again, then `b` leaves and its partitions come back to `a`.
   ASSERT_TRUE(a->Poll(100, milliseconds(100)).ok());
   b->Close();
