@@ -65,6 +65,9 @@ struct Engine::Active {
   // Cancellations asked for before this time belong to an earlier attempt of
   // the run (see Engine::Cancel); 0: not known yet.
   TimeMs cancel_floor = 0;
+  // A request for this run that arrived while it executed here, started
+  // when this execution ends (see Engine::Start).
+  std::optional<std::pair<ExecutionRequest, Done>> followup;
 };
 
 // Drives one run. Lives on the engine's executor; not thread-safe.
@@ -1089,8 +1092,19 @@ void Engine::Start(ExecutionRequest request, Done done) {
     done(RunOutcome{RunOutcome::Kind::kAbandoned, run_id, std::nullopt});
     return;
   }
-  if (active_.count(run_id)) {
-    done(RunOutcome{RunOutcome::Kind::kDuplicate, run_id, std::nullopt});
+  if (auto it = active_.find(run_id); it != active_.end()) {
+    // Usually a redelivery of the request being executed. But the run may
+    // have just ended (its end is committed before this execution lets it
+    // go) and been retried: that request must not be dropped, or the new
+    // attempt waits for the sweeper. So the first one is kept and started
+    // once this execution ends (it finds a terminal run at once, or a new
+    // attempt); any more are duplicates.
+    Active& a = *it->second;
+    if (a.followup) {
+      done(RunOutcome{RunOutcome::Kind::kDuplicate, run_id, std::nullopt});
+    } else {
+      a.followup.emplace(std::move(request), std::move(done));
+    }
     return;
   }
   auto active = std::make_shared<Active>();
@@ -1155,6 +1169,15 @@ void Engine::Finish(const std::string& run_id, const RunOutcome& outcome) {
   --active_count_;
   if (options_.metrics) options_.metrics->runs_in_flight.Sub(1);
   if (active->done) active->done(outcome);
+  if (active->followup) {
+    auto [request, done] = std::move(*active->followup);
+    active->followup.reset();
+    if (active->abandoned) {
+      done(RunOutcome{RunOutcome::Kind::kAbandoned, run_id, std::nullopt});  // handed back: not taken again here
+    } else {
+      Start(std::move(request), std::move(done));
+    }
+  }
   for (auto w = abandon_waits_.begin(); w != abandon_waits_.end();) {
     w->left.erase(run_id);
     if (w->left.empty()) {

@@ -100,8 +100,10 @@ class Engine {
   Engine& operator=(const Engine&) = delete;
 
   // Starts (or resumes) the run. `done` is called exactly once, on the
-  // engine's executor: when the run is terminal, when it is already active
-  // here (kDuplicate), when it does not exist, or at Shutdown (kAbandoned).
+  // engine's executor: when the run is terminal, when it does not exist, or
+  // at Shutdown (kAbandoned). A request for a run already active here is
+  // started when that execution ends (the run may have been retried just
+  // as it ended); a further one meanwhile is a duplicate (kDuplicate).
   // While the store fails, the run is retried after store_retry_delay.
   void Submit(ExecutionRequest request, Done done);
 

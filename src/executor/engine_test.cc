@@ -730,11 +730,16 @@ TEST_P(EngineTest, DuplicateSubmitWhileActiveAndTerminalRunsAreNoOps) {
   json plan = json::parse(R"({"name": "d", "steps": [{"id": "s", "agent": "slow"}]})");
   std::string id = NewRunOf(plan);
   auto first = Submit(id);
-  auto second = Submit(id);
-  ASSERT_EQ(second.wait_for(5s), std::future_status::ready);
-  EXPECT_EQ(second.get().kind, RunOutcome::Kind::kDuplicate);
+  auto second = Submit(id);  // kept until `first` ends
+  auto third = Submit(id);
+  ASSERT_EQ(third.wait_for(5s), std::future_status::ready);
+  EXPECT_EQ(third.get().kind, RunOutcome::Kind::kDuplicate);
   ASSERT_EQ(first.wait_for(5s), std::future_status::ready);
   EXPECT_EQ(first.get().status, RunStatus::kCompleted);
+  ASSERT_EQ(second.wait_for(5s), std::future_status::ready);
+  RunOutcome kept = second.get();
+  EXPECT_EQ(kept.kind, RunOutcome::Kind::kFinished) << "found the run terminal";
+  EXPECT_EQ(kept.status, RunStatus::kCompleted);
   auto again = Submit(id);
   ASSERT_EQ(again.wait_for(5s), std::future_status::ready);
   RunOutcome o = again.get();
@@ -817,8 +822,12 @@ class FlakyStore : public Store {
   Status FinishStep(const StepFinish& f) override { return inner_->FinishStep(f); }
   Result<RunWritesResult> ApplyRunWrites(const RunWrites& w) override {
     if (failures_-- > 0) return Status::Unavailable("database is restarting");
-    return inner_->ApplyRunWrites(w);
+    auto r = inner_->ApplyRunWrites(w);
+    if (r.ok() && after_apply) after_apply(w);
+    return r;
   }
+  // Called after each committed ApplyRunWrites, on the thread that made it.
+  std::function<void(const RunWrites&)> after_apply;
 
   // Lease renewals fail (an executor cut off from the database, or paused).
   std::atomic<bool> fail_renewals{false};
@@ -835,6 +844,56 @@ class FlakyStore : public Store {
   Store* inner_;
   std::atomic<int> failures_;
 };
+
+// The API may retry a run as soon as its end is committed, before the engine
+// that ran it has let it go: the retry's request must start the new attempt.
+// (It was dropped as a duplicate, and the attempt waited for the sweeper;
+// seen in CI as a retried run left PENDING.)
+TEST_P(EngineTest, ARetryRequestedAsTheRunEndsIsExecuted) {
+  FlakyStore hooked(store_.get(), 0);
+  Engine engine(loop_.executor(), &hooked, directory_.get(), &caller_, Options(EngineOptions{}));
+  auto calls = std::make_shared<std::atomic<int>>(0);
+  caller_.Set("a", {.reply = [calls](const AgentCall& c) {
+                 AgentReply r;
+                 if (++*calls == 1) {
+                   r.outcome = AgentReply::Outcome::kPermanent;
+                   r.error = "first call fails";
+                 } else {
+                   r.output = json{{"echo", c.input}};
+                 }
+                 return r;
+               }});
+  json plan = json::parse(R"({"name": "rr", "steps": [{"id": "s", "agent": "a"}]})");
+  std::string id = NewRunOf(plan);
+  ExecutionRequest request;
+  request.run_id = id;
+  std::promise<RunOutcome> first, second;
+  std::atomic<bool> retried{false};
+  hooked.after_apply = [&](const RunWrites& w) {
+    bool failed = false;
+    for (const RunWrite& op : w.ops) {
+      failed = failed || (op.kind == RunWrite::Kind::kTransition && op.transition.to == RunStatus::kFailed);
+    }
+    if (!failed || retried.exchange(true)) return;
+    RunTransition retry;  // what POST /runs/{id}/retry commits
+    retry.run_id = id;
+    retry.from = RunStatus::kFailed;
+    retry.to = RunStatus::kPending;
+    EXPECT_TRUE(store_->TransitionRun(retry).ok());
+    engine.Submit(request, [&](const RunOutcome& o) { second.set_value(o); });
+  };
+  engine.Submit(request, [&](const RunOutcome& o) { first.set_value(o); });
+  auto f1 = first.get_future();
+  auto f2 = second.get_future();
+  ASSERT_EQ(f1.wait_for(5s), std::future_status::ready);
+  EXPECT_EQ(f1.get().status, RunStatus::kFailed);
+  ASSERT_EQ(f2.wait_for(5s), std::future_status::ready);
+  RunOutcome o = f2.get();
+  EXPECT_EQ(o.kind, RunOutcome::Kind::kFinished);
+  EXPECT_EQ(o.status, RunStatus::kCompleted) << "the retry ran";
+  EXPECT_EQ(calls->load(), 2);
+  EXPECT_EQ(store_->GetRun(id)->status, RunStatus::kCompleted);
+}
 
 TEST_P(EngineTest, StoreOutageIsRetriedUntilTheRunCompletes) {
   FlakyStore flaky(store_.get(), 2);
