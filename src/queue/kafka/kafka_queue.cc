@@ -31,7 +31,7 @@ using kafka::Properties;
 using kafka::SetCallback;
 using kafka::TopicPartition;
 
-// Longest single consume() inside Poll: bounds how late a periodic commit
+// Longest single consume() inside Poll: bounds how late a periodic store
 // (or a missed wake-up) can be while a Poll waits.
 constexpr std::chrono::milliseconds kPollSlice{200};
 // Acked positions are stored for librdkafka's committer at most this often
