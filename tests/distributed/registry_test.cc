@@ -4,6 +4,7 @@
 // `ctest -L distributed`.
 #include <gtest/gtest.h>
 
+#include "distributed/cluster.h"  // kKafkaTestProps
 #include "e2e/harness.h"
 #include "support/kafka_mock.h"
 #include "support/pg_server.h"
@@ -14,10 +15,6 @@ namespace {
 
 using namespace std::chrono_literals;
 using test::PgServer;
-
-const std::vector<std::string> kKafkaTestProps = {
-    "--kafka-property", "fetch.wait.max.ms=5",       "--kafka-property", "session.timeout.ms=6000",
-    "--kafka-property", "heartbeat.interval.ms=500", "--kafka-property", "linger.ms=0"};
 
 // PostgreSQL + broker + registry + api + one consumer that resolves agents
 // through the registry + demo agents registered with the registry.
