@@ -13,10 +13,12 @@
 // destroyed, with an error from the destructor.
 //
 // Subscribe: one KafkaConsumer per subscription, group.id = the group,
-// cooperative-sticky assignment, no auto-commit. Acks may come in any order
-// and from any thread; per partition the consumer commits the lowest unacked
-// delivered offset (or the last delivered + 1), asynchronously from Poll at
-// most every 100 ms and synchronously on revoke and Close. Acked messages
+// cooperative-sticky assignment. Acks may come in any order and from any
+// thread; per partition the consumer stores the lowest unacked delivered
+// offset (or the last delivered + 1) from Poll at most every 100 ms, and
+// librdkafka's committer commits what is stored (every 100 ms while the
+// group is steady, on unassign and at Close; never a commit() of ours, see
+// KafkaConsumerImpl::MaybeStore for the librdkafka 2.0.2 bug). Acked messages
 // behind an unacked one are therefore delivered again after a restart or a
 // rebalance (capabilities: exact_redelivery=false), and order holds per
 // partition only (total_order=false).
@@ -24,8 +26,8 @@
 // Rebalance: when the group takes partitions away, the consumer (inside Poll
 // or Close, on that thread) 1) freezes the partitions' tracking: the
 // delivered, unacked messages and the committable position, 2) calls the
-// RevokedHandler with those messages, 3) commits the position
-// synchronously, 4) gives the partitions up. Acks of those messages after
+// RevokedHandler with those messages, 3) stores the position, 4) gives the
+// partitions up, which commits it (unless the assignment was lost). Acks of those messages after
 // step 1 are accepted but ignored, so the handler's list is exactly what the
 // group delivers again. (A late ack is not ignored in one case: the same
 // partition came back to this consumer and the message was delivered again;
