@@ -26,8 +26,9 @@
 // Rebalance: when the group takes partitions away, the consumer (inside Poll
 // or Close, on that thread) 1) freezes the partitions' tracking: the
 // delivered, unacked messages and the committable position, 2) calls the
-// RevokedHandler with those messages, 3) stores the position, 4) gives the
-// partitions up, which commits it (unless the assignment was lost). Acks of those messages after
+// RevokedHandler with those messages, 3) stores the position (not when the
+// assignment was lost: it may belong to another member already), 4) gives
+// the partitions up, and librdkafka commits what is stored for them. Acks of those messages after
 // step 1 are accepted but ignored, so the handler's list is exactly what the
 // group delivers again. (A late ack is not ignored in one case: the same
 // partition came back to this consumer and the message was delivered again;
