@@ -971,6 +971,8 @@ Engine::Engine(boost::asio::any_io_executor executor, Store* store, AgentDirecto
       caller_(caller),
       options_(options),
       owner_(options_.owner.empty() ? DefaultLeaseOwner() : options_.owner),
+      cancel_poll_timer_(executor_),
+      lease_timer_(executor_),
       limiter_(std::make_unique<AgentLimiter>()) {
   if (options_.lease_ttl.count() < 30) options_.lease_ttl = std::chrono::milliseconds(30);
   int threads = options_.store_threads;
@@ -1014,7 +1016,7 @@ void Engine::CancelLocal(const std::string& run_id, const std::string& cancelled
 }
 
 asio::awaitable<void> Engine::PollCancelRequests() {
-  asio::steady_timer timer(executor_);
+  asio::steady_timer& timer = cancel_poll_timer_;
   while (!shut_down_ && !active_.empty()) {
     timer.expires_after(options_.cancel_poll_interval);
     boost::system::error_code ec;
@@ -1032,10 +1034,11 @@ asio::awaitable<void> Engine::PollCancelRequests() {
     for (const CancelRequest& c : *requests) CancelLocal(c.run_id, c.cancelled_by, c.reason, 0);
   }
   cancel_poller_running_ = false;
+  MaybeEndShutdown();
 }
 
 asio::awaitable<void> Engine::RenewLeases() {
-  asio::steady_timer timer(executor_);
+  asio::steady_timer& timer = lease_timer_;
   bool failing = false;
   while (!shut_down_ && !active_.empty()) {
     timer.expires_after(options_.lease_ttl / 3);
@@ -1053,6 +1056,7 @@ asio::awaitable<void> Engine::RenewLeases() {
     failing = !renewed.ok();
   }
   lease_renewer_running_ = false;
+  MaybeEndShutdown();
 }
 
 void Engine::Abandon(const std::vector<std::string>& run_ids) {
@@ -1187,10 +1191,14 @@ void Engine::Finish(const std::string& run_id, const RunOutcome& outcome) {
       ++w;
     }
   }
-  if (shut_down_ && active_.empty() && shutdown_done_) {
-    auto p = std::move(shutdown_done_);
-    p->set_value();
-  }
+  MaybeEndShutdown();
+}
+
+void Engine::MaybeEndShutdown() {
+  if (!shut_down_ || !shutdown_done_) return;
+  if (!active_.empty() || cancel_poller_running_ || lease_renewer_running_) return;
+  auto p = std::move(shutdown_done_);
+  p->set_value();
 }
 
 void Engine::Shutdown() {
@@ -1198,15 +1206,14 @@ void Engine::Shutdown() {
   auto future = promise->get_future();
   asio::post(executor_, [this, promise] {
     shut_down_ = true;
-    if (active_.empty()) {
-      promise->set_value();
-      return;
-    }
     shutdown_done_ = promise;
+    cancel_poll_timer_.cancel();
+    lease_timer_.cancel();
     for (auto& [id, a] : active_) {
       a->abandoned = true;
       a->cancel.Cancel("cancelled because the executor is shutting down");
     }
+    MaybeEndShutdown();
   });
   future.wait();
 }

@@ -26,6 +26,7 @@
 #include <string>
 
 #include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include "agent/agent.h"
 #include "model/limits.h"
@@ -135,8 +136,9 @@ class Engine {
 
   // Abandons all runs (they stay RUNNING in the store and resume on the next
   // Submit of their request) and reports kAbandoned for each. Blocks until
-  // every executor has unwound: call it from another thread than the
-  // engine's, while the event loop still runs.
+  // every executor and the background loops (cancel poller, lease renewer)
+  // have unwound: call it from another thread than the engine's, while the
+  // event loop still runs, and before destroying an engine that ran anything.
   void Shutdown();
 
   class RunExecutor;  // one per active run (engine.cc)
@@ -162,6 +164,11 @@ class Engine {
   std::shared_ptr<std::promise<void>> shutdown_done_;
   bool cancel_poller_running_ = false;
   bool lease_renewer_running_ = false;
+  // The background loops' timers: Shutdown cancels them and waits for both
+  // loops to exit, so that none wakes up in a destroyed engine.
+  boost::asio::steady_timer cancel_poll_timer_;
+  boost::asio::steady_timer lease_timer_;
+  void MaybeEndShutdown();  // fulfils shutdown_done_ once nothing runs here
   // Abandon() waiters: run ids still to unwind, and the promise to fulfil.
   struct AbandonWait {
     std::set<std::string> left;

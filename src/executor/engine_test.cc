@@ -893,6 +893,33 @@ TEST_P(EngineTest, ARetryRequestedAsTheRunEndsIsExecuted) {
   EXPECT_EQ(o.status, RunStatus::kCompleted) << "the retry ran";
   EXPECT_EQ(calls->load(), 2);
   EXPECT_EQ(store_->GetRun(id)->status, RunStatus::kCompleted);
+  engine.Shutdown();  // before `engine`, `hooked` and the promises go
+}
+
+// Shutdown also stops the cancel poller and the lease renewer, which sleep
+// on timers after the last run ends: the engine may be destroyed as soon as
+// Shutdown returns while the loop runs on. (Before, a loop woke up in the
+// destroyed engine: a use-after-free that ASan reports, a crash seen in CI.)
+TEST_P(EngineTest, ShutdownStopsTheBackgroundLoopsSoTheEngineMayGo) {
+  EngineOptions eo;
+  eo.cancel_poll_interval = 100ms;
+  eo.lease_ttl = 300ms;  // renewed every 100 ms
+  auto engine = std::make_unique<Engine>(loop_.executor(), store_.get(), directory_.get(), &caller_, Options(eo));
+  json plan = json::parse(R"({"name": "bg", "steps": [{"id": "s", "agent": "a"}]})");
+  std::string id = NewRunOf(plan);
+  std::promise<RunOutcome> p;
+  ExecutionRequest er;
+  er.run_id = id;
+  // Both loops start with the run and sleep their first 100 ms: the run
+  // ends, and the engine goes, well before they wake.
+  engine->Submit(er, [&p](const RunOutcome& o) { p.set_value(o); });
+  auto f = p.get_future();
+  ASSERT_EQ(f.wait_for(5s), std::future_status::ready);
+  EXPECT_EQ(f.get().status, RunStatus::kCompleted);
+  engine->Shutdown();
+  engine.reset();
+  std::this_thread::sleep_for(300ms);  // the loop runs on past both wake-ups
+  EXPECT_EQ(store_->GetRun(id)->status, RunStatus::kCompleted);
 }
 
 TEST_P(EngineTest, StoreOutageIsRetriedUntilTheRunCompletes) {
