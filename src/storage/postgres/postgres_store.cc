@@ -121,6 +121,24 @@ constexpr int kMaxPageSize = 1000;
   "redispatch_count = CASE WHEN $15::boolean THEN 0 ELSE redispatch_count END "                      \
   "WHERE id = $1::text AND status = $2::text AND ($14::bigint = 0 OR lease_token = $14::bigint) "     \
   "RETURNING " AF_RUN_COLS
+#define AF_INSERT_STEP                                                                                \
+  "INSERT INTO step_executions (run_id, step_id, item_index, agent_name, attempt, status, input, output, " \
+  "error_message, started_at, completed_at) SELECT $1::text, $2::text, $3::integer, $4::text, $5::integer, " \
+  "$6::text, $7::text, $8::text, $9::text, $10::bigint, $11::bigint WHERE " AF_FENCE_OK("$12::bigint")    \
+  " RETURNING id"
+#define AF_FINISH_STEP                                                                                \
+  "UPDATE step_executions SET status = $3::text, output = $4::text, error_message = $5::text, "        \
+  "completed_at = $6::bigint WHERE id = $1::bigint AND run_id = $2::text AND status = 'RUNNING' AND "   \
+  AF_FENCE_OK("$7::bigint")
+// The "strict" forms of kInsertStep, kFinishStep and kTransitionRun, for
+// ApplyRunWrites' pipeline (one implicit transaction, committed at the
+// pipeline's sync): same parameters and results, but a write that matches
+// no row (a fence, a status compare-and-set) raises division_by_zero, which
+// rolls back the whole batch, instead of affecting nothing. `1 / count(*)`
+// over the write's RETURNING rows is the raise: an output column of a
+// statement that always yields exactly one row, so it is always evaluated,
+// and it cannot be folded at planning.
+#define AF_STRICT_CHECK(cte) "(SELECT 1 / count(*) FROM " cte ")"
 // Keyset pagination of runs, newest first: $1 $2 = the cursor (created_at,
 // id) of the previous page's last row; `filter` uses $3 (and $4), `limit`
 // is the next parameter.
@@ -178,6 +196,9 @@ enum Sql {
   kDeleteOutbox,
   kDeferOutbox,
   kOutboxStats,
+  kInsertStepStrict,
+  kFinishStepStrict,
+  kTransitionRunStrict,
   kSqlCount,
 };
 
@@ -243,16 +264,9 @@ constexpr std::array<const char*, kSqlCount> kSqlText = {
     "UPDATE workflow_runs SET cancel_requested = true, cancelled_by = $2::text, cancel_reason = $3::text, "
     "updated_at = $4::bigint WHERE id = $1::text AND status IN ('PENDING', 'RUNNING') RETURNING " AF_RUN_COLS,
     // kInsertStep: $12 lease token (0: unfenced)
-    AF_FENCE("$1::text", "$12::bigint")
-    "INSERT INTO step_executions (run_id, step_id, item_index, agent_name, attempt, status, input, output, "
-    "error_message, started_at, completed_at) SELECT $1::text, $2::text, $3::integer, $4::text, $5::integer, "
-    "$6::text, $7::text, $8::text, $9::text, $10::bigint, $11::bigint WHERE " AF_FENCE_OK("$12::bigint")
-    " RETURNING id",
+    AF_FENCE("$1::text", "$12::bigint") AF_INSERT_STEP,
     // kFinishStep: $7 lease token (0: unfenced)
-    AF_FENCE("$2::text", "$7::bigint")
-    "UPDATE step_executions SET status = $3::text, output = $4::text, error_message = $5::text, "
-    "completed_at = $6::bigint WHERE id = $1::bigint AND run_id = $2::text AND status = 'RUNNING' AND "
-    AF_FENCE_OK("$7::bigint"),
+    AF_FENCE("$2::text", "$7::bigint") AF_FINISH_STEP,
     // kGetStepStatus
     "SELECT status FROM step_executions WHERE id = $1::bigint AND run_id = $2::text",
     // kListSteps
@@ -365,6 +379,16 @@ constexpr std::array<const char*, kSqlCount> kSqlText = {
     "WHERE id = ANY($1::bigint[])",
     // kOutboxStats
     "SELECT count(*), min(created_at) FROM outbox",
+    // kInsertStepStrict: kInsertStep's parameters; the new row's id (then
+    // the check's column)
+    AF_FENCE("$1::text", "$12::bigint") ", i AS (" AF_INSERT_STEP ") "
+    "SELECT max(id), " AF_STRICT_CHECK("i") " FROM i",
+    // kFinishStepStrict: kFinishStep's parameters; one row
+    AF_FENCE("$2::text", "$7::bigint") ", u AS (" AF_FINISH_STEP " RETURNING 1) "
+    "SELECT " AF_STRICT_CHECK("u"),
+    // kTransitionRunStrict: kTransitionRun's parameters; the run's columns
+    // (then the check's), exactly one row
+    "WITH t AS (" AF_TRANSITION ") SELECT t.*, " AF_STRICT_CHECK("t") " FROM (VALUES (1)) one LEFT JOIN t ON true",
 };
 
 #undef AF_STRANDED
@@ -372,6 +396,9 @@ constexpr std::array<const char*, kSqlCount> kSqlText = {
 #undef AF_FENCE
 #undef AF_FENCE_OK
 #undef AF_TRANSITION
+#undef AF_INSERT_STEP
+#undef AF_FINISH_STEP
+#undef AF_STRICT_CHECK
 #undef AF_LIST_RUNS
 // clang-format on
 
@@ -1474,11 +1501,12 @@ class PostgresStore final : public Store {
     return PgError(c.pg, r, sql);
   }
 
-  // ApplyRunWrites' common case in two round trips instead of one per op:
-  // BEGIN and every op sent at once in a libpq pipeline, then COMMIT if each
-  // op did what it should. True: committed, *out filled. False: rolled back
-  // (an op matched nothing or failed); the caller retries op by op to say
-  // why. An error: the connection failed.
+  // ApplyRunWrites' common case in one round trip: every op, in its strict
+  // form, sent at once in a libpq pipeline and committed at its sync (the
+  // statements before a sync are one implicit transaction). True:
+  // committed, *out filled. False: rolled back (an op matched nothing, which
+  // the strict forms turn into an error, or failed); the caller retries op
+  // by op to say why. An error: the connection failed.
   Result<bool> TryPipelinedRunWrites(Conn& c, const RunWrites& w, RunWritesResult* out) {
     std::vector<Params> params;
     std::vector<Sql> sqls;
@@ -1488,19 +1516,19 @@ class PostgresStore final : public Store {
         case RunWrite::Kind::kInsertStep:
           if (!CheckTransition(std::nullopt, op.insert.status).ok()) return false;
           params.push_back(InsertStepParams(op.insert, w.lease_token));
-          sqls.push_back(kInsertStep);
+          sqls.push_back(kInsertStepStrict);
           break;
         case RunWrite::Kind::kFinishStep:
           if (!CheckTransition(StepStatus::kRunning, op.finish.to).ok()) return false;
           params.push_back(FinishStepParams(op.finish, w.lease_token));
-          sqls.push_back(kFinishStep);
+          sqls.push_back(kFinishStepStrict);
           break;
         case RunWrite::Kind::kTransition: {
           if (!CheckTransition(op.transition.from, op.transition.to).ok()) return false;
           RunTransition t = op.transition;
           t.lease_token = w.lease_token;
           params.push_back(TransitionParams(t));
-          sqls.push_back(kTransitionRun);
+          sqls.push_back(kTransitionRunStrict);
           break;
         }
       }
@@ -1510,8 +1538,9 @@ class PostgresStore final : public Store {
       c.broken = true;
       return Status::Unavailable(std::string("postgres: ") + what + ": " + PQerrorMessage(c.pg));
     };
+    if (PQtransactionStatus(c.pg) != PQTRANS_IDLE) return false;  // inside a transaction: no implicit one
     if (PQenterPipelineMode(c.pg) != 1) return false;
-    bool sent = PQsendQueryParams(c.pg, "BEGIN", 0, nullptr, nullptr, nullptr, nullptr, 0) == 1;
+    bool sent = true;
     for (size_t i = 0; sent && i < params.size(); ++i) {
       std::vector<const char*> values = params[i].Pointers();
       sent = PQsendQueryPrepared(c.pg, StatementNames()[sqls[i]].c_str(), params[i].size(), values.data(), nullptr,
@@ -1519,34 +1548,33 @@ class PostgresStore final : public Store {
     }
     if (sent) sent = PQpipelineSync(c.pg) == 1;
     if (!sent) return lost("sending a pipeline");
-    bool good = true;
+    bool failed = false;     // a statement failed: everything was rolled back
+    std::string unreadable;  // committed, but a result did not read as expected
     // One result per command (each followed by a null), then the sync.
-    for (size_t i = 0; i <= params.size(); ++i) {
+    for (size_t op = 0; op < params.size(); ++op) {
       PgResult r(PQgetResult(c.pg));
       if (r.get() == nullptr) return lost("reading a pipeline");
       while (PGresult* extra = PQgetResult(c.pg)) PQclear(extra);
-      if (!good || !r.ok()) {
-        good = false;
+      if (failed || !r.ok()) {
+        failed = true;  // the rest come back PGRES_PIPELINE_ABORTED
         continue;
       }
-      if (i == 0) continue;  // BEGIN
-      const size_t op = i - 1;
+      if (r.rows() != 1) {
+        unreadable = "a strict write returned " + std::to_string(r.rows()) + " rows";
+        continue;
+      }
       switch (w.ops[op].kind) {
         case RunWrite::Kind::kInsertStep:
-          if (r.rows() != 1) {
-            good = false;
-          } else {
-            out->step_ids[op] = r.Int64(0, 0);
-          }
+          out->step_ids[op] = r.Int64(0, 0);
           break;
         case RunWrite::Kind::kFinishStep:
-          if (r.affected() != 1) good = false;
           break;
         case RunWrite::Kind::kTransition: {
           Run run;
           bool found = false;
-          if (!OneRun(r, &run, &found).ok() || !found) {
-            good = false;
+          Status read = OneRun(r, &run, &found);
+          if (!read.ok()) {
+            unreadable = read.ToString();
           } else {
             out->run = std::move(run);
           }
@@ -1554,22 +1582,18 @@ class PostgresStore final : public Store {
         }
       }
     }
+    // The sync; a commit that fails there comes as an error result first.
     PgResult sync(PQgetResult(c.pg));
+    if (sync.get() != nullptr && PQresultStatus(sync.get()) != PGRES_PIPELINE_SYNC) {
+      failed = true;
+      while (PGresult* extra = PQgetResult(c.pg)) PQclear(extra);
+      sync = PgResult(PQgetResult(c.pg));
+    }
     if (sync.get() == nullptr || PQresultStatus(sync.get()) != PGRES_PIPELINE_SYNC) return lost("ending a pipeline");
     if (PQexitPipelineMode(c.pg) != 1) return lost("leaving pipeline mode");
-    if (!good) {
-      if (PQtransactionStatus(c.pg) != PQTRANS_IDLE) {
-        Status rb = ExecCommand(c, "ROLLBACK");
-        if (!rb.ok()) c.broken = true;
-        if (!rb.ok()) return rb;
-      }
-      return false;
-    }
-    Status st = ExecCommand(c, "COMMIT");
-    if (!st.ok()) {
-      if (PQtransactionStatus(c.pg) != PQTRANS_IDLE) c.broken = true;
-      return st;
-    }
+    if (PQtransactionStatus(c.pg) != PQTRANS_IDLE) return lost("a pipeline left a transaction open");
+    if (failed) return false;
+    if (!unreadable.empty()) return Status::Internal("postgres: run writes committed, but " + unreadable);
     return true;
   }
 

@@ -275,6 +275,68 @@ TEST_F(PostgresStoreTest, OpenStoreDispatchesPostgresUrls) {
 
 // ---------------------------------------------------------------- the pool
 
+// ApplyRunWrites sends a batch as one pipelined implicit transaction and
+// falls back to op-by-op statements only when that transaction fails (a
+// fence or compare-and-set that matched nothing). Batches that succeed must
+// take the one-round-trip path: the database then counts no rolled-back
+// transaction for them (the fallback always leaves one). The conformance
+// suite checks the results; this checks the path.
+TEST_F(PostgresStoreTest, SuccessfulRunWriteBatchesAreNeverRolledBack) {
+  const std::string url = NewDb();
+  const std::string db = DbName(url);
+  auto stat = [&](const char* column) {
+    auto rows = Query(url, std::string("SELECT ") + column + " FROM pg_stat_database WHERE datname = '" + db + "'");
+    return rows.empty() ? int64_t{-1} : std::stoll(rows[0][0]);
+  };
+  RunRecord run;
+  {
+    auto store = Open(url, 1);
+    Workflow wf = MakeWorkflow(*store, "batches");
+    NewRun nr;
+    nr.workflow_id = wf.id;
+    nr.workflow_version = wf.version;
+    run = Must(store->CreateRun(nr), "CreateRun").run;
+  }  // closing the store ends its server process, which flushes its statistics
+  std::this_thread::sleep_for(200ms);
+  const int64_t rollbacks = stat("xact_rollback");
+  const int64_t commits = stat("xact_commit");
+  constexpr int kSteps = 20;
+  {
+    auto store = Open(url, 1);
+    RunLease lease = Must(store->AcquireRunLease(run.id, "owner", 60000), "acquire");
+    StepExecution row;
+    row.run_id = run.id;
+    row.agent_name = "echo";
+    row.status = StepStatus::kRunning;
+    RunWrites start{run.id, lease.token, {}};
+    start.ops.push_back(RunWrite::Transition(RunTransition{run.id, RunStatus::kPending, RunStatus::kRunning}));
+    row.step_id = "s0";
+    start.ops.push_back(RunWrite::Insert(row));
+    int64_t step = Must(store->ApplyRunWrites(start), "start").step_ids[1];
+    for (int i = 1; i < kSteps; ++i) {
+      RunWrites next{run.id, lease.token, {}};
+      next.ops.push_back(RunWrite::Finish(StepFinish{run.id, step, StepStatus::kCompleted, json{{"i", i}}, ""}));
+      row.step_id = "s" + std::to_string(i);
+      next.ops.push_back(RunWrite::Insert(row));
+      RunWritesResult r = Must(store->ApplyRunWrites(next), "step");
+      ASSERT_GT(r.step_ids[1], step);
+      step = r.step_ids[1];
+    }
+    RunWrites end{run.id, lease.token, {}};
+    end.ops.push_back(RunWrite::Finish(StepFinish{run.id, step, StepStatus::kCompleted, json{{"i", kSteps}}, ""}));
+    end.ops.push_back(RunWrite::Transition(RunTransition{run.id, RunStatus::kRunning, RunStatus::kCompleted}));
+    RunWritesResult done = Must(store->ApplyRunWrites(end), "end");
+    ASSERT_TRUE(done.run.has_value());
+    EXPECT_EQ(done.run->status, RunStatus::kCompleted);
+    EXPECT_EQ(Must(store->ListSteps(run.id), "ListSteps").size(), static_cast<size_t>(kSteps));
+  }
+  // The batches' commits reach the statistics when the store's server
+  // process ends; wait (bounded) for them, then no rollback may be among them.
+  for (int i = 0; i < 100 && stat("xact_commit") < commits + kSteps + 1; ++i) std::this_thread::sleep_for(100ms);
+  ASSERT_GE(stat("xact_commit"), commits + kSteps + 1) << "the statistics never showed the batches' commits";
+  EXPECT_EQ(stat("xact_rollback"), rollbacks) << "a successful batch went through the op-by-op fallback";
+}
+
 TEST_F(PostgresStoreTest, PoolServesManyThreadsWithFewConnections) {
   std::string url = NewDb();
   auto store = Open(url, /*pool_size=*/3);
