@@ -20,6 +20,7 @@
 #include "common/trace.h"
 #include "executor/async_util.h"
 #include "executor/store_runner.h"
+#include "executor/write_grouper.h"
 #include "model/dag.h"
 #include "model/plan.h"
 
@@ -494,7 +495,7 @@ asio::awaitable<void> Engine::RunExecutor::Flush(std::shared_ptr<Batch> b) {
     w.run_id = run_.id;
     w.lease_token = lease_token_;
     w.ops = std::move(b->ops);
-    auto res = co_await Db([&w](Store& s) { return s.ApplyRunWrites(w); });
+    auto res = co_await engine_->writes_->Apply(w);
     if (res.ok()) {
       b->result = std::move(res).value();
       if (b->result.run) {
@@ -978,6 +979,20 @@ Engine::Engine(boost::asio::any_io_executor executor, Store* store, AgentDirecto
   int threads = options_.store_threads;
   if (threads < 0) threads = store_->MaxConcurrentCalls() > 1 ? store_->MaxConcurrentCalls() : 0;
   runner_ = std::make_unique<StoreRunner>(store_, threads, options_.store_inline_when_idle);
+  writes_ = std::make_unique<WriteGrouper>(
+      executor_,
+      [this](std::vector<const RunWrites*> group) -> asio::awaitable<WriteGrouper::Results> {
+        const bool lone = group.size() == 1 && active_.size() <= 1;
+        if (group.size() == 1) {
+          const RunWrites* w = group[0];
+          auto one = co_await runner_->Call([w](Store& s) { return s.ApplyRunWrites(*w); }, lone);
+          WriteGrouper::Results out;
+          out.push_back(std::move(one));
+          co_return out;
+        }
+        co_return co_await runner_->Call([&group](Store& s) { return s.ApplyRunWritesGroup(group); });
+      },
+      options_.write_groups_in_flight, options_.max_write_group);
 }
 
 Engine::~Engine() = default;

@@ -796,7 +796,9 @@ class FlakyStore : public Store {
     return inner_->InsertStep(s, lease_token);
   }
   Result<RunLease> AcquireRunLease(const std::string& run_id, const std::string& owner, int64_t ttl_ms) override {
-    return inner_->AcquireRunLease(run_id, owner, ttl_ms);
+    auto r = inner_->AcquireRunLease(run_id, owner, ttl_ms);
+    if (r.ok()) ++leases;
+    return r;
   }
   Result<int64_t> RenewRunLeases(const std::string& owner, int64_t ttl_ms) override {
     if (fail_renewals) return Status::Unavailable("database is unreachable");
@@ -822,12 +824,27 @@ class FlakyStore : public Store {
   Status FinishStep(const StepFinish& f) override { return inner_->FinishStep(f); }
   Result<RunWritesResult> ApplyRunWrites(const RunWrites& w) override {
     if (failures_-- > 0) return Status::Unavailable("database is restarting");
+    if (before_apply) before_apply();
     auto r = inner_->ApplyRunWrites(w);
     if (r.ok() && after_apply) after_apply(w);
     return r;
   }
-  // Called after each committed ApplyRunWrites, on the thread that made it.
+  std::vector<Result<RunWritesResult>> ApplyRunWritesGroup(const std::vector<const RunWrites*>& group) override {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      group_sizes_.push_back(group.size());
+    }
+    return Store::ApplyRunWritesGroup(group);  // one by one, through ApplyRunWrites above
+  }
+  std::vector<size_t> group_sizes() {
+    std::lock_guard<std::mutex> l(mu_);
+    return group_sizes_;
+  }
+  // Called before / after each (committed) ApplyRunWrites, on the thread
+  // that makes it.
+  std::function<void()> before_apply;
   std::function<void(const RunWrites&)> after_apply;
+  std::atomic<int> leases{0};  // AcquireRunLease calls that succeeded
 
   // Lease renewals fail (an executor cut off from the database, or paused).
   std::atomic<bool> fail_renewals{false};
@@ -843,6 +860,8 @@ class FlakyStore : public Store {
  private:
   Store* inner_;
   std::atomic<int> failures_;
+  std::mutex mu_;
+  std::vector<size_t> group_sizes_;
 };
 
 // The API may retry a run as soon as its end is committed, before the engine
@@ -920,6 +939,51 @@ TEST_P(EngineTest, ShutdownStopsTheBackgroundLoopsSoTheEngineMayGo) {
   engine.reset();
   std::this_thread::sleep_for(300ms);  // the loop runs on past both wake-ups
   EXPECT_EQ(store_->GetRun(id)->status, RunStatus::kCompleted);
+}
+
+// Group commit: write batches of runs that wait while another commit is in
+// flight go to the store together (Store::ApplyRunWritesGroup), and every
+// run still gets its own results.
+TEST_P(EngineTest, WritesThatWaitForACommitAreCommittedTogether) {
+  if (!GetParam()) GTEST_SKIP() << "store calls made inline, one at a time: no batch ever waits";
+  constexpr int kRuns = 5;
+  FlakyStore hooked(store_.get(), 0);
+  std::atomic<bool> first{true};
+  hooked.before_apply = [&] {
+    if (!first.exchange(false)) return;
+    // Hold the first commit until every run has its lease: their first
+    // batches then wait behind it.
+    for (int i = 0; i < 1000 && hooked.leases.load() < kRuns; ++i) std::this_thread::sleep_for(5ms);
+    std::this_thread::sleep_for(100ms);
+  };
+  Engine engine(loop_.executor(), &hooked, directory_.get(), &caller_, Options(EngineOptions{}));
+  json plan = json::parse(R"({"name": "grouped", "steps": [
+    {"id": "one", "agent": "a", "input": {"v": "${input.i}"}},
+    {"id": "two", "agent": "a", "input": {"prev": "${steps.one.output.echo.v}"}}]})");
+  std::vector<std::string> ids;
+  std::vector<std::promise<RunOutcome>> done(kRuns);
+  for (int i = 0; i < kRuns; ++i) {
+    plan["name"] = "grouped-" + std::to_string(i);
+    ids.push_back(NewRunOf(plan, {{"i", i}}));
+  }
+  for (int i = 0; i < kRuns; ++i) {
+    ExecutionRequest er;
+    er.run_id = ids[i];
+    engine.Submit(er, [&done, i](const RunOutcome& o) { done[i].set_value(o); });
+  }
+  for (int i = 0; i < kRuns; ++i) {
+    auto f = done[i].get_future();
+    ASSERT_EQ(f.wait_for(10s), std::future_status::ready) << i;
+    EXPECT_EQ(f.get().status, RunStatus::kCompleted) << i;
+    auto steps = Steps(ids[i]);
+    ASSERT_EQ(steps.size(), 2u) << i;
+    EXPECT_EQ(steps[1].status, StepStatus::kCompleted) << i;
+    EXPECT_EQ(steps[1].input, json({{"prev", i}})) << "each run got its own results back";
+  }
+  engine.Shutdown();
+  auto sizes = hooked.group_sizes();
+  ASSERT_FALSE(sizes.empty()) << "no batches were ever committed together";
+  EXPECT_GE(*std::max_element(sizes.begin(), sizes.end()), 2u);
 }
 
 TEST_P(EngineTest, StoreOutageIsRetriedUntilTheRunCompletes) {

@@ -135,17 +135,15 @@ class FeedStore final : public Store {
   }  int MaxConcurrentCalls() const override { return inner_->MaxConcurrentCalls(); }
   Result<RunWritesResult> ApplyRunWrites(const RunWrites& w) override {
     auto res = inner_->ApplyRunWrites(w);
-    if (!res.ok()) return res;
-    for (size_t i = 0; i < w.ops.size(); ++i) {
-      const RunWrite& op = w.ops[i];
-      if (op.kind == RunWrite::Kind::kInsertStep) {
-        feed_->Publish(Change{Change::Kind::kStep, w.run_id, std::nullopt, res->step_ids[i]});
-      } else if (op.kind == RunWrite::Kind::kFinishStep) {
-        feed_->Publish(Change{Change::Kind::kStep, w.run_id, std::nullopt, op.finish.id});
-      }
-    }
-    if (res->run) PublishRun(*res->run);
+    if (res.ok()) PublishWrites(w, *res);
     return res;
+  }
+  std::vector<Result<RunWritesResult>> ApplyRunWritesGroup(const std::vector<const RunWrites*>& group) override {
+    auto out = inner_->ApplyRunWritesGroup(group);
+    for (size_t i = 0; i < out.size() && i < group.size(); ++i) {
+      if (out[i].ok()) PublishWrites(*group[i], *out[i]);
+    }
+    return out;
   }
 
   Result<std::vector<StepExecution>> ListSteps(const std::string& run_id) override {
@@ -189,6 +187,17 @@ class FeedStore final : public Store {
   Status Ping() override { return inner_->Ping(); }
 
  private:
+  void PublishWrites(const RunWrites& w, const RunWritesResult& res) {
+    for (size_t i = 0; i < w.ops.size(); ++i) {
+      const RunWrite& op = w.ops[i];
+      if (op.kind == RunWrite::Kind::kInsertStep) {
+        feed_->Publish(Change{Change::Kind::kStep, w.run_id, std::nullopt, res.step_ids[i]});
+      } else if (op.kind == RunWrite::Kind::kFinishStep) {
+        feed_->Publish(Change{Change::Kind::kStep, w.run_id, std::nullopt, op.finish.id});
+      }
+    }
+    if (res.run) PublishRun(*res.run);
+  }
   void PublishRun(const Run& r) { feed_->Publish(Change{Change::Kind::kRun, r.id, r.status, 0}); }
 
   std::unique_ptr<Store> inner_;

@@ -273,6 +273,18 @@ class Store {
   // details {"op": index} added (Aborted when fenced off). A transition may
   // not carry a dispatch (InvalidArgument).
   virtual Result<RunWritesResult> ApplyRunWrites(const RunWrites& w) = 0;
+  // Group commit: the write batches of several runs (an executor's batches
+  // that queued up while its earlier ones committed). One result per batch,
+  // in order, each exactly what ApplyRunWrites(*group[i]) would return; a
+  // backend may commit the whole group in one transaction (PostgreSQL does,
+  // falling back to one batch at a time when any of them fails). The
+  // default applies them one at a time.
+  virtual std::vector<Result<RunWritesResult>> ApplyRunWritesGroup(const std::vector<const RunWrites*>& group) {
+    std::vector<Result<RunWritesResult>> out;
+    out.reserve(group.size());
+    for (const RunWrites* w : group) out.push_back(ApplyRunWrites(*w));
+    return out;
+  }
   // All executions of a run in start order (started_at, then id); empty if
   // the run has none (or does not exist).
   virtual Result<std::vector<StepExecution>> ListSteps(const std::string& run_id) = 0;

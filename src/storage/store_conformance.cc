@@ -1400,6 +1400,72 @@ TEST_P(StoreConformance, ApplyRunWritesIsFencedByTheLease) {
   EXPECT_GT(ok.step_ids[1], r.step_ids[1]);
 }
 
+// Several runs' batches in one call (the executor's group commit): each
+// batch's result is what it would be alone, and a failing batch takes
+// nothing of the others with it.
+TEST_P(StoreConformance, ApplyRunWritesGroupAppliesEachBatchAsAlone) {
+  Workflow wf = MakeWorkflow();
+  Run r1 = RunIn(wf, RunStatus::kRunning);
+  Run r2 = RunIn(wf, RunStatus::kRunning);
+  Run r3 = RunIn(wf, RunStatus::kRunning);
+  int64_t a1 = StartStep(r1, "a");
+  int64_t a2 = StartStep(r2, "a");
+  MustOk(store().FinishStep({r2.id, a2, StepStatus::kCompleted, json{{"a", 2}}, ""}));
+  int64_t a3 = StartStep(r3, "a");
+
+  RunWrites good{r1.id, 0, {}};
+  good.ops.push_back(RunWrite::Finish(StepFinish{r1.id, a1, StepStatus::kCompleted, json{{"a", 1}}, ""}));
+  good.ops.push_back(RunWrite::Insert(RunningRow(r1, "b")));
+  RunWrites late{r2.id, 0, {}};  // a2 is no longer RUNNING
+  late.ops.push_back(RunWrite::Finish(StepFinish{r2.id, a2, StepStatus::kFailed, nullptr, "late"}));
+  late.ops.push_back(RunWrite::Insert(RunningRow(r2, "c")));
+  RunWrites end{r3.id, 0, {}};
+  end.ops.push_back(RunWrite::Finish(StepFinish{r3.id, a3, StepStatus::kCompleted, json{{"a", 3}}, ""}));
+  end.ops.push_back(RunWrite::Transition(RunTransition{r3.id, RunStatus::kRunning, RunStatus::kCompleted}));
+  RunWrites mixed{r1.id, 0, {}};  // an op of another run: refused
+  mixed.ops.push_back(RunWrite::Insert(RunningRow(r3, "x")));
+
+  auto res = store().ApplyRunWritesGroup({&good, &late, &end, &mixed});
+  ASSERT_EQ(res.size(), 4u);
+  ASSERT_TRUE(res[0].ok()) << res[0].status().ToString();
+  EXPECT_EQ(res[0]->step_ids[0], 0);
+  EXPECT_GT(res[0]->step_ids[1], a1);
+  ASSERT_FALSE(res[1].ok());
+  EXPECT_EQ(res[1].status().code(), Code::kFailedPrecondition) << res[1].status().ToString();
+  EXPECT_EQ(res[1].status().details().value("op", -1), 0);
+  ASSERT_TRUE(res[2].ok()) << res[2].status().ToString();
+  ASSERT_TRUE(res[2]->run.has_value());
+  EXPECT_EQ(res[2]->run->status, RunStatus::kCompleted);
+  EXPECT_EQ(CodeOf(res[3]), Code::kInvalidArgument);
+
+  auto s1 = Must(store().ListSteps(r1.id));
+  ASSERT_EQ(s1.size(), 2u);
+  EXPECT_EQ(s1[0].status, StepStatus::kCompleted);
+  EXPECT_EQ(s1[1].status, StepStatus::kRunning);
+  EXPECT_EQ(s1[1].id, res[0]->step_ids[1]);
+  auto s2 = Must(store().ListSteps(r2.id));
+  ASSERT_EQ(s2.size(), 1u) << "nothing of the failed batch is kept";
+  EXPECT_EQ(s2[0].output, json({{"a", 2}}));
+  EXPECT_EQ(Must(store().GetRun(r3.id)).status, RunStatus::kCompleted);
+  EXPECT_EQ(Must(store().ListSteps(r3.id))[0].status, StepStatus::kCompleted);
+  EXPECT_EQ(Must(store().ListSteps(r3.id)).size(), 1u) << "the refused batch wrote nothing";
+
+  // A group where every batch succeeds, and an empty group.
+  int64_t b1 = res[0]->step_ids[1];
+  RunWrites next{r1.id, 0, {}};
+  next.ops.push_back(RunWrite::Finish(StepFinish{r1.id, b1, StepStatus::kCompleted, json{{"b", 1}}, ""}));
+  next.ops.push_back(RunWrite::Transition(RunTransition{r1.id, RunStatus::kRunning, RunStatus::kCompleted}));
+  RunWrites fail2{r2.id, 0, {}};
+  fail2.ops.push_back(RunWrite::Transition(RunTransition{r2.id, RunStatus::kRunning, RunStatus::kFailed}));
+  auto both = store().ApplyRunWritesGroup({&next, &fail2});
+  ASSERT_EQ(both.size(), 2u);
+  ASSERT_TRUE(both[0].ok()) << both[0].status().ToString();
+  ASSERT_TRUE(both[1].ok()) << both[1].status().ToString();
+  EXPECT_EQ(Must(store().GetRun(r1.id)).status, RunStatus::kCompleted);
+  EXPECT_EQ(Must(store().GetRun(r2.id)).status, RunStatus::kFailed);
+  EXPECT_TRUE(store().ApplyRunWritesGroup({}).empty());
+}
+
 TEST_P(StoreConformance, UnfencedWritesIgnoreTheLease) {
   Workflow wf = MakeWorkflow();
   Run run = MakeRun(wf);

@@ -799,8 +799,18 @@ class PostgresStore final : public Store {
   }
   Status FinishStep(const StepFinish& f) override {
     return Call([&](Conn& c) { return DoFinishStep(c, f); });
-  }  Result<RunWritesResult> ApplyRunWrites(const RunWrites& w) override {
+  }
+  Result<RunWritesResult> ApplyRunWrites(const RunWrites& w) override {
     return Call([&](Conn& c) { return DoApplyRunWrites(c, w); });
+  }
+  std::vector<Result<RunWritesResult>> ApplyRunWritesGroup(const std::vector<const RunWrites*>& group) override {
+    std::vector<Result<RunWritesResult>> out;
+    auto all = Call([&](Conn& c) -> Status {
+      out = DoApplyRunWritesGroup(c, group);
+      return Status::Ok();
+    });
+    if (!all.ok()) out.assign(group.size(), all);  // no connection
+    return out;
   }
 
   Result<std::vector<StepExecution>> ListSteps(const std::string& run_id) override {
@@ -1501,38 +1511,52 @@ class PostgresStore final : public Store {
     return PgError(c.pg, r, sql);
   }
 
-  // ApplyRunWrites' common case in one round trip: every op, in its strict
-  // form, sent at once in a libpq pipeline and committed at its sync (the
-  // statements before a sync are one implicit transaction). True:
-  // committed, *out filled. False: rolled back (an op matched nothing, which
-  // the strict forms turn into an error, or failed); the caller retries op
-  // by op to say why. An error: the connection failed.
-  Result<bool> TryPipelinedRunWrites(Conn& c, const RunWrites& w, RunWritesResult* out) {
+  // ApplyRunWrites' common case in one round trip: every op of every batch
+  // in `group`, in its strict form, sent at once in a libpq pipeline and
+  // committed at its sync (the statements before a sync are one implicit
+  // transaction). True: committed, outs[i] filled for group[i]. False:
+  // rolled back (an op matched nothing, which the strict forms turn into an
+  // error, or failed); the caller retries batch by batch, op by op, to say
+  // why. An error: the connection failed, or what committed did not read
+  // back.
+  Result<bool> TryPipelinedRunWrites(Conn& c, const std::vector<const RunWrites*>& group,
+                                     std::vector<RunWritesResult>* outs) {
+    struct Op {
+      size_t batch;
+      size_t index;  // in its batch
+    };
+    std::vector<Op> ops;
     std::vector<Params> params;
     std::vector<Sql> sqls;
-    params.reserve(w.ops.size());
-    for (const RunWrite& op : w.ops) {
-      switch (op.kind) {
-        case RunWrite::Kind::kInsertStep:
-          if (!CheckTransition(std::nullopt, op.insert.status).ok()) return false;
-          params.push_back(InsertStepParams(op.insert, w.lease_token));
-          sqls.push_back(kInsertStepStrict);
-          break;
-        case RunWrite::Kind::kFinishStep:
-          if (!CheckTransition(StepStatus::kRunning, op.finish.to).ok()) return false;
-          params.push_back(FinishStepParams(op.finish, w.lease_token));
-          sqls.push_back(kFinishStepStrict);
-          break;
-        case RunWrite::Kind::kTransition: {
-          if (!CheckTransition(op.transition.from, op.transition.to).ok()) return false;
-          RunTransition t = op.transition;
-          t.lease_token = w.lease_token;
-          params.push_back(TransitionParams(t));
-          sqls.push_back(kTransitionRunStrict);
-          break;
+    outs->assign(group.size(), RunWritesResult{});
+    for (size_t b = 0; b < group.size(); ++b) {
+      const RunWrites& w = *group[b];
+      (*outs)[b].step_ids.assign(w.ops.size(), 0);
+      for (size_t i = 0; i < w.ops.size(); ++i) {
+        const RunWrite& op = w.ops[i];
+        switch (op.kind) {
+          case RunWrite::Kind::kInsertStep:
+            if (!CheckTransition(std::nullopt, op.insert.status).ok()) return false;
+            params.push_back(InsertStepParams(op.insert, w.lease_token));
+            sqls.push_back(kInsertStepStrict);
+            break;
+          case RunWrite::Kind::kFinishStep:
+            if (!CheckTransition(StepStatus::kRunning, op.finish.to).ok()) return false;
+            params.push_back(FinishStepParams(op.finish, w.lease_token));
+            sqls.push_back(kFinishStepStrict);
+            break;
+          case RunWrite::Kind::kTransition: {
+            if (!CheckTransition(op.transition.from, op.transition.to).ok()) return false;
+            RunTransition t = op.transition;
+            t.lease_token = w.lease_token;
+            params.push_back(TransitionParams(t));
+            sqls.push_back(kTransitionRunStrict);
+            break;
+          }
         }
+        if (!params.back().status().ok()) return false;
+        ops.push_back(Op{b, i});
       }
-      if (!params.back().status().ok()) return false;
     }
     auto lost = [&c](const char* what) -> Status {
       c.broken = true;
@@ -1551,7 +1575,7 @@ class PostgresStore final : public Store {
     bool failed = false;     // a statement failed: everything was rolled back
     std::string unreadable;  // committed, but a result did not read as expected
     // One result per command (each followed by a null), then the sync.
-    for (size_t op = 0; op < params.size(); ++op) {
+    for (const Op& op : ops) {
       PgResult r(PQgetResult(c.pg));
       if (r.get() == nullptr) return lost("reading a pipeline");
       while (PGresult* extra = PQgetResult(c.pg)) PQclear(extra);
@@ -1563,9 +1587,10 @@ class PostgresStore final : public Store {
         unreadable = "a strict write returned " + std::to_string(r.rows()) + " rows";
         continue;
       }
-      switch (w.ops[op].kind) {
+      RunWritesResult& out = (*outs)[op.batch];
+      switch (group[op.batch]->ops[op.index].kind) {
         case RunWrite::Kind::kInsertStep:
-          out->step_ids[op] = r.Int64(0, 0);
+          out.step_ids[op.index] = r.Int64(0, 0);
           break;
         case RunWrite::Kind::kFinishStep:
           break;
@@ -1576,7 +1601,7 @@ class PostgresStore final : public Store {
           if (!read.ok()) {
             unreadable = read.ToString();
           } else {
-            out->run = std::move(run);
+            out.run = std::move(run);
           }
           break;
         }
@@ -1597,15 +1622,53 @@ class PostgresStore final : public Store {
     return true;
   }
 
+  std::vector<Result<RunWritesResult>> DoApplyRunWritesGroup(Conn& c, const std::vector<const RunWrites*>& group) {
+    std::vector<Result<RunWritesResult>> out(group.size(), Status::Internal("not applied"));
+    // Batches the checks refuse get their error and stay out of the group.
+    std::vector<const RunWrites*> valid;
+    std::vector<size_t> where;
+    for (size_t i = 0; i < group.size(); ++i) {
+      Status st = CheckRunWrites(*group[i]);
+      if (!st.ok()) {
+        out[i] = st;
+      } else {
+        valid.push_back(group[i]);
+        where.push_back(i);
+      }
+    }
+    if (valid.size() > 1) {
+      std::vector<RunWritesResult> results;
+      auto fast = TryPipelinedRunWrites(c, valid, &results);
+      if (!fast.ok()) {
+        for (size_t i : where) out[i] = fast.status();
+        return out;
+      }
+      if (*fast) {
+        for (size_t k = 0; k < valid.size(); ++k) out[where[k]] = std::move(results[k]);
+        return out;
+      }
+      // Rolled back: one batch at a time says which failed and why.
+    }
+    for (size_t k = 0; k < valid.size(); ++k) {
+      if (c.broken) {
+        out[where[k]] = Status::Unavailable("postgres: the connection was lost");
+        continue;
+      }
+      out[where[k]] = DoApplyRunWrites(c, *valid[k]);
+    }
+    return out;
+  }
+
   Result<RunWritesResult> DoApplyRunWrites(Conn& c, const RunWrites& w) {
     RunWritesResult out;
     out.step_ids.assign(w.ops.size(), 0);
     AF_RETURN_IF_ERROR(CheckRunWrites(w));
     const bool txn = w.ops.size() > 1;
     if (txn) {
-      auto fast = TryPipelinedRunWrites(c, w, &out);
+      std::vector<RunWritesResult> results;
+      auto fast = TryPipelinedRunWrites(c, {&w}, &results);
       if (!fast.ok()) return fast.status();
-      if (*fast) return out;
+      if (*fast) return std::move(results[0]);
       // Something did not go as expected (rolled back): the ops one by one
       // say what, or succeed if a race settled meanwhile.
       out.step_ids.assign(w.ops.size(), 0);

@@ -1,0 +1,64 @@
+// Group commit of runs' write batches (Store::ApplyRunWritesGroup).
+//
+// Every run's executor hands its batches here. While `max_in_flight` groups
+// are being committed, new batches wait; when a commit returns, everything
+// that waited (up to max_group batches) goes as the next group, in one call
+// and, on PostgreSQL, one transaction. A batch that finds a free slot goes
+// at once, alone: a lone run never waits for company.
+//
+// Single-threaded: construct, call Apply and destroy on one executor (the
+// engine's loop). Every Apply must have returned before the grouper goes.
+#pragma once
+
+#include <cstddef>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include "storage/store.h"
+
+namespace af {
+
+class WriteGrouper {
+ public:
+  using Results = std::vector<Result<RunWritesResult>>;
+  // Commits one group; one result per batch, in order.
+  using Commit = std::function<boost::asio::awaitable<Results>(std::vector<const RunWrites*>)>;
+
+  WriteGrouper(boost::asio::any_io_executor ex, Commit commit, int max_in_flight, size_t max_group);
+  WriteGrouper(const WriteGrouper&) = delete;
+  WriteGrouper& operator=(const WriteGrouper&) = delete;
+
+  // Commits `w` (with whatever else is waiting) and returns its own result:
+  // exactly what Store::ApplyRunWrites(w) would. `w` must stay alive until
+  // this returns.
+  boost::asio::awaitable<Result<RunWritesResult>> Apply(const RunWrites& w);
+
+  int in_flight() const { return in_flight_; }
+  size_t waiting() const { return queue_.size(); }
+
+ private:
+  struct Pending {
+    explicit Pending(boost::asio::any_io_executor ex) : done(ex) {}
+    const RunWrites* writes = nullptr;
+    std::optional<Result<RunWritesResult>> result;
+    boost::asio::steady_timer done;  // cancelled when result is set
+  };
+  void Pump();
+  boost::asio::awaitable<void> CommitGroup(std::vector<std::shared_ptr<Pending>> group);
+
+  boost::asio::any_io_executor ex_;
+  Commit commit_;
+  int max_in_flight_;
+  size_t max_group_;
+  std::deque<std::shared_ptr<Pending>> queue_;
+  int in_flight_ = 0;
+};
+
+}  // namespace af
