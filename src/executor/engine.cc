@@ -286,37 +286,38 @@ asio::awaitable<RunOutcome> Engine::RunExecutor::Execute() {
   wake_ = std::make_unique<Notifier>(ex_);
 
   const std::string& run_id = request_.run_id;
-  auto got = co_await Db([&run_id](Store& s) { return s.GetRun(run_id); });
-  if (!got.ok()) {
-    if (got.status().code() == Code::kNotFound) {
-      log::Warn("execution request for an unknown run; dropped", {request_.run_id});
-      co_return Outcome(RunOutcome::Kind::kDropped);
-    }
-    co_return RetryLater(got.status());
-  }
-  run_ = std::move(got).value();
-  SetTrace();
-  if (IsTerminal(run_.status)) co_return Outcome(RunOutcome::Kind::kFinished, run_.status);
-
-  // Exactly one executor drives a run: the one holding its lease.
+  run_.id = run_id;
+  // Exactly one executor drives a run: the one holding its lease. The
+  // acquire also reads the run (one round trip for both).
   const std::string& owner = engine_->owner_;
   const int64_t ttl = engine_->options_.lease_ttl.count();
   auto lease = co_await Db([&run_id, &owner, ttl](Store& s) { return s.AcquireRunLease(run_id, owner, ttl); });
   if (!lease.ok()) {
     switch (lease.status().code()) {
       case Code::kNotFound:
+        log::Warn("execution request for an unknown run; dropped", {request_.run_id});
         co_return Outcome(RunOutcome::Kind::kDropped);
-      case Code::kFailedPrecondition: {  // it finished meanwhile
+      case Code::kFailedPrecondition: {  // already finished (a redelivery, or a retry that came late)
+        const json& d = lease.status().details();
+        if (auto st = ParseRunStatus(d.is_object() ? d.value("current", std::string()) : std::string())) {
+          co_return Outcome(RunOutcome::Kind::kFinished, *st);
+        }
         auto again = co_await Db([&run_id](Store& s) { return s.GetRun(run_id); });
         if (!again.ok()) co_return RetryLater(again.status());
         co_return Outcome(RunOutcome::Kind::kFinished, again->status);
       }
-      case Code::kAborted:
+      case Code::kAborted: {  // another executor holds it: logged with the run's trace
+        auto got = co_await Db([&run_id](Store& s) { return s.GetRun(run_id); });
+        if (got.ok()) run_ = std::move(got).value();
+        SetTrace();
         co_return WaitForLease(lease.status());
+      }
       default:
         co_return RetryLater(lease.status());
     }
   }
+  run_ = std::move(lease->run);
+  SetTrace();
   lease_token_ = lease->token;
   active_->lease_token = lease->token;
   // A cancellation message older than this attempt of the run is a replay

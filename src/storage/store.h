@@ -64,6 +64,7 @@ struct RunLease {
   std::string owner;
   int64_t token = 0;
   TimeMs expires_at = 0;
+  Run run;  // the run as the acquire left it (the executor's first read of it)
 };
 
 struct NewRun {
@@ -298,7 +299,8 @@ class Store {
   // increments the run's lease token; writes fenced with an older token fail
   // with Aborted from then on. Aborted (details: {"lease_owner",
   // "retry_after_ms"}) while another owner holds it; FailedPrecondition
-  // (details: {"current": status}) if terminal; NotFound.
+  // (details: {"current": status}) if terminal; NotFound. The lease carries
+  // the run's row as acquired, so an executor needs no separate read.
   virtual Result<RunLease> AcquireRunLease(const std::string& run_id, const std::string& owner, int64_t ttl_ms) = 0;
   // Extends every lease `owner` holds to now + ttl_ms (one statement, however
   // many runs); returns how many.

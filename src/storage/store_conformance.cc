@@ -1492,6 +1492,30 @@ TEST_P(StoreConformance, RenewExtendsEveryLeaseOfTheOwner) {
   EXPECT_TRUE(store().AcquireRunLease(other.id, "owner-b", 1000).ok()) << "owner-c's lease was not renewed";
 }
 
+// The executor's first read of a run is its lease: the acquire returns the
+// run's row as it left it.
+TEST_P(StoreConformance, AcquireReturnsTheRunAsAcquired) {
+  Workflow wf = MakeWorkflow();
+  Run run = MakeRun(wf, json{{"x", 7}});
+  RunLease a = Must(store().AcquireRunLease(run.id, "owner-a", 60000));
+  EXPECT_EQ(a.run.id, run.id);
+  EXPECT_EQ(a.run.workflow_id, wf.id);
+  EXPECT_EQ(a.run.status, RunStatus::kPending);
+  EXPECT_EQ(a.run.input, json({{"x", 7}}));
+  EXPECT_EQ(a.run.attempt, run.attempt);
+  EXPECT_EQ(a.run.updated_at, run.updated_at) << "acquiring is not a change of the run";
+  EXPECT_EQ(a.run.lease_owner, "owner-a");
+  EXPECT_EQ(a.run.lease_token, a.token);
+  ASSERT_TRUE(a.run.lease_expires_at.has_value());
+  EXPECT_EQ(*a.run.lease_expires_at, a.expires_at);
+  // Taken again by the same owner (a resumed run): the run as it now is.
+  MustOk(store().TransitionRun({run.id, RunStatus::kPending, RunStatus::kRunning}).status());
+  RunLease again = Must(store().AcquireRunLease(run.id, "owner-a", 60000));
+  EXPECT_EQ(again.run.status, RunStatus::kRunning);
+  EXPECT_GT(again.token, a.token);
+  EXPECT_EQ(again.run.lease_token, again.token);
+}
+
 TEST_P(StoreConformance, ReleaseFreesTheLeaseOnlyForItsToken) {
   Workflow wf = MakeWorkflow();
   Run run = MakeRun(wf);

@@ -349,7 +349,7 @@ constexpr std::array<const char*, kSqlCount> kSqlText = {
     "lease_expires_at = " AF_NOW " + $3::bigint "
     "WHERE id = $1::text AND status IN ('PENDING', 'RUNNING') "
     "AND (lease_owner IS NULL OR lease_owner = $2::text OR lease_expires_at < " AF_NOW ") "
-    "RETURNING lease_token, lease_expires_at",
+    "RETURNING " AF_RUN_COLS,
     // kRenewLeases: $1 owner, $2 ttl ms
     "UPDATE workflow_runs SET lease_expires_at = " AF_NOW " + $2::bigint WHERE lease_owner = $1::text",
     // kReleaseLease
@@ -1755,7 +1755,13 @@ class PostgresStore final : public Store {
     p.Key("run id", run_id).Key("lease owner", owner).Int(ttl_ms);
     auto r = Exec(c, kAcquireLease, p, "acquire lease");
     if (!r.ok()) return r.status();
-    if (r->rows() == 1) return RunLease{run_id, owner, r->Int64(0, 0), r->Int64(0, 1)};
+    if (r->rows() == 1) {
+      RunLease lease{run_id, owner, 0, 0, {}};
+      AF_RETURN_IF_ERROR(ReadRun(*r, 0, &lease.run));
+      lease.token = lease.run.lease_token;
+      lease.expires_at = lease.run.lease_expires_at.value_or(0);
+      return lease;
+    }
     Params q;
     q.Key("run id", run_id);
     auto st = Exec(c, kGetLeaseState, q, "read lease");

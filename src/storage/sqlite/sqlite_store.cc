@@ -248,7 +248,7 @@ constexpr std::array<const char*, kSqlCount> kSqlText = {
     "UPDATE workflow_runs SET lease_owner = ?2, lease_token = lease_token + 1, lease_expires_at = ?3 + ?4 "
     "WHERE id = ?1 AND status IN ('PENDING', 'RUNNING') "
     "AND (lease_owner IS NULL OR lease_owner = ?2 OR lease_expires_at < ?3) "
-    "RETURNING lease_token, lease_expires_at",
+    "RETURNING " AF_RUN_COLS,
     // kRenewLeases: ?1 owner, ?2 new expiry
     "UPDATE workflow_runs SET lease_expires_at = ?2 WHERE lease_owner = ?1",
     // kReleaseLease
@@ -1377,7 +1377,10 @@ class SqliteStore final : public Store {
       st.Bind(4, ttl_ms);
       int rc = st.Step();
       if (rc == SQLITE_ROW) {
-        RunLease lease{run_id, owner, st.Int64(0), st.Int64(1)};
+        RunLease lease{run_id, owner, 0, 0, {}};
+        AF_RETURN_IF_ERROR(ReadRun(st, &lease.run));
+        lease.token = lease.run.lease_token;
+        lease.expires_at = lease.run.lease_expires_at.value_or(0);
         rc = st.Step();
         if (rc != SQLITE_DONE) return Error(rc, "acquire lease");
         return lease;
