@@ -8,7 +8,9 @@
 //
 // The Engine runs all executors as coroutines on one event loop: no thread
 // per run or per agent call. Per-agent max_concurrency is enforced across all
-// runs of the process.
+// runs of the process. The runs' write batches are group-committed
+// (WriteGrouper): batches that arrive while a commit is in flight go to the
+// store together in the next one.
 //
 // Thread-safety: Submit, Cancel and ActiveRuns are safe from any thread;
 // everything else happens on the engine's executor.
