@@ -92,6 +92,15 @@ class PostgresStoreTest : public ::testing::Test {
     return out;
   }
 
+  // A pg_stat_database column of `db` (-1 if it has no row), read from
+  // another database so that the read is not counted in db's figures.
+  int64_t DbStat(const std::string& db, const char* column) {
+    auto rows = Must(pg_->Query("postgres", std::string("SELECT ") + column +
+                                                " FROM pg_stat_database WHERE datname = '" + db + "'"),
+                     "Query");
+    return rows.empty() ? int64_t{-1} : std::stoll(rows[0][0]);
+  }
+
   static std::unique_ptr<Store> Open(const std::string& url, int pool_size = 8) {
     PostgresOptions o;
     o.url = url;
@@ -284,13 +293,7 @@ TEST_F(PostgresStoreTest, OpenStoreDispatchesPostgresUrls) {
 TEST_F(PostgresStoreTest, SuccessfulRunWriteBatchesAreNeverRolledBack) {
   const std::string url = NewDb();
   const std::string db = DbName(url);
-  auto stat = [&](const char* column) {
-    // Read from another database: these reads are not counted in db's figures.
-    auto rows = Must(pg_->Query("postgres", std::string("SELECT ") + column +
-                                                " FROM pg_stat_database WHERE datname = '" + db + "'"),
-                     "Query");
-    return rows.empty() ? int64_t{-1} : std::stoll(rows[0][0]);
-  };
+  auto stat = [&](const char* column) { return DbStat(db, column); };
   RunRecord run;
   {
     auto store = Open(url, 1);
@@ -346,13 +349,7 @@ TEST_F(PostgresStoreTest, SuccessfulRunWriteBatchesAreNeverRolledBack) {
 TEST_F(PostgresStoreTest, AGroupOfBatchesIsOneTransaction) {
   const std::string url = NewDb();
   const std::string db = DbName(url);
-  auto stat = [&](const char* column) {
-    // Read from another database: these reads are not counted in db's figures.
-    auto rows = Must(pg_->Query("postgres", std::string("SELECT ") + column +
-                                                " FROM pg_stat_database WHERE datname = '" + db + "'"),
-                     "Query");
-    return rows.empty() ? int64_t{-1} : std::stoll(rows[0][0]);
-  };
+  auto stat = [&](const char* column) { return DbStat(db, column); };
   // A session's statistics arrive when its server process ends: wait until
   // at least `least` more commits show and the count holds still.
   auto settled_commits = [&](int64_t from, int64_t least) {
