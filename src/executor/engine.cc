@@ -299,12 +299,9 @@ asio::awaitable<RunOutcome> Engine::RunExecutor::Execute() {
         co_return Outcome(RunOutcome::Kind::kDropped);
       case Code::kFailedPrecondition: {  // already finished (a redelivery, or a retry that came late)
         const json& d = lease.status().details();
-        if (auto st = ParseRunStatus(d.is_object() ? d.value("current", std::string()) : std::string())) {
-          co_return Outcome(RunOutcome::Kind::kFinished, *st);
-        }
-        auto again = co_await Db([&run_id](Store& s) { return s.GetRun(run_id); });
-        if (!again.ok()) co_return RetryLater(again.status());
-        co_return Outcome(RunOutcome::Kind::kFinished, again->status);
+        auto st = ParseRunStatus(d.is_object() ? d.value("current", std::string()) : std::string());
+        if (!st) co_return RetryLater(lease.status());  // the store names the status (Store::AcquireRunLease)
+        co_return Outcome(RunOutcome::Kind::kFinished, *st);
       }
       case Code::kAborted: {  // another executor holds it: logged with the run's trace
         auto got = co_await Db([&run_id](Store& s) { return s.GetRun(run_id); });
@@ -984,14 +981,7 @@ Engine::Engine(boost::asio::any_io_executor executor, Store* store, AgentDirecto
       executor_,
       [this](std::vector<const RunWrites*> group) -> asio::awaitable<WriteGrouper::Results> {
         const bool lone = group.size() == 1 && active_.size() <= 1;
-        if (group.size() == 1) {
-          const RunWrites* w = group[0];
-          auto one = co_await runner_->Call([w](Store& s) { return s.ApplyRunWrites(*w); }, lone);
-          WriteGrouper::Results out;
-          out.push_back(std::move(one));
-          co_return out;
-        }
-        co_return co_await runner_->Call([&group](Store& s) { return s.ApplyRunWritesGroup(group); });
+        co_return co_await runner_->Call([&group](Store& s) { return s.ApplyRunWritesGroup(group); }, lone);
       },
       options_.write_groups_in_flight, options_.max_write_group);
 }

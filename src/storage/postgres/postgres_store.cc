@@ -1654,15 +1654,20 @@ class PostgresStore final : public Store {
         out[where[k]] = Status::Unavailable("postgres: the connection was lost");
         continue;
       }
-      out[where[k]] = DoApplyRunWrites(c, *valid[k]);
+      out[where[k]] = ApplyCheckedRunWrites(c, *valid[k]);
     }
     return out;
   }
 
   Result<RunWritesResult> DoApplyRunWrites(Conn& c, const RunWrites& w) {
+    AF_RETURN_IF_ERROR(CheckRunWrites(w));
+    return ApplyCheckedRunWrites(c, w);
+  }
+
+  // DoApplyRunWrites for a batch CheckRunWrites accepted.
+  Result<RunWritesResult> ApplyCheckedRunWrites(Conn& c, const RunWrites& w) {
     RunWritesResult out;
     out.step_ids.assign(w.ops.size(), 0);
-    AF_RETURN_IF_ERROR(CheckRunWrites(w));
     const bool txn = w.ops.size() > 1;
     if (txn) {
       std::vector<RunWritesResult> results;
@@ -1671,8 +1676,6 @@ class PostgresStore final : public Store {
       if (*fast) return std::move(results[0]);
       // Something did not go as expected (rolled back): the ops one by one
       // say what, or succeed if a race settled meanwhile.
-      out.step_ids.assign(w.ops.size(), 0);
-      out.run.reset();
     }
     if (txn) AF_RETURN_IF_ERROR(ExecCommand(c, "BEGIN"));
     auto fail = [&](const Status& st, size_t i) -> Status {
