@@ -222,12 +222,22 @@ void MisbehavingAgent::Serve(int fd) {
       int64_t now = ++in_flight_[mode];
       max_in_flight_[mode] = std::max(max_in_flight_[mode], now);
     }
+    // A call is in flight until its answer starts out: once the caller has
+    // it, the caller may start the next one (an agent's max_concurrency),
+    // possibly before this thread gets here again.
+    bool counted = true;
+    auto answered = [&] {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (counted) --in_flight_[mode];
+      counted = false;
+    };
     const std::string ok = Response(200, "OK", R"({"ok": true, "calls": )" + std::to_string(nth_with_key) + "}");
     if (mode == "ok") {
       SendAll(fd, ok, stopping_);
     } else if (mode == "slow") {
       auto until = Clock::now() + std::chrono::milliseconds(QueryInt(req, "ms", 200));
       while (!stopping_ && Clock::now() < until) std::this_thread::sleep_for(5ms);
+      answered();
       SendAll(fd, ok, stopping_);
     } else if (mode == "500") {
       SendAll(fd, Response(500, "Internal Server Error", R"({"error": "misbehaving agent: 500 on purpose"})"),
@@ -285,8 +295,7 @@ void MisbehavingAgent::Serve(int fd) {
     } else {
       SendAll(fd, Response(404, "Not Found", R"({"error": "unknown mode"})"), stopping_);
     }
-    std::lock_guard<std::mutex> lock(mu_);
-    --in_flight_[mode];
+    answered();
   }
   ::shutdown(fd, SHUT_RDWR);
   std::lock_guard<std::mutex> lock(mu_);
