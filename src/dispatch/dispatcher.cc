@@ -193,9 +193,14 @@ Result<int> Dispatcher::SettleHandedOver(std::chrono::milliseconds wait) {
 void Dispatcher::SettleLoop() {
   while (true) {
     auto n = SettleHandedOver(options_.idle_poll);
-    (void)n;  // failures are logged; the outbox keeps what was not settled
-    std::lock_guard<std::mutex> lock(handed_->mu);
+    std::unique_lock<std::mutex> lock(handed_->mu);
     if (handed_->stopping && handed_->published.empty() && handed_->failed.empty()) return;
+    // After a settle, let the next answers gather for settle_interval: one
+    // delete (one commit) per interval under load instead of one per answer.
+    // Failures were logged; the outbox keeps what was not settled.
+    if (n.ok() && *n > 0 && options_.settle_interval.count() > 0) {
+      handed_->cv.wait_for(lock, options_.settle_interval, [this] { return handed_->stopping; });
+    }
   }
 }
 

@@ -58,6 +58,11 @@ struct DispatcherOptions {
   std::chrono::milliseconds claim_ttl{30000};
   std::chrono::milliseconds idle_poll{500};       // outbox read without a Kick
   std::chrono::milliseconds retry_delay{1000};    // after a failed publish
+  // Fast path: the settler deletes what the queue accepted at most once per
+  // settle_interval (the first answer after a quiet spell at once), so a
+  // burst of triggers costs one delete commit per interval, not one per
+  // answer; its rows stay claimed meanwhile. 0: settle every answer at once.
+  std::chrono::milliseconds settle_interval{20};
   // Sweeper: how often, and how long a run must have gone undriven since its
   // last dispatch (doubled per re-dispatch nobody took, up to an hour; see
   // Store::ListStrandedRuns). 0 interval: no sweeper.

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <functional>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -305,6 +306,36 @@ TEST_F(DispatcherTest, TheRelayThreadPublishesHandedOverRequestsAtOnce) {
   // Stopped: this process's writes are left to the claiming relays, at once.
   Trigger();
   EXPECT_EQ(*d.RelayOnce(), 1);
+}
+
+TEST_F(DispatcherTest, TheSettlerDeletesTheAnswersOfAnIntervalTogether) {
+  DispatcherOptions o;
+  o.idle_poll = 10s;          // only the fast path publishes
+  o.settle_interval = 1h;     // after the first settle, nothing more until Stop
+  Dispatcher d(store_.get(), &queue_, o);
+  ASSERT_TRUE(d.AttachWriter(store_.get()));
+  d.Start();
+  std::this_thread::sleep_for(50ms);  // the first, empty, claim pass is done
+  auto wait_for = [](const std::function<bool()>& done) {
+    auto deadline = std::chrono::steady_clock::now() + 5s;
+    while (!done() && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(5ms);
+    return done();
+  };
+  // The first answer after a quiet spell is settled at once.
+  Trigger();
+  ASSERT_TRUE(wait_for([&] { return queue_.sent().size() == 1 && Backlog() == 0; }));
+  // Answers within the interval wait for the next settle: published, still in
+  // the outbox (claimed, so no relay publishes them again).
+  Trigger();
+  Trigger();
+  ASSERT_TRUE(wait_for([&] { return queue_.sent().size() == 3; }));
+  std::this_thread::sleep_for(200ms);
+  EXPECT_EQ(Backlog(), 2) << "settled before the interval was over";
+  EXPECT_EQ(*d.RelayOnce(), 0) << "a claimed message was published again";
+  // Stop settles what the queue answered.
+  d.Stop();
+  EXPECT_EQ(Backlog(), 0);
+  EXPECT_EQ(queue_.sent().size(), 3u);
 }
 
 }  // namespace
