@@ -725,12 +725,21 @@ class DistributedStack final : public Stack {
       consumer_->Start();
     }
     poller_ = std::make_unique<Poller>(db_url_, ex, o);
+    keep_logs_dir_ = o.keep_logs_dir;
   }
   ~DistributedStack() override {
     poller_.reset();
     if (consumer_ && consumer_->running()) consumer_->Stop();
     if (api_ && api_->running()) api_->Stop();
     kafka_.reset();
+    if (!keep_logs_dir_.empty()) {  // the services' logs, named by database (one per stack)
+      std::error_code ec;
+      fs::create_directories(keep_logs_dir_, ec);
+      for (const auto& entry : fs::directory_iterator(logs_.path(), ec)) {
+        fs::copy_file(entry.path(), keep_logs_dir_ + "/" + db_ + "-" + entry.path().filename().string(),
+                      fs::copy_options::overwrite_existing, ec);
+      }
+    }
     (void)PgExec(pg_->UrlFor("postgres"), "DROP DATABASE IF EXISTS " + db_ + " WITH (FORCE)");
   }
   std::string mode() const override { return "distributed"; }
@@ -803,6 +812,7 @@ class DistributedStack final : public Stack {
   std::string db_, db_url_;
   std::unique_ptr<KafkaMock> kafka_;
   std::vector<std::string> kafka_props_, consumer_args_;
+  std::string keep_logs_dir_;
   std::string api_args_;
   std::unique_ptr<e2e::Server> api_, consumer_;
   std::unique_ptr<Poller> poller_;

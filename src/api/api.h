@@ -52,7 +52,8 @@ struct ApiOptions {
   size_t max_trigger_batch = 256;
   // How long an id or name resolves to the same latest workflow version
   // before it is read again (api/workflow_cache.h): a change made through
-  // another api process reaches triggers here within this time; this
+  // another api process reaches triggers here within twice this time (one
+  // trigger refreshes an expired resolution while the others use it); this
   // process's own changes at once. 0: read at every trigger.
   std::chrono::milliseconds workflow_cache_ttl{1000};
 };

@@ -14,6 +14,15 @@
 // it had arrived that much earlier). resolve_ttl 0 disables the resolution
 // cache.
 //
+// One lookup per expiry, not one per waiting trigger: the first Resolve
+// after an entry expired misses (its caller reads the store and calls
+// PutResolved); for the next resolve_ttl the others keep getting the expired
+// resolution instead of all reading the store at once (64 triggers in
+// flight used to queue 64 lookups, twice a read each, behind the trigger
+// commits every second). So a change made elsewhere shows within
+// 2 x resolve_ttl at most; a refresh that fails is retried by the first
+// Resolve after that.
+//
 // Thread-safety: every method from any thread (one mutex, held for map
 // operations only).
 #pragma once
@@ -44,15 +53,20 @@ class WorkflowCache {
  public:
   explicit WorkflowCache(WorkflowCacheOptions options = {}) : options_(std::move(options)) {}
 
-  // The latest version `id_or_name` resolved to less than resolve_ttl ago,
-  // or null.
+  // The latest version `id_or_name` resolved to less than resolve_ttl ago;
+  // or, while another caller refreshes an expired one, that one; or null:
+  // the caller reads the store and calls PutResolved.
   std::shared_ptr<const Workflow> Resolve(const std::string& id_or_name) {
     if (options_.resolve_ttl.count() <= 0) return nullptr;
     auto now = options_.now();
     std::lock_guard<std::mutex> lock(mu_);
     auto it = resolved_.find(id_or_name);
-    if (it == resolved_.end() || now >= it->second.expires) return nullptr;
-    return it->second.wf;
+    if (it == resolved_.end()) return nullptr;
+    Resolved& r = it->second;
+    if (now < r.expires) return r.wf;
+    if (now < r.refresh_until) return r.wf;      // another caller is refreshing it
+    r.refresh_until = now + options_.resolve_ttl;  // this caller refreshes it
+    return nullptr;
   }
   // Records that `id_or_name` resolved to `wf` (its latest version) now,
   // and keeps the version.
@@ -62,7 +76,7 @@ class WorkflowCache {
     KeepVersion(shared);
     if (options_.resolve_ttl.count() <= 0) return;
     if (resolved_.size() >= options_.max_entries) resolved_.clear();
-    resolved_.insert_or_assign(id_or_name, Resolved{std::move(shared), now + options_.resolve_ttl});
+    resolved_.insert_or_assign(id_or_name, Resolved{std::move(shared), now + options_.resolve_ttl, {}});
   }
   // Version `version` of workflow `id`, if seen; versions never change.
   std::shared_ptr<const Workflow> Version(const std::string& id, int version) {
@@ -86,6 +100,8 @@ class WorkflowCache {
   struct Resolved {
     std::shared_ptr<const Workflow> wf;
     std::chrono::steady_clock::time_point expires;
+    // Expired and being refreshed by one caller until then (the others get wf).
+    std::chrono::steady_clock::time_point refresh_until;
   };
   void KeepVersion(std::shared_ptr<const Workflow> wf) {
     if (versions_.size() >= options_.max_entries) versions_.clear();
