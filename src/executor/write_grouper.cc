@@ -4,6 +4,7 @@
 #include <utility>
 
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
@@ -31,18 +32,32 @@ asio::awaitable<Result<RunWritesResult>> WriteGrouper::Apply(const RunWrites& w)
 }
 
 void WriteGrouper::Pump() {
-  while (in_flight_ < max_in_flight_ && !queue_.empty()) {
-    std::vector<std::shared_ptr<Pending>> group;
-    while (!queue_.empty() && group.size() < max_group_) {
-      group.push_back(std::move(queue_.front()));
-      queue_.pop_front();
-    }
+  // One commit per free slot and waiting batch; each takes its group when it
+  // starts (co_spawn posts it), so batches staged later in the same turn of
+  // the loop go with it. That is what groups an inline store's writes (SQLite:
+  // every commit returns before the next batch could queue behind it).
+  while (in_flight_ < max_in_flight_ && queue_.size() > reserved_) {
+    reserved_ += std::min(queue_.size() - reserved_, max_group_);
     ++in_flight_;
-    asio::co_spawn(ex_, CommitGroup(std::move(group)), [](std::exception_ptr) {});
+    asio::co_spawn(ex_, CommitGroup(), [](std::exception_ptr) {});
   }
 }
 
-asio::awaitable<void> WriteGrouper::CommitGroup(std::vector<std::shared_ptr<Pending>> group) {
+asio::awaitable<void> WriteGrouper::CommitGroup() {
+  // One more turn: the runs whose flushes were posted in this turn (after
+  // this commit was spawned) queue their batches first.
+  co_await asio::post(ex_, asio::use_awaitable);
+  std::vector<std::shared_ptr<Pending>> group;
+  while (!queue_.empty() && group.size() < max_group_) {
+    group.push_back(std::move(queue_.front()));
+    queue_.pop_front();
+  }
+  reserved_ -= std::min(reserved_, group.size());
+  if (group.empty()) {  // an earlier commit of this turn took them all
+    --in_flight_;
+    Pump();
+    co_return;
+  }
   std::vector<const RunWrites*> batches;
   batches.reserve(group.size());
   for (const auto& p : group) batches.push_back(p->writes);

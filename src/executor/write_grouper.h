@@ -4,7 +4,9 @@
 // are being committed, new batches wait; when a commit returns, everything
 // that waited (up to max_group batches) goes as the next group, in one call
 // and, on PostgreSQL, one transaction. A batch that finds a free slot goes
-// at once, alone: a lone run never waits for company.
+// at once, with the batches staged in the same turn of the loop: a lone run
+// never waits for company (one post), and an inline store (SQLite) groups
+// the writes of every run whose agent answered in that turn.
 //
 // Single-threaded: construct, call Apply and destroy on one executor (the
 // engine's loop). Every Apply must have returned before the grouper goes.
@@ -51,7 +53,7 @@ class WriteGrouper {
     boost::asio::steady_timer done;  // cancelled when result is set
   };
   void Pump();
-  boost::asio::awaitable<void> CommitGroup(std::vector<std::shared_ptr<Pending>> group);
+  boost::asio::awaitable<void> CommitGroup();
 
   boost::asio::any_io_executor ex_;
   Commit commit_;
@@ -59,6 +61,7 @@ class WriteGrouper {
   size_t max_group_;
   std::deque<std::shared_ptr<Pending>> queue_;
   int in_flight_ = 0;
+  size_t reserved_ = 0;  // queued batches that started commits will take
 };
 
 }  // namespace af

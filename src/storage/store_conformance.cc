@@ -1424,9 +1424,13 @@ TEST_P(StoreConformance, ApplyRunWritesGroupAppliesEachBatchAsAlone) {
   end.ops.push_back(RunWrite::Transition(RunTransition{r3.id, RunStatus::kRunning, RunStatus::kCompleted}));
   RunWrites mixed{r1.id, 0, {}};  // an op of another run: refused
   mixed.ops.push_back(RunWrite::Insert(RunningRow(r3, "x")));
+  Run r4 = RunIn(wf, RunStatus::kRunning);
+  RunWrites half{r4.id, 0, {}};  // its first op applies, its second fails: nothing of it stays
+  half.ops.push_back(RunWrite::Insert(RunningRow(r4, "a")));
+  half.ops.push_back(RunWrite::Transition(RunTransition{r4.id, RunStatus::kPending, RunStatus::kRunning}));
 
-  auto res = store().ApplyRunWritesGroup({&good, &late, &end, &mixed});
-  ASSERT_EQ(res.size(), 4u);
+  auto res = store().ApplyRunWritesGroup({&good, &late, &end, &mixed, &half});
+  ASSERT_EQ(res.size(), 5u);
   ASSERT_TRUE(res[0].ok()) << res[0].status().ToString();
   EXPECT_EQ(res[0]->step_ids[0], 0);
   EXPECT_GT(res[0]->step_ids[1], a1);
@@ -1437,6 +1441,9 @@ TEST_P(StoreConformance, ApplyRunWritesGroupAppliesEachBatchAsAlone) {
   ASSERT_TRUE(res[2]->run.has_value());
   EXPECT_EQ(res[2]->run->status, RunStatus::kCompleted);
   EXPECT_EQ(CodeOf(res[3]), Code::kInvalidArgument);
+  EXPECT_EQ(CodeOf(res[4]), Code::kFailedPrecondition);
+  EXPECT_TRUE(Must(store().ListSteps(r4.id)).empty()) << "the failed batch's first op was undone";
+  EXPECT_EQ(Must(store().GetRun(r4.id)).status, RunStatus::kRunning);
 
   auto s1 = Must(store().ListSteps(r1.id));
   ASSERT_EQ(s1.size(), 2u);

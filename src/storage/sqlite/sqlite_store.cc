@@ -77,6 +77,9 @@ enum Sql {
   kBegin,
   kCommit,
   kRollback,
+  kSavepointBatch,
+  kReleaseBatch,
+  kRollbackBatch,
   kPing,
   kInsertWorkflow,
   kInsertWorkflowVersion,
@@ -133,6 +136,9 @@ constexpr std::array<const char*, kSqlCount> kSqlText = {
     "BEGIN IMMEDIATE",
     "COMMIT",
     "ROLLBACK",
+    "SAVEPOINT run_writes",
+    "RELEASE run_writes",
+    "ROLLBACK TO run_writes",
     "SELECT 1",
     // kInsertWorkflow
     "INSERT INTO workflows (id, name, description, latest_version, created_at, updated_at) "
@@ -620,8 +626,19 @@ class SqliteStore final : public Store {
   }
   Status FinishStep(const StepFinish& f) override {
     return Locked([&] { return DoFinishStep(f); });
-  }  Result<RunWritesResult> ApplyRunWrites(const RunWrites& w) override {
+  }
+  Result<RunWritesResult> ApplyRunWrites(const RunWrites& w) override {
     return Locked([&] { return DoApplyRunWrites(w); });
+  }
+  // The group in one transaction (one WAL append and lock round), each batch
+  // in a savepoint: a batch that fails leaves nothing and does not fail the
+  // others, so each gets what ApplyRunWrites alone would answer.
+  std::vector<Result<RunWritesResult>> ApplyRunWritesGroup(const std::vector<const RunWrites*>& group) override {
+    if (group.size() <= 1) return Store::ApplyRunWritesGroup(group);
+    using Results = std::vector<Result<RunWritesResult>>;
+    auto res = Locked([&]() -> Result<Results> { return DoApplyRunWritesGroup(group); });
+    if (res.ok()) return std::move(res).value();
+    return Results(group.size(), res.status());
   }
 
   Result<std::vector<StepExecution>> ListSteps(const std::string& run_id) override {
@@ -1301,12 +1318,35 @@ class SqliteStore final : public Store {
     return static_cast<int64_t>(sqlite3_last_insert_rowid(db_));
   }
 
-  Result<RunWritesResult> DoApplyRunWrites(const RunWrites& w) {
+  Result<std::vector<Result<RunWritesResult>>> DoApplyRunWritesGroup(const std::vector<const RunWrites*>& group) {
+    std::vector<Result<RunWritesResult>> out;
+    out.reserve(group.size());
+    Txn txn(this);
+    AF_RETURN_IF_ERROR(txn.Begin());
+    for (const RunWrites* w : group) {
+      int rc = Use(kSavepointBatch).Exec();
+      if (rc != SQLITE_OK) return Error(rc, "savepoint");
+      Result<RunWritesResult> r = DoApplyRunWrites(*w, /*in_transaction=*/true);
+      if (!r.ok()) {
+        rc = Use(kRollbackBatch).Exec();
+        if (rc != SQLITE_OK) return Error(rc, "rollback to savepoint");
+      }
+      rc = Use(kReleaseBatch).Exec();
+      if (rc != SQLITE_OK) return Error(rc, "release savepoint");
+      out.push_back(std::move(r));
+    }
+    AF_RETURN_IF_ERROR(txn.Commit());
+    return out;
+  }
+
+  // Inside a transaction already (a group's savepoint), the batch opens none.
+  Result<RunWritesResult> DoApplyRunWrites(const RunWrites& w, bool in_transaction = false) {
     RunWritesResult out;
     out.step_ids.assign(w.ops.size(), 0);
     AF_RETURN_IF_ERROR(CheckRunWrites(w));
     Txn txn(this);
-    if (w.ops.size() > 1) AF_RETURN_IF_ERROR(txn.Begin());
+    const bool own = !in_transaction && w.ops.size() > 1;
+    if (own) AF_RETURN_IF_ERROR(txn.Begin());
     for (size_t i = 0; i < w.ops.size(); ++i) {
       const RunWrite& op = w.ops[i];
       switch (op.kind) {
@@ -1333,7 +1373,7 @@ class SqliteStore final : public Store {
         }
       }
     }
-    if (w.ops.size() > 1) AF_RETURN_IF_ERROR(txn.Commit());
+    if (own) AF_RETURN_IF_ERROR(txn.Commit());
     return out;
   }
 
