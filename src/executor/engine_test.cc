@@ -945,11 +945,14 @@ TEST_P(EngineTest, ShutdownStopsTheBackgroundLoopsSoTheEngineMayGo) {
 // flight go to the store together (Store::ApplyRunWritesGroup), and every
 // run still gets its own results.
 TEST_P(EngineTest, WritesThatWaitForACommitAreCommittedTogether) {
-  if (!GetParam()) GTEST_SKIP() << "store calls made inline, one at a time: no batch ever waits";
   constexpr int kRuns = 5;
   FlakyStore hooked(store_.get(), 0);
   std::atomic<bool> first{true};
   hooked.before_apply = [&] {
+    // Inline store calls (SQLite's) run on the loop: nothing can wait behind
+    // a held commit there, but the runs' writes staged in one turn of the
+    // loop go as one group (WriteGrouper).
+    if (!GetParam()) return;
     if (!first.exchange(false)) return;
     // Hold the first commit until every run has its lease: their first
     // batches then wait behind it.
