@@ -983,7 +983,7 @@ Engine::Engine(boost::asio::any_io_executor executor, Store* store, AgentDirecto
         const bool lone = group.size() == 1 && active_.size() <= 1;
         co_return co_await runner_->Call([&group](Store& s) { return s.ApplyRunWritesGroup(group); }, lone);
       },
-      options_.write_groups_in_flight, options_.max_write_group);
+      options_.write_groups_in_flight, options_.max_write_group, /*gather_a_turn=*/threads == 0);
 }
 
 Engine::~Engine() = default;

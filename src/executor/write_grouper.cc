@@ -12,11 +12,13 @@ namespace af {
 
 namespace asio = boost::asio;
 
-WriteGrouper::WriteGrouper(asio::any_io_executor ex, Commit commit, int max_in_flight, size_t max_group)
+WriteGrouper::WriteGrouper(asio::any_io_executor ex, Commit commit, int max_in_flight, size_t max_group,
+                           bool gather_a_turn)
     : ex_(std::move(ex)),
       commit_(std::move(commit)),
       max_in_flight_(std::max(max_in_flight, 1)),
-      max_group_(std::max<size_t>(max_group, 1)) {}
+      max_group_(std::max<size_t>(max_group, 1)),
+      gather_a_turn_(gather_a_turn) {}
 
 asio::awaitable<Result<RunWritesResult>> WriteGrouper::Apply(const RunWrites& w) {
   auto p = std::make_shared<Pending>(ex_);
@@ -33,8 +35,8 @@ asio::awaitable<Result<RunWritesResult>> WriteGrouper::Apply(const RunWrites& w)
 
 void WriteGrouper::Pump() {
   // One commit per free slot and waiting batch; each takes its group when it
-  // starts (co_spawn posts it), so batches staged later in the same turn of
-  // the loop go with it. That is what groups an inline store's writes (SQLite:
+  // starts (co_spawn posts it), so batches staged before then go with it.
+  // That, and gather_a_turn, is what groups an inline store's writes (SQLite:
   // every commit returns before the next batch could queue behind it).
   while (in_flight_ < max_in_flight_ && queue_.size() > reserved_) {
     reserved_ += std::min(queue_.size() - reserved_, max_group_);
@@ -46,7 +48,7 @@ void WriteGrouper::Pump() {
 asio::awaitable<void> WriteGrouper::CommitGroup() {
   // One more turn: the runs whose flushes were posted in this turn (after
   // this commit was spawned) queue their batches first.
-  co_await asio::post(ex_, asio::use_awaitable);
+  if (gather_a_turn_) co_await asio::post(ex_, asio::use_awaitable);
   std::vector<std::shared_ptr<Pending>> group;
   while (!queue_.empty() && group.size() < max_group_) {
     group.push_back(std::move(queue_.front()));

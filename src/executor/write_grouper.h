@@ -4,9 +4,9 @@
 // are being committed, new batches wait; when a commit returns, everything
 // that waited (up to max_group batches) goes as the next group, in one call
 // and, on PostgreSQL, one transaction. A batch that finds a free slot goes
-// at once, with the batches staged in the same turn of the loop: a lone run
-// never waits for company (one post), and an inline store (SQLite) groups
-// the writes of every run whose agent answered in that turn.
+// at once, with the batches staged before its commit starts: a lone run
+// never waits for company, and an inline store (SQLite, gather_a_turn)
+// groups the writes of every run whose agent answered in the same turn.
 //
 // Single-threaded: construct, call Apply and destroy on one executor (the
 // engine's loop). Every Apply must have returned before the grouper goes.
@@ -33,7 +33,14 @@ class WriteGrouper {
   // Commits one group; one result per batch, in order.
   using Commit = std::function<boost::asio::awaitable<Results>(std::vector<const RunWrites*>)>;
 
-  WriteGrouper(boost::asio::any_io_executor ex, Commit commit, int max_in_flight, size_t max_group);
+  // gather_a_turn: a commit waits one more turn of the loop before it takes
+  // its group, so that the flushes posted in this turn join it. For a store
+  // called inline (SQLite), whose commit would otherwise take only the batch
+  // that started it; a store called on other threads (PostgreSQL) commits at
+  // once while the loop goes on, and the batches staged meanwhile form the
+  // next group.
+  WriteGrouper(boost::asio::any_io_executor ex, Commit commit, int max_in_flight, size_t max_group,
+               bool gather_a_turn = false);
   WriteGrouper(const WriteGrouper&) = delete;
   WriteGrouper& operator=(const WriteGrouper&) = delete;
 
@@ -61,6 +68,7 @@ class WriteGrouper {
   size_t max_group_;
   std::deque<std::shared_ptr<Pending>> queue_;
   int in_flight_ = 0;
+  bool gather_a_turn_;
   size_t reserved_ = 0;  // queued batches that started commits will take
 };
 

@@ -139,5 +139,27 @@ TEST(WriteGrouperTest, GroupsAreBoundedAndTakeWhatArrivedInTheSameTurn) {
   }
 }
 
+TEST(WriteGrouperTest, GatheringATurnTakesTheBatchesOfTheNextHandlers) {
+  // r2 is staged by a handler that runs after r1's commit was spawned.
+  for (bool gather : {false, true}) {
+    asio::io_context io;
+    FakeCommit commit(io);
+    commit.Open();
+    WriteGrouper g(io.get_executor(), commit.Fn(), /*max_in_flight=*/1, /*max_group=*/64, gather);
+    std::vector<RunWrites> batches = {Batch("r1"), Batch("r2")};
+    std::vector<Outcome> out(batches.size());
+    Spawn(io, g, batches[0], &out[0]);
+    asio::post(io, [&] { Spawn(io, g, batches[1], &out[1]); });
+    io.run();
+    if (gather) {
+      EXPECT_EQ(commit.groups, (std::vector<std::vector<std::string>>{{"r1", "r2"}})) << "one commit for both";
+    } else {
+      EXPECT_EQ(commit.groups, (std::vector<std::vector<std::string>>{{"r1"}, {"r2"}})) << "r1 went at once";
+    }
+    ASSERT_TRUE(out[0].done && out[1].done);
+    EXPECT_EQ(out[1].result->step_ids, (std::vector<int64_t>{2}));
+  }
+}
+
 }  // namespace
 }  // namespace af
