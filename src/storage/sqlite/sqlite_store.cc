@@ -23,11 +23,13 @@
 #include <algorithm>
 #include <array>
 #include <charconv>
+#include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <exception>
 #include <limits>
 #include <mutex>
+#include <thread>
 
 #include "common/ids.h"
 #include "common/time.h"
@@ -1633,6 +1635,21 @@ Result<std::string> Pragma(sqlite3* db, const std::string& sql) {
   return value;
 }
 
+// Switching a new database to WAL needs it to itself, and SQLite answers
+// SQLITE_BUSY at once, without the busy handler, to a connection that holds
+// a shared lock while another one switches it (deadlock avoidance): several
+// processes opening a fresh database together (serve starting while
+// `agentflow apikey create` runs) saw "database is locked". Retried here
+// within the busy timeout.
+Result<std::string> PragmaRetryingBusy(sqlite3* db, const std::string& sql) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kBusyTimeoutMs);
+  while (true) {
+    auto r = Pragma(db, sql);
+    if (r.ok() || r.status().code() != Code::kUnavailable || std::chrono::steady_clock::now() >= deadline) return r;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+}
+
 Result<std::unique_ptr<Store>> SqliteStore::Open(const std::string& path, bool full_sync) {
   sqlite3* db = nullptr;
   int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
@@ -1650,7 +1667,7 @@ Result<std::unique_ptr<Store>> SqliteStore::Open(const std::string& path, bool f
   sqlite3_busy_timeout(db, kBusyTimeoutMs);
   // WAL: readers in other processes do not block our writes and vice versa.
   // (An in-memory database reports "memory"; that is fine.)
-  auto mode = Pragma(db, "PRAGMA journal_mode = WAL");
+  auto mode = PragmaRetryingBusy(db, "PRAGMA journal_mode = WAL");
   if (!mode.ok()) return mode.status();
   auto sync = Pragma(db, full_sync ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL");
   if (!sync.ok()) return sync.status();
