@@ -26,7 +26,7 @@ NOT_UNIT='^(e2e|distributed|kafka|pg|deploy)$'
 # unlabelled "<binary>_NOT_BUILT" test. (A unit test that fails to build
 # fails the build step before ctest runs.)
 NOT_BUILT='_NOT_BUILT$'
-TSAN_TESTS=(executor_test queue_test queue_kafkatest api_test)
+TSAN_TESTS=(executor_test queue_test queue_kafkatest api_test dispatch_test)
 
 runs=("$@")
 [[ ${#runs[@]} -eq 0 ]] && runs=(asan tsan fuzz)
