@@ -350,8 +350,15 @@ constexpr std::array<const char*, kSqlCount> kSqlText = {
     "WHERE id = $1::text AND status IN ('PENDING', 'RUNNING') "
     "AND (lease_owner IS NULL OR lease_owner = $2::text OR lease_expires_at < " AF_NOW ") "
     "RETURNING " AF_RUN_COLS,
-    // kRenewLeases: $1 owner, $2 ttl ms
-    "UPDATE workflow_runs SET lease_expires_at = " AF_NOW " + $2::bigint WHERE lease_owner = $1::text",
+    // kRenewLeases: $1 owner, $2 ttl ms. The rows are locked in id order
+    // (bytewise, as std::string compares), the order a group of run writes
+    // locks them in (DoApplyRunWritesGroup):
+    // in any other order a renewal of thousands of rows and a group commit
+    // each waited for a row the other held (deadlock, detected after
+    // deadlock_timeout, 1 s, with one of them failed).
+    "WITH held AS MATERIALIZED (SELECT id FROM workflow_runs WHERE lease_owner = $1::text ORDER BY id COLLATE \"C\" FOR UPDATE) "
+    "UPDATE workflow_runs w SET lease_expires_at = " AF_NOW " + $2::bigint FROM held WHERE w.id = held.id "
+    "AND w.lease_owner = $1::text",
     // kReleaseLease
     "UPDATE workflow_runs SET lease_owner = NULL, lease_expires_at = NULL "
     "WHERE id = $1::text AND lease_token = $2::bigint AND lease_owner IS NOT NULL",
@@ -1625,9 +1632,16 @@ class PostgresStore final : public Store {
   std::vector<Result<RunWritesResult>> DoApplyRunWritesGroup(Conn& c, const std::vector<const RunWrites*>& group) {
     std::vector<Result<RunWritesResult>> out(group.size(), Status::Internal("not applied"));
     // Batches the checks refuse get their error and stay out of the group.
+    // The rest go in run id order: every writer that locks several runs'
+    // rows (this, kRenewLeases) takes them in that order, so two of them
+    // never wait for each other.
+    std::vector<size_t> order(group.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::stable_sort(order.begin(), order.end(),
+                     [&group](size_t a, size_t b) { return group[a]->run_id < group[b]->run_id; });
     std::vector<const RunWrites*> valid;
     std::vector<size_t> where;
-    for (size_t i = 0; i < group.size(); ++i) {
+    for (size_t i : order) {
       Status st = CheckRunWrites(*group[i]);
       if (!st.ok()) {
         out[i] = st;
