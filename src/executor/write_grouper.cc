@@ -34,15 +34,14 @@ asio::awaitable<Result<RunWritesResult>> WriteGrouper::Apply(const RunWrites& w)
 }
 
 void WriteGrouper::Pump() {
-  // One commit per free slot and waiting batch; each takes its group when it
-  // starts (co_spawn posts it), so batches staged before then go with it.
-  // That, and gather_a_turn, is what groups an inline store's writes (SQLite:
-  // every commit returns before the next batch could queue behind it).
-  while (in_flight_ < max_in_flight_ && queue_.size() > reserved_) {
-    reserved_ += std::min(queue_.size() - reserved_, max_group_);
-    ++in_flight_;
-    asio::co_spawn(ex_, CommitGroup(), [](std::exception_ptr) {});
-  }
+  // A commit takes its group when it starts (co_spawn posts it), so the
+  // batches staged before then go with it; that, and gather_a_turn, is what
+  // groups an inline store's writes (SQLite: every commit returns before the
+  // next batch could queue behind it). One commit waits to start at a time.
+  if (starting_ || in_flight_ >= max_in_flight_ || queue_.empty()) return;
+  starting_ = true;
+  ++in_flight_;
+  asio::co_spawn(ex_, CommitGroup(), [](std::exception_ptr) {});
 }
 
 asio::awaitable<void> WriteGrouper::CommitGroup() {
@@ -54,12 +53,8 @@ asio::awaitable<void> WriteGrouper::CommitGroup() {
     group.push_back(std::move(queue_.front()));
     queue_.pop_front();
   }
-  reserved_ -= std::min(reserved_, group.size());
-  if (group.empty()) {  // an earlier commit of this turn took them all
-    --in_flight_;
-    Pump();
-    co_return;
-  }
+  starting_ = false;
+  Pump();  // a free slot takes what is left over
   std::vector<const RunWrites*> batches;
   batches.reserve(group.size());
   for (const auto& p : group) batches.push_back(p->writes);

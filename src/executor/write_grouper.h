@@ -69,7 +69,7 @@ class WriteGrouper {
   std::deque<std::shared_ptr<Pending>> queue_;
   int in_flight_ = 0;
   bool gather_a_turn_;
-  size_t reserved_ = 0;  // queued batches that started commits will take
+  bool starting_ = false;  // a commit is spawned and has not taken its group yet
 };
 
 }  // namespace af

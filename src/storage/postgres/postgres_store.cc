@@ -357,8 +357,7 @@ constexpr std::array<const char*, kSqlCount> kSqlText = {
     // each waited for a row the other held (deadlock, detected after
     // deadlock_timeout, 1 s, with one of them failed).
     "WITH held AS MATERIALIZED (SELECT id FROM workflow_runs WHERE lease_owner = $1::text ORDER BY id COLLATE \"C\" FOR UPDATE) "
-    "UPDATE workflow_runs w SET lease_expires_at = " AF_NOW " + $2::bigint FROM held WHERE w.id = held.id "
-    "AND w.lease_owner = $1::text",
+    "UPDATE workflow_runs w SET lease_expires_at = " AF_NOW " + $2::bigint FROM held WHERE w.id = held.id",
     // kReleaseLease
     "UPDATE workflow_runs SET lease_owner = NULL, lease_expires_at = NULL "
     "WHERE id = $1::text AND lease_token = $2::bigint AND lease_owner IS NOT NULL",

@@ -102,6 +102,24 @@ class PostgresStoreTest : public ::testing::Test {
     return rows.empty() ? int64_t{-1} : std::stoll(rows[0][0]);
   }
 
+  // DbStat once it settled: a session's statistics arrive when its server
+  // process ends, so wait (bounded) until the column reaches `least`, then
+  // until it holds still.
+  int64_t SettledDbStat(const std::string& db, const char* column, int64_t least) {
+    int64_t now = DbStat(db, column);
+    for (int i = 0; i < 100 && now < least; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      now = DbStat(db, column);
+    }
+    for (int i = 0; i < 20; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(300));
+      int64_t again = DbStat(db, column);
+      if (again == now) break;
+      now = again;
+    }
+    return now;
+  }
+
   static std::unique_ptr<Store> Open(const std::string& url, int pool_size = 8) {
     PostgresOptions o;
     o.url = url;
@@ -393,16 +411,8 @@ TEST_F(PostgresStoreTest, LeaseRenewalsAndGroupCommitsNeverDeadlock) {
     renewer.join();
   }
   EXPECT_GT(renewals.load(), 0);
-  // The sessions have ended: their statistics arrive shortly (bounded wait
-  // for them to hold still).
-  int64_t deadlocks = DbStat(db, "deadlocks");
-  for (int i = 0; i < 10; ++i) {
-    std::this_thread::sleep_for(300ms);
-    int64_t again = DbStat(db, "deadlocks");
-    if (again == deadlocks && i >= 3) break;
-    deadlocks = again;
-  }
-  EXPECT_EQ(deadlocks, 0) << "a renewal and a group commit waited for each other";
+  // The sessions have ended: their statistics arrive shortly.
+  EXPECT_EQ(SettledDbStat(db, "deadlocks", 0), 0) << "a renewal and a group commit waited for each other";
 }
 
 // ApplyRunWritesGroup commits a group of runs' batches in one transaction:
@@ -412,22 +422,8 @@ TEST_F(PostgresStoreTest, AGroupOfBatchesIsOneTransaction) {
   const std::string url = NewDb();
   const std::string db = DbName(url);
   auto stat = [&](const char* column) { return DbStat(db, column); };
-  // A session's statistics arrive when its server process ends: wait until
-  // at least `least` more commits show and the count holds still.
-  auto settled_commits = [&](int64_t from, int64_t least) {
-    int64_t now = stat("xact_commit");
-    for (int i = 0; i < 100 && now < from + least; ++i) {
-      std::this_thread::sleep_for(100ms);
-      now = stat("xact_commit");
-    }
-    for (int i = 0; i < 20; ++i) {
-      std::this_thread::sleep_for(300ms);
-      int64_t again = stat("xact_commit");
-      if (again == now) break;
-      now = again;
-    }
-    return now;
-  };
+  // At least `least` more commits than `from`, settled.
+  auto settled_commits = [&](int64_t from, int64_t least) { return SettledDbStat(db, "xact_commit", from + least); };
   Workflow wf;
   {
     auto store = Open(url, 1);
