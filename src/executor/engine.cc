@@ -78,7 +78,8 @@ class Engine::RunExecutor {
       : engine_(engine),
         db_(engine->runner_.get()),
         active_(active),
-        request_(request) {}
+        request_(request),
+        user_cancel_(&active->cancel, [this] { cancel_.Cancel(active_->cancel.reason()); }) {}
 
   asio::awaitable<RunOutcome> Execute();
 
@@ -275,6 +276,13 @@ class Engine::RunExecutor {
   std::chrono::milliseconds retry_delay_{0};  // for retry_later_; 0: the engine's store_retry_delay
   int64_t lease_token_ = 0;  // fencing token of the lease held; written with every store write
   bool lease_lost_ = false;  // a fenced write was refused
+  // Stops this execution's steps: fired by the run's own signal (a user
+  // cancel, shutdown, hand-over) and by this execution's failures (a step
+  // failed, the store failed). Those failures must not fire the run's
+  // signal: the run is executed again after a store failure, and that
+  // execution has to start with nothing cancelled.
+  CancelSignal cancel_;
+  CancelRegistration user_cancel_;  // active_->cancel → cancel_
 
  public:
   bool retry_later() const { return retry_later_; }
@@ -384,7 +392,7 @@ asio::awaitable<RunOutcome> Engine::RunExecutor::Execute() {
   }
 
   while (true) {
-    if (active_->cancel.cancelled() || failure_ || store_error_) break;
+    if (cancel_.cancelled() || failure_ || store_error_) break;
     for (int idx : sched_->Ready()) {
       sched_->Set(idx, StepState::kRunning);
       Spawn(idx);
@@ -398,7 +406,7 @@ asio::awaitable<RunOutcome> Engine::RunExecutor::Execute() {
     co_await wake_->Wait();
   }
   // Stop whatever still runs (another step failed, or cancel) and wait for it.
-  if (running_ > 0 && !active_->cancel.cancelled()) active_->cancel.Cancel("cancelled because another step of the run failed");
+  if (running_ > 0 && !cancel_.cancelled()) cancel_.Cancel("cancelled because another step of the run failed");
   while (running_ > 0) {
     MaybeFlush();
     co_await wake_->Wait();
@@ -545,7 +553,7 @@ void Engine::RunExecutor::StepFailed(int idx, const std::string& message) {
 void Engine::RunExecutor::StoreFailed(const Status& s) {
   if (s.code() == Code::kAborted) lease_lost_ = true;
   if (!store_error_) store_error_ = s;
-  if (!active_->cancel.cancelled()) active_->cancel.Cancel("cancelled because the store is unavailable");
+  if (!cancel_.cancelled()) cancel_.Cancel("cancelled because the store is unavailable");
   wake_->Notify();
 }
 
@@ -594,7 +602,7 @@ asio::awaitable<void> Engine::RunExecutor::RunStep(int idx) {
     co_await RunForEach(idx, &hold);
     co_return;
   }
-  ItemOutcome out = co_await RunItem(idx, std::nullopt, nullptr, &active_->cancel, &hold);
+  ItemOutcome out = co_await RunItem(idx, std::nullopt, nullptr, &cancel_, &hold);
   switch (out.kind) {
     case ItemOutcome::Kind::kOk:
       outputs_[idx] = std::move(out.output);
@@ -659,7 +667,7 @@ asio::awaitable<void> Engine::RunExecutor::RunForEach(int idx, StartHold* hold) 
   }
 
   CancelSignal step_cancel;
-  CancelRegistration link(&active_->cancel, [&step_cancel, this] { step_cancel.Cancel(active_->cancel.reason()); });
+  CancelRegistration link(&cancel_, [&step_cancel, this] { step_cancel.Cancel(cancel_.reason()); });
   Notifier local(ex_);
   int next = 0, in_flight = 0;
   std::optional<std::string> item_failure;

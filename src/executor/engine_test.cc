@@ -824,6 +824,7 @@ class FlakyStore : public Store {
   Status FinishStep(const StepFinish& f) override { return inner_->FinishStep(f); }
   Result<RunWritesResult> ApplyRunWrites(const RunWrites& w) override {
     if (failures_-- > 0) return Status::Unavailable("database is restarting");
+    if (fail_apply_if && fail_apply_if(w)) return Status::Unavailable("database is restarting");
     if (before_apply) before_apply();
     auto r = inner_->ApplyRunWrites(w);
     if (r.ok() && after_apply) after_apply(w);
@@ -844,6 +845,8 @@ class FlakyStore : public Store {
   // that makes it.
   std::function<void()> before_apply;
   std::function<void(const RunWrites&)> after_apply;
+  // A batch it returns true for fails (Unavailable) instead of committing.
+  std::function<bool(const RunWrites&)> fail_apply_if;
   std::atomic<int> leases{0};  // AcquireRunLease calls that succeeded
 
   // Lease renewals fail (an executor cut off from the database, or paused).
@@ -1003,7 +1006,45 @@ TEST_P(EngineTest, StoreOutageIsRetriedUntilTheRunCompletes) {
   auto f = p.get_future();
   ASSERT_EQ(f.wait_for(10s), std::future_status::ready);
   EXPECT_EQ(f.get().status, RunStatus::kCompleted);
-  EXPECT_EQ(store_->GetRun(id)->status, RunStatus::kCompleted);
+  af::Run run = *store_->GetRun(id);
+  EXPECT_EQ(run.status, RunStatus::kCompleted);
+  // The step ran after the outage: its agent was called and its output is the run's.
+  auto steps = Steps(id, "s");
+  ASSERT_EQ(steps.size(), 1u);
+  EXPECT_EQ(steps[0].status, StepStatus::kCompleted);
+  EXPECT_FALSE(run.output["s"].is_null()) << run.output.dump();
+  engine.Shutdown();
+}
+
+// A run whose step failed, and whose FAILED transition then met a store
+// outage, is executed again: it must end FAILED again (its failed step is
+// tried again and fails), not COMPLETED without its steps.
+TEST_P(EngineTest, AFailedRunsEndMetByAStoreOutageStillEndsFailed) {
+  FlakyStore flaky(store_.get(), 0);
+  std::atomic<int> refused{0};
+  flaky.fail_apply_if = [&refused](const RunWrites& w) {
+    bool ends = !w.ops.empty() && w.ops.back().kind == RunWrite::Kind::kTransition &&
+                w.ops.back().transition.to == RunStatus::kFailed;
+    return ends && refused++ == 0;
+  };
+  caller_.Set("bad", {[](const AgentCall&) { return Permanent("no"); }, 20ms});  // while slow's call is in flight
+  caller_.Set("slow", {FakeCaller::Behavior{}.reply, 5000ms});
+  EngineOptions eo;
+  eo.store_retry_delay = 10ms;
+  Engine engine(loop_.executor(), &flaky, directory_.get(), &caller_, Options(eo));
+  json plan = json::parse(R"({"name": "fail-then-outage", "steps": [
+      {"id": "slow", "agent": "slow", "depends_on": []}, {"id": "bad", "agent": "bad", "depends_on": []}]})");
+  std::string id = NewRunOf(plan);
+  std::promise<RunOutcome> p;
+  ExecutionRequest er;
+  er.run_id = id;
+  engine.Submit(er, [&p](const RunOutcome& o) { p.set_value(o); });
+  auto f = p.get_future();
+  ASSERT_EQ(f.wait_for(20s), std::future_status::ready);
+  EXPECT_EQ(refused.load(), 2) << "the outage was not met, or the run did not end FAILED again";
+  EXPECT_EQ(f.get().status, RunStatus::kFailed);
+  EXPECT_EQ(store_->GetRun(id)->status, RunStatus::kFailed);
+  EXPECT_EQ(caller_.Calls("bad"), 2);  // once per execution
   engine.Shutdown();
 }
 
