@@ -63,6 +63,9 @@ struct Engine::Active {
   std::string cancel_reason;
   Done done;
   int64_t lease_token = 0;  // the lease held on the run (0: none yet), released when abandoned
+  // The next execution takes the general start (a new run's start in its
+  // first batch failed once).
+  bool general_start = false;
   // Cancellations asked for before this time belong to an earlier attempt of
   // the run (see Engine::Cancel); 0: not known yet.
   TimeMs cancel_floor = 0;
@@ -92,6 +95,14 @@ class Engine::RunExecutor {
 
   RunOutcome Outcome(RunOutcome::Kind kind, std::optional<RunStatus> status = std::nullopt) {
     return RunOutcome{kind, run_.id.empty() ? request_.run_id : run_.id, status};
+  }
+  // The new run's start in its first batch failed (RunExecutor::
+  // StageFreshStart): nothing of it was written; execute the run again at
+  // once, the general way, which reads the run and says what it is.
+  RunOutcome AgainNow() {
+    active_->general_start = true;
+    again_now_ = true;
+    return Outcome(RunOutcome::Kind::kAbandoned);
   }
   RunOutcome RetryLater(const Status& s) {
     if (s.code() == Code::kAborted) return LeaseLost(s);
@@ -154,6 +165,19 @@ class Engine::RunExecutor {
     }
     trace_id_ = trace_.trace_id;
     active_->trace_id = trace_id_;
+  }
+
+  // A new run's start committed (StageFreshStart): what the general start
+  // learns from the acquire.
+  void Started(const Run& stored) {
+    run_.traceparent = stored.traceparent;
+    run_.workflow_id = stored.workflow_id;
+    run_.workflow_version = stored.workflow_version;
+    run_.created_at = stored.created_at;
+    SetTrace();
+    active_->lease_token = lease_token_;
+    active_->cancel_floor = stored.created_at;  // its first attempt began when it was created
+    log::Info("run started", RunFields());
   }
 
   // ---- metrics (no-ops without EngineOptions::metrics) ----
@@ -232,6 +256,8 @@ class Engine::RunExecutor {
     Stage(RunWrite::Finish(std::move(f)), &agent);
   }
 
+  asio::awaitable<std::optional<RunOutcome>> Begin();
+  bool StageFreshStart();
   asio::awaitable<Status> LoadHistory();
   void Spawn(int idx);
   asio::awaitable<void> RunStep(int idx);
@@ -273,6 +299,8 @@ class Engine::RunExecutor {
   std::shared_ptr<Batch> staged_;    // writes waiting for the next commit
   bool flushing_ = false;            // a batch is being committed
   bool retry_later_ = false;
+  bool again_now_ = false;           // AgainNow
+  bool fresh_start_failed_ = false;  // the batch with the RunWrite::kStart failed
   std::chrono::milliseconds retry_delay_{0};  // for retry_later_; 0: the engine's store_retry_delay
   int64_t lease_token_ = 0;  // fencing token of the lease held; written with every store write
   bool lease_lost_ = false;  // a fenced write was refused
@@ -286,109 +314,17 @@ class Engine::RunExecutor {
 
  public:
   bool retry_later() const { return retry_later_; }
+  bool again_now() const { return again_now_; }
   std::chrono::milliseconds retry_delay() const { return retry_delay_; }
 };
 
 asio::awaitable<RunOutcome> Engine::RunExecutor::Execute() {
   ex_ = co_await asio::this_coro::executor;
   wake_ = std::make_unique<Notifier>(ex_);
-
-  const std::string& run_id = request_.run_id;
-  run_.id = run_id;
-  // Exactly one executor drives a run: the one holding its lease. The
-  // acquire also reads the run (one round trip for both).
-  const std::string& owner = engine_->owner_;
-  const int64_t ttl = engine_->options_.lease_ttl.count();
-  auto lease = co_await Db([&run_id, &owner, ttl](Store& s) { return s.AcquireRunLease(run_id, owner, ttl); });
-  if (!lease.ok()) {
-    switch (lease.status().code()) {
-      case Code::kNotFound:
-        log::Warn("execution request for an unknown run; dropped", {request_.run_id});
-        co_return Outcome(RunOutcome::Kind::kDropped);
-      case Code::kFailedPrecondition: {  // already finished (a redelivery, or a retry that came late)
-        const json& d = lease.status().details();
-        auto st = ParseRunStatus(d.is_object() ? d.value("current", std::string()) : std::string());
-        if (!st) co_return RetryLater(lease.status());  // the store names the status (Store::AcquireRunLease)
-        co_return Outcome(RunOutcome::Kind::kFinished, *st);
-      }
-      case Code::kAborted: {  // another executor holds it: logged with the run's trace
-        auto got = co_await Db([&run_id](Store& s) { return s.GetRun(run_id); });
-        if (got.ok()) run_ = std::move(got).value();
-        SetTrace();
-        co_return WaitForLease(lease.status());
-      }
-      default:
-        co_return RetryLater(lease.status());
-    }
-  }
-  run_ = std::move(lease->run);
-  SetTrace();
-  lease_token_ = lease->token;
-  active_->lease_token = lease->token;
-  // A cancellation message older than this attempt of the run is a replay
-  // (Engine::Cancel). The attempt began when the run became PENDING; a
-  // resumed first attempt when it started.
-  if (run_.status == RunStatus::kPending) {
-    active_->cancel_floor = run_.updated_at;
-  } else if (run_.attempt <= 1 && run_.started_at) {
-    active_->cancel_floor = *run_.started_at;
-  }
-
-  // The plan: the one in the request, else the run's workflow version.
-  json doc = request_.workflow_plan;
-  if (!doc.is_object() || doc.empty()) {
-    const std::string& wf_id = run_.workflow_id;
-    const int wf_version = run_.workflow_version;
-    auto wf = co_await Db([&wf_id, wf_version](Store& s) { return s.GetWorkflow(wf_id, wf_version); });
-    if (!wf.ok()) {
-      if (wf.status().code() != Code::kNotFound) co_return RetryLater(wf.status());
-      std::optional<std::string> why = "workflow " + run_.workflow_id + " version " +
-                                       std::to_string(run_.workflow_version) + " not found";
-      co_return co_await Transition(run_.status, RunStatus::kFailed, std::nullopt, std::move(why));
-    }
-    doc = wf->plan;
-  }
-  // Admitted by the API under its own limits: only the hard cap applies here.
-  auto plan = ParsePlan(doc, PlanLimits::ForExecution());
-  if (!plan.ok()) {
-    std::optional<std::string> why = JoinProblems(plan.status());
-    co_return co_await Transition(run_.status, RunStatus::kFailed, std::nullopt, std::move(why));
-  }
-  plan_ = std::move(plan).value();
-  sched_ = std::make_unique<DagScheduler>(plan_);
-  outputs_.assign(plan_.steps.size(), std::nullopt);
-
-  if (run_.cancel_requested && !active_->user_cancelled) {
-    active_->user_cancelled = true;
-    active_->cancelled_by = run_.cancelled_by;
-    active_->cancel_reason = run_.cancel_reason;
-  }
-  if (active_->user_cancelled && run_.status == RunStatus::kPending) {
-    co_return co_await Finalize();
-  }
-
-  // A run never started has no history of this attempt to resume; one
-  // retried (attempt > 1) keeps the results of its earlier attempts.
-  const bool fresh = run_.status == RunStatus::kPending && run_.attempt <= 1;
-  if (run_.status == RunStatus::kPending) {
-    // Committed with the first steps' RUNNING rows (Flush takes the run as
-    // stored then); until then the run is RUNNING as far as this executor
-    // is concerned.
-    RunTransition t;
-    t.run_id = run_.id;
-    t.from = RunStatus::kPending;
-    t.to = RunStatus::kRunning;
-    Stage(RunWrite::Transition(std::move(t)));
-    run_.status = RunStatus::kRunning;
-    log::Info("run started", RunFields());
-  } else {
-    if (auto* m = M()) m->runs_resumed.Inc();
-    log::Info("run resumed from its recorded state", RunFields());
-  }
-
-  if (!fresh) {
-    Status loaded = co_await LoadHistory();
-    if (!loaded.ok()) co_return RetryLater(loaded);
+  run_.id = request_.run_id;
+  if (!StageFreshStart()) {
+    std::optional<RunOutcome> ended = co_await Begin();
+    if (ended) co_return std::move(*ended);
   }
 
   while (true) {
@@ -412,6 +348,144 @@ asio::awaitable<RunOutcome> Engine::RunExecutor::Execute() {
     co_await wake_->Wait();
   }
   co_return co_await Finalize();
+}
+
+// The general start: takes the run's lease (which reads the run), loads
+// the plan and, for a run executed before, its history; stages PENDING →
+// RUNNING. An outcome if the execution ends here.
+asio::awaitable<std::optional<RunOutcome>> Engine::RunExecutor::Begin() {
+  auto Ended = [](RunOutcome o) { return std::optional<RunOutcome>(std::move(o)); };
+  const std::string& run_id = request_.run_id;
+  // Exactly one executor drives a run: the one holding its lease. The
+  // acquire also reads the run (one round trip for both).
+  const std::string& owner = engine_->owner_;
+  const int64_t ttl = engine_->options_.lease_ttl.count();
+  auto lease = co_await Db([&run_id, &owner, ttl](Store& s) { return s.AcquireRunLease(run_id, owner, ttl); });
+  if (!lease.ok()) {
+    switch (lease.status().code()) {
+      case Code::kNotFound:
+        log::Warn("execution request for an unknown run; dropped", {request_.run_id});
+        co_return Ended(Outcome(RunOutcome::Kind::kDropped));
+      case Code::kFailedPrecondition: {  // already finished (a redelivery, or a retry that came late)
+        const json& d = lease.status().details();
+        auto st = ParseRunStatus(d.is_object() ? d.value("current", std::string()) : std::string());
+        if (!st) co_return Ended(RetryLater(lease.status()));  // the store names the status (Store::AcquireRunLease)
+        co_return Ended(Outcome(RunOutcome::Kind::kFinished, *st));
+      }
+      case Code::kAborted: {  // another executor holds it: logged with the run's trace
+        auto got = co_await Db([&run_id](Store& s) { return s.GetRun(run_id); });
+        if (got.ok()) run_ = std::move(got).value();
+        SetTrace();
+        co_return Ended(WaitForLease(lease.status()));
+      }
+      default:
+        co_return Ended(RetryLater(lease.status()));
+    }
+  }
+  run_ = std::move(lease->run);
+  SetTrace();
+  lease_token_ = lease->token;
+  active_->lease_token = lease->token;
+  // A cancellation message older than this attempt of the run is a replay
+  // (Engine::Cancel). The attempt began when the run became PENDING; a
+  // resumed first attempt when it started.
+  if (run_.status == RunStatus::kPending) {
+    active_->cancel_floor = run_.updated_at;
+  } else if (run_.attempt <= 1 && run_.started_at) {
+    active_->cancel_floor = *run_.started_at;
+  }
+
+  // The plan: the one in the request, else the run's workflow version.
+  json doc = request_.workflow_plan;
+  if (!doc.is_object() || doc.empty()) {
+    const std::string& wf_id = run_.workflow_id;
+    const int wf_version = run_.workflow_version;
+    auto wf = co_await Db([&wf_id, wf_version](Store& s) { return s.GetWorkflow(wf_id, wf_version); });
+    if (!wf.ok()) {
+      if (wf.status().code() != Code::kNotFound) co_return Ended(RetryLater(wf.status()));
+      std::optional<std::string> why = "workflow " + run_.workflow_id + " version " +
+                                       std::to_string(run_.workflow_version) + " not found";
+      co_return Ended(co_await Transition(run_.status, RunStatus::kFailed, std::nullopt, std::move(why)));
+    }
+    doc = wf->plan;
+  }
+  // Admitted by the API under its own limits: only the hard cap applies here.
+  auto plan = ParsePlan(doc, PlanLimits::ForExecution());
+  if (!plan.ok()) {
+    std::optional<std::string> why = JoinProblems(plan.status());
+    co_return Ended(co_await Transition(run_.status, RunStatus::kFailed, std::nullopt, std::move(why)));
+  }
+  plan_ = std::move(plan).value();
+  sched_ = std::make_unique<DagScheduler>(plan_);
+  outputs_.assign(plan_.steps.size(), std::nullopt);
+
+  if (run_.cancel_requested && !active_->user_cancelled) {
+    active_->user_cancelled = true;
+    active_->cancelled_by = run_.cancelled_by;
+    active_->cancel_reason = run_.cancel_reason;
+  }
+  if (active_->user_cancelled && run_.status == RunStatus::kPending) {
+    co_return Ended(co_await Finalize());
+  }
+
+  // A run never started has no history of this attempt to resume; one
+  // retried (attempt > 1) keeps the results of its earlier attempts.
+  const bool fresh = run_.status == RunStatus::kPending && run_.attempt <= 1;
+  if (run_.status == RunStatus::kPending) {
+    // Committed with the first steps' RUNNING rows (Flush takes the run as
+    // stored then); until then the run is RUNNING as far as this executor
+    // is concerned.
+    RunTransition t;
+    t.run_id = run_.id;
+    t.from = RunStatus::kPending;
+    t.to = RunStatus::kRunning;
+    Stage(RunWrite::Transition(std::move(t)));
+    run_.status = RunStatus::kRunning;
+    log::Info("run started", RunFields());
+  } else {
+    if (auto* m = M()) m->runs_resumed.Inc();
+    log::Info("run resumed from its recorded state", RunFields());
+  }
+
+  if (!fresh) {
+    Status loaded = co_await LoadHistory();
+    if (!loaded.ok()) co_return Ended(RetryLater(loaded));
+  }
+
+  co_return std::nullopt;
+}
+
+// A new run's start, in its first write batch: if the request carries the
+// plan, stages RunWrite::kStart (the lease, and PENDING → RUNNING) ahead of
+// the first steps' rows, so the run's first commit also takes its lease.
+// The store refuses it for a run that is not new (a redelivered request, a
+// retried or cancelled run): then nothing of the batch is written and the
+// execution starts again the general way (AgainNow).
+bool Engine::RunExecutor::StageFreshStart() {
+  if (!engine_->options_.fresh_start || active_->general_start || active_->user_cancelled) return false;
+  const json& doc = request_.workflow_plan;
+  if (!doc.is_object() || doc.empty()) return false;
+  auto plan = ParsePlan(doc, PlanLimits::ForExecution());
+  if (!plan.ok()) return false;  // the general path fails the run, saying why
+  plan_ = std::move(plan).value();
+  sched_ = std::make_unique<DagScheduler>(plan_);
+  outputs_.assign(plan_.steps.size(), std::nullopt);
+  RunStart start;
+  start.run_id = run_.id;
+  start.owner = engine_->owner_;
+  start.ttl_ms = engine_->options_.lease_ttl.count();
+  start.input = request_.input_data;
+  run_.input = std::move(request_.input_data);
+  run_.workflow_id = request_.workflow_id;
+  run_.workflow_version = request_.workflow_version;
+  run_.attempt = 1;
+  run_.status = RunStatus::kRunning;  // as far as this executor is concerned: Flush takes the run as committed
+  lease_token_ = kFirstLeaseToken;
+  // Until the run is read (Started): no cancellation from before its
+  // request was published is for this attempt (Engine::CancelLocal).
+  active_->cancel_floor = request_.timestamp;
+  Stage(RunWrite::Start(std::move(start)));
+  return true;
 }
 
 asio::awaitable<Status> Engine::RunExecutor::LoadHistory() {
@@ -502,8 +576,10 @@ asio::awaitable<void> Engine::RunExecutor::Flush(std::shared_ptr<Batch> b) {
     w.lease_token = lease_token_;
     w.ops = std::move(b->ops);
     auto res = co_await engine_->writes_->Apply(w);
+    const bool starts = !w.ops.empty() && w.ops.front().kind == RunWrite::Kind::kStart;
     if (res.ok()) {
       b->result = std::move(res).value();
+      if (starts && b->result.run) Started(*b->result.run);
       if (b->result.run) {
         // Not the whole row: steps hold pointers into run_.input.
         run_.status = b->result.run->status;
@@ -512,7 +588,8 @@ asio::awaitable<void> Engine::RunExecutor::Flush(std::shared_ptr<Batch> b) {
       }
       for (size_t i = 0; i < w.ops.size(); ++i) {
         const RunWrite& op = w.ops[i];
-        if (op.kind == RunWrite::Kind::kTransition && op.transition.to == RunStatus::kRunning) {
+        if ((op.kind == RunWrite::Kind::kTransition && op.transition.to == RunStatus::kRunning) ||
+            op.kind == RunWrite::Kind::kStart) {
           if (auto* m = M()) m->runs_started.Inc();
         }
         if (b->agents[i] == nullptr) continue;
@@ -523,6 +600,7 @@ asio::awaitable<void> Engine::RunExecutor::Flush(std::shared_ptr<Batch> b) {
       }
     } else {
       b->status = res.status();
+      if (starts) fresh_start_failed_ = true;
       // The run's final transition (Transition) reads why itself; any
       // other failure stops the run's execution here.
       bool last_is_transition = !w.ops.empty() && w.ops.back().kind == RunWrite::Kind::kTransition &&
@@ -773,8 +851,6 @@ asio::awaitable<Engine::RunExecutor::ItemOutcome> Engine::RunExecutor::RunItem(i
     co_return fail(msg);
   }
   // ---- end of limits
-  log::Fields fields = StepFields(spec);
-
   int tries = 0;
   while (true) {
     if (cancel->cancelled()) co_return cancelled();
@@ -805,7 +881,7 @@ asio::awaitable<Engine::RunExecutor::ItemOutcome> Engine::RunExecutor::RunItem(i
       CountRetry(spec.agent);
       std::uniform_real_distribution<double> jitter(0.0, 1.0);
       int64_t delay = BackoffMs(spec.retry, tries + 1, jitter(rng_), std::nullopt);
-      log::Info(fmt::format("{}; retrying in {} ms", why, delay), fields);
+      log::Info(fmt::format("{}; retrying in {} ms", why, delay), StepFields(spec));
       bool slept = co_await SleepFor(std::chrono::milliseconds(delay), cancel);
       if (!slept) co_return cancelled();
       continue;
@@ -834,7 +910,7 @@ asio::awaitable<Engine::RunExecutor::ItemOutcome> Engine::RunExecutor::RunItem(i
     call.input = *input;
     call.timeout_ms = timeout;
     call.traceparent = trace::ChildTraceParent(trace_);  // the run's trace, a new span per call
-    log::Debug(fmt::format("calling agent (attempt {})", attempt), fields);
+    log::Debug(fmt::format("calling agent (attempt {})", attempt), StepFields(spec));
     const auto call_start = std::chrono::steady_clock::now();
     AgentReply reply = co_await engine_->caller_->Call(ep, call, cancel);
     engine_->limiter_->Release(spec.agent);
@@ -875,7 +951,7 @@ asio::awaitable<Engine::RunExecutor::ItemOutcome> Engine::RunExecutor::RunItem(i
     CountRetry(spec.agent);
     std::uniform_real_distribution<double> jitter(0.0, 1.0);
     int64_t delay = BackoffMs(spec.retry, tries + 1, jitter(rng_), reply.retry_after_ms);
-    log::Info(fmt::format("attempt {} failed ({}); retrying in {} ms", attempt, reply.error, delay), fields);
+    log::Info(fmt::format("attempt {} failed ({}); retrying in {} ms", attempt, reply.error, delay), StepFields(spec));
     bool slept = co_await SleepFor(std::chrono::milliseconds(delay), cancel);
     if (!slept) co_return cancelled();
   }
@@ -915,6 +991,7 @@ asio::awaitable<RunOutcome> Engine::RunExecutor::Transition(RunStatus from, RunS
     co_return Outcome(RunOutcome::Kind::kFinished, run_.status);
   }
   if (st.ok()) st = Status::Internal("the run's transition returned no run");
+  if (fresh_start_failed_ && !active_->abandoned) co_return AgainNow();
   if (st.code() != Code::kFailedPrecondition) co_return RetryLater(st);  // incl. lease lost
   // Someone else moved the run (e.g. the API cancelled a PENDING run).
   const std::string& run_id = run_.id;
@@ -927,6 +1004,7 @@ asio::awaitable<RunOutcome> Engine::RunExecutor::Transition(RunStatus from, RunS
 asio::awaitable<RunOutcome> Engine::RunExecutor::Finalize() {
   // A batch being committed refers to this executor: let it settle first.
   while (flushing_) co_await wake_->Wait();
+  if (fresh_start_failed_ && !active_->abandoned) co_return AgainNow();
   if (active_->abandoned) {
     // Results already in hand are kept: the next executor need not call those agents again.
     if (!store_error_) co_await Drain();
@@ -1153,6 +1231,7 @@ void Engine::Start(ExecutionRequest request, Done done) {
         if (!released.ok()) log::Warn("could not release the run's lease (it lapses): " + released.ToString(), {id});
         active->lease_token = 0;
       }
+      if (exec.again_now() && !active->abandoned) continue;
       if (!exec.retry_later() || active->abandoned) co_return outcome;
       auto delay = exec.retry_delay().count() > 0 ? exec.retry_delay() : options_.store_retry_delay;
       bool slept = co_await SleepFor(delay, &active->cancel);

@@ -78,6 +78,11 @@ struct EngineOptions {
   // throughput on PostgreSQL (docs/benchmarks.md: 1, 2, 4 and 8 measured).
   int write_groups_in_flight = 1;
   size_t max_write_group = 64;
+  // A new run whose execution request carries its plan is started in its
+  // first write batch (Store RunWrite::kStart: the lease and PENDING →
+  // RUNNING commit with the first steps' rows), saving the separate lease
+  // acquire's commit. false: every run takes the general start.
+  bool fresh_start = true;
 };
 
 // The lease owner name for this process: "<host>:<pid>:<random>".

@@ -126,7 +126,17 @@ class TestDirectory : public AgentDirectory {
 
 // Every engine test runs twice: store calls inline on the loop (SQLite's
 // way) and on the StoreRunner's threads (PostgreSQL's way).
-class EngineTest : public ::testing::TestWithParam<bool> {
+// Every engine test runs four ways: store calls inline on the loop
+// (SQLite's way) or on the StoreRunner's threads (PostgreSQL's way), and
+// execution requests without the plan (the general start: the executor
+// acquires the lease and reads the run) or with the plan and input, as the
+// API publishes them (a new run starts in its first write batch).
+struct EngineParam {
+  bool threads = false;
+  bool plan_in_request = false;
+};
+
+class EngineTest : public ::testing::TestWithParam<EngineParam> {
  protected:
   void SetUp() override {
     auto s = OpenStore(StoreOptions{":memory:"});
@@ -154,7 +164,7 @@ class EngineTest : public ::testing::TestWithParam<bool> {
 
   // The store-call mode of this instantiation applied to `eo`.
   static EngineOptions Options(EngineOptions eo) {
-    eo.store_threads = GetParam() ? 3 : 0;
+    eo.store_threads = GetParam().threads ? 3 : 0;
     eo.store_inline_when_idle = false;
     return eo;
   }
@@ -176,10 +186,28 @@ class EngineTest : public ::testing::TestWithParam<bool> {
   std::future<RunOutcome> Submit(const std::string& run_id) {
     auto p = std::make_shared<std::promise<RunOutcome>>();
     auto f = p->get_future();
-    ExecutionRequest er;
-    er.run_id = run_id;  // no plan: the executor reads the run's workflow version
-    engine_->Submit(er, [p](const RunOutcome& o) { p->set_value(o); });
+    engine_->Submit(Request(run_id), [p](const RunOutcome& o) { p->set_value(o); });
     return f;
+  }
+
+  // The execution request for a run in this test's way: without the plan
+  // (the executor reads the run's workflow version), or with the plan and
+  // input the API would publish.
+  ExecutionRequest Request(const std::string& run_id) {
+    ExecutionRequest er;
+    er.run_id = run_id;
+    if (!GetParam().plan_in_request) return er;
+    auto run = store_->GetRun(run_id);
+    if (!run.ok()) return er;  // an unknown run: nothing to publish with it
+    auto wf = store_->GetWorkflow(run->workflow_id, run->workflow_version);
+    EXPECT_TRUE(wf.ok()) << wf.status().ToString();
+    if (!wf.ok()) return er;
+    er.workflow_plan = wf->plan;
+    er.input_data = run->input;
+    er.workflow_id = run->workflow_id;
+    er.workflow_version = run->workflow_version;
+    er.timestamp = NowMs();
+    return er;
   }
 
   af::Run RunToEnd(const std::string& run_id) {
@@ -930,8 +958,7 @@ TEST_P(EngineTest, ShutdownStopsTheBackgroundLoopsSoTheEngineMayGo) {
   json plan = json::parse(R"({"name": "bg", "steps": [{"id": "s", "agent": "a"}]})");
   std::string id = NewRunOf(plan);
   std::promise<RunOutcome> p;
-  ExecutionRequest er;
-  er.run_id = id;
+  ExecutionRequest er = Request(id);
   // Both loops start with the run and sleep their first 100 ms: the run
   // ends, and the engine goes, well before they wake.
   engine->Submit(er, [&p](const RunOutcome& o) { p.set_value(o); });
@@ -955,7 +982,7 @@ TEST_P(EngineTest, WritesThatWaitForACommitAreCommittedTogether) {
     // Inline store calls (SQLite's) run on the loop: nothing can wait behind
     // a held commit there, but the runs' writes staged in one turn of the
     // loop go as one group (WriteGrouper).
-    if (!GetParam()) return;
+    if (!GetParam().threads) return;
     if (!first.exchange(false)) return;
     // Hold the first commit until every run has its lease: their first
     // batches then wait behind it.
@@ -973,8 +1000,7 @@ TEST_P(EngineTest, WritesThatWaitForACommitAreCommittedTogether) {
     ids.push_back(NewRunOf(plan, {{"i", i}}));
   }
   for (int i = 0; i < kRuns; ++i) {
-    ExecutionRequest er;
-    er.run_id = ids[i];
+    ExecutionRequest er = Request(ids[i]);
     engine.Submit(er, [&done, i](const RunOutcome& o) { done[i].set_value(o); });
   }
   for (int i = 0; i < kRuns; ++i) {
@@ -1000,8 +1026,7 @@ TEST_P(EngineTest, StoreOutageIsRetriedUntilTheRunCompletes) {
   json plan = json::parse(R"({"name": "flaky-db", "steps": [{"id": "s", "agent": "a"}]})");
   std::string id = NewRunOf(plan);
   std::promise<RunOutcome> p;
-  ExecutionRequest er;
-  er.run_id = id;
+  ExecutionRequest er = Request(id);
   engine.Submit(er, [&p](const RunOutcome& o) { p.set_value(o); });
   auto f = p.get_future();
   ASSERT_EQ(f.wait_for(10s), std::future_status::ready);
@@ -1036,8 +1061,7 @@ TEST_P(EngineTest, AFailedRunsEndMetByAStoreOutageStillEndsFailed) {
       {"id": "slow", "agent": "slow", "depends_on": []}, {"id": "bad", "agent": "bad", "depends_on": []}]})");
   std::string id = NewRunOf(plan);
   std::promise<RunOutcome> p;
-  ExecutionRequest er;
-  er.run_id = id;
+  ExecutionRequest er = Request(id);
   engine.Submit(er, [&p](const RunOutcome& o) { p.set_value(o); });
   auto f = p.get_future();
   ASSERT_EQ(f.wait_for(20s), std::future_status::ready);
@@ -1117,12 +1141,10 @@ struct SecondEngine {
     engine->Shutdown();
     loop.Stop();
   }
-  std::future<RunOutcome> Submit(const std::string& run_id) {
+  std::future<RunOutcome> Submit(ExecutionRequest er) {
     auto p = std::make_shared<std::promise<RunOutcome>>();
     auto f = p->get_future();
-    ExecutionRequest er;
-    er.run_id = run_id;
-    engine->Submit(er, [p](const RunOutcome& o) { p->set_value(o); });
+    engine->Submit(std::move(er), [p](const RunOutcome& o) { p->set_value(o); });
     return f;
   }
   EventLoop loop{1};
@@ -1138,9 +1160,9 @@ TEST_P(EngineTest, TwoEnginesGivenTheSameRunCallEachStepOnce) {
   std::string id = NewRunOf(plan);
   SecondEngine a(store_.get(), directory_.get(), &caller_, "engine-a", 300ms);
   SecondEngine b(store_.get(), directory_.get(), &caller_, "engine-b", 300ms);
-  auto fa = a.Submit(id);
+  auto fa = a.Submit(Request(id));
   for (int i = 0; i < 1000 && Steps(id).empty(); ++i) std::this_thread::sleep_for(2ms);
-  auto fb = b.Submit(id);  // a redelivered request, handed to a second consumer
+  auto fb = b.Submit(Request(id));  // a redelivered request, handed to a second consumer
   ASSERT_EQ(fa.wait_for(20s), std::future_status::ready);
   ASSERT_EQ(fb.wait_for(20s), std::future_status::ready);
   RunOutcome oa = fa.get(), ob = fb.get();
@@ -1150,6 +1172,110 @@ TEST_P(EngineTest, TwoEnginesGivenTheSameRunCallEachStepOnce) {
   EXPECT_EQ(caller_.Calls("slow"), 3) << "no step was called twice";
   EXPECT_EQ(Steps(id).size(), 3u);
   EXPECT_TRUE(store_->GetRun(id)->lease_owner.empty()) << "a finished run holds no lease";
+}
+
+// A request carrying the plan starts a new run in its first write batch:
+// no separate lease acquire, the lease (token 1) comes with the RUNNING
+// transition and the first step's row. Without the plan (or with
+// fresh_start off) the executor acquires the lease first.
+TEST_P(EngineTest, ANewRunTakesItsLeaseInItsFirstCommit) {
+  json plan = json::parse(R"({"name": "fresh", "steps": [{"id": "s", "agent": "a"}, {"id": "t", "agent": "a"}]})");
+  for (bool fresh_start : {true, false}) {
+    FlakyStore hooked(store_.get(), 0);
+    std::mutex mu;
+    std::vector<std::vector<RunWrite::Kind>> batches;
+    hooked.after_apply = [&](const RunWrites& w) {
+      std::vector<RunWrite::Kind> kinds;
+      for (const RunWrite& op : w.ops) kinds.push_back(op.kind);
+      std::lock_guard<std::mutex> lock(mu);
+      batches.push_back(std::move(kinds));
+    };
+    EngineOptions eo;
+    eo.fresh_start = fresh_start;
+    Engine engine(loop_.executor(), &hooked, directory_.get(), &caller_, Options(eo));
+    plan["name"] = fresh_start ? "fresh" : "general";
+    std::string id = NewRunOf(plan, {{"x", 1}});
+    std::promise<RunOutcome> p;
+    engine.Submit(Request(id), [&p](const RunOutcome& o) { p.set_value(o); });
+    auto f = p.get_future();
+    ASSERT_EQ(f.wait_for(10s), std::future_status::ready);
+    EXPECT_EQ(f.get().status, RunStatus::kCompleted);
+    engine.Shutdown();
+    af::Run run = *store_->GetRun(id);
+    EXPECT_EQ(run.status, RunStatus::kCompleted);
+    ASSERT_EQ(Steps(id).size(), 2u);
+    std::lock_guard<std::mutex> lock(mu);
+    ASSERT_FALSE(batches.empty());
+    const bool in_first_batch = fresh_start && GetParam().plan_in_request;
+    EXPECT_EQ(hooked.leases.load(), in_first_batch ? 0 : 1) << "fresh_start " << fresh_start;
+    ASSERT_GE(batches[0].size(), 2u);
+    EXPECT_EQ(batches[0][0], in_first_batch ? RunWrite::Kind::kStart : RunWrite::Kind::kTransition);
+    EXPECT_EQ(batches[0][1], RunWrite::Kind::kInsertStep) << "the first step's row commits with the start";
+    if (in_first_batch) {
+      EXPECT_EQ(run.lease_token, kFirstLeaseToken);
+    }
+  }
+}
+
+// The store refuses a start in the first batch for a run that is not new;
+// the executor then starts it the general way, with what is stored.
+TEST_P(EngineTest, ARequestForARunThatIsNotNewTakesTheGeneralStart) {
+  caller_.Set("a", {.reply = [](const AgentCall& c) {
+                      AgentReply r;
+                      r.output = c.input;
+                      return r;
+                    }});
+  json plan = json::parse(R"({"name": "not-new", "steps": [{"id": "s", "agent": "a", "input": {"x": "${input.x}"}}]})");
+  auto wf = store_->CreateWorkflow(NewWorkflow{"not-new", "", plan});
+  ASSERT_TRUE(wf.ok()) << wf.status().ToString();
+  auto new_run = [&](const json& input) {
+    NewRun nr;
+    nr.workflow_id = wf->id;
+    nr.workflow_version = wf->version;
+    nr.input = input;
+    return store_->CreateRun(nr).value().run.id;
+  };
+  auto request = [&](const std::string& id, const json& input) {
+    ExecutionRequest er;
+    er.run_id = id;
+    er.workflow_plan = plan;
+    er.input_data = input;
+    er.timestamp = NowMs();
+    return er;
+  };
+  auto run = [&](ExecutionRequest er) {
+    const std::string id = er.run_id;
+    std::promise<RunOutcome> p;
+    engine_->Submit(std::move(er), [&p](const RunOutcome& o) { p.set_value(o); });
+    auto f = p.get_future();
+    EXPECT_EQ(f.wait_for(10s), std::future_status::ready);
+    return store_->GetRun(id).value();
+  };
+  // Its request's input is not the stored one (another publisher): the run
+  // executes the stored input.
+  std::string other = new_run({{"x", "stored"}});
+  af::Run r1 = run(request(other, {{"x", "in the request"}}));
+  EXPECT_EQ(r1.status, RunStatus::kCompleted);
+  EXPECT_EQ(r1.output["s"], json({{"x", "stored"}}));
+  // A run whose lease an executor took before (it died): resumed.
+  std::string leased = new_run({{"x", 1}});
+  auto held = store_->AcquireRunLease(leased, "dead-executor", 1);
+  ASSERT_TRUE(held.ok());
+  std::this_thread::sleep_for(10ms);
+  af::Run r2 = run(request(leased, {{"x", 1}}));
+  EXPECT_EQ(r2.status, RunStatus::kCompleted);
+  EXPECT_GT(r2.lease_token, held->token);
+  // A run cancelled while its request waited: CANCELLED, its agent never called.
+  std::string cancelled = new_run({{"x", 2}});
+  ASSERT_TRUE(store_->RequestCancel({cancelled, "ops", "not needed"}).ok());
+  const int calls = caller_.Calls("a");
+  af::Run r3 = run(request(cancelled, {{"x", 2}}));
+  EXPECT_EQ(r3.status, RunStatus::kCancelled);
+  EXPECT_EQ(caller_.Calls("a"), calls);
+  // A finished run (a redelivered request): left as it is.
+  af::Run r4 = run(request(other, {{"x", "stored"}}));
+  EXPECT_EQ(r4.status, RunStatus::kCompleted);
+  EXPECT_EQ(Steps(other).size(), 1u);
 }
 
 TEST_P(EngineTest, ARunLeasedByADeadExecutorIsTakenOverWhenTheLeaseLapses) {
@@ -1171,7 +1297,7 @@ TEST_P(EngineTest, AStaleExecutorIsFencedOutAndStopsWithoutWriting) {
   FlakyStore cut_off(store_.get(), 0);
   cut_off.fail_renewals = true;  // its lease lapses while its agent call runs
   SecondEngine stale(&cut_off, directory_.get(), &caller_, "stale-executor", 200ms);
-  auto f = stale.Submit(id);
+  auto f = stale.Submit(Request(id));
   for (int i = 0; i < 1000 && Steps(id).empty(); ++i) std::this_thread::sleep_for(2ms);
   ASSERT_EQ(Steps(id).size(), 1u);
   // Another executor takes the run once the stale one's lease has lapsed.
@@ -1270,8 +1396,13 @@ TEST_P(EngineTest, TheConsumerDeadLettersMalformedMessagesAndRequestsForUnknownR
   consumer.Stop();
 }
 
-INSTANTIATE_TEST_SUITE_P(StoreCalls, EngineTest, ::testing::Values(false, true),
-                         [](const ::testing::TestParamInfo<bool>& p) { return p.param ? "Threads" : "Inline"; });
+INSTANTIATE_TEST_SUITE_P(StoreCalls, EngineTest,
+                         ::testing::Values(EngineParam{false, false}, EngineParam{true, false}, EngineParam{false, true},
+                                           EngineParam{true, true}),
+                         [](const ::testing::TestParamInfo<EngineParam>& p) {
+                           return std::string(p.param.threads ? "Threads" : "Inline") +
+                                  (p.param.plan_in_request ? "PlanInRequest" : "");
+                         });
 
 }  // namespace
 }  // namespace af

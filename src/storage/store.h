@@ -121,13 +121,35 @@ struct StepFinish {
   int64_t lease_token = 0; // fencing, as in RunTransition
 };
 
+// The lease token of a run's first lease (a new run's token is 0; every
+// acquire increments it).
+inline constexpr int64_t kFirstLeaseToken = 1;
+
+// Starts a run that no executor has taken yet, in the transaction of the
+// executor's first write batch (RunWrite::kStart), instead of a separate
+// AcquireRunLease: takes the run's first lease (token kFirstLeaseToken) for
+// `owner` until now + ttl_ms and moves it PENDING → RUNNING (started_at
+// set). Only if the run is PENDING in its first attempt, was never leased
+// (token 0), has no cancellation asked and its input is `input` (what the
+// run's execution request carries, compared as serialized); otherwise
+// FailedPrecondition with details {"start": "refused"}, and nothing of the
+// batch is written: the executor then takes the general path
+// (AcquireRunLease, which says why). Saves the acquire's own commit.
+struct RunStart {
+  std::string run_id;
+  std::string owner;
+  int64_t ttl_ms = 0;
+  json input = json::object();
+};
+
 // One write of a run's executor, for Store::ApplyRunWrites.
 struct RunWrite {
-  enum class Kind { kInsertStep, kFinishStep, kTransition };
+  enum class Kind { kInsertStep, kFinishStep, kTransition, kStart };
   Kind kind = Kind::kInsertStep;
   StepExecution insert;      // kInsertStep
   StepFinish finish;         // kFinishStep
   RunTransition transition;  // kTransition (without dispatch)
+  RunStart start;            // kStart: only as a batch's first op, with lease_token kFirstLeaseToken
 
   static RunWrite Insert(StepExecution s) {
     RunWrite w;
@@ -147,6 +169,12 @@ struct RunWrite {
     w.transition = std::move(t);
     return w;
   }
+  static RunWrite Start(RunStart s) {
+    RunWrite w;
+    w.kind = Kind::kStart;
+    w.start = std::move(s);
+    return w;
+  }
 };
 
 // Writes of one run committed together: a step's result with the next step's
@@ -161,7 +189,7 @@ struct RunWrites {
 
 struct RunWritesResult {
   std::vector<int64_t> step_ids;  // per op: the new execution's id for kInsertStep, else 0
-  std::optional<Run> run;         // the run after the last kTransition, if there was one
+  std::optional<Run> run;         // the run after the last kTransition or kStart, if there was one
 };
 
 struct CancelRequest {
@@ -178,8 +206,15 @@ inline Status WithOpIndex(const Status& s, size_t op) {
 }
 
 // ApplyRunWrites' argument checks, shared by every backend: each op is for
-// w.run_id, and no transition carries a dispatch (InvalidArgument with {"op"}).
+// w.run_id, no transition carries a dispatch, and a kStart is the first op
+// of a batch fenced with kFirstLeaseToken (InvalidArgument with {"op"}).
 Status CheckRunWrites(const RunWrites& w);
+
+// A RunWrite::kStart's refusal (see RunStart), the same from every backend.
+Status StartRefused(const std::string& run_id);
+inline bool IsStartRefused(const Status& s) {
+  return s.code() == Code::kFailedPrecondition && s.details().is_object() && s.details().value("start", "") == "refused";
+}
 
 class Store {
  public:

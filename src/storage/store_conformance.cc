@@ -1473,6 +1473,104 @@ TEST_P(StoreConformance, ApplyRunWritesGroupAppliesEachBatchAsAlone) {
   EXPECT_TRUE(store().ApplyRunWritesGroup({}).empty());
 }
 
+// ---------------------------------------------------------------- a new run's start in its first batch
+
+namespace {
+RunWrites FreshStart(const Run& run, const std::string& owner, const json& input) {
+  RunWrites w{run.id, kFirstLeaseToken, {}};
+  w.ops.push_back(RunWrite::Start(RunStart{run.id, owner, 60000, input}));
+  w.ops.push_back(RunWrite::Insert(RunningRow(run, "a")));
+  return w;
+}
+}  // namespace
+
+TEST_P(StoreConformance, StartTakesTheFirstLeaseWithTheFirstSteps) {
+  Workflow wf = MakeWorkflow();
+  Run run = MakeRun(wf, json{{"x", 1}, {"name", "ü"}});
+  RunWrites start = FreshStart(run, "owner-a", json{{"x", 1}, {"name", "ü"}});
+  RunWritesResult r = Must(store().ApplyRunWrites(start), "start");
+  ASSERT_TRUE(r.run.has_value());
+  EXPECT_EQ(r.run->status, RunStatus::kRunning);
+  EXPECT_TRUE(r.run->started_at.has_value());
+  EXPECT_EQ(r.run->lease_owner, "owner-a");
+  EXPECT_EQ(r.run->lease_token, kFirstLeaseToken);
+  EXPECT_EQ(r.run->input, run.input);
+  ASSERT_EQ(r.step_ids.size(), 2u);
+  EXPECT_GT(r.step_ids[1], 0);
+
+  Run read = Must(store().GetRun(run.id));
+  EXPECT_EQ(read.status, RunStatus::kRunning);
+  EXPECT_EQ(read.lease_owner, "owner-a");
+  EXPECT_EQ(read.lease_token, kFirstLeaseToken);
+  ASSERT_TRUE(read.lease_expires_at.has_value());
+  // The lease is held like an acquired one: another owner waits for it ...
+  EXPECT_EQ(CodeOf(store().AcquireRunLease(run.id, "owner-b", 1000)), Code::kAborted);
+  // ... and the token fences the executor's next writes as any lease's does.
+  RunWrites next{run.id, kFirstLeaseToken, {}};
+  next.ops.push_back(RunWrite::Finish(StepFinish{run.id, r.step_ids[1], StepStatus::kCompleted, json{{"a", 1}}, ""}));
+  next.ops.push_back(RunWrite::Transition(RunTransition{run.id, RunStatus::kRunning, RunStatus::kCompleted}));
+  EXPECT_EQ(Must(store().ApplyRunWrites(next), "finish").run->status, RunStatus::kCompleted);
+  // Started once: the start is refused when the run is no longer new.
+  EXPECT_TRUE(IsStartRefused(store().ApplyRunWrites(FreshStart(run, "owner-a", run.input)).status()));
+}
+
+TEST_P(StoreConformance, StartIsRefusedUnlessTheRunIsNewAndWritesNothing) {
+  Workflow wf = MakeWorkflow();
+  const json input = json{{"x", 1}};
+  auto expect_refused = [&](const Run& run, const json& in, const char* why) {
+    Run before = Must(store().GetRun(run.id));
+    auto res = store().ApplyRunWrites(FreshStart(run, "owner-s", in));
+    ASSERT_FALSE(res.ok()) << why;
+    EXPECT_TRUE(IsStartRefused(res.status())) << why << ": " << res.status().ToString();
+    EXPECT_EQ(res.status().details().value("op", -1), 0) << why;
+    Run after = Must(store().GetRun(run.id));
+    EXPECT_EQ(after.status, before.status) << why;
+    EXPECT_EQ(after.lease_token, before.lease_token) << why;
+    EXPECT_EQ(after.lease_owner, before.lease_owner) << why;
+    EXPECT_EQ(Must(store().ListSteps(run.id)).size(), 0u) << why << ": the batch's steps were written";
+  };
+  Run leased = MakeRun(wf, input);  // taken by an executor the general way (it may have died)
+  Must(store().AcquireRunLease(leased.id, "owner-a", 1), "acquire");
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));  // even with its lease lapsed
+  expect_refused(leased, input, "leased before");
+  Run cancelled = MakeRun(wf, input);
+  Must(store().RequestCancel({cancelled.id, "me", "no"}), "cancel");
+  expect_refused(cancelled, input, "cancellation asked");
+  Run other_input = MakeRun(wf, input);
+  expect_refused(other_input, json{{"x", 2}}, "another input");
+  Run retried = RunIn(wf, RunStatus::kFailed);
+  Must(store().TransitionRun({retried.id, RunStatus::kFailed, RunStatus::kPending}), "retry");
+  expect_refused(retried, retried.input, "second attempt");
+  Run finished = RunIn(wf, RunStatus::kCompleted);
+  expect_refused(finished, finished.input, "finished");
+  auto unknown = store().ApplyRunWrites(FreshStart(Run{.id = "run-nope"}, "owner-s", input));
+  EXPECT_TRUE(IsStartRefused(unknown.status())) << unknown.status().ToString();
+
+  // In a group, a refused start takes nothing of the other batches with it.
+  Run fresh = MakeRun(wf, input);
+  RunWrites good = FreshStart(fresh, "owner-s", input);
+  RunWrites refused = FreshStart(other_input, "owner-s", json{{"x", 3}});
+  auto res = store().ApplyRunWritesGroup({&refused, &good});
+  ASSERT_EQ(res.size(), 2u);
+  EXPECT_TRUE(IsStartRefused(res[0].status())) << res[0].status().ToString();
+  ASSERT_TRUE(res[1].ok()) << res[1].status().ToString();
+  EXPECT_EQ(Must(store().GetRun(fresh.id)).lease_owner, "owner-s");
+  EXPECT_EQ(Must(store().ListSteps(fresh.id)).size(), 1u);
+  EXPECT_EQ(Must(store().ListSteps(other_input.id)).size(), 0u);
+}
+
+TEST_P(StoreConformance, StartMustOpenABatchFencedWithTheFirstToken) {
+  Workflow wf = MakeWorkflow();
+  Run run = MakeRun(wf);
+  RunWrites second = FreshStart(run, "o", run.input);
+  std::swap(second.ops[0], second.ops[1]);
+  EXPECT_EQ(CodeOf(store().ApplyRunWrites(second)), Code::kInvalidArgument);
+  RunWrites token = FreshStart(run, "o", run.input);
+  token.lease_token = 7;
+  EXPECT_EQ(CodeOf(store().ApplyRunWrites(token)), Code::kInvalidArgument);
+  EXPECT_EQ(Must(store().GetRun(run.id)).status, RunStatus::kPending);
+}
+
 TEST_P(StoreConformance, UnfencedWritesIgnoreTheLease) {
   Workflow wf = MakeWorkflow();
   Run run = MakeRun(wf);

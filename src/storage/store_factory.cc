@@ -38,17 +38,30 @@ std::vector<Result<Store::CreatedRun>> Store::CreateRuns(const std::vector<NewRu
   return out;
 }
 
+Status StartRefused(const std::string& run_id) {
+  return Status::FailedPrecondition(
+      "run " + run_id + " cannot be started as new (not PENDING in its first attempt, leased before, cancelled, "
+      "or its input differs from the request's)",
+      {{"start", "refused"}});
+}
+
 Status CheckRunWrites(const RunWrites& w) {
   for (size_t i = 0; i < w.ops.size(); ++i) {
     const RunWrite& op = w.ops[i];
     const std::string& rid = op.kind == RunWrite::Kind::kInsertStep   ? op.insert.run_id
                              : op.kind == RunWrite::Kind::kFinishStep ? op.finish.run_id
+                             : op.kind == RunWrite::Kind::kStart      ? op.start.run_id
                                                                       : op.transition.run_id;
     if (rid != w.run_id) {
       return WithOpIndex(Status::InvalidArgument("apply run writes: op for run " + rid + " in a batch for " + w.run_id), i);
     }
     if (op.kind == RunWrite::Kind::kTransition && op.transition.dispatch) {
       return WithOpIndex(Status::InvalidArgument("apply run writes: a transition may not carry a dispatch"), i);
+    }
+    if (op.kind == RunWrite::Kind::kStart && (i != 0 || w.lease_token != kFirstLeaseToken)) {
+      return WithOpIndex(Status::InvalidArgument("apply run writes: a start must be the first op of a batch fenced "
+                                                 "with the first lease token"),
+                         i);
     }
   }
   return Status::Ok();

@@ -139,6 +139,13 @@ constexpr int kMaxPageSize = 1000;
 // statement that always yields exactly one row, so it is always evaluated,
 // and it cannot be folded at planning.
 #define AF_STRICT_CHECK(cte) "(SELECT 1 / count(*) FROM " cte ")"
+// RunStart: $1 run, $2 owner, $3 ttl ms, $4 input, $5 now
+#define AF_START_RUN                                                                                   \
+  "UPDATE workflow_runs SET status = 'RUNNING', updated_at = $5::bigint, "                             \
+  "started_at = coalesce(started_at, $5::bigint), lease_owner = $2::text, "                           \
+  "lease_token = 1 /* kFirstLeaseToken */, lease_expires_at = " AF_NOW " + $3::bigint "               \
+  "WHERE id = $1::text AND status = 'PENDING' AND attempt = 1 AND lease_token = 0 "                   \
+  "AND NOT cancel_requested AND input = $4::text RETURNING " AF_RUN_COLS
 // Keyset pagination of runs, newest first: $1 $2 = the cursor (created_at,
 // id) of the previous page's last row; `filter` uses $3 (and $4), `limit`
 // is the next parameter.
@@ -199,6 +206,8 @@ enum Sql {
   kInsertStepStrict,
   kFinishStepStrict,
   kTransitionRunStrict,
+  kStartRun,
+  kStartRunStrict,
   kSqlCount,
 };
 
@@ -395,6 +404,11 @@ constexpr std::array<const char*, kSqlCount> kSqlText = {
     // kTransitionRunStrict: kTransitionRun's parameters; the run's columns
     // (then the check's), exactly one row
     "WITH t AS (" AF_TRANSITION ") SELECT t.*, " AF_STRICT_CHECK("t") " FROM (VALUES (1)) one LEFT JOIN t ON true",
+    // kStartRun (RunStart): the run's columns, or no row if refused
+    AF_START_RUN,
+    // kStartRunStrict: kStartRun's parameters; the run's columns (then the
+    // check's), exactly one row
+    "WITH t AS (" AF_START_RUN ") SELECT t.*, " AF_STRICT_CHECK("t") " FROM (VALUES (1)) one LEFT JOIN t ON true",
 };
 
 #undef AF_STRANDED
@@ -405,6 +419,7 @@ constexpr std::array<const char*, kSqlCount> kSqlText = {
 #undef AF_INSERT_STEP
 #undef AF_FINISH_STEP
 #undef AF_STRICT_CHECK
+#undef AF_START_RUN
 #undef AF_LIST_RUNS
 // clang-format on
 
@@ -1449,6 +1464,23 @@ class PostgresStore final : public Store {
         {{"current", ToString(*current)}, {"expected", ToString(t.from)}, {"to", ToString(t.to)}});
   }
 
+  static Params StartParams(const RunStart& s) {
+    Params p;
+    p.Key("run id", s.run_id).Key("lease owner", s.owner).Int(s.ttl_ms).Json(s.input).Int(NowMs());
+    return p;
+  }
+
+  Result<Run> DoStartRun(Conn& c, const RunStart& s) {
+    Params p = StartParams(s);
+    auto r = Exec(c, kStartRun, p, "start run");
+    if (!r.ok()) return r.status();
+    Run run;
+    bool found = false;
+    AF_RETURN_IF_ERROR(OneRun(*r, &run, &found));
+    if (!found) return StartRefused(s.run_id);
+    return run;
+  }
+
   Result<Run> DoRequestCancel(Conn& c, const CancelRequest& req) {
     Params p;
     p.Key("run id", req.run_id).Text(req.cancelled_by, true).Text(req.reason, true).Int(NowMs());
@@ -1559,6 +1591,10 @@ class PostgresStore final : public Store {
             sqls.push_back(kTransitionRunStrict);
             break;
           }
+          case RunWrite::Kind::kStart:
+            params.push_back(StartParams(op.start));
+            sqls.push_back(kStartRunStrict);
+            break;
         }
         if (!params.back().status().ok()) return false;
         ops.push_back(Op{b, i});
@@ -1600,7 +1636,8 @@ class PostgresStore final : public Store {
           break;
         case RunWrite::Kind::kFinishStep:
           break;
-        case RunWrite::Kind::kTransition: {
+        case RunWrite::Kind::kTransition:
+        case RunWrite::Kind::kStart: {
           Run run;
           bool found = false;
           Status read = OneRun(r, &run, &found);
@@ -1718,6 +1755,12 @@ class PostgresStore final : public Store {
           RunTransition t = op.transition;
           t.lease_token = w.lease_token;
           auto run = DoTransitionRun(c, t);
+          if (!run.ok()) return fail(run.status(), i);
+          out.run = std::move(run).value();
+          break;
+        }
+        case RunWrite::Kind::kStart: {
+          auto run = DoStartRun(c, op.start);
           if (!run.ok()) return fail(run.status(), i);
           out.run = std::move(run).value();
           break;

@@ -130,6 +130,7 @@ enum Sql {
   kDeleteOutbox,
   kDeferOutbox,
   kOutboxStats,
+  kStartRun,
   kSqlCount,
 };
 
@@ -282,6 +283,11 @@ constexpr std::array<const char*, kSqlCount> kSqlText = {
     "WHERE id IN (SELECT value FROM json_each(?1))",
     // kOutboxStats
     "SELECT count(*), min(created_at) FROM outbox",
+    // kStartRun (RunStart): ?1 run, ?2 owner, ?3 now, ?4 ttl, ?5 input
+    "UPDATE workflow_runs SET status = 'RUNNING', updated_at = ?3, started_at = coalesce(started_at, ?3), "
+    "lease_owner = ?2, lease_token = 1 /* kFirstLeaseToken */, lease_expires_at = ?3 + ?4 "
+    "WHERE id = ?1 AND status = 'PENDING' AND attempt = 1 AND lease_token = 0 AND cancel_requested = 0 "
+    "AND input = ?5 RETURNING " AF_RUN_COLS,
 };
 
 #undef AF_STRANDED
@@ -1373,6 +1379,12 @@ class SqliteStore final : public Store {
           out.run = std::move(run).value();
           break;
         }
+        case RunWrite::Kind::kStart: {
+          auto run = DoStartRun(op.start);
+          if (!run.ok()) return WithOpIndex(run.status(), i);
+          out.run = std::move(run).value();
+          break;
+        }
       }
     }
     if (own) AF_RETURN_IF_ERROR(txn.Commit());
@@ -1407,6 +1419,20 @@ class SqliteStore final : public Store {
     return Status::FailedPrecondition("step execution " + std::to_string(f.id) + " is already " + current +
                                           ", not RUNNING",
                                       {{"current", current}, {"expected", "RUNNING"}, {"to", ToString(f.to)}});
+  }
+
+  Result<Run> DoStartRun(const RunStart& s) {
+    Stmt st = Use(kStartRun);
+    st.Bind(1, s.run_id);
+    st.Bind(2, s.owner);
+    st.Bind(3, NowMs());
+    st.Bind(4, s.ttl_ms);
+    st.BindJson(5, s.input);
+    Run run;
+    bool found = false;
+    AF_RETURN_IF_ERROR(OneRun(st, "start run", &run, &found));
+    if (!found) return StartRefused(s.run_id);
+    return run;
   }
 
   Result<RunLease> DoAcquireRunLease(const std::string& run_id, const std::string& owner, int64_t ttl_ms) {
