@@ -107,9 +107,14 @@ struct Options {
   std::string revision;
   std::string perf_dir;                 // perf record -a -g during chain10 throughput
   std::vector<std::string> pg_settings; // extra -c for PostgreSQL (diagnostics)
+  // Diagnostics: PostgreSQL's own statement statistics (pg_stat_statements)
+  // of each distributed window, the top statements by execution time
+  // written to DIR/<bench>-<phase>.txt. Empty: off.
+  std::string pg_statements_dir;
   std::string attach;                   // command run during chain10 throughput; {pid} = the executor's pid
   std::string keep_logs_dir;            // copy the PostgreSQL log and the services' logs here
   std::vector<std::string> api_args;    // extra arguments of `agentflow api` (diagnostics)
+  std::vector<std::string> consumer_args;  // extra arguments of every `agentflow consumer` (diagnostics)
   std::vector<std::string> serve_args;  // extra arguments of `agentflow serve` (diagnostics)
   bool quick = false;                   // 1/10 of every count: a smoke run
   // Counts of the issue.
@@ -719,7 +724,9 @@ class DistributedStack final : public Stack {
       co.command = {"consumer"};
       co.command.insert(co.command.end(), kafka_props_.begin(), kafka_props_.end());
       co.command.insert(co.command.end(), consumer_args.begin(), consumer_args.end());
+      co.command.insert(co.command.end(), o.consumer_args.begin(), o.consumer_args.end());
       consumer_args_ = consumer_args;
+      consumer_args_.insert(consumer_args_.end(), o.consumer_args.begin(), o.consumer_args.end());
       co.env = env;
       consumer_ = std::make_unique<e2e::Server>(co);
       consumer_->Start();
@@ -893,6 +900,10 @@ class Runner {
       DiskPg::Options po;
       po.base_dir = o_.data_base;
       po.settings = o_.pg_settings;
+      if (!o_.pg_statements_dir.empty()) {
+        po.settings.push_back("shared_preload_libraries=pg_stat_statements");
+        po.settings.push_back("pg_stat_statements.track=all");
+      }
       auto pg = DiskPg::Start(po);
       Require(pg.ok(), "PostgreSQL: " + pg.status().ToString());
       pg_ = std::move(pg).value();
@@ -1330,6 +1341,34 @@ class Runner {
     });
   }
 
+  // ---- --pg-statements: pg_stat_statements is reset when a window begins
+  // and its top statements (by execution time) written when it ends.
+  void StatementsBegin(Stack& s) {
+    if (o_.pg_statements_dir.empty() || !pg_ || dynamic_cast<DistributedStack*>(&s) == nullptr) return;
+    (void)PgQuery(pg_->UrlFor("postgres"), "CREATE EXTENSION IF NOT EXISTS pg_stat_statements");
+    (void)PgQuery(pg_->UrlFor("postgres"), "SELECT pg_stat_statements_reset()");
+  }
+  void StatementsEnd(Stack& s, const std::string& name) {
+    auto* dist = dynamic_cast<DistributedStack*>(&s);
+    if (o_.pg_statements_dir.empty() || !pg_ || dist == nullptr) return;
+    auto rows = PgQuery(pg_->UrlFor("postgres"),
+                        "SELECT calls, round(total_exec_time::numeric, 1), "
+                        "round((total_exec_time / greatest(calls, 1))::numeric, 3), rows, "
+                        "shared_blks_hit + shared_blks_read, left(regexp_replace(query, '\\s+', ' ', 'g'), 200) "
+                        "FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = '" +
+                            dist->db() + "') ORDER BY total_exec_time DESC LIMIT 30");
+    fs::create_directories(o_.pg_statements_dir);
+    std::ofstream out(o_.pg_statements_dir + "/" + name + ".txt");
+    if (!rows.ok()) {
+      out << "pg_stat_statements: " << rows.status().ToString() << "\n";
+      return;
+    }
+    out << "calls\ttotal_ms\tmean_ms\trows\tblocks\tquery\n";
+    for (const auto& r : *rows) {
+      for (size_t i = 0; i < r.size(); ++i) out << r[i] << (i + 1 < r.size() ? "\t" : "\n");
+    }
+  }
+
   // ---- trigger: POST /runs on N keep-alive connections, no consumer
   void Trigger(const std::string& mode) {
     Attempt("trigger", [&] {
@@ -1366,6 +1405,7 @@ class Runner {
               if (!began) {
                 began = true;
                 w.Begin();
+                StatementsBegin(s);
               }
               if (r.ok() && r->status == 202) {
                 ++accepted;
@@ -1381,6 +1421,7 @@ class Runner {
         co_await latch.Wait();
         measured_s = std::chrono::duration<double>(Clock::now() - warm_end).count();
       });
+      StatementsEnd(s, "trigger-" + mode);
       json ctx = Context(w, w.End(RolesOf(s)), &s, static_cast<int>(accepted));
       ctx["connections"] = conns;
       ctx["errors"] = errors;
@@ -1444,6 +1485,7 @@ class Runner {
       std::string first_error;
       CpuWindow w;
       w.Begin();
+      StatementsBegin(s);
       const auto t0 = Clock::now();
       double trigger_s = 0;
       io_.Run([&]() -> asio::awaitable<void> {
@@ -1479,6 +1521,7 @@ class Runner {
         std::this_thread::sleep_for(100ms);
       }
       const double done_s = std::chrono::duration<double>(Clock::now() - t0).count();
+      StatementsEnd(s, "slow" + variant + "-" + mode);
       completed = finished("COMPLETED") - base_completed;
       sampling = false;
       sampler.join();
@@ -1534,8 +1577,10 @@ int Main(int argc, char** argv) {
     else if (a == "--revision") o.revision = next();
     else if (a == "--perf") o.perf_dir = next();
     else if (a == "--pg-setting") o.pg_settings.push_back(next());
+    else if (a == "--pg-statements") o.pg_statements_dir = next();
     else if (a == "--attach") o.attach = next();
     else if (a == "--api-arg") o.api_args.push_back(next());
+    else if (a == "--consumer-arg") o.consumer_args.push_back(next());
     else if (a == "--serve-arg") o.serve_args.push_back(next());
     else if (a == "--keep-logs") o.keep_logs_dir = next();
     else if (a == "--attempts") o.attempts = std::stoi(next());
@@ -1547,8 +1592,8 @@ int Main(int argc, char** argv) {
     else {
       std::fprintf(stderr,
                    "usage: af-bench [--modes embedded,embedded-fullsync,distributed] "
-                   "[--only rtt,chain10,fanout40,trigger,slow] [--out FILE] [--data-base DIR] [--quick] "
-                   "[--perf DIR] [--attach 'CMD {pid}'] [--keep-logs DIR] [--api-arg A]... [--serve-arg A]... [--pg-setting k=v]... [--attempts N] [--wait-quiet S] "
+                   "[--only rtt,chain10,fanout40,trigger,slow] [--out FILE] [--data-base DIR] [--quick] [--pg-statements DIR] "
+                   "[--perf DIR] [--attach 'CMD {pid}'] [--keep-logs DIR] [--api-arg A]... [--consumer-arg A]... [--serve-arg A]... [--pg-setting k=v]... [--attempts N] [--wait-quiet S] "
                    "[--trigger-connections N] "
                    "[--kafka-fetch-wait-ms N] [--poll-ms-many N] [--revision R]\n");
       return 2;

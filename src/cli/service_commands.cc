@@ -72,6 +72,7 @@ struct ServiceConfig {
   // (slow-agents, issue 7: 248 MiB peak with 10,000 waiting on agents, 24
   // threads), so waiting runs are cheap and a low cap only queues them.
   size_t max_active_runs = 10000;
+  int write_groups = 1;  // EngineOptions::write_groups_in_flight
   double grace_seconds = 30;
   AccessFlags access;  // --auth (api), --agent-hosts (api, consumer)
 };
@@ -253,6 +254,7 @@ int RunConsumer(ServiceConfig& c) {
   eo.limits = c.limits.step;
   eo.metrics = &executor_metrics;
   eo.lease_ttl = c.reliability.lease_ttl();
+  eo.write_groups_in_flight = c.write_groups;
   Engine engine(loop.executor(), store->get(), directory.get(), checked.get(), eo);
   loop.Start();
   // The consumer relays the outbox and sweeps too: runs accepted by an api
@@ -437,6 +439,10 @@ void AddServiceCommands(CLI::App& app, int* exit_code) {
   consumer->add_option("--port", consumer_cfg.port, "health endpoint port (0: any free port)")->capture_default_str();
   consumer->add_option("--max-runs", consumer_cfg.max_active_runs, "runs executing at once in this process")
       ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  consumer->add_option("--write-groups", consumer_cfg.write_groups,
+                       "group commits of the runs' step writes in flight at once (each on its own connection)")
+      ->check(CLI::Range(1, 8))
       ->capture_default_str();
   AddStepLimitFlags(consumer, consumer_cfg.limits);
   AddQueueLimitFlags(consumer, consumer_cfg.limits);

@@ -120,10 +120,11 @@ size_t HeldBy(Cluster& c, pid_t pid) {
 TEST_F(FaultTest, FiveHundredRunsAcrossTwoConsumersSurviveThreeSigkills) {
   // Few runs at a time per consumer, so that the work lasts through three
   // kills and group rejoins, and short leases, so that a killed consumer's
-  // runs are taken over quickly.
+  // runs are taken over quickly. Two group commits in flight per consumer
+  // (--write-groups 2), so that the kills also land between concurrent ones.
   Cluster::Options o;
   o.consumers = 2;
-  o.consumer_args = {"--lease-ttl", "3", "--max-runs", "5"};
+  o.consumer_args = {"--lease-ttl", "3", "--max-runs", "5", "--write-groups", "2"};
   cluster_ = std::make_unique<Cluster>(SharedPg(), o);
   Cluster& c = *cluster_;
   json wf = CreateWorkflow(c.api(), FiveSteps(UniqueName("kill9"), 120));
