@@ -72,7 +72,7 @@ struct ServiceConfig {
   // (slow-agents, issue 7: 248 MiB peak with 10,000 waiting on agents, 24
   // threads), so waiting runs are cheap and a low cap only queues them.
   size_t max_active_runs = 10000;
-  int write_groups = 1;  // EngineOptions::write_groups_in_flight
+  int write_groups = 2;  // EngineOptions::write_groups_in_flight (docs/benchmarks.md, item 16)
   double grace_seconds = 30;
   AccessFlags access;  // --auth (api), --agent-hosts (api, consumer)
 };

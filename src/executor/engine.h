@@ -74,8 +74,9 @@ struct EngineOptions {
   // Group commit (Store::ApplyRunWritesGroup): write batches of different
   // runs that wait while this many groups are committing go together in
   // the next one, at most max_write_group of them. A batch that finds a
-  // free slot commits at once. One group in flight gave the highest
-  // throughput on PostgreSQL (docs/benchmarks.md: 1, 2, 4 and 8 measured).
+  // free slot commits at once. `agentflow consumer` uses 2
+  // (--write-groups; docs/benchmarks.md items 9 and 16 measured 1, 2, 4
+  // and 8); a run never has more than one batch in flight.
   int write_groups_in_flight = 1;
   size_t max_write_group = 64;
   // A new run whose execution request carries its plan is started in its
