@@ -99,6 +99,16 @@ AgentReply Permanent(std::string error) {
   return r;
 }
 
+// Submits `er` to `engine`; the future gets the run's outcome. The promise
+// is shared with the callback, so a test that stops waiting early leaves
+// nothing dangling.
+std::future<RunOutcome> SubmitTo(Engine& engine, ExecutionRequest er) {
+  auto p = std::make_shared<std::promise<RunOutcome>>();
+  auto f = p->get_future();
+  engine.Submit(std::move(er), [p](const RunOutcome& o) { p->set_value(o); });
+  return f;
+}
+
 // The static directory, with health the test can change while runs execute.
 class TestDirectory : public AgentDirectory {
  public:
@@ -183,12 +193,7 @@ class EngineTest : public ::testing::TestWithParam<EngineParam> {
     return run->run.id;
   }
 
-  std::future<RunOutcome> Submit(const std::string& run_id) {
-    auto p = std::make_shared<std::promise<RunOutcome>>();
-    auto f = p->get_future();
-    engine_->Submit(Request(run_id), [p](const RunOutcome& o) { p->set_value(o); });
-    return f;
-  }
+  std::future<RunOutcome> Submit(const std::string& run_id) { return SubmitTo(*engine_, Request(run_id)); }
 
   // The execution request for a run in this test's way: without the plan
   // (the executor reads the run's workflow version), or with the plan and
@@ -957,12 +962,9 @@ TEST_P(EngineTest, ShutdownStopsTheBackgroundLoopsSoTheEngineMayGo) {
   auto engine = std::make_unique<Engine>(loop_.executor(), store_.get(), directory_.get(), &caller_, Options(eo));
   json plan = json::parse(R"({"name": "bg", "steps": [{"id": "s", "agent": "a"}]})");
   std::string id = NewRunOf(plan);
-  std::promise<RunOutcome> p;
-  ExecutionRequest er = Request(id);
   // Both loops start with the run and sleep their first 100 ms: the run
   // ends, and the engine goes, well before they wake.
-  engine->Submit(er, [&p](const RunOutcome& o) { p.set_value(o); });
-  auto f = p.get_future();
+  auto f = SubmitTo(*engine, Request(id));
   ASSERT_EQ(f.wait_for(5s), std::future_status::ready);
   EXPECT_EQ(f.get().status, RunStatus::kCompleted);
   engine->Shutdown();
@@ -1025,10 +1027,7 @@ TEST_P(EngineTest, StoreOutageIsRetriedUntilTheRunCompletes) {
   Engine engine(loop_.executor(), &flaky, directory_.get(), &caller_, Options(eo));
   json plan = json::parse(R"({"name": "flaky-db", "steps": [{"id": "s", "agent": "a"}]})");
   std::string id = NewRunOf(plan);
-  std::promise<RunOutcome> p;
-  ExecutionRequest er = Request(id);
-  engine.Submit(er, [&p](const RunOutcome& o) { p.set_value(o); });
-  auto f = p.get_future();
+  auto f = SubmitTo(engine, Request(id));
   ASSERT_EQ(f.wait_for(10s), std::future_status::ready);
   EXPECT_EQ(f.get().status, RunStatus::kCompleted);
   af::Run run = *store_->GetRun(id);
@@ -1060,10 +1059,7 @@ TEST_P(EngineTest, AFailedRunsEndMetByAStoreOutageStillEndsFailed) {
   json plan = json::parse(R"({"name": "fail-then-outage", "steps": [
       {"id": "slow", "agent": "slow", "depends_on": []}, {"id": "bad", "agent": "bad", "depends_on": []}]})");
   std::string id = NewRunOf(plan);
-  std::promise<RunOutcome> p;
-  ExecutionRequest er = Request(id);
-  engine.Submit(er, [&p](const RunOutcome& o) { p.set_value(o); });
-  auto f = p.get_future();
+  auto f = SubmitTo(engine, Request(id));
   ASSERT_EQ(f.wait_for(20s), std::future_status::ready);
   EXPECT_EQ(refused.load(), 2) << "the outage was not met, or the run did not end FAILED again";
   EXPECT_EQ(f.get().status, RunStatus::kFailed);
@@ -1142,10 +1138,7 @@ struct SecondEngine {
     loop.Stop();
   }
   std::future<RunOutcome> Submit(ExecutionRequest er) {
-    auto p = std::make_shared<std::promise<RunOutcome>>();
-    auto f = p->get_future();
-    engine->Submit(std::move(er), [p](const RunOutcome& o) { p->set_value(o); });
-    return f;
+    return SubmitTo(*engine, std::move(er));
   }
   EventLoop loop{1};
   std::unique_ptr<Engine> engine;
@@ -1195,9 +1188,7 @@ TEST_P(EngineTest, ANewRunTakesItsLeaseInItsFirstCommit) {
     Engine engine(loop_.executor(), &hooked, directory_.get(), &caller_, Options(eo));
     plan["name"] = fresh_start ? "fresh" : "general";
     std::string id = NewRunOf(plan, {{"x", 1}});
-    std::promise<RunOutcome> p;
-    engine.Submit(Request(id), [&p](const RunOutcome& o) { p.set_value(o); });
-    auto f = p.get_future();
+    auto f = SubmitTo(engine, Request(id));
     ASSERT_EQ(f.wait_for(10s), std::future_status::ready);
     EXPECT_EQ(f.get().status, RunStatus::kCompleted);
     engine.Shutdown();
@@ -1245,9 +1236,7 @@ TEST_P(EngineTest, ARequestForARunThatIsNotNewTakesTheGeneralStart) {
   };
   auto run = [&](ExecutionRequest er) {
     const std::string id = er.run_id;
-    std::promise<RunOutcome> p;
-    engine_->Submit(std::move(er), [&p](const RunOutcome& o) { p.set_value(o); });
-    auto f = p.get_future();
+    auto f = SubmitTo(*engine_, std::move(er));
     EXPECT_EQ(f.wait_for(10s), std::future_status::ready);
     return store_->GetRun(id).value();
   };
