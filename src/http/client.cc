@@ -12,7 +12,10 @@
 // aggregate or capturing lambda in a co_await full-expression.
 #include <sys/socket.h>
 
+#include <array>
 #include <cerrno>
+#include <functional>
+#include <limits>
 #include <mutex>
 #include <unordered_map>
 
@@ -400,6 +403,105 @@ asio::awaitable<void> FetchOnce(Client* client, ClientRequest req, Result<Client
 
 std::unique_ptr<Client> NewClient(asio::any_io_executor executor, const ClientOptions& options) {
   return std::make_unique<ClientImpl>(std::move(executor), options);
+}
+
+namespace {
+
+// StreamSync's exchange: the watchdog is the idle timer, re-armed before
+// every read, so a stream may last as long as data keeps coming.
+asio::awaitable<void> StreamOnce(ClientRequest req, const std::function<bool(std::string_view)>* on_data,
+                                 Result<ClientResponse>* result) {
+  auto parsed = ParseUrl(req.url);
+  if (!parsed.ok()) {
+    *result = parsed.status();
+    co_return;
+  }
+  const Url url = *parsed;
+  bhttp::request<bhttp::string_body> msg;
+  if (Status s = BuildMessage(url, req, msg); !s.ok()) {
+    *result = s;
+    co_return;
+  }
+  auto ex = co_await asio::this_coro::executor;
+  auto st = std::make_shared<ExchangeState>();
+  asio::steady_timer watchdog(ex);
+  auto arm = [&] {
+    if (req.timeout.count() <= 0) return;
+    watchdog.expires_after(req.timeout);
+    watchdog.async_wait([st](error_code ec) {
+      if (ec || st->done) return;
+      st->timed_out = true;
+      st->Abort();
+    });
+  };
+  tcp::socket sock(ex);
+  ClientResponse response;
+  Status status = Status::Ok();
+  error_code ec;
+  arm();
+  status = co_await Connect(sock, url, *st);
+  if (status.ok()) {
+    st->socket = &sock;
+    co_await bhttp::async_write(sock, msg, asio::redirect_error(asio::use_awaitable, ec));
+  }
+  beast::flat_buffer buf;
+  bhttp::response_parser<bhttp::buffer_body> parser;
+  parser.header_limit(kResponseHeaderLimit);
+  parser.body_limit(std::numeric_limits<std::uint64_t>::max());  // a stream has no end we know of
+  if (status.ok() && !ec) {
+    co_await bhttp::async_read_header(sock, buf, parser, asio::redirect_error(asio::use_awaitable, ec));
+  }
+  if (status.ok() && !ec && !st->aborted()) {
+    response.status = static_cast<int>(parser.get().result_int());
+    for (const auto& f : parser.get()) response.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
+    // A refusal's body is an error document, not a stream: keep it whole
+    // (up to 1 MiB) for the caller.
+    const bool ok_status = response.status >= 200 && response.status < 300;
+    std::array<char, 16 * 1024> chunk;
+    bool more = true;
+    while (more && !parser.is_done() && !st->aborted()) {
+      parser.get().body().data = chunk.data();
+      parser.get().body().size = chunk.size();
+      watchdog.cancel();
+      arm();
+      co_await bhttp::async_read_some(sock, buf, parser, asio::redirect_error(asio::use_awaitable, ec));
+      if (ec == bhttp::error::need_buffer) ec = {};
+      if (ec || st->aborted()) break;
+      const size_t n = chunk.size() - parser.get().body().size;
+      if (n == 0) continue;
+      if (ok_status) {
+        more = (*on_data)(std::string_view(chunk.data(), n));
+      } else if (response.body.size() < (1u << 20)) {
+        response.body.append(chunk.data(), n);
+      }
+    }
+  }
+  st->done = true;
+  st->socket = nullptr;
+  watchdog.cancel();
+  error_code ignored;
+  sock.close(ignored);
+  if (st->timed_out) {
+    *result = Status::DeadlineExceeded("no data from " + req.url + " for " + std::to_string(req.timeout.count()) +
+                                       " ms");
+  } else if (!status.ok()) {
+    *result = status;
+  } else if (ec) {
+    *result = MapError(ec, url, 0, std::nullopt);
+  } else {
+    *result = std::move(response);
+  }
+}
+
+}  // namespace
+
+Result<ClientResponse> StreamSync(const ClientRequest& req, const std::function<bool(std::string_view)>& on_data) {
+  asio::io_context ioc(1);
+  Result<ClientResponse> result = Status::Internal("request did not run");
+  asio::awaitable<void> op = StreamOnce(req, &on_data, &result);
+  asio::co_spawn(ioc, std::move(op), asio::detached);
+  ioc.run();
+  return result;
 }
 
 Result<ClientResponse> FetchSync(const ClientRequest& req) {

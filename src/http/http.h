@@ -53,11 +53,27 @@ struct Request {
   std::string Header(std::string_view name) const { return FindHeader(headers, name); }
 };
 
+// Sends the parts of a streamed response body as they are produced.
+class StreamWriter {
+ public:
+  virtual ~StreamWriter() = default;
+  // Sends `data` now (one chunk). False once the client is gone or the
+  // server is stopping: the producer should return.
+  virtual asio::awaitable<bool> Write(std::string data) = 0;
+};
+
 struct Response {
   int status = 200;
   std::string content_type = "application/json";
   Headers headers;
   std::string body;
+  // A streamed body (server-sent events): when set, `body` is ignored. The
+  // server sends the status and headers (chunked framing on HTTP/1.1; on
+  // HTTP/1.0 the end of the body is the connection's close), then runs
+  // `stream` until it returns, then ends the body. A HEAD request gets the
+  // headers only. Writes have the server's idle timeout, so a client that
+  // stops reading fails them.
+  std::function<asio::awaitable<void>(StreamWriter&)> stream;
 };
 
 // {"error": {"code": code, "message": message, "details": details?}}
@@ -173,6 +189,13 @@ std::unique_ptr<Client> NewClient(asio::any_io_executor executor, const ClientOp
 
 // Blocking convenience for the CLI and tests (runs a private io_context).
 Result<ClientResponse> FetchSync(const ClientRequest& req);
+
+// Blocking, for a streamed response (server-sent events): hands the body to
+// `on_data` as it arrives until the body ends or on_data returns false.
+// `req.timeout` bounds each wait for data (connect, headers, every read), not
+// the whole exchange. Returns the status and headers; for a non-2xx status
+// the body (up to 1 MiB) is in `body` and on_data is not called.
+Result<ClientResponse> StreamSync(const ClientRequest& req, const std::function<bool(std::string_view)>& on_data);
 
 // Splits "http://host:port/path?q" into parts; InvalidArgument otherwise.
 struct Url {

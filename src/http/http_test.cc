@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include "http/http.h"
+#include "http/sse.h"
 
 namespace af::http {
 namespace {
@@ -780,6 +781,177 @@ TEST_F(HttpTest, StopWithSuspendedHandlerDoesNotHangAndDestroysIt) {
   ASSERT_FALSE(result.ok());
   EXPECT_EQ(result.status().code(), Code::kUnavailable) << result.status().ToString();
   ts_.server->Stop();  // idempotent
+}
+
+// ---------------------------------------------------------------- streamed bodies, SSE
+
+TEST(SseTest, FormatsEventsAndSplitsMultilineData) {
+  EXPECT_EQ(FormatSseEvent("step", R"({"a":1})", "7"), "id: 7\nevent: step\ndata: {\"a\":1}\n\n");
+  EXPECT_EQ(FormatSseEvent("", "x"), "data: x\n\n");
+  EXPECT_EQ(FormatSseEvent("m", "one\ntwo"), "event: m\ndata: one\ndata: two\n\n");
+  EXPECT_EQ(FormatSseComment("keep-alive"), ": keep-alive\n\n");
+}
+
+TEST(SseTest, ParserJoinsDataAcrossFeedsAndLineEndings) {
+  SseParser p;
+  std::string wire = FormatSseEvent("run", "{\"s\":\"RUNNING\"}", "1") + FormatSseComment("keep-alive") +
+                     "event: step\r\ndata: a\r\ndata: b\r\n\r\n" + "retry: 10\rdata:no-space\r\r" + "event: empty\n\n";
+  std::vector<SseEvent> got;
+  // One byte at a time: every split point of the stream.
+  for (char c : wire) {
+    for (auto& e : p.Feed(std::string_view(&c, 1))) got.push_back(e);
+  }
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_EQ(got[0].id, "1");
+  EXPECT_EQ(got[0].event, "run");
+  EXPECT_EQ(got[0].data, "{\"s\":\"RUNNING\"}");
+  EXPECT_EQ(got[1].event, "step");
+  EXPECT_EQ(got[1].data, "a\nb");
+  EXPECT_EQ(got[1].id, "1") << "the last event id carries over";
+  EXPECT_EQ(got[2].event, "message");
+  EXPECT_EQ(got[2].data, "no-space");
+  // "event: empty" had no data: nothing dispatched.
+  SseParser whole;
+  EXPECT_EQ(whole.Feed(wire).size(), 3u);
+}
+
+class StreamTest : public HttpTest {
+ protected:
+  void SetUp() override {
+    HttpTest::SetUp();
+    // Three parts 20 ms apart; the producer records whether its writes
+    // succeeded.
+    Handler stream = [this](Request& req) -> asio::awaitable<Response> {
+      Response r;
+      r.content_type = "text/event-stream";
+      r.headers.emplace_back("Cache-Control", "no-cache");
+      const int n = req.query.count("n") ? std::stoi(req.query["n"]) : 3;
+      r.stream = [this, n](StreamWriter& w) -> asio::awaitable<void> {
+        for (int i = 0; i < n; ++i) {
+          std::string part = FormatSseEvent("tick", std::to_string(i), std::to_string(i));
+          bool ok = co_await w.Write(std::move(part));
+          if (!ok) {
+            write_failed_ = true;
+            co_return;
+          }
+          co_await Sleep(20ms);
+        }
+        finished_ = true;
+      };
+      co_return r;
+    };
+    ts_.router.Add("GET", "/stream", stream);
+    ts_.router.Add("HEAD", "/stream", stream);
+  }
+  std::atomic<bool> write_failed_{false};
+  std::atomic<bool> finished_{false};
+};
+
+TEST_F(StreamTest, ChunksArriveInOrderAndTheConnectionIsKeptAlive) {
+  Start();
+  auto client = NewClient(ioc_.get_executor());
+  auto r = Fetch(ioc_, *client, Req("GET", Url("/stream")));
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->Header("Content-Type"), "text/event-stream");
+  EXPECT_EQ(r->Header("Transfer-Encoding"), "chunked");
+  EXPECT_EQ(r->Header("Cache-Control"), "no-cache");
+  SseParser p;
+  auto events = p.Feed(r->body);
+  ASSERT_EQ(events.size(), 3u);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(events[i].data, std::to_string(i));
+  EXPECT_TRUE(finished_);
+  // The same connection serves the next request.
+  std::string raw = RawExchange(ts_.server->port(),
+                                "GET /stream?n=1 HTTP/1.1\r\nHost: x\r\n\r\n"
+                                "GET /hello/again HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  EXPECT_NE(raw.find("data: 0"), std::string::npos) << raw;
+  EXPECT_NE(raw.find("\r\n0\r\n\r\n"), std::string::npos) << "the last chunk ends the body: " << raw;
+  EXPECT_NE(raw.find("\"hello\":\"again\""), std::string::npos) << raw;
+}
+
+TEST_F(StreamTest, StreamSyncHandsDataOverAsItArrives) {
+  Start();
+  SseParser p;
+  std::vector<SseEvent> events;
+  auto req = Req("GET", Url("/stream?n=3"));
+  req.timeout = 5s;
+  auto r = StreamSync(req, [&](std::string_view data) {
+    for (auto& e : p.Feed(data)) events.push_back(e);
+    return true;
+  });
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->status, 200);
+  ASSERT_EQ(events.size(), 3u);
+  EXPECT_EQ(events[2].id, "2");
+
+  // The caller may stop early: the producer's next write then fails.
+  events.clear();
+  write_failed_ = false;
+  r = StreamSync(Req("GET", Url("/stream?n=50")), [&](std::string_view data) {
+    for (auto& e : p.Feed(data)) events.push_back(e);
+    return events.empty();
+  });
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  for (int i = 0; i < 500 && !write_failed_; ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_TRUE(write_failed_) << "a write to a client that left reports failure";
+
+  // A refusal is returned whole, not streamed.
+  bool called = false;
+  r = StreamSync(Req("GET", Url("/nope")), [&](std::string_view) { return called = true; });
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->status, 404);
+  EXPECT_FALSE(called);
+  EXPECT_NE(r->body.find("NOT_FOUND"), std::string::npos);
+
+  // No data within the timeout: DeadlineExceeded.
+  auto slow = Req("GET", Url("/sleep?ms=2000"));
+  slow.timeout = 100ms;
+  r = StreamSync(slow, [](std::string_view) { return true; });
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), Code::kDeadlineExceeded) << r.status().ToString();
+}
+
+TEST_F(StreamTest, Http10GetsTheBodyUntilCloseAndHeadGetsNoBody) {
+  Start();
+  std::string raw = RawExchange(ts_.server->port(), "GET /stream?n=2 HTTP/1.0\r\n\r\n");
+  EXPECT_EQ(raw.find("Transfer-Encoding"), std::string::npos) << raw;
+  EXPECT_NE(raw.find("id: 0\nevent: tick\ndata: 0\n\nid: 1\nevent: tick\ndata: 1\n\n"), std::string::npos) << raw;
+  raw = RawExchange(ts_.server->port(), "HEAD /stream HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  EXPECT_NE(raw.find("200 OK"), std::string::npos) << raw;
+  EXPECT_EQ(raw.find("data:"), std::string::npos) << raw;
+}
+
+TEST_F(StreamTest, StopEndsASuspendedStream) {
+  std::atomic<bool> entered{false};
+  ts_.router.Add("GET", "/endless", [&](Request&) -> asio::awaitable<Response> {
+    Response r;
+    r.content_type = "text/event-stream";
+    r.stream = [&](StreamWriter& w) -> asio::awaitable<void> {
+      std::string first = FormatSseComment("hello");
+      co_await w.Write(std::move(first));
+      entered = true;
+      co_await Sleep(30s);
+    };
+    co_return r;
+  });
+  Start();
+  Result<ClientResponse> result = Status::Internal("not run");
+  std::string seen;
+  std::thread caller([&] {
+    auto req = Req("GET", Url("/endless"));
+    req.timeout = 60s;
+    result = StreamSync(req, [&](std::string_view d) {
+      seen.append(d);
+      return true;
+    });
+  });
+  for (int i = 0; i < 1000 && !entered; ++i) std::this_thread::sleep_for(10ms);
+  ASSERT_TRUE(entered);
+  ts_.server->Stop();  // returns although the stream waits 30 s
+  caller.join();
+  EXPECT_EQ(seen, ": hello\n\n");
+  EXPECT_FALSE(result.ok()) << "the body was cut off, not ended";
 }
 
 // A hand-written server: answers the first request on a kept-alive
