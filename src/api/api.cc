@@ -1,6 +1,7 @@
 #include "api/api.h"
 
 #include "api/request_util.h"
+#include "api/run_events.h"
 #include "api/store_worker.h"
 #include "api/workflow_cache.h"
 
@@ -18,6 +19,7 @@
 #include "common/log.h"
 #include "common/trace.h"
 #include "dispatch/dispatcher.h"
+#include "http/sse.h"
 #include "queue/messages.h"
 
 namespace af {
@@ -288,6 +290,85 @@ class Api::Handlers : public std::enable_shared_from_this<Api::Handlers> {
     return http::JsonResponse(200, {{"run_id", id}, {"status", ToString(run->status)}, {"items", items}});
   }
 
+  // GET /runs/{run_id}/events: server-sent events (api/run_events.h). The
+  // run is read again when this process's change feed reports a change to
+  // it, and every events_poll_interval (changes made by other processes:
+  // the distributed topology).
+  asio::awaitable<Response> RunEvents(Request& req) {
+    const std::string id = req.path_params["run_id"];
+    Status valid = CheckId(id, "run id");
+    if (!valid.ok()) co_return ErrorResponse(valid);
+    auto run = store_->GetRun(id);
+    if (!run.ok()) co_return ErrorResponse(run.status());
+    Response res;
+    res.content_type = "text/event-stream";
+    res.headers.emplace_back("Cache-Control", "no-cache");
+    res.headers.emplace_back("X-Accel-Buffering", "no");  // proxies: pass events on at once
+    res.stream = [this, id](http::StreamWriter& w) -> asio::awaitable<void> {
+      asio::awaitable<void> stream = StreamRunEvents(id, w);
+      co_await std::move(stream);
+    };
+    co_return res;
+  }
+
+  // Unsubscribes when the stream ends, also when its frame is destroyed
+  // without being resumed (server stop).
+  struct FeedSubscription {
+    std::shared_ptr<ChangeFeed> feed;
+    uint64_t token = 0;
+    ~FeedSubscription() {
+      if (feed) feed->Unsubscribe(token);
+    }
+  };
+
+  asio::awaitable<void> StreamRunEvents(const std::string& id, http::StreamWriter& w) {
+    auto ex = co_await asio::this_coro::executor;
+    auto timer = std::make_shared<asio::steady_timer>(ex);
+    auto changed = std::make_shared<std::atomic<bool>>(false);
+    FeedSubscription sub;
+    if (feed_) {
+      sub.feed = feed_;
+      sub.token = feed_->Subscribe(id, [timer, changed](const Change&) {
+        changed->store(true);
+        asio::post(timer->get_executor(), [timer] { timer->cancel(); });
+      });
+    }
+    std::string retry = "retry: 1000\n\n";  // a client reconnects after 1 s
+    if (!co_await w.Write(std::move(retry))) co_return;
+    RunEventDiff diff;
+    uint64_t seq = 0;
+    auto last_write = std::chrono::steady_clock::now();
+    for (;;) {
+      changed->store(false);
+      // The run first: once it reads finished, the steps read after it are final.
+      auto run = store_->GetRun(id);
+      Result<std::vector<StepExecution>> steps = run.ok() ? store_->ListSteps(id) : run.status();
+      if (!steps.ok()) {
+        // The stream ends; the client's reconnect starts over.
+        json err = {{"code", CodeName(steps.status().code())}, {"message", steps.status().message()}};
+        std::string event = http::FormatSseEvent("error", err.dump());
+        co_await w.Write(std::move(event));
+        co_return;
+      }
+      for (RunEvent& e : diff.Next(*run, *steps)) {
+        std::string event = http::FormatSseEvent(e.name, e.data, std::to_string(++seq));
+        if (!co_await w.Write(std::move(event))) co_return;
+        last_write = std::chrono::steady_clock::now();
+      }
+      if (diff.ended()) co_return;
+      if (changed->load()) continue;
+      auto now = std::chrono::steady_clock::now();
+      if (now - last_write >= options_.events_keepalive) {
+        std::string ping = http::FormatSseComment("keep-alive");
+        if (!co_await w.Write(std::move(ping))) co_return;
+        last_write = now;
+      }
+      timer->expires_at(std::min(now + options_.events_poll_interval, last_write + options_.events_keepalive));
+      boost::system::error_code ec;
+      co_await timer->async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    }
+  }
+
   Response CancelRun(Request& req) {
     const std::string& id = req.path_params["run_id"];
     Status valid = CheckId(id, "run id");
@@ -543,6 +624,7 @@ void Api::Register(http::Router& router) {
   router.Add("GET", v1 + "/runs", sync(&Handlers::ListRuns));
   router.Add("GET", v1 + "/runs/{run_id}", async(&Handlers::GetRun));
   router.Add("GET", v1 + "/runs/{run_id}/steps", sync(&Handlers::ListSteps));
+  router.Add("GET", v1 + "/runs/{run_id}/events", async(&Handlers::RunEvents));
   router.Add("POST", v1 + "/runs/{run_id}/cancel", sync(&Handlers::CancelRun));
   router.Add("POST", v1 + "/runs/{run_id}/retry", sync(&Handlers::RetryRun));
 

@@ -30,6 +30,12 @@ struct ApiOptions {
   // While long-polling, re-read the run this often even without a change
   // notification (changes made by other processes are not in the feed).
   std::chrono::milliseconds wait_poll_interval{500};
+  // A run's event stream (GET /runs/{id}/events) re-reads the run this often
+  // without a change notification, and sends a comment after this long
+  // without an event (so proxies and clients see the connection alive, and
+  // a client that left is noticed).
+  std::chrono::milliseconds events_poll_interval{250};
+  std::chrono::milliseconds events_keepalive{15000};
   PlanLimits plan_limits;
   // Counts runs created, and runs the API itself ends (a PENDING run
   // cancelled). Null: nothing is counted.

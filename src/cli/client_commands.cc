@@ -5,12 +5,14 @@
 #include <cstdio>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <sstream>
 #include <thread>
 
 #include "cli/commands.h"
 #include "cli/output.h"
 #include "http/http.h"
+#include "http/sse.h"
 #include "model/types.h"
 
 namespace af::cli {
@@ -123,53 +125,84 @@ std::vector<std::string> StepRow(const json& s) {
           Cell(s.value("error_message", json(nullptr)), 80)};
 }
 
-bool IsTerminalStatus(const std::string& s) { return s == "COMPLETED" || s == "FAILED" || s == "CANCELLED"; }
-
-// Follows a run step by step until it ends. Exit code 0 only if COMPLETED.
+// Follows a run step by step until it ends, from its event stream (GET
+// /runs/{id}/events, server-sent events). Exit code 0 only if COMPLETED. A
+// dropped connection is opened again; the stream then starts with the
+// whole run, and lines already printed are not printed again.
 int Watch(const GlobalOptions& g, const std::string& run_id) {
   std::map<int64_t, std::string> seen;  // step execution id → last printed status
-  while (true) {
-    auto steps = Call(g, "GET", "/api/v1/runs/" + run_id + "/steps");
-    if (!steps.ok()) return Fail(steps.status());
-    for (const auto& s : (*steps)["items"]) {
-      int64_t id = s.value("id", int64_t{0});
-      std::string status = Str(s, "status");
-      auto it = seen.find(id);
-      if (it != seen.end() && it->second == status) continue;
-      seen[id] = status;
-      if (g.json) {
-        std::printf("%s\n", json{{"event", "step"}, {"step", s}}.dump().c_str());
-      } else {
-        std::string item = s["item_index"].is_null() ? "" : "[" + std::to_string(s["item_index"].get<int>()) + "]";
-        std::string extra;
-        if (status == "COMPLETED") extra = "  " + FormatDuration(JsonDurationMs(s["started_at"], s["completed_at"]));
-        if (!s["error_message"].is_null()) extra += "  " + Cell(s["error_message"], 120);
-        std::printf("%-9s %s%s  agent=%s  attempt=%s%s\n", status.c_str(), Str(s, "step_id").c_str(), item.c_str(),
-                    Str(s, "agent_name").c_str(), Str(s, "attempt").c_str(), extra.c_str());
-      }
-      std::fflush(stdout);
-    }
-    std::string status = Str(*steps, "status");
-    if (IsTerminalStatus(status)) {
-      auto run = Call(g, "GET", "/api/v1/runs/" + run_id);
-      if (!run.ok()) return Fail(run.status());
-      if (g.json) {
-        std::printf("%s\n", json{{"event", "run"}, {"run", *run}}.dump().c_str());
-      } else {
-        std::printf("run %s %s in %s\n", run_id.c_str(), status.c_str(),
-                    FormatDuration(JsonDurationMs((*run)["started_at"], (*run)["completed_at"])).c_str());
-        if (status == "COMPLETED") {
-          std::printf("output: %s\n", (*run)["output"].dump(2).c_str());
-        } else {
-          std::printf("error: %s\n", Str(*run, "error_message").c_str());
+  std::string base = g.server;
+  while (!base.empty() && base.back() == '/') base.pop_back();
+  http::ClientRequest req;
+  req.url = base + "/api/v1/runs/" + run_id + "/events";
+  req.headers.emplace_back("Accept", "text/event-stream");
+  if (!g.api_key.empty()) req.headers.emplace_back("Authorization", "Bearer " + g.api_key);
+  req.timeout = std::chrono::seconds(60);  // the server sends a keep-alive every 15 s
+  std::optional<json> final_run;
+  std::optional<Status> stream_error;
+  for (int reconnects = 0; !final_run && reconnects < 10; ++reconnects) {
+    http::SseParser parser;
+    auto res = http::StreamSync(req, [&](std::string_view data) {
+      for (const http::SseEvent& e : parser.Feed(data)) {
+        json doc = json::parse(e.data, nullptr, false);
+        if (doc.is_discarded()) continue;
+        if (e.event == "end") {
+          final_run = doc;
+          return false;
         }
+        if (e.event == "error") {
+          stream_error = Status::Unavailable(doc.value("message", std::string("the event stream failed")));
+          continue;
+        }
+        if (e.event != "step") continue;
+        int64_t id = doc.value("id", int64_t{0});
+        std::string status = Str(doc, "status");
+        auto it = seen.find(id);
+        if (it != seen.end() && it->second == status) continue;
+        seen[id] = status;
+        if (g.json) {
+          std::printf("%s\n", json{{"event", "step"}, {"step", doc}}.dump().c_str());
+        } else {
+          std::string item = doc["item_index"].is_null() ? "" : "[" + std::to_string(doc["item_index"].get<int>()) + "]";
+          std::string extra;
+          if (status == "COMPLETED") extra = "  " + FormatDuration(JsonDurationMs(doc["started_at"], doc["completed_at"]));
+          if (!doc["error_message"].is_null()) extra += "  " + Cell(doc["error_message"], 120);
+          std::printf("%-9s %s%s  agent=%s  attempt=%s%s\n", status.c_str(), Str(doc, "step_id").c_str(), item.c_str(),
+                      Str(doc, "agent_name").c_str(), Str(doc, "attempt").c_str(), extra.c_str());
+        }
+        std::fflush(stdout);
       }
-      return status == "COMPLETED" ? 0 : 1;
+      return true;
+    });
+    if (final_run) break;
+    if (res.ok() && res->status != 200) {
+      // A refusal (unknown run, no key): the same as any other call's.
+      json body = json::parse(res->body, nullptr, false);
+      std::string msg = "HTTP " + std::to_string(res->status);
+      if (!body.is_discarded() && body.contains("error")) msg = body["error"].value("message", msg);
+      return Fail(Status(res->status == 404 ? Code::kNotFound : Code::kInvalidArgument, msg));
     }
-    // Long-poll briefly: returns at once when the run ends.
-    auto waited = Call(g, "GET", "/api/v1/runs/" + run_id + "?wait=0.25");
-    if (!waited.ok()) return Fail(waited.status());
+    if (!res.ok() && res.status().code() != Code::kDeadlineExceeded && reconnects == 0) {
+      return Fail(Status(res.status().code(), "cannot reach the agentflow API at " + g.server + ": " +
+                                                   res.status().message()));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));  // then reconnect
   }
+  if (!final_run) return Fail(stream_error.value_or(Status::Unavailable("the run's event stream kept failing")));
+  const json& run = *final_run;
+  std::string status = Str(run, "status");
+  if (g.json) {
+    std::printf("%s\n", json{{"event", "run"}, {"run", run}}.dump().c_str());
+  } else {
+    std::printf("run %s %s in %s\n", run_id.c_str(), status.c_str(),
+                FormatDuration(JsonDurationMs(run["started_at"], run["completed_at"])).c_str());
+    if (status == "COMPLETED") {
+      std::printf("output: %s\n", run["output"].dump(2).c_str());
+    } else {
+      std::printf("error: %s\n", Str(run, "error_message").c_str());
+    }
+  }
+  return status == "COMPLETED" ? 0 : 1;
 }
 
 }  // namespace
