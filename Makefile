@@ -7,7 +7,7 @@ PORT ?= 8000
 DATA_DIR ?= .agentflow
 CTEST_JOBS ?= 2
 
-.PHONY: all deps deps-test configure build run test test-unit test-e2e test-sanitize clean
+.PHONY: all deps deps-test ui-test-deps configure build run test test-unit test-e2e test-sanitize clean
 
 all: build
 
@@ -28,7 +28,14 @@ build: deps configure
 run: build
 	$(BUILD)/agentflow serve --demo --port $(PORT) --data-dir $(DATA_DIR)
 
-test: deps-test configure
+# The console's browser tests drive Debian's chromium with playwright-core,
+# installed from the repository's lock file (no browser download).
+tests/ui/node_modules/.package-lock.json: tests/ui/package.json tests/ui/package-lock.json
+	cd tests/ui && npm ci --no-audit --no-fund
+
+ui-test-deps: tests/ui/node_modules/.package-lock.json
+
+test: deps-test configure ui-test-deps
 	cmake --build $(BUILD)
 	cd $(BUILD) && ctest --output-on-failure -j $(CTEST_JOBS) --timeout 600
 
@@ -36,7 +43,7 @@ test-unit: deps-test configure
 	cmake --build $(BUILD)
 	cd $(BUILD) && ctest --output-on-failure -j $(CTEST_JOBS) -LE e2e
 
-test-e2e: deps-test configure
+test-e2e: deps-test configure ui-test-deps
 	cmake --build $(BUILD)
 	cd $(BUILD) && ctest --output-on-failure -L e2e
 

@@ -26,7 +26,9 @@ build_pkgs=(
 # sanitizer runtimes, not pulled in with --no-install-recommends) and
 # llvm-symbolizer (package llvm) for the fuzz targets and readable sanitizer
 # stacks: `make test-sanitize` (scripts/sanitize.sh, scripts/fuzz.sh).
-test_pkgs=(sqlite3 postgresql-15 postgresql-client-15 docker-compose clang libclang-rt-14-dev llvm)
+# chromium (Debian's) with a font for the web console's browser tests
+# (tests/ui, driven by playwright-core from npm: no browser download).
+test_pkgs=(sqlite3 postgresql-15 postgresql-client-15 docker-compose clang libclang-rt-14-dev llvm chromium fonts-dejavu-core)
 # Every library `ldd agentflow` reports, by Debian package. The first two
 # lines are what the binary links directly (libssl3: libcrypto, for API key
 # hashing, src/auth); the rest is what those pull in (listed so
@@ -71,6 +73,13 @@ for p in "${pkgs[@]}"; do
     missing+=("$p")
   fi
 done
+# Node.js and npm run the console's tests. Machines of this kind come with
+# Node.js 20 (and its npm) from NodeSource; only where node is missing do we
+# install Debian's (which must not replace NodeSource's: they conflict).
+if [[ $mode == test ]] && ! command -v node >/dev/null 2>&1; then
+  missing+=(nodejs)
+  command -v npm >/dev/null 2>&1 || missing+=(npm)
+fi
 if [[ ${#missing[@]} -eq 0 ]]; then
   exit 0
 fi

@@ -181,15 +181,19 @@ export const STATUS_SYMBOL = {
 };
 
 const NODE_W = 170;
-const NODE_H = 54;
+const NODE_H = 80;
 const GAP_X = 36;
+const ERR_LINE = 27; // characters of an error per line on a node
 const GAP_Y = 48;
 
-// SVG text of the plan's graph, top to bottom. `state` maps a step id to
-// {status, items, done} (items: a for_each step's element count once known).
+// SVG text of the plan's graph, top to bottom. `state` (null for a plan
+// shown without a run) maps a step id to
+// {status, items, error} (items: a for_each step's element count once
+// known; error: the latest failure, shown on the node).
 // Nodes are focusable (tabindex) and carry data-step, so the page can
 // select one with the mouse or the keyboard.
-export function renderDag(plan, state = {}, selected = '') {
+export function renderDag(plan, state = null, selected = '') {
+  const planOnly = state === null; // a plan, not a run: no statuses
   const { nodes, edges } = planGraph(plan);
   const byId = new Map(nodes.map((n) => [n.id, n]));
   const layout = layoutDag(
@@ -216,7 +220,7 @@ export function renderDag(plan, state = {}, selected = '') {
       const c = xy.get(k);
       const cx = c.x + NODE_W / 2;
       if (i === 0) return [cx, c.y + NODE_H];
-      if (i === p.keys.length - 1) return [cx, c.y];
+      if (i === p.keys.length - 1) return [cx, byId.get(k) && byId.get(k).forEach ? c.y - 8 : c.y]; // above a fan-out's stack
       return [cx, c.y + NODE_H / 2];
     });
     let d = `M${pts[0][0]},${pts[0][1]}`;
@@ -230,13 +234,15 @@ export function renderDag(plan, state = {}, selected = '') {
   }
   for (const n of nodes) {
     const c = xy.get(n.id);
-    const st = state[n.id] || {};
+    const st = (state && state[n.id]) || {};
     const status = st.status || 'PENDING';
     const sym = STATUS_SYMBOL[status] || '?';
-    const cls = `node status-${status.toLowerCase()}${selected === n.id ? ' selected' : ''}`;
-    const label = `step ${n.id}, agent ${n.agent}, ${status.toLowerCase()}${n.forEach ? ', for each' : ''}`;
+    const cls = `node${planOnly ? '' : ` status-${status.toLowerCase()}`}${selected === n.id ? ' selected' : ''}`;
+    const label =
+      `step ${n.id}, agent ${n.agent}${planOnly ? '' : `, ${status.toLowerCase()}`}${n.forEach ? ', for each' : ''}` +
+      (st.error ? `, error: ${st.error}` : '');
     parts.push(
-      `<g class="${cls}" data-step="${esc(n.id)}" data-status="${status}" tabindex="0" role="button" aria-label="${esc(label)}" transform="translate(${c.x},${c.y})">`,
+      `<g class="${cls}" data-step="${esc(n.id)}"${planOnly ? ' role="img"' : ` data-status="${status}" tabindex="0" role="button"`} aria-label="${esc(label)}" transform="translate(${c.x},${c.y})">`,
     );
     if (n.forEach) {
       // A fan-out: a stack of cards behind the node.
@@ -245,14 +251,19 @@ export function renderDag(plan, state = {}, selected = '') {
     }
     parts.push(`<rect class="box" width="${NODE_W}" height="${NODE_H}" rx="6"/>`);
     parts.push(`<text class="title" x="10" y="21">${esc(truncate(n.id, 20))}</text>`);
-    let sub = `${sym} ${status.toLowerCase()}`;
-    if (n.forEach) {
-      const items = st.items === undefined ? '…' : st.items;
-      sub += ` · for each ×${items}`;
-    } else if (n.agent) {
-      sub += ` · ${truncate(n.agent, 12)}`;
+    const parts2 = planOnly ? [] : [`${sym} ${status.toLowerCase()}`];
+    if (n.forEach) parts2.push(planOnly ? `for each · ${truncate(n.agent, 12)}` : `for each ×${st.items === undefined ? '…' : st.items}`);
+    else if (n.agent) parts2.push(planOnly ? `agent ${truncate(n.agent, 18)}` : truncate(n.agent, 12));
+    const sub = parts2.join(' · ');
+    parts.push(`<text class="sub" x="10" y="40">${esc(sub)}</text>`);
+    if (st.error) {
+      // Two lines of the error on the node; all of it in the step panel.
+      const e = String(st.error);
+      const lines = [e.slice(0, ERR_LINE), e.length > ERR_LINE ? truncate(e.slice(ERR_LINE), ERR_LINE) : ''];
+      parts.push(
+        `<text class="err" x="10" y="57"><tspan x="10">${esc(lines[0])}</tspan><tspan x="10" dy="13">${esc(lines[1])}</tspan></text>`,
+      );
     }
-    parts.push(`<text class="sub" x="10" y="41">${esc(sub)}</text>`);
     parts.push(`<title>${esc(label)}</title>`);
     parts.push('</g>');
   }

@@ -21,6 +21,10 @@ constexpr std::array kRules = {
     RouteRule{"GET", "/readyz", Permission::kPublic},
     RouteRule{"GET", "/metrics", Permission::kPublic},
     RouteRule{"GET", "/api/v1/healthz", Permission::kPublic},
+    // The web console's page and files (src/ui): the page asks for a key
+    // itself before it calls the API.
+    RouteRule{"GET", "/", Permission::kPublic},
+    RouteRule{"GET", "/ui/{file}", Permission::kPublic},
     RouteRule{"POST", "/api/v1/workflows/{id}/runs", Permission::kOperate},
     RouteRule{"POST", "/api/v1/runs/{run_id}/cancel", Permission::kOperate},
     RouteRule{"POST", "/api/v1/runs/{run_id}/retry", Permission::kOperate},

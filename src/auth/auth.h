@@ -6,7 +6,8 @@
 // guard (api/auth_guard.h), so no handler checks anything itself.
 //
 //   permission   routes                                          roles
-//   public       /healthz, /readyz, /metrics, /api/v1/healthz    anyone, no key
+//   public       /healthz, /readyz, /metrics, /api/v1/healthz,   anyone, no key
+//                the web console's files: / and /ui/{file}
 //   read         every other GET                                 viewer, operator, admin
 //   operate      POST /workflows/{id}/runs, /runs/{id}/cancel,   operator, admin
 //                /runs/{id}/retry, /agents/{name}/heartbeat

@@ -13,6 +13,7 @@
 #include "cli/observability.h"
 #include "common/log.h"
 #include "model/plan.h"
+#include "ui/console.h"
 
 namespace af {
 
@@ -128,6 +129,7 @@ Status Platform::Start() {
   router_ = std::make_unique<http::Router>();
   api_->Register(*router_);
   ops_->Register(*router_);
+  ui::RegisterConsole(*router_);
   authenticator_ = std::make_unique<auth::Authenticator>(store_.get(), auth::AuthenticatorOptions{options_.auth_mode});
   InstallAuthGuard(*router_, authenticator_.get());
   http::ServerOptions ho;

@@ -28,6 +28,7 @@
 #include "executor/engine.h"
 #include "executor/loop.h"
 #include "http/http.h"
+#include "ui/console.h"
 #include "metrics/agentflow_metrics.h"
 #include "metrics/metrics.h"
 #include "ops/ops.h"
@@ -187,6 +188,7 @@ int RunApi(ServiceConfig& c) {
   http::Router router;
   api.Register(router);
   endpoints.Register(router);
+  ui::RegisterConsole(router);
   auth::Authenticator authenticator(db.get(), auth::AuthenticatorOptions{access->auth_mode});
   InstallAuthGuard(router, &authenticator);
   http::ServerOptions so;

@@ -138,11 +138,20 @@ test('the SVG has a focusable node per step with its status in words, and escape
       { id: 'fan', agent: 'upper', for_each: '${input.xs}', depends_on: ['a<b'] },
     ],
   };
-  const svg = renderDag(plan, { 'a<b': { status: 'COMPLETED' }, fan: { status: 'RUNNING', items: 3 } });
+  const svg = renderDag(plan, { 'a<b': { status: 'COMPLETED' }, fan: { status: 'FAILED', items: 3, error: 'agent said no' } });
   assert.ok(svg.includes('data-step="a&lt;b"'));
   assert.ok(!svg.includes('a<b'), 'no raw markup from step ids');
   assert.ok(svg.includes('✓ completed'));
   assert.ok(svg.includes('for each ×3'));
+  assert.ok(svg.includes('<tspan x="10">agent said no</tspan>'), 'the error is on its node');
+  assert.ok(svg.includes('error: agent said no"'), 'and in its accessible name');
   assert.equal((svg.match(/tabindex="0"/g) || []).length, 2);
   assert.equal((svg.match(/class="edge"/g) || []).length, 1);
+});
+
+test('a plan without a run is drawn without statuses', () => {
+  const svg = renderDag({ steps: [{ id: 'a', agent: 'echo' }] });
+  assert.ok(svg.includes('agent echo'));
+  assert.ok(!svg.includes('pending'));
+  assert.ok(!svg.includes('data-status'));
 });
