@@ -10,6 +10,8 @@
 
 #include "distributed/cluster.h"
 #include "e2e/harness.h"
+#include "http/http.h"
+#include "http/sse.h"
 #include "queue/queue.h"
 #include "support/kafka_mock.h"
 #include "support/pg_server.h"
@@ -71,6 +73,48 @@ TEST_F(DistributedTest, SeedIntegrationRunIsConsumedExecutedAndRecorded) {
   }
   EXPECT_EQ(json::parse(steps[2][4]), json({{"text", "hello kafka"}}));
   EXPECT_EQ(json::parse(steps[2][5]), json({{"text", "HELLO KAFKA"}}));
+}
+
+// The api process has no feed of the consumers' writes: a run's event
+// stream finds them by reading PostgreSQL, and still brings every change in
+// order and ends with the run. The api also serves the web console.
+TEST_F(DistributedTest, TheApiStreamsARunsEventsAcrossProcessesAndServesTheConsole) {
+  Cluster& c = Make();
+  json wf = CreateWorkflow(c.api(), Plan(UniqueName("events"), json::parse(R"([
+      {"id": "fetch", "agent": "echo", "input": {"text": "${input.topic}"}},
+      {"id": "wait", "agent": "sleep", "input": {"ms": 1500}}])")));
+  json run = StartRun(c.api(), wf["workflow_id"], {{"topic", "streamed"}});
+  const std::string id = run["run_id"];
+  http::ClientRequest req;
+  req.url = c.api().api() + "/runs/" + id + "/events";
+  req.timeout = 30s;
+  http::SseParser parser;
+  std::vector<http::SseEvent> events;
+  auto res = http::StreamSync(req, [&](std::string_view data) {
+    for (auto& e : parser.Feed(data)) events.push_back(e);
+    return true;
+  });
+  ASSERT_TRUE(res.ok()) << res.status().ToString();
+  ASSERT_EQ(res->status, 200);
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.back().event, "end");
+  EXPECT_EQ(json::parse(events.back().data)["status"], "COMPLETED");
+  std::map<std::string, std::vector<std::string>> step_statuses;
+  std::vector<std::string> run_statuses;
+  for (const auto& e : events) {
+    json doc = json::parse(e.data);
+    if (e.event == "step") step_statuses[doc["step_id"]].push_back(doc["status"]);
+    if (e.event == "run") run_statuses.push_back(doc["status"]);
+  }
+  EXPECT_EQ(run_statuses.back(), "COMPLETED");
+  // The 1.5 s step is seen running (the stream reads every 250 ms), then completed.
+  EXPECT_EQ(step_statuses["wait"], (std::vector<std::string>{"RUNNING", "COMPLETED"}));
+  EXPECT_EQ(step_statuses["fetch"].back(), "COMPLETED");
+
+  auto page = http::FetchSync(http::ClientRequest{"GET", c.api().url() + "/", {}, "", 10s});
+  ASSERT_TRUE(page.ok()) << page.status().ToString();
+  EXPECT_EQ(page->status, 200);
+  EXPECT_NE(page->body.find("/ui/app.js"), std::string::npos);
 }
 
 TEST_F(DistributedTest, FailingAgentFailsTheRunWithItsErrorStored) {
