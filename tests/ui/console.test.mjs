@@ -195,7 +195,7 @@ test('cancelling from the run page ends the run CANCELLED', async () => {
   await page.close();
 });
 
-test("a failed step's error is visible on its node", async () => {
+test("a failed step's error is visible on its node, and the run can be retried with edited input", async () => {
   const wf = await createWorkflow(server, {
     name: 'ui-fail',
     steps: [{ id: 'doomed', agent: 'fail', input: { permanent: true, message: 'the quota ran out' } }],
@@ -210,6 +210,22 @@ test("a failed step's error is visible on its node", async () => {
   // The failed step is selected: its error is in the step panel too.
   await page.locator('#step-detail .step-error', { hasText: 'the quota ran out' }).waitFor();
   await page.locator('#run-status .badge', { hasText: 'FAILED' }).waitFor();
+
+  // Retry with edited input: invalid JSON is refused in place, valid JSON
+  // starts attempt 2 with the new input (the agent fails again).
+  await page.fill('#retry-input', '{"oops"');
+  await page.click('#retry-form button[type=submit]');
+  assert.match(await page.locator('#retry-error').textContent(), /Not valid JSON/);
+  assert.equal((await api(server, 'GET', `/runs/${id}`)).attempt, 1, 'nothing was sent');
+  await page.fill('#retry-input', '{"second": true}');
+  await page.click('#retry-form button[type=submit]');
+  await page.waitForFunction(
+    async (runId) => (await (await fetch(`/api/v1/runs/${runId}`)).json()).attempt === 2,
+    id,
+  );
+  await page.locator('#run-status .badge', { hasText: 'FAILED' }).waitFor();
+  const retried = await api(server, 'GET', `/runs/${id}`);
+  assert.deepEqual(retried.input, { second: true });
   assert.deepEqual(page.jsErrors, []);
   await page.close();
 });
