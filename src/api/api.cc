@@ -304,8 +304,10 @@ class Api::Handlers : public std::enable_shared_from_this<Api::Handlers> {
     res.content_type = "text/event-stream";
     res.headers.emplace_back("Cache-Control", "no-cache");
     res.headers.emplace_back("X-Accel-Buffering", "no");  // proxies: pass events on at once
-    res.stream = [this, id](http::StreamWriter& w) -> asio::awaitable<void> {
-      asio::awaitable<void> stream = StreamRunEvents(id, w);
+    // The handlers stay alive while the stream does (the router holds them
+    // too, but a stream may outlive a reconfigured router).
+    res.stream = [self = shared_from_this(), id](http::StreamWriter& w) -> asio::awaitable<void> {
+      asio::awaitable<void> stream = self->StreamRunEvents(id, w);
       co_await std::move(stream);
     };
     co_return res;

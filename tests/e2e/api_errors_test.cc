@@ -85,7 +85,8 @@ TEST_F(ApiErrorsE2E, BodyOverOneMebibyteIs413) {
 TEST_F(ApiErrorsE2E, UnknownRoutesMethodsAndIdsAreJson404And405) {
   Expect(404, "GET", "/api/v1/nothing-here");
   Expect(404, "GET", "/api/v2/runs");
-  Expect(404, "GET", "/");
+  Expect(404, "GET", "/nothing");  // "/" is the web console
+  Expect(404, "GET", "/ui/no-such-file.js");
   Expect(404, "POST", "/api/v1/runs/abc/steps/extra");
   HttpResponse m = Expect(405, "DELETE", "/api/v1/runs");
   EXPECT_THAT(m.Header("Allow"), HasSubstr("GET")) << m.Describe();
