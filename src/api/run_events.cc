@@ -13,7 +13,8 @@ std::vector<RunEvent> RunEventDiff::Next(const Run& run, const std::vector<StepE
   std::vector<const StepExecution*> ordered;
   ordered.reserve(steps.size());
   for (const StepExecution& s : steps) ordered.push_back(&s);
-  std::sort(ordered.begin(), ordered.end(), [](const StepExecution* a, const StepExecution* b) { return a->id < b->id; });
+  std::sort(ordered.begin(), ordered.end(),
+            [](const StepExecution* a, const StepExecution* b) { return a->id < b->id; });
   for (const StepExecution* s : ordered) {
     std::string doc = ToJson(*s).dump();
     std::string& last = last_steps_[s->id];

@@ -3,17 +3,17 @@
 // store written the way an executor writes it, with and without this
 // process's change feed (the distributed topology has none for changes
 // made by consumers).
+#include "api/run_events.h"
+
 #include <gtest/gtest.h>
 
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
 
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/io_context.hpp>
-
 #include "api/api.h"
-#include "api/run_events.h"
 #include "http/sse.h"
 
 namespace af {

@@ -60,9 +60,8 @@ http::Response Serve(const http::Request& req, std::string_view name) {
 }  // namespace
 
 void RegisterConsole(http::Router& router) {
-  router.Add("GET", "/", [](http::Request& req) -> boost::asio::awaitable<http::Response> {
-    co_return Serve(req, "index.html");
-  });
+  router.Add("GET", "/",
+             [](http::Request& req) -> boost::asio::awaitable<http::Response> { co_return Serve(req, "index.html"); });
   router.Add("GET", "/ui/{file}", [](http::Request& req) -> boost::asio::awaitable<http::Response> {
     co_return Serve(req, req.path_params["file"]);
   });

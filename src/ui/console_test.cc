@@ -1,14 +1,13 @@
 // The embedded console: every file the page loads is embedded, and the
 // routes serve them with their type, ETag and security headers.
-#include <gtest/gtest.h>
+#include "ui/console.h"
 
-#include <regex>
-#include <set>
+#include <gtest/gtest.h>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
-
-#include "ui/console.h"
+#include <regex>
+#include <set>
 
 namespace af::ui {
 namespace {
