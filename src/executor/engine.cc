@@ -232,6 +232,7 @@ class Engine::RunExecutor {
    public:
     explicit StartHold(RunExecutor* x) : x_(x) {}  // adopts the count its spawner took
     ~StartHold() { Release(); }
+    StartHold(StartHold&& o) noexcept : x_(std::exchange(o.x_, nullptr)) {}
     StartHold(const StartHold&) = delete;
     StartHold& operator=(const StartHold&) = delete;
     void Release() {
@@ -748,6 +749,11 @@ asio::awaitable<void> Engine::RunExecutor::RunForEach(int idx, StartHold* hold) 
   CancelRegistration link(&cancel_, [&step_cancel, this] { step_cancel.Cancel(cancel_.reason()); });
   Notifier local(ex_);
   int next = 0, in_flight = 0;
+  // The last element result's hold on the next commit (RunItem), released
+  // when this step has staged its end and returned: one commit for the last
+  // result, the fan-in row's end and the RUNNING rows of the steps that
+  // start on it, instead of two before the next step's call.
+  std::optional<StartHold> last_result;
   std::optional<std::string> item_failure;
   bool store_failed = false;
   while (true) {
@@ -768,6 +774,9 @@ asio::awaitable<void> Engine::RunExecutor::RunForEach(int idx, StartHold* hold) 
                        if (r.kind == ItemOutcome::Kind::kOk) {
                          outputs[i] = std::move(r.output);
                          done[i] = true;
+                         StartHold held(this);  // RunItem's hold on the commit of this result
+                         const bool last = in_flight == 0 && next >= n;
+                         if (last && !last_result) last_result.emplace(std::move(held));
                        } else if (r.kind == ItemOutcome::Kind::kFailed && !item_failure) {
                          item_failure = r.error;
                          step_cancel.Cancel("cancelled because another item of the step failed");
@@ -925,6 +934,10 @@ asio::awaitable<Engine::RunExecutor::ItemOutcome> Engine::RunExecutor::RunItem(i
       CountCall(spec.agent, fin.to, call_start);
       ItemOutcome ok;
       ok.output = fin.output;
+      // A for_each element's result holds the run's next commit until
+      // RunForEach has seen it (its completion handler): the last one's goes
+      // with the fan-in row's end and the next steps' RUNNING rows.
+      if (item) ++starting_;
       StageFinish(std::move(fin), spec.agent);
       co_return ok;
     }

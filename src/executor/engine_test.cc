@@ -1208,6 +1208,51 @@ TEST_P(EngineTest, ANewRunTakesItsLeaseInItsFirstCommit) {
   }
 }
 
+// The last element's result of a for_each, the fan-in row's end and the
+// RUNNING row of the step that waits on it commit together: the join's
+// call waits for one commit after the last element answers, not two.
+TEST_P(EngineTest, TheLastElementsResultCommitsWithTheFanInAndTheNextStepsRow) {
+  json plan = json::parse(R"({"name": "fan", "steps": [
+      {"id": "fan", "agent": "a", "for_each": "${input.xs}", "input": {"x": "${item}"}, "depends_on": []},
+      {"id": "join", "agent": "a", "depends_on": ["fan"], "input": {"all": "${steps.fan.output}"}}]})");
+  FlakyStore hooked(store_.get(), 0);
+  std::mutex mu;
+  std::vector<RunWrites> batches;
+  hooked.after_apply = [&](const RunWrites& w) {
+    std::lock_guard<std::mutex> lock(mu);
+    batches.push_back(w);
+  };
+  Engine engine(loop_.executor(), &hooked, directory_.get(), &caller_, Options(EngineOptions{}));
+  std::string id = NewRunOf(plan, {{"xs", {1, 2, 3, 4, 5}}});
+  auto f = SubmitTo(engine, Request(id));
+  ASSERT_EQ(f.wait_for(10s), std::future_status::ready);
+  EXPECT_EQ(f.get().status, RunStatus::kCompleted);
+  engine.Shutdown();
+  auto steps = Steps(id);
+  ASSERT_EQ(steps.size(), 7u);  // 5 elements, the fan-in row, the join
+  int64_t fan_in_id = 0;
+  for (const auto& st : steps) {
+    if (st.step_id == "fan" && !st.item_index) fan_in_id = st.id;
+  }
+  ASSERT_NE(fan_in_id, 0);
+  std::lock_guard<std::mutex> lock(mu);
+  const RunWrites* with_fan_in_end = nullptr;
+  for (const RunWrites& w : batches) {
+    for (const RunWrite& op : w.ops) {
+      if (op.kind == RunWrite::Kind::kFinishStep && op.finish.id == fan_in_id) with_fan_in_end = &w;
+    }
+  }
+  ASSERT_NE(with_fan_in_end, nullptr);
+  int element_results = 0;
+  bool join_row = false;
+  for (const RunWrite& op : with_fan_in_end->ops) {
+    if (op.kind == RunWrite::Kind::kFinishStep && op.finish.id != fan_in_id) ++element_results;
+    if (op.kind == RunWrite::Kind::kInsertStep && op.insert.step_id == "join") join_row = true;
+  }
+  EXPECT_GE(element_results, 1) << "the last element's result is in the fan-in's batch";
+  EXPECT_TRUE(join_row) << "the join's RUNNING row is in the fan-in's batch";
+}
+
 // The store refuses a start in the first batch for a run that is not new;
 // the executor then starts it the general way, with what is stored.
 TEST_P(EngineTest, ARequestForARunThatIsNotNewTakesTheGeneralStart) {
