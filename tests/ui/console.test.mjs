@@ -99,7 +99,8 @@ let browser;
 before(async () => {
   mkdirSync(OUT, { recursive: true });
   server = await startServe();
-  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox'] });
+  // --no-sandbox: CI runs as root; --disable-dev-shm-usage: containers' small /dev/shm.
+  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox', '--disable-dev-shm-usage'] });
 });
 
 after(async () => {
