@@ -162,6 +162,20 @@ TEST_F(EmbeddedQueueTest, SecondOpenOfTheSameDirectoryIsRefused) {
   EXPECT_NE(Open(), nullptr);  // the lock goes with the queue
 }
 
+// A restarting server may overlap the old one for a moment: the new open
+// waits (up to 500 ms) for the old one to let go instead of failing.
+TEST_F(EmbeddedQueueTest, OpenWaitsBrieflyForAnOpenThatIsClosing) {
+  auto q = Open();
+  ASSERT_NE(q, nullptr);
+  std::thread closer([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    q.reset();
+  });
+  auto second = OpenEmbeddedQueue({dir_.path().string()});
+  closer.join();
+  EXPECT_TRUE(second.ok()) << second.status().ToString();
+}
+
 TEST_F(EmbeddedQueueTest, DirectoryThatIsAFileIsRefused) {
   fs::create_directories(dir_.path());
   std::ofstream(dir_.path() / "file") << "x";
