@@ -1368,7 +1368,8 @@ class Runner {
     if (o_.pg_statements_dir.empty() || !pg_ || dist == nullptr) return;
     auto rows = PgQuery(pg_->UrlFor("postgres"),
                         "SELECT calls, round(total_exec_time::numeric, 1), "
-                        "round((total_exec_time / greatest(calls, 1))::numeric, 3), rows, "
+                        "round((total_exec_time / greatest(calls, 1))::numeric, 3), "
+                        "round(max_exec_time::numeric, 2), rows, "
                         "shared_blks_hit + shared_blks_read, left(regexp_replace(query, '\\s+', ' ', 'g'), 200) "
                         "FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = '" +
                             dist->db() + "') ORDER BY total_exec_time DESC LIMIT 30");
@@ -1378,7 +1379,7 @@ class Runner {
       out << "pg_stat_statements: " << rows.status().ToString() << "\n";
       return;
     }
-    out << "calls\ttotal_ms\tmean_ms\trows\tblocks\tquery\n";
+    out << "calls\ttotal_ms\tmean_ms\tmax_ms\trows\tblocks\tquery\n";
     for (const auto& r : *rows) {
       for (size_t i = 0; i < r.size(); ++i) out << r[i] << (i + 1 < r.size() ? "\t" : "\n");
     }
@@ -1391,6 +1392,7 @@ class Runner {
       Prepare(*stack);
       Stack& s = *stack;
       std::vector<double> lat;
+      std::vector<std::vector<double>> by_second;  // latencies by the second they were sent in
       uint64_t accepted = 0, errors = 0;
       std::string first_error;
       double measured_s = 0;
@@ -1425,6 +1427,9 @@ class Runner {
               if (r.ok() && r->status == 202) {
                 ++accepted;
                 lat.push_back(ms);
+                const auto second = static_cast<size_t>(std::chrono::duration<double>(t0 - warm_end).count());
+                if (by_second.size() <= second) by_second.resize(second + 1);
+                by_second[second].push_back(ms);
               } else {
                 ++errors;
                 if (first_error.empty()) first_error = r.ok() ? "HTTP " + std::to_string(r->status) : r.status().ToString();
@@ -1440,6 +1445,10 @@ class Runner {
       json ctx = Context(w, w.End(RolesOf(s)), &s, static_cast<int>(accepted));
       ctx["connections"] = conns;
       ctx["errors"] = errors;
+      // Whether the tail is spread out or a few bad seconds.
+      json p99s = json::array();
+      for (auto& v : by_second) p99s.push_back(v.empty() ? 0.0 : std::round(Pct(v, 99) * 10) / 10);
+      ctx["p99_by_second_ms"] = p99s;
       if (!first_error.empty()) ctx["first_error"] = first_error;
       if (mode == "embedded") ctx["note"] = "serve has no way to run without its executor: the accepted runs execute meanwhile";
       return std::vector<Figure>{
