@@ -134,9 +134,10 @@ class RunEventsApiTest : public ::testing::TestWithParam<bool> {
     ASSERT_TRUE(q.ok());
     queue_ = std::move(q).value();
     ApiOptions ao;
-    ao.events_poll_interval = 20ms;
-    // With the feed, changes wake the stream; without it (as an api process
-    // beside separate consumers) only the poll finds them.
+    // With the feed, changes wake the stream (the poll is set beyond the
+    // test's deadlines, so only the feed can pass it); without it (as an api
+    // process beside separate consumers) only the poll finds them.
+    ao.events_poll_interval = GetParam() ? std::chrono::milliseconds(60s) : std::chrono::milliseconds(20ms);
     api_ = std::make_unique<Api>(store_.get(), queue_.get(), GetParam() ? feed_ : nullptr, ao);
     api_->Register(router_);
   }

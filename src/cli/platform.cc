@@ -104,6 +104,10 @@ Status Platform::Start() {
   ao.plan_limits = options_.limits.plan;
   ao.agent_hosts = options_.agent_hosts;
   ao.auth_mode = options_.auth_mode;
+  // Every write of this process (executor and API) goes through feed_, so
+  // a run's event stream is woken by each change; its re-read is only a
+  // safety net here, not how changes are found (as in an api process).
+  ao.events_poll_interval = std::chrono::seconds(2);
   api_ = std::make_unique<Api>(store_.get(), queue_.get(), feed_, ao);
   // Runs accepted before a crash whose request never reached the queue.
   AF_RETURN_IF_ERROR(api_->RequeueUnfinishedRuns());
