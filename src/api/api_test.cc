@@ -14,6 +14,7 @@
 #include "api/workflow_cache.h"
 #include "dispatch/dispatcher.h"
 #include "common/trace.h"
+#include "http/testing.h"
 #include "queue/messages.h"
 
 namespace af {
@@ -53,16 +54,7 @@ class ApiTest : public ::testing::Test {
     req.body = body;
     req.headers = std::move(headers);
     if (!body.empty()) req.headers.emplace_back("Content-Type", "application/json");
-    boost::asio::io_context ioc;
-    http::Response out;
-    boost::asio::co_spawn(
-        ioc,
-        [&]() -> boost::asio::awaitable<void> { out = co_await router_.Dispatch(req); },
-        [](std::exception_ptr e) {
-          if (e) std::rethrow_exception(e);
-        });
-    ioc.run();
-    return out;
+    return http::DispatchSync(router_, req);
   }
 
   json Body(const http::Response& r) { return json::parse(r.body); }

@@ -9,6 +9,7 @@
 #include "api/api.h"
 #include "api/auth_guard.h"
 #include "auth/api_keys.h"
+#include "http/testing.h"
 
 namespace af {
 namespace {
@@ -51,15 +52,7 @@ class AuthApiTest : public ::testing::Test {
     req.body = body;
     if (!body.empty()) req.headers.emplace_back("Content-Type", "application/json");
     if (!key.empty()) req.headers.emplace_back("Authorization", "Bearer " + key);
-    boost::asio::io_context ioc;
-    http::Response out;
-    boost::asio::co_spawn(
-        ioc, [&]() -> boost::asio::awaitable<void> { out = co_await router_.Dispatch(req); },
-        [](std::exception_ptr e) {
-          if (e) std::rethrow_exception(e);
-        });
-    ioc.run();
-    return out;
+    return http::DispatchSync(router_, req);
   }
   static json Body(const http::Response& r) { return json::parse(r.body); }
   static std::string Header(const http::Response& r, const std::string& name) {

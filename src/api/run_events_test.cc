@@ -15,6 +15,7 @@
 
 #include "api/api.h"
 #include "http/sse.h"
+#include "http/testing.h"
 
 namespace af {
 namespace {
@@ -149,15 +150,7 @@ class RunEventsApiTest : public ::testing::TestWithParam<bool> {
     req.target = req.path = path;
     req.body = body;
     if (!body.empty()) req.headers.emplace_back("Content-Type", "application/json");
-    boost::asio::io_context ioc;
-    http::Response out;
-    boost::asio::co_spawn(
-        ioc, [&]() -> boost::asio::awaitable<void> { out = co_await router_.Dispatch(req); },
-        [](std::exception_ptr e) {
-          if (e) std::rethrow_exception(e);
-        });
-    ioc.run();
-    return out;
+    return http::DispatchSync(router_, req);
   }
 
   // Runs a streamed response to its end on a private io_context.

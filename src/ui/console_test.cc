@@ -1,5 +1,6 @@
 // The embedded console: every file the page loads is embedded, and the
 // routes serve them with their type, ETag and security headers.
+#include "http/testing.h"
 #include "ui/console.h"
 
 #include <gtest/gtest.h>
@@ -17,15 +18,7 @@ http::Response Get(http::Router& router, const std::string& path, http::Headers 
   req.method = "GET";
   req.target = req.path = path;
   req.headers = std::move(headers);
-  boost::asio::io_context ioc;
-  http::Response out;
-  boost::asio::co_spawn(
-      ioc, [&]() -> boost::asio::awaitable<void> { out = co_await router.Dispatch(req); },
-      [](std::exception_ptr e) {
-        if (e) std::rethrow_exception(e);
-      });
-  ioc.run();
-  return out;
+  return http::DispatchSync(router, req);
 }
 
 std::set<std::string> Names() {
