@@ -3,10 +3,9 @@
 // rethrown.
 #pragma once
 
-#include <exception>
-
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
+#include <exception>
 
 #include "http/http.h"
 
