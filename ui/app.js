@@ -7,14 +7,13 @@
 import { call, apiKey, setApiKey, setUnauthenticatedHandler, followRun, ApiError } from './api.js';
 import { renderDag, planGraph, STATUS_SYMBOL } from './dag.js';
 import { renderTimeline, formatMs } from './timeline.js';
+import { esc } from './html.js';
 
 const main = document.getElementById('main');
 const live = document.getElementById('live');
 const STATUSES = ['PENDING', 'RUNNING', 'COMPLETED', 'FAILED', 'CANCELLED'];
 const TERMINAL = new Set(['COMPLETED', 'FAILED', 'CANCELLED']);
 
-const esc = (s) =>
-  String(s ?? '').replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]);
 const pretty = (v) => esc(JSON.stringify(v, null, 2));
 const when = (iso) => (iso ? new Date(iso).toLocaleString() : '–');
 const duration = (a, b) => (a ? formatMs((b ? Date.parse(b) : Date.now()) - Date.parse(a)) : '–');

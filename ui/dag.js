@@ -14,6 +14,8 @@
 // Pure functions of the plan: no DOM, so node's test runner checks them
 // (ui/test/dag.test.mjs).
 
+import { esc } from './html.js';
+
 // Steps and edges of a plan. A plan where no step has depends_on runs its
 // steps one after another (docs/workflow-plans.md): each depends on the one
 // before it.
@@ -166,8 +168,6 @@ export function layoutDag(ids, edges) {
   return { layers: best, layerOf, paths, crossings: bestCrossings };
 }
 
-const esc = (s) =>
-  String(s).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]);
 
 // Status shown by colour and by a symbol and word, so colour is never the
 // only sign.

@@ -2,9 +2,8 @@
 // each retry on its own row), from its start to its end (or to now while it
 // runs), drawn as SVG. Pure: the tests and the page call the same function.
 import { STATUS_SYMBOL } from './dag.js';
+import { esc } from './html.js';
 
-const esc = (s) =>
-  String(s).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]);
 
 export function formatMs(ms) {
   if (ms === null || ms === undefined || Number.isNaN(ms)) return '–';
