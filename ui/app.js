@@ -27,6 +27,25 @@ function announce(text) {
   live.textContent = text;
 }
 
+// Replaces el's markup only when it changed, and gives the focus back to
+// the element with the same `key` attribute afterwards: pages that refresh
+// by themselves must not take the focus (or a selection, or a scroll
+// position) from someone using them.
+function setHtml(el, html, key = 'data-key') {
+  if (el.__html === html) return;
+  const active = document.activeElement;
+  const holder = active && el.contains(active) ? active.closest(`[${key}]`) : null;
+  const id = holder ? holder.getAttribute(key) : null;
+  const tag = active ? active.tagName : '';
+  el.innerHTML = html;
+  el.__html = html;
+  if (id === null) return;
+  const again = [...el.querySelectorAll(`[${key}]`)].find((n) => n.getAttribute(key) === id);
+  if (!again) return;
+  const target = again.tagName === tag ? again : again.querySelector(tag.toLowerCase()) || again;
+  target.focus({ preventScroll: true });
+}
+
 // ---------------------------------------------------------------- routing
 
 let cleanup = () => {};
@@ -131,7 +150,7 @@ async function runsPage(params) {
     older.disabled = !next;
     newer.disabled = page === 0;
     main.querySelector('#page-no').textContent = `page ${page + 1}`;
-    table.innerHTML = items.length
+    const html = items.length
       ? `<table class="runs"><thead><tr><th scope="col">Run</th><th scope="col">Workflow</th><th scope="col">Status</th><th scope="col">Created</th><th scope="col">Duration</th></tr></thead><tbody>${items
           .map(
             (r) => `<tr data-run="${esc(r.run_id)}">
@@ -143,6 +162,7 @@ async function runsPage(params) {
           )
           .join('')}</tbody></table>`
       : `<p class="muted">${q ? `No run has the id ${esc(q)}.` : 'No runs yet: start one from a workflow’s page.'}</p>`;
+    setHtml(table, html, 'data-run');
   };
   older.addEventListener('click', () => {
     page++;
@@ -268,12 +288,12 @@ async function runPage(runId) {
   const renderDetail = () => {
     const box = main.querySelector('#step-detail');
     if (!selected) {
-      box.innerHTML = '<p class="muted">No step selected.</p>';
+      setHtml(box, '<p class="muted">No step selected.</p>');
       return;
     }
     const rows = [...steps.values()].filter((s) => s.step_id === selected).sort((a, b) => a.id - b.id);
     const plan = (wf.plan.steps || []).find((s) => String(s.id) === selected) || {};
-    box.innerHTML = `<h3>${esc(selected)} <span class="muted">agent ${esc(plan.agent || '')}</span></h3>${
+    setHtml(box, `<h3>${esc(selected)} <span class="muted">agent ${esc(plan.agent || '')}</span></h3>${
       rows.length
         ? rows
             .map(
@@ -286,7 +306,7 @@ async function runPage(runId) {
             )
             .join('')
         : '<p class="muted">This step has not run.</p>'
-    }`;
+    }`, 'data-execution');
   };
 
   let queued = false;
@@ -300,22 +320,16 @@ async function runPage(runId) {
         const failed = Object.entries(state).find(([, st]) => st.status === 'FAILED');
         if (failed) selected = failed[0];
       }
-      main.querySelector('#run-status').innerHTML = badge(run.status);
-      main.querySelector('#run-facts').innerHTML = `
+      setHtml(main.querySelector('#run-status'), badge(run.status));
+      setHtml(main.querySelector('#run-facts'), `
         <dt>Workflow</dt><dd><a href="#/workflows/${encodeURIComponent(run.workflow_id)}?version=${run.workflow_version}">${esc(wf.name)}</a> v${esc(run.workflow_version)}</dd>
         <dt>Attempt</dt><dd>${esc(run.attempt)}</dd>
         <dt>Created</dt><dd>${esc(when(run.created_at))}</dd>
         <dt>Duration</dt><dd>${esc(duration(run.started_at, run.completed_at))}</dd>
         ${run.error_message ? `<dt>Error</dt><dd class="error">${esc(run.error_message)}</dd>` : ''}
-        ${run.cancel_reason ? `<dt>Cancel reason</dt><dd>${esc(run.cancel_reason)}${run.cancelled_by ? ` (by ${esc(run.cancelled_by)})` : ''}</dd>` : ''}`;
-      const focused = document.activeElement && document.activeElement.closest && document.activeElement.closest('#dag [data-step]');
-      const focusedStep = focused ? focused.dataset.step : '';
-      dag.innerHTML = renderDag(wf.plan, state, selected);
-      if (focusedStep) {
-        const again = [...dag.querySelectorAll('[data-step]')].find((n) => n.dataset.step === focusedStep);
-        if (again) again.focus();
-      }
-      main.querySelector('#timeline').innerHTML = renderTimeline([...steps.values()]);
+        ${run.cancel_reason ? `<dt>Cancel reason</dt><dd>${esc(run.cancel_reason)}${run.cancelled_by ? ` (by ${esc(run.cancelled_by)})` : ''}</dd>` : ''}`);
+      setHtml(dag, renderDag(wf.plan, state, selected), 'data-step');
+      setHtml(main.querySelector('#timeline'), renderTimeline([...steps.values()]));
       main.querySelector('#run-input').textContent = JSON.stringify(run.input, null, 2);
       main.querySelector('#run-output').textContent = JSON.stringify(run.output, null, 2);
       renderActions();
@@ -451,7 +465,7 @@ async function agentsPage() {
   main.innerHTML = '<h1>Agents</h1><div id="agents-table" aria-live="polite"></div><p class="muted">Refreshes every 5 s.</p>';
   const load = async () => {
     const res = await call('GET', '/agents');
-    main.querySelector('#agents-table').innerHTML = res.items.length
+    const html = res.items.length
       ? `<table><thead><tr><th scope="col">Name</th><th scope="col">Transport</th><th scope="col">Endpoint</th><th scope="col">Health</th><th scope="col">Last seen</th></tr></thead><tbody>${res.items
           .map(
             (a) => `<tr><td>${esc(a.name)}</td><td>${esc(a.transport)}</td><td class="mono">${esc(a.url || a.topic || '')}</td>
@@ -461,6 +475,7 @@ async function agentsPage() {
           )
           .join('')}</tbody></table>`
       : '<p class="muted">No agents registered.</p>';
+    setHtml(main.querySelector('#agents-table'), html);
   };
   await load();
   const timer = setInterval(() => load().catch(() => {}), 5000);

@@ -131,6 +131,11 @@ test('the runs list shows a new run without a reload', async () => {
   await row.waitFor();
   await row.locator('.badge', { hasText: 'COMPLETED' }).waitFor();
   assert.equal(await page.evaluate(() => window.__sameDocument), true, 'the list refreshed by itself');
+  // A keyboard user's focus survives the refresh.
+  await row.locator('a').focus();
+  const other = await startRun(server, 'summarize', { topic: 'second' });
+  await page.locator(`tr[data-run="${other}"]`).waitFor();
+  assert.equal(await page.evaluate(() => document.activeElement.textContent), id, 'the focus stayed on the run link');
   // Filtering by status and searching by id.
   await page.selectOption('select[name=status]', 'FAILED');
   await page.waitForFunction((runId) => !document.querySelector(`tr[data-run="${runId}"]`), id);
