@@ -13,6 +13,8 @@ const main = document.getElementById('main');
 const live = document.getElementById('live');
 const STATUSES = ['PENDING', 'RUNNING', 'COMPLETED', 'FAILED', 'CANCELLED'];
 const TERMINAL = new Set(['COMPLETED', 'FAILED', 'CANCELLED']);
+const SEARCH_WINDOW = 500; // runs searched for a part of an id, newest first
+const RUN_ID = /^run-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 const pretty = (v) => esc(JSON.stringify(v, null, 2));
 const when = (iso) => (iso ? new Date(iso).toLocaleString() : '–');
@@ -102,7 +104,7 @@ async function runsPage(params) {
         <select name="status"><option value="">all</option>${STATUSES.map(
           (s) => `<option${s === status ? ' selected' : ''}>${s}</option>`,
         ).join('')}</select></label>
-      <label>Run id <input name="q" value="${esc(q)}" placeholder="run-…" autocomplete="off"></label>
+      <label>Run id (or part of one) <input name="q" value="${esc(q)}" placeholder="run-…" autocomplete="off"></label>
       <button type="submit">Apply</button>
     </form>
     <div id="runs-table" aria-live="polite"></div>
@@ -132,10 +134,17 @@ async function runsPage(params) {
     let items = [];
     let next = null;
     if (q) {
-      try {
-        items = [await call('GET', `/runs/${encodeURIComponent(q)}`)];
-      } catch (e) {
-        if (!(e instanceof ApiError) || e.status !== 404) throw e;
+      // A whole id is looked up; a part of one is searched for among the
+      // newest runs.
+      if (RUN_ID.test(q)) {
+        try {
+          items = [await call('GET', `/runs/${encodeURIComponent(q)}`)];
+        } catch (e) {
+          if (!(e instanceof ApiError) || e.status !== 404) throw e;
+        }
+      } else {
+        const recent = await call('GET', `/runs?limit=${SEARCH_WINDOW}`);
+        items = recent.items.filter((r) => r.run_id.includes(q));
       }
     } else {
       const p = new URLSearchParams({ limit: '20' });
@@ -161,7 +170,7 @@ async function runsPage(params) {
               <td>${esc(duration(r.started_at, r.completed_at))}</td></tr>`,
           )
           .join('')}</tbody></table>`
-      : `<p class="muted">${q ? `No run has the id ${esc(q)}.` : 'No runs yet: start one from a workflow’s page.'}</p>`;
+      : `<p class="muted">${q ? `No run has the id ${esc(q)}, and none of the newest ${SEARCH_WINDOW} has it in its id.` : 'No runs yet: start one from a workflow’s page.'}</p>`;
     setHtml(table, html, 'data-run');
   };
   older.addEventListener('click', () => {

@@ -139,9 +139,24 @@ test('the runs list shows a new run without a reload', async () => {
   // Filtering by status and searching by id.
   await page.selectOption('select[name=status]', 'FAILED');
   await page.waitForFunction((runId) => !document.querySelector(`tr[data-run="${runId}"]`), id);
-  await page.goto(`${server.base}/#/runs?q=${id}`);
+  // A search: the page for `q` has rendered its result (the hash changes
+  // within the document, so wait for the new page, not the old row).
+  const search = async (q) => {
+    await page.goto(`${server.base}/#/runs?q=${encodeURIComponent(q)}`);
+    await page.waitForFunction(
+      (want) => document.querySelector('input[name=q]')?.value === want && document.querySelector('#runs-table table, #runs-table p'),
+      q,
+    );
+  };
+  await search(id);
   await row.waitFor();
   assert.equal(await page.locator('table.runs tbody tr').count(), 1);
+  // Part of an id finds the run among the newest ones.
+  await search(id.slice(4, 16));
+  await row.waitFor();
+  assert.equal(await page.locator('table.runs tbody tr').count(), 1);
+  await search('no-such-run-id-part');
+  assert.match(await page.locator('#runs-table').textContent(), /No run has the id/);
   assert.deepEqual(page.jsErrors, []);
   await page.close();
 });
