@@ -1419,6 +1419,9 @@ TEST_P(EngineTest, TheConsumerDeadLettersMalformedMessagesAndRequestsForUnknownR
   // ... and the consumer kept going.
   for (int i = 0; i < 1000 && !IsTerminal(store_->GetRun(id)->status); ++i) std::this_thread::sleep_for(5ms);
   EXPECT_EQ(store_->GetRun(id)->status, RunStatus::kCompleted);
+  // Counted in the dead-letter publish's completion, which may run just
+  // after the letter is readable: wait for it (bounded), as for the acks.
+  for (int i = 0; i < 1000 && consumer.dead_lettered() < 3u; ++i) std::this_thread::sleep_for(5ms);
   EXPECT_EQ(consumer.dead_lettered(), 3u);
   auto unacked = [&] {
     int64_t n = 0;
