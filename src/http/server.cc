@@ -60,6 +60,19 @@ bool ValidHeaderText(std::string_view s) {
 
 bool IEquals(std::string_view a, std::string_view b) { return beast::iequals(a, b); }
 
+// A handler's headers onto a response message, less the invalid ones and
+// the framing headers, which are the server's to set.
+template <typename Message>
+void CopyHeaders(const Response& res, Message& out) {
+  for (const auto& [name, value] : res.headers) {
+    if (name.empty() || !ValidHeaderText(name) || !ValidHeaderText(value)) continue;
+    if (IEquals(name, "Content-Length") || IEquals(name, "Transfer-Encoding") || IEquals(name, "Connection")) {
+      continue;  // framing is ours
+    }
+    out.insert(name, value);
+  }
+}
+
 // A deadline on reading one request that, unlike tcp_stream's own timer
 // (which closes the socket), only cancels the read: the client can still be
 // told 408. The timer's handler may run after the connection's frame is
@@ -379,13 +392,7 @@ asio::awaitable<bool> ServerImpl::Write(beast::tcp_stream& stream, const Respons
   if (status < 100 || status > 999) status = 500;
   out.result(static_cast<unsigned>(status));
   bool no_body = (status >= 100 && status < 200) || status == 204 || status == 304;
-  for (const auto& [name, value] : res.headers) {
-    if (name.empty() || !ValidHeaderText(name) || !ValidHeaderText(value)) continue;
-    if (IEquals(name, "Content-Length") || IEquals(name, "Transfer-Encoding") || IEquals(name, "Connection")) {
-      continue;  // framing is ours
-    }
-    out.insert(name, value);
-  }
+  CopyHeaders(res, out);
   if (!no_body) {
     if (!res.content_type.empty() && !res.body.empty() && ValidHeaderText(res.content_type) &&
         out.find(bhttp::field::content_type) == out.end()) {
@@ -444,13 +451,7 @@ asio::awaitable<bool> ServerImpl::WriteStream(beast::tcp_stream& stream, const R
   int status = res.status;
   if (status < 200 || status > 999 || status == 204 || status == 304) status = 500;
   out.result(static_cast<unsigned>(status));
-  for (const auto& [name, value] : res.headers) {
-    if (name.empty() || !ValidHeaderText(name) || !ValidHeaderText(value)) continue;
-    if (IEquals(name, "Content-Length") || IEquals(name, "Transfer-Encoding") || IEquals(name, "Connection")) {
-      continue;  // framing is ours
-    }
-    out.insert(name, value);
-  }
+  CopyHeaders(res, out);
   if (!res.content_type.empty() && ValidHeaderText(res.content_type)) {
     out.set(bhttp::field::content_type, res.content_type);
   }
