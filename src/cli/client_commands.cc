@@ -18,47 +18,60 @@
 namespace af::cli {
 namespace {
 
+// A request to the API at g.server, with g's API key.
+http::ClientRequest ApiRequest(const GlobalOptions& g, std::string method, const std::string& path) {
+  http::ClientRequest req;
+  req.method = std::move(method);
+  std::string base = g.server;
+  while (!base.empty() && base.back() == '/') base.pop_back();
+  req.url = base + path;
+  if (!g.api_key.empty()) req.headers.emplace_back("Authorization", "Bearer " + g.api_key);
+  return req;
+}
+
+// The API could not be reached at all.
+Status Unreachable(const GlobalOptions& g, const Status& s) {
+  std::string cause = s.message();
+  cause = cause.substr(0, cause.find(". Hint:"));  // ours below says what to do here
+  return Status(s.code(), "cannot reach the agentflow API at " + g.server + ": " + cause +
+                              ". Hint: start it with 'agentflow serve' or pass --server URL");
+}
+
+// A non-2xx answer as a Status carrying the server's message.
+Status Refusal(int status, const std::string& body) {
+  json parsed = body.empty() ? json(nullptr) : json::parse(body, nullptr, false);
+  std::string msg = "HTTP " + std::to_string(status);
+  json details;
+  if (!parsed.is_discarded() && parsed.is_object() && parsed.contains("error") && parsed["error"].is_object()) {
+    msg = parsed["error"].value("message", msg);
+    details = parsed["error"].value("details", json(nullptr));
+  }
+  Code code = status == 404   ? Code::kNotFound
+              : status == 401 ? Code::kUnauthenticated
+              : status == 403 ? Code::kPermissionDenied
+              : status == 409 ? Code::kFailedPrecondition
+              : status < 500  ? Code::kInvalidArgument
+                              : Code::kUnavailable;
+  return Status(code, msg, details);
+}
+
 // Calls the API; non-2xx answers become a Status carrying the server's message.
 Result<json> Call(const GlobalOptions& g, const std::string& method, const std::string& path,
                   const json& body = nullptr, http::Headers headers = {},
                   std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
-  http::ClientRequest req;
-  req.method = method;
-  std::string base = g.server;
-  while (!base.empty() && base.back() == '/') base.pop_back();
-  req.url = base + path;
-  req.headers = std::move(headers);
-  if (!g.api_key.empty()) req.headers.emplace_back("Authorization", "Bearer " + g.api_key);
+  http::ClientRequest req = ApiRequest(g, method, path);
+  for (auto& h : headers) req.headers.push_back(std::move(h));
   if (!body.is_null()) {
     req.body = body.dump();
     req.headers.emplace_back("Content-Type", "application/json");
   }
   req.timeout = timeout;
   auto res = http::FetchSync(req);
-  if (!res.ok()) {
-    std::string cause = res.status().message();
-    cause = cause.substr(0, cause.find(". Hint:"));  // ours below says what to do here
-    return Status(res.status().code(), "cannot reach the agentflow API at " + g.server + ": " + cause +
-                                           ". Hint: start it with 'agentflow serve' or pass --server URL");
-  }
+  if (!res.ok()) return Unreachable(g, res.status());
+  if (res->status < 200 || res->status >= 300) return Refusal(res->status, res->body);
   json parsed = res->body.empty() ? json(nullptr) : json::parse(res->body, nullptr, false);
-  if (res->status >= 200 && res->status < 300) {
-    if (parsed.is_discarded()) return Status::Internal("the API answered with a non-JSON body");
-    return parsed;
-  }
-  std::string msg = "HTTP " + std::to_string(res->status);
-  json details;
-  if (!parsed.is_discarded() && parsed.is_object() && parsed.contains("error") && parsed["error"].is_object()) {
-    msg = parsed["error"].value("message", msg);
-    details = parsed["error"].value("details", json(nullptr));
-  }
-  Code code = res->status == 404 ? Code::kNotFound
-              : res->status == 401 ? Code::kUnauthenticated
-              : res->status == 403 ? Code::kPermissionDenied
-              : res->status == 409 ? Code::kFailedPrecondition
-              : res->status < 500 ? Code::kInvalidArgument
-                                  : Code::kUnavailable;
-  return Status(code, msg, details);
+  if (parsed.is_discarded()) return Status::Internal("the API answered with a non-JSON body");
+  return parsed;
 }
 
 int Fail(const Status& s) {
@@ -131,12 +144,8 @@ std::vector<std::string> StepRow(const json& s) {
 // whole run, and lines already printed are not printed again.
 int Watch(const GlobalOptions& g, const std::string& run_id) {
   std::map<int64_t, std::string> seen;  // step execution id → last printed status
-  std::string base = g.server;
-  while (!base.empty() && base.back() == '/') base.pop_back();
-  http::ClientRequest req;
-  req.url = base + "/api/v1/runs/" + run_id + "/events";
+  http::ClientRequest req = ApiRequest(g, "GET", "/api/v1/runs/" + run_id + "/events");
   req.headers.emplace_back("Accept", "text/event-stream");
-  if (!g.api_key.empty()) req.headers.emplace_back("Authorization", "Bearer " + g.api_key);
   req.timeout = std::chrono::seconds(60);  // the server sends a keep-alive every 15 s
   std::optional<json> final_run;
   std::optional<Status> stream_error;
@@ -175,16 +184,10 @@ int Watch(const GlobalOptions& g, const std::string& run_id) {
       return true;
     });
     if (final_run) break;
-    if (res.ok() && res->status != 200) {
-      // A refusal (unknown run, no key): the same as any other call's.
-      json body = json::parse(res->body, nullptr, false);
-      std::string msg = "HTTP " + std::to_string(res->status);
-      if (!body.is_discarded() && body.contains("error")) msg = body["error"].value("message", msg);
-      return Fail(Status(res->status == 404 ? Code::kNotFound : Code::kInvalidArgument, msg));
-    }
+    // A refusal (unknown run, no key) is reported as any other call's.
+    if (res.ok() && res->status != 200) return Fail(Refusal(res->status, res->body));
     if (!res.ok() && res.status().code() != Code::kDeadlineExceeded && reconnects == 0) {
-      return Fail(Status(res.status().code(), "cannot reach the agentflow API at " + g.server + ": " +
-                                                   res.status().message()));
+      return Fail(Unreachable(g, res.status()));
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(500));  // then reconnect
   }
