@@ -11,6 +11,7 @@
 #include <boost/asio/io_context.hpp>
 
 #include "api/api.h"
+#include "api/api_test_util.h"
 #include "api/workflow_cache.h"
 #include "dispatch/dispatcher.h"
 #include "common/trace.h"
@@ -25,13 +26,8 @@ using namespace std::chrono_literals;
 class ApiTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto s = OpenStore(StoreOptions{":memory:"});
-    ASSERT_TRUE(s.ok());
-    feed_ = std::make_shared<ChangeFeed>();
-    store_ = WithChangeFeed(std::move(s).value(), feed_);
-    auto q = OpenEmbeddedQueue(QueueOptions{""});
-    ASSERT_TRUE(q.ok());
-    queue_ = std::move(q).value();
+    OpenInMemoryBackends(feed_, store_, queue_);
+    if (HasFatalFailure()) return;
     dispatcher_ = std::make_unique<Dispatcher>(store_.get(), queue_.get());
     ApiOptions ao;
     ao.metrics = &run_metrics_;

@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "api/api.h"
+#include "api/api_test_util.h"
 #include "http/sse.h"
 #include "http/testing.h"
 
@@ -127,13 +128,8 @@ class Collector final : public http::StreamWriter {
 class RunEventsApiTest : public ::testing::TestWithParam<bool> {
  protected:
   void SetUp() override {
-    auto s = OpenStore(StoreOptions{":memory:"});
-    ASSERT_TRUE(s.ok());
-    feed_ = std::make_shared<ChangeFeed>();
-    store_ = WithChangeFeed(std::move(s).value(), feed_);
-    auto q = OpenEmbeddedQueue(QueueOptions{""});
-    ASSERT_TRUE(q.ok());
-    queue_ = std::move(q).value();
+    OpenInMemoryBackends(feed_, store_, queue_);
+    if (HasFatalFailure()) return;
     ApiOptions ao;
     // With the feed, changes wake the stream (the poll is set beyond the
     // test's deadlines, so only the feed can pass it); without it (as an api
