@@ -111,7 +111,8 @@ struct Options {
   // of each distributed window, the top statements by execution time
   // written to DIR/<bench>-<phase>.txt. Empty: off.
   std::string pg_statements_dir;
-  std::string attach;                   // command run during chain10 throughput; {pid} = the executor's pid
+  std::string attach;                   // command run during one chain10 phase; {pid} = the executor's pid
+  std::string attach_phase = "throughput";  // that phase: "throughput" or "latency"
   std::string keep_logs_dir;            // copy the PostgreSQL log and the services' logs here
   std::vector<std::string> api_args;    // extra arguments of `agentflow api` (diagnostics)
   std::vector<std::string> consumer_args;  // extra arguments of every `agentflow consumer` (diagnostics)
@@ -515,6 +516,7 @@ class EmbeddedStack final : public Stack {
     so.command = {"serve", "--data-dir", data_dir_};
     so.command.insert(so.command.end(), extra_args.begin(), extra_args.end());
     args_ = extra_args;
+    keep_logs_dir_ = o.keep_logs_dir;
     so.name = "serve";
     server_ = std::make_unique<e2e::Server>(so);
     server_->Start();
@@ -523,6 +525,13 @@ class EmbeddedStack final : public Stack {
     if (server_ && server_->running()) server_->Stop();
     std::error_code ec;
     fs::remove_all(data_dir_, ec);
+    if (!keep_logs_dir_.empty()) {  // the server's logs, named by mode
+      fs::create_directories(keep_logs_dir_, ec);
+      for (const auto& entry : fs::directory_iterator(logs_.path(), ec)) {
+        fs::copy_file(entry.path(), keep_logs_dir_ + "/" + mode_ + "-" + entry.path().filename().string(),
+                      fs::copy_options::overwrite_existing, ec);
+      }
+    }
   }
   std::string mode() const override { return mode_; }
   std::string api() const override { return server_->api(); }
@@ -568,6 +577,7 @@ class EmbeddedStack final : public Stack {
   e2e::TempDir logs_;
   std::string data_dir_;
   std::vector<std::string> args_;
+  std::string keep_logs_dir_;
   std::unique_ptr<e2e::Server> server_;
 };
 
@@ -1150,6 +1160,22 @@ class Runner {
     Sequential(s, "chain10", R"({"input":{}})", 0, 5, &lat, &ends);
   }
 
+  // --attach's command, started if `phase` is the one it is for.
+  std::unique_ptr<e2e::Process> Attach(Stack& s, const std::string& phase) {
+    if (o_.attach.empty() || o_.attach_phase != phase) return nullptr;
+    std::vector<std::string> argv;
+    std::istringstream in(o_.attach);
+    for (std::string a; in >> a;) {
+      size_t at = a.find("{pid}");
+      if (at != std::string::npos) a.replace(at, 5, std::to_string(s.executor_pid()));
+      argv.push_back(a);
+    }
+    auto p = e2e::Process::Spawn(argv, (o_.keep_logs_dir.empty() ? logs_->path().string() : o_.keep_logs_dir) +
+                                           "/attach-" + s.mode() + "-" + phase + ".log");
+    std::this_thread::sleep_for(1s);
+    return p;
+  }
+
   void Chain10Latency(Stack& s) {
     const std::string mode = s.mode();
     double rtt = RttP50(mode);
@@ -1164,10 +1190,12 @@ class Runner {
         std::this_thread::sleep_for(2500ms);  // the previous phase's statistics are flushed first
         before = ReadPgCounters(pg_.get(), dist->db());
       }
+      std::unique_ptr<e2e::Process> attached = Attach(s, "latency");
       CpuWindow w;
       w.Begin();
       Sequential(s, "chain10", R"({"input":{}})", 0, o_.latency_runs, &lat, &ends);
       json ctx = Context(w, w.End(RolesOf(s)), &s, o_.latency_runs);
+      if (attached) attached->Terminate(60s);
       std::vector<double> queue, exec;
       for (const RunEnd& e : ends) {
         if (e.started && e.created) queue.push_back(static_cast<double>(e.started - e.created));
@@ -1261,19 +1289,7 @@ class Runner {
                                    o_.perf_dir + "/perf-" + mode + ".log");
         std::this_thread::sleep_for(1s);
       }
-      std::unique_ptr<e2e::Process> attached;
-      if (!o_.attach.empty()) {
-        std::vector<std::string> argv;
-        std::istringstream in(o_.attach);
-        for (std::string a; in >> a;) {
-          size_t at = a.find("{pid}");
-          if (at != std::string::npos) a.replace(at, 5, std::to_string(s.executor_pid()));
-          argv.push_back(a);
-        }
-        attached = e2e::Process::Spawn(argv, (o_.keep_logs_dir.empty() ? logs_->path().string() : o_.keep_logs_dir) +
-                                                 "/attach-" + mode + ".log");
-        std::this_thread::sleep_for(1s);
-      }
+      std::unique_ptr<e2e::Process> attached = Attach(s, "throughput");
       CpuWindow w;
       w.Begin();
       const pid_t exec_pid = s.executor_pid();
@@ -1603,6 +1619,7 @@ int Main(int argc, char** argv) {
     else if (a == "--pg-setting") o.pg_settings.push_back(next());
     else if (a == "--pg-statements") o.pg_statements_dir = next();
     else if (a == "--attach") o.attach = next();
+    else if (a == "--attach-phase") o.attach_phase = next();
     else if (a == "--api-arg") o.api_args.push_back(next());
     else if (a == "--consumer-arg") o.consumer_args.push_back(next());
     else if (a == "--serve-arg") o.serve_args.push_back(next());
@@ -1617,7 +1634,7 @@ int Main(int argc, char** argv) {
       std::fprintf(stderr,
                    "usage: af-bench [--modes embedded,embedded-fullsync,distributed] "
                    "[--only rtt,chain10,fanout40,trigger,slow] [--out FILE] [--data-base DIR] [--quick] [--pg-statements DIR] "
-                   "[--perf DIR] [--attach 'CMD {pid}'] [--keep-logs DIR] [--api-arg A]... [--consumer-arg A]... [--serve-arg A]... [--pg-setting k=v]... [--attempts N] [--wait-quiet S] "
+                   "[--perf DIR] [--attach 'CMD {pid}'] [--attach-phase throughput|latency] [--keep-logs DIR] [--api-arg A]... [--consumer-arg A]... [--serve-arg A]... [--pg-setting k=v]... [--attempts N] [--wait-quiet S] "
                    "[--trigger-connections N] "
                    "[--kafka-fetch-wait-ms N] [--poll-ms-many N] [--revision R]\n");
       return 2;
