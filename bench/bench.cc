@@ -1191,9 +1191,11 @@ class Runner {
         before = ReadPgCounters(pg_.get(), dist->db());
       }
       std::unique_ptr<e2e::Process> attached = Attach(s, "latency");
+      StatementsBegin(s);
       CpuWindow w;
       w.Begin();
       Sequential(s, "chain10", R"({"input":{}})", 0, o_.latency_runs, &lat, &ends);
+      StatementsEnd(s, "chain10-latency-" + mode);
       json ctx = Context(w, w.End(RolesOf(s)), &s, o_.latency_runs);
       if (attached) attached->Terminate(60s);
       std::vector<double> queue, exec;
@@ -1247,10 +1249,12 @@ class Runner {
         std::this_thread::sleep_for(2500ms);  // the previous phase's statistics are flushed first
         before = ReadPgCounters(pg_.get(), dist->db());
       }
+      StatementsBegin(s);
       CpuWindow w;
       w.Begin();
       const int warm = 2;
       Sequential(s, "fanout40", Fanout40Body(), warm, o_.fanout_runs, &lat, &ends);
+      StatementsEnd(s, "fanout40-" + mode);
       json ctx = Context(w, w.End(RolesOf(s)), &s, o_.fanout_runs);
       std::vector<Figure> f = {
           {"fanout40", mode, "latency_p50", Pct(lat, 50), "ms", ctx},

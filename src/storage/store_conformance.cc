@@ -1473,6 +1473,142 @@ TEST_P(StoreConformance, ApplyRunWritesGroupAppliesEachBatchAsAlone) {
   EXPECT_TRUE(store().ApplyRunWritesGroup({}).empty());
 }
 
+// A fan-out's writes in groups (many step rows per batch, several batches):
+// every row gets its own id back at its op's place, NULLs, quotes,
+// backslashes, braces and non-ASCII text are stored as given, and a batch
+// whose lease was taken over fails alone. (On PostgreSQL, several step
+// inserts or finishes in a group go as one statement each: this is the
+// test of that path.)
+TEST_P(StoreConformance, ApplyRunWritesGroupOfManyRowsKeepsEachRowInPlace) {
+  Workflow wf = MakeWorkflow();
+  const json input = json{{"x", 1}};
+  Run fan = MakeRun(wf, input);
+  Run other = MakeRun(wf, input);
+  Run stale = MakeRun(wf, input);
+  auto item_row = [](const Run& run, int i) {
+    StepExecution s = RunningRow(run, "each");
+    s.item_index = i;
+    s.input = json{{"item", i}, {"text", "q\"uo{te},\\ ü " + std::to_string(i)}};
+    return s;
+  };
+  RunWrites start{fan.id, kFirstLeaseToken, {}};
+  start.ops.push_back(RunWrite::Start(RunStart{fan.id, "owner-f", 60000, input}));
+  start.ops.push_back(RunWrite::Insert(RunningRow(fan, "each")));  // the fan-out's own row, no item
+  for (int i = 0; i < 40; ++i) start.ops.push_back(RunWrite::Insert(item_row(fan, i)));
+  StepExecution null_input = RunningRow(other, "plain");
+  null_input.input = nullptr;
+  RunWrites other_start{other.id, kFirstLeaseToken, {}};
+  other_start.ops.push_back(RunWrite::Start(RunStart{other.id, "owner-f", 60000, input}));
+  other_start.ops.push_back(RunWrite::Insert(null_input));
+  other_start.ops.push_back(RunWrite::Insert(item_row(other, 7)));
+  auto started = store().ApplyRunWritesGroup({&start, &other_start});
+  ASSERT_EQ(started.size(), 2u);
+  ASSERT_TRUE(started[0].ok()) << started[0].status().ToString();
+  ASSERT_TRUE(started[1].ok()) << started[1].status().ToString();
+  ASSERT_TRUE(started[0]->run.has_value());
+  EXPECT_EQ(started[0]->run->status, RunStatus::kRunning);
+  ASSERT_EQ(started[0]->step_ids.size(), 42u);
+  EXPECT_EQ(started[0]->step_ids[0], 0);
+
+  std::map<int64_t, StepExecution> by_id;
+  for (const StepExecution& s : Must(store().ListSteps(fan.id))) by_id[s.id] = s;
+  ASSERT_EQ(by_id.size(), 41u);
+  ASSERT_TRUE(by_id.count(started[0]->step_ids[1]));
+  EXPECT_FALSE(by_id[started[0]->step_ids[1]].item_index.has_value());
+  for (int i = 0; i < 40; ++i) {
+    int64_t id = started[0]->step_ids[2 + i];
+    ASSERT_TRUE(by_id.count(id)) << "item " << i;
+    ASSERT_EQ(by_id[id].item_index, std::optional<int>(i)) << "the id of item " << i << " is another row's";
+    EXPECT_EQ(by_id[id].input, item_row(fan, i).input);
+    if (i > 0) {
+      EXPECT_GT(id, started[0]->step_ids[1 + i]) << "ids follow the ops' order";
+    }
+  }
+  auto other_steps = Must(store().ListSteps(other.id));
+  ASSERT_EQ(other_steps.size(), 2u);
+  for (const StepExecution& s : other_steps) {
+    if (s.id == started[1]->step_ids[1]) {
+      EXPECT_EQ(s.step_id, "plain");
+      EXPECT_TRUE(s.input.is_null());
+      EXPECT_FALSE(s.item_index.has_value());
+    } else {
+      EXPECT_EQ(s.id, started[1]->step_ids[2]);
+      EXPECT_EQ(s.item_index, std::optional<int>(7));
+    }
+  }
+
+  // Every item's result, the fan-out's end and the next step's row, beside
+  // another run's results and end, and a batch of a run whose lease was
+  // taken over meanwhile.
+  RunLease old_lease = Must(store().AcquireRunLease(stale.id, "owner-old", 1), "acquire");
+  RunWrites stale_start{stale.id, old_lease.token, {}};
+  stale_start.ops.push_back(RunWrite::Transition(RunTransition{stale.id, RunStatus::kPending, RunStatus::kRunning}));
+  stale_start.ops.push_back(RunWrite::Insert(item_row(stale, 0)));
+  stale_start.ops.push_back(RunWrite::Insert(item_row(stale, 1)));
+  RunWritesResult stale_ids = Must(store().ApplyRunWrites(stale_start), "stale start");
+  std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  Must(store().AcquireRunLease(stale.id, "owner-new", 60000), "take over");
+
+  RunWrites results{fan.id, kFirstLeaseToken, {}};
+  for (int i = 0; i < 40; ++i) {
+    StepFinish f{fan.id, started[0]->step_ids[2 + i], StepStatus::kCompleted, json{{"out", i}}, ""};
+    if (i % 3 == 0) {
+      f.to = StepStatus::kFailed;
+      f.output = nullptr;
+      f.error_message = "bad \"" + std::to_string(i) + "\" {x}, \\ é";
+    }
+    results.ops.push_back(RunWrite::Finish(f));
+  }
+  results.ops.push_back(
+      RunWrite::Finish(StepFinish{fan.id, started[0]->step_ids[1], StepStatus::kCompleted, json{{"all", 40}}, ""}));
+  results.ops.push_back(RunWrite::Insert(RunningRow(fan, "join")));
+  RunWrites other_end{other.id, kFirstLeaseToken, {}};
+  other_end.ops.push_back(
+      RunWrite::Finish(StepFinish{other.id, started[1]->step_ids[1], StepStatus::kCompleted, json{{"p", 1}}, ""}));
+  other_end.ops.push_back(
+      RunWrite::Finish(StepFinish{other.id, started[1]->step_ids[2], StepStatus::kCompleted, json{{"q", 2}}, ""}));
+  other_end.ops.push_back(RunWrite::Transition(RunTransition{other.id, RunStatus::kRunning, RunStatus::kCompleted}));
+  RunWrites late{stale.id, old_lease.token, {}};
+  late.ops.push_back(
+      RunWrite::Finish(StepFinish{stale.id, stale_ids.step_ids[1], StepStatus::kCompleted, json{{"late", 1}}, ""}));
+  late.ops.push_back(
+      RunWrite::Finish(StepFinish{stale.id, stale_ids.step_ids[2], StepStatus::kCompleted, json{{"late", 2}}, ""}));
+  auto ended = store().ApplyRunWritesGroup({&results, &other_end, &late});
+  ASSERT_EQ(ended.size(), 3u);
+  ASSERT_TRUE(ended[0].ok()) << ended[0].status().ToString();
+  ASSERT_TRUE(ended[1].ok()) << ended[1].status().ToString();
+  EXPECT_EQ(CodeOf(ended[2]), Code::kAborted) << ended[2].status().ToString();
+  ASSERT_EQ(ended[0]->step_ids.size(), 42u);
+  const int64_t join_id = ended[0]->step_ids[41];
+  ASSERT_GT(join_id, 0);
+  ASSERT_TRUE(ended[1]->run.has_value());
+  EXPECT_EQ(ended[1]->run->status, RunStatus::kCompleted);
+
+  by_id.clear();
+  for (const StepExecution& s : Must(store().ListSteps(fan.id))) by_id[s.id] = s;
+  ASSERT_EQ(by_id.size(), 42u);
+  for (int i = 0; i < 40; ++i) {
+    const StepExecution& s = by_id[started[0]->step_ids[2 + i]];
+    if (i % 3 == 0) {
+      EXPECT_EQ(s.status, StepStatus::kFailed) << i;
+      EXPECT_TRUE(s.output.is_null()) << i;
+      EXPECT_EQ(s.error_message, "bad \"" + std::to_string(i) + "\" {x}, \\ é");
+    } else {
+      EXPECT_EQ(s.status, StepStatus::kCompleted) << i;
+      EXPECT_EQ(s.output, json({{"out", i}})) << i;
+      EXPECT_EQ(s.error_message, "") << i;
+    }
+    EXPECT_TRUE(s.completed_at.has_value()) << i;
+  }
+  EXPECT_EQ(by_id[started[0]->step_ids[1]].output, json({{"all", 40}}));
+  EXPECT_EQ(by_id[join_id].step_id, "join");
+  EXPECT_EQ(by_id[join_id].status, StepStatus::kRunning);
+  for (const StepExecution& s : Must(store().ListSteps(other.id))) EXPECT_EQ(s.status, StepStatus::kCompleted);
+  for (const StepExecution& s : Must(store().ListSteps(stale.id))) {
+    EXPECT_EQ(s.status, StepStatus::kRunning) << "the stale owner's results were refused";
+  }
+}
+
 // ---------------------------------------------------------------- a new run's start in its first batch
 
 namespace {

@@ -206,6 +206,36 @@ Params& Params::KeyArray(const char* field, const std::vector<std::string>& v) {
   return *this;
 }
 
+Params Params::Columns(const std::vector<const Params*>& rows) {
+  Params out;
+  const size_t n = rows.empty() ? 0 : rows.front()->values_.size();
+  for (const Params* r : rows) {
+    if (!r->status_.ok()) {
+      out.status_ = r->status_;
+      return out;
+    }
+    if (r->values_.size() != n) {
+      out.status_ = Status::Internal("postgres: parameter lists of different sizes");
+      return out;
+    }
+  }
+  for (size_t i = 0; i < n; ++i) {
+    std::string lit = "{";
+    for (size_t k = 0; k < rows.size(); ++k) {
+      if (k) lit.push_back(',');
+      if (rows[k]->null_[i]) {
+        lit += "NULL";
+      } else {
+        AppendArrayElement(&lit, rows[k]->values_[i]);
+      }
+    }
+    lit.push_back('}');
+    out.values_.push_back(std::move(lit));
+    out.null_.push_back(false);
+  }
+  return out;
+}
+
 std::vector<const char*> Params::Pointers() const {
   std::vector<const char*> out(values_.size());
   for (size_t i = 0; i < values_.size(); ++i) out[i] = null_[i] ? nullptr : values_[i].c_str();

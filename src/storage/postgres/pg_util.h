@@ -89,6 +89,13 @@ class Params {
   // A text[] literal of keys, for `= ANY($n::text[])`.
   Params& KeyArray(const char* field, const std::vector<std::string>& v);
 
+  // The lists `rows` (all of one statement's shape) turned into one array
+  // per parameter: parameter i is the text[] literal of every row's
+  // parameter i, with NULL elements where they are NULL. For a statement
+  // that does for `unnest($1::text[], ...)` what the rows' statement does
+  // one row at a time. Not ok if a row is not ok or the sizes differ.
+  static Params Columns(const std::vector<const Params*>& rows);
+
   const Status& status() const { return status_; }
   int size() const { return static_cast<int>(values_.size()); }
   // Pointers into this list (valid while it is alive and unchanged).

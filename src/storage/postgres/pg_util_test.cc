@@ -80,6 +80,27 @@ TEST(PgParamsTest, KeyArrayQuotesEveryElement) {
   EXPECT_STREQ(empty.Pointers()[0], "{}");
 }
 
+TEST(PgParamsTest, ColumnsMakeOneArrayPerParameterWithNullElements) {
+  Params a, b;
+  a.Key("run id", "r1").Int(7).Null().Text("say \"hi\", {x}");
+  b.Key("run id", "NULL").Null().Json(json{{"k", "v\\"}}).Text("");
+  Params c = Params::Columns({&a, &b});
+  ASSERT_TRUE(c.status().ok());
+  ASSERT_EQ(c.size(), 4);
+  std::vector<const char*> v = c.Pointers();
+  EXPECT_STREQ(v[0], R"({"r1","NULL"})") << "a value NULL is quoted; only a NULL parameter is NULL";
+  EXPECT_STREQ(v[1], R"({"7",NULL})");
+  EXPECT_STREQ(v[2], R"({NULL,"{\"k\":\"v\\\\\"}"})");
+  EXPECT_STREQ(v[3], R"({"say \"hi\", {x}",""})");
+
+  Params bad;
+  bad.Key("run id", std::string("a\0b", 3));
+  EXPECT_FALSE(Params::Columns({&a, &bad}).status().ok()) << "a row that is not ok";
+  Params shorter;
+  shorter.Key("run id", "r2");
+  EXPECT_FALSE(Params::Columns({&a, &shorter}).status().ok()) << "rows of different sizes";
+}
+
 TEST(PgUrlTest, DescribeUrlHidesThePassword) {
   auto d = DescribeUrl("postgresql://alice:s3cret@db.example:5433/flows?sslmode=disable");
   ASSERT_TRUE(d.ok()) << d.status().ToString();
