@@ -921,7 +921,18 @@ asio::awaitable<Engine::RunExecutor::ItemOutcome> Engine::RunExecutor::RunItem(i
     call.traceparent = trace::ChildTraceParent(trace_);  // the run's trace, a new span per call
     log::Debug(fmt::format("calling agent (attempt {})", attempt), StepFields(spec));
     const auto call_start = std::chrono::steady_clock::now();
-    AgentReply reply = co_await engine_->caller_->Call(ep, call, cancel);
+    struct InFlight {
+      explicit InFlight(int* n) : n(n) { ++*n; }
+      ~InFlight() { --*n; }
+      InFlight(const InFlight&) = delete;
+      InFlight& operator=(const InFlight&) = delete;
+      int* n;
+    };
+    AgentReply reply;
+    {
+      InFlight in_flight(&engine_->calls_in_flight_);
+      reply = co_await engine_->caller_->Call(ep, call, cancel);
+    }
     engine_->limiter_->Release(spec.agent);
     ++tries;
 
@@ -1079,7 +1090,7 @@ Engine::Engine(boost::asio::any_io_executor executor, Store* store, AgentDirecto
   writes_ = std::make_unique<WriteGrouper>(
       executor_,
       [this](std::vector<const RunWrites*> group) -> asio::awaitable<WriteGrouper::Results> {
-        const bool lone = group.size() == 1 && active_.size() <= 1;
+        const bool lone = group.size() == 1 && active_.size() <= 1 && calls_in_flight_ == 0;
         co_return co_await runner_->Call([&group](Store& s) { return s.ApplyRunWritesGroup(group); }, lone);
       },
       options_.write_groups_in_flight, options_.max_write_group, /*gather_a_turn=*/threads == 0);

@@ -174,6 +174,10 @@ class Engine {
   std::string owner_;  // options_.owner, or DefaultLeaseOwner()
   struct Active;
   std::map<std::string, std::shared_ptr<Active>> active_;  // engine thread only
+  // Agent calls awaiting their reply (engine thread only). A commit made
+  // inline on the loop (StoreRunner's inline_when_idle) would keep their
+  // replies waiting: with any in flight, commits go to the runner's threads.
+  int calls_in_flight_ = 0;
   std::atomic<size_t> active_count_{0};
   bool shut_down_ = false;
   std::shared_ptr<std::promise<void>> shutdown_done_;

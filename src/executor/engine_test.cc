@@ -951,6 +951,71 @@ TEST_P(EngineTest, ARetryRequestedAsTheRunEndsIsExecuted) {
   engine.Shutdown();  // before `engine`, `hooked` and the promises go
 }
 
+// With store_inline_when_idle, a lone run's commits are made on the loop
+// itself (no hand-off to a store thread), but not while one of its agent
+// calls is in flight: the loop would not read that call's reply until the
+// commit returned (a fan-out's first result held its other 39 replies).
+TEST_P(EngineTest, CommitsAreInlineOnlyWhileNoAgentCallIsInFlight) {
+  FlakyStore hooked(store_.get(), 0);
+  EngineOptions eo;
+  eo.store_threads = 3;
+  eo.store_inline_when_idle = true;
+  Engine engine(loop_.executor(), &hooked, directory_.get(), &caller_, eo);
+  std::promise<std::thread::id> loop_id;
+  asio::post(loop_.executor(), [&] { loop_id.set_value(std::this_thread::get_id()); });
+  const std::thread::id loop_thread = loop_id.get_future().get();
+  std::atomic<bool> slow_replied{false};
+  caller_.Set("slow", {.reply =
+                           [&](const AgentCall& c) {
+                             slow_replied = true;
+                             AgentReply r;
+                             r.output = json{{"echo", c.input}};
+                             return r;
+                           },
+                       .delay = 300ms});
+  std::mutex mu;
+  std::vector<std::pair<bool, bool>> commits;  // (on the loop, while the slow call was in flight)
+  hooked.after_apply = [&](const RunWrites&) {
+    const bool in_flight = caller_.Calls("slow") == 1 && !slow_replied;
+    std::lock_guard<std::mutex> l(mu);
+    commits.emplace_back(std::this_thread::get_id() == loop_thread, in_flight);
+  };
+  auto run = [&](const json& plan) {
+    std::promise<RunOutcome> done;
+    ExecutionRequest request;
+    request.run_id = NewRunOf(plan);
+    engine.Submit(request, [&](const RunOutcome& o) { done.set_value(o); });
+    auto f = done.get_future();
+    ASSERT_EQ(f.wait_for(5s), std::future_status::ready);
+    EXPECT_EQ(f.get().status, RunStatus::kCompleted);
+  };
+
+  // Two steps one after the other: nothing is in flight at any commit.
+  run(json::parse(R"({"name": "seq", "steps": [{"id": "one", "agent": "a"},
+    {"id": "two", "agent": "a", "depends_on": ["one"]}]})"));
+  {
+    std::lock_guard<std::mutex> l(mu);
+    ASSERT_GE(commits.size(), 3u);
+    for (const auto& [on_loop, in_flight] : commits) EXPECT_TRUE(on_loop) << "a lone run's commit was handed off";
+    commits.clear();
+  }
+  // Two steps side by side: the quick one's result is committed while the
+  // slow one's call is in flight (the quick one waits a little, so that the
+  // slow call has begun).
+  caller_.Set("a", {.delay = 50ms});
+  run(json::parse(R"({"name": "par", "steps": [{"id": "quick", "agent": "a", "depends_on": []},
+    {"id": "long", "agent": "slow", "depends_on": []}]})"));
+  std::lock_guard<std::mutex> l(mu);
+  int during = 0;
+  for (const auto& [on_loop, in_flight] : commits) {
+    if (!in_flight) continue;
+    ++during;
+    EXPECT_FALSE(on_loop) << "a commit blocked the loop while an agent call was in flight";
+  }
+  EXPECT_GE(during, 1) << "the quick step's result was not committed during the slow call";
+  engine.Shutdown();
+}
+
 // Shutdown also stops the cancel poller and the lease renewer, which sleep
 // on timers after the last run ends: the engine may be destroyed as soon as
 // Shutdown returns while the loop runs on. (Before, a loop woke up in the

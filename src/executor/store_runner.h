@@ -14,7 +14,8 @@
 // take microseconds, less than a hand-off between threads (~50 µs here).
 //
 // Inline when idle: with inline_when_idle, a call the caller marks `lone`
-// (the engine: it drives one run only) made while no other call is in flight
+// (the engine: it drives one run only and awaits no agent reply, which an
+// inline call would keep unread) made while no other call is in flight
 // runs inline too. One run at a time then pays no hand-off; with several,
 // calls overlap on the threads. (Inline whenever nothing is in flight would
 // be wrong: an inline call keeps the others from being issued, so under load
