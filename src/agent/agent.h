@@ -72,6 +72,12 @@ struct StoreDirectoryOptions {
   std::chrono::milliseconds cache_ttl{1000};
   // The clock the TTL is measured on (tests replace it).
   std::function<std::chrono::steady_clock::time_point()> now = [] { return std::chrono::steady_clock::now(); };
+  // true: a cache miss is read on a thread of the directory's own, so
+  // Resolve never blocks its caller's event loop on a database round trip,
+  // and the callers that miss one name meanwhile share that one read (the
+  // execution consumer, on PostgreSQL). false: read on the caller's thread
+  // (`serve`, whose SQLite reads take microseconds).
+  bool read_off_thread = false;
 };
 // Reads agents from the store's `agents` table, cached per name for
 // options.cache_ttl. Thread-safe.

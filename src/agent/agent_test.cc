@@ -1,12 +1,16 @@
 // Agent module tests: the protocol's pure functions as tables, then the HTTP
 // caller against the demo agents on loopback, then the directories.
-#include <map>
+#include "agent/agent.h"
 
-#include <boost/asio.hpp>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include "agent/agent.h"
+#include <atomic>
+#include <boost/asio.hpp>
+#include <future>
+#include <map>
+#include <thread>
+
 #include "agent/demo_agents.h"
 #include "http/http.h"
 #include "storage/store.h"
@@ -446,8 +450,15 @@ class FakeAgentStore final : public Store {
  public:
   std::map<std::string, Agent> agents;
   Status fail_with;  // returned by GetAgent when set
+  // When set, GetAgent waits (at most 2 s) for it before it reads.
+  std::shared_future<void> gate;
+  std::atomic<int> reads{0};
+  std::atomic<std::thread::id> read_on{};
 
   Result<Agent> GetAgent(const std::string& name) override {
+    ++reads;
+    read_on = std::this_thread::get_id();
+    if (gate.valid()) gate.wait_for(std::chrono::seconds(2));
     if (!fail_with.ok()) return fail_with;
     auto it = agents.find(name);
     if (it == agents.end()) return Status::NotFound("agent " + name);
@@ -589,6 +600,63 @@ TEST(StoreAgentDirectoryTest, CachesFoundRecordsForTheTtl) {
   EXPECT_TRUE(ResolveNow(dir.get(), "x").ok()) << "a deletion too takes effect after the TTL";
   now += std::chrono::milliseconds(1000);
   EXPECT_EQ(ResolveNow(dir.get(), "x").status().code(), Code::kNotFound);
+}
+
+// read_off_thread (the execution consumer): a cache miss is read on the
+// directory's thread while the caller's loop goes on, and the callers that
+// miss one name meanwhile share that one read. (Read on the loop, the store
+// call below would hold the loop until its 2 s gate gave up: the timer could
+// not fire before the first answer.)
+TEST(StoreAgentDirectoryTest, MissesAreReadOffTheLoopOnceForConcurrentCallers) {
+  FakeAgentStore store;
+  Agent a;
+  a.name = "x";
+  a.url = "http://127.0.0.1:1/agents/x";
+  ASSERT_TRUE(store.CreateAgent(a).ok());
+  std::promise<void> open;
+  store.gate = open.get_future().share();
+  StoreDirectoryOptions o;
+  o.read_off_thread = true;
+  auto dir = NewStoreAgentDirectory(&store, o);
+
+  asio::io_context ioc;
+  std::vector<Result<AgentEndpoint>> answers;
+  bool timer_fired = false;
+  bool answered_before_timer = false;
+  for (int i = 0; i < 5; ++i) {
+    asio::co_spawn(
+        ioc,
+        [&]() -> asio::awaitable<void> {
+          Result<AgentEndpoint> r = co_await dir->Resolve("x");
+          if (!timer_fired) answered_before_timer = true;
+          answers.push_back(std::move(r));
+        },
+        asio::detached);
+  }
+  asio::steady_timer timer(ioc, std::chrono::milliseconds(20));
+  timer.async_wait([&](boost::system::error_code) {
+    timer_fired = true;
+    open.set_value();  // the read may finish now
+  });
+  ioc.run();
+
+  EXPECT_TRUE(timer_fired);
+  EXPECT_FALSE(answered_before_timer) << "the read was held, so no answer can come before the timer";
+  ASSERT_EQ(answers.size(), 5u);
+  for (const auto& r : answers) {
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ(r->url, a.url);
+  }
+  EXPECT_EQ(store.reads.load(), 1) << "five callers missed the same name at once: one read";
+  EXPECT_NE(store.read_on.load(), std::this_thread::get_id()) << "the read ran on the caller's thread";
+
+  // Now cached: no read. A name that is not registered is not cached and
+  // its error comes back the same way.
+  EXPECT_EQ(ResolveNow(dir.get(), "x")->url, a.url);
+  EXPECT_EQ(store.reads.load(), 1);
+  EXPECT_EQ(ResolveNow(dir.get(), "nobody").status().code(), Code::kNotFound);
+  EXPECT_EQ(ResolveNow(dir.get(), "nobody").status().code(), Code::kNotFound);
+  EXPECT_EQ(store.reads.load(), 3);
 }
 
 TEST(StoreAgentDirectoryTest, WorksOnTheSqliteStore) {

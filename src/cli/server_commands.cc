@@ -241,7 +241,9 @@ int RunStandalone(ExecutorArgs& args) {
     ro.api_key = ApiKeyFromEnv();
     directory = NewLayeredAgentDirectory(std::move(directory), NewRegistryAgentDirectory(loop.executor(), ro));
   } else if (!args.database_url.empty()) {
-    directory = NewLayeredAgentDirectory(std::move(directory), NewStoreAgentDirectory(store->get()));
+    StoreDirectoryOptions dir_options;
+    dir_options.read_off_thread = true;  // a cache miss never stalls the executor's loop
+    directory = NewLayeredAgentDirectory(std::move(directory), NewStoreAgentDirectory(store->get(), dir_options));
   }
   std::optional<QueueOptions> kafka;  // kafka agents need brokers
   if (!args.kafka_brokers.empty()) {

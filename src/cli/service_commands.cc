@@ -231,7 +231,9 @@ int RunConsumer(ServiceConfig& c) {
   EventLoop loop(1);
   std::unique_ptr<AgentDirectory> directory;
   if (c.agent_registry_url.empty()) {
-    directory = NewStoreAgentDirectory(store->get());
+    StoreDirectoryOptions dir_options;
+    dir_options.read_off_thread = true;  // a cache miss never stalls the executor's loop
+    directory = NewStoreAgentDirectory(store->get(), dir_options);
     log::Info("agents are resolved from the database (AGENT_REGISTRY_URL is not set)");
   } else {
     RegistryDirectoryOptions ro;
