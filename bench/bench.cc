@@ -111,8 +111,8 @@ struct Options {
   // of each distributed window, the top statements by execution time
   // written to DIR/<bench>-<phase>.txt. Empty: off.
   std::string pg_statements_dir;
-  std::string attach;                   // command run during one chain10 phase; {pid} = the executor's pid
-  std::string attach_phase = "throughput";  // that phase: "throughput" or "latency"
+  std::string attach;                   // command run during one phase; {pid} = the executor's pid (trigger: the api's)
+  std::string attach_phase = "throughput";  // that phase: "throughput" or "latency" (chain10), or "trigger"
   std::string keep_logs_dir;            // copy the PostgreSQL log and the services' logs here
   std::vector<std::string> api_args;    // extra arguments of `agentflow api` (diagnostics)
   std::vector<std::string> consumer_args;  // extra arguments of every `agentflow consumer` (diagnostics)
@@ -483,6 +483,7 @@ class Stack {
   virtual std::string mode() const = 0;
   virtual std::string api() const = 0;          // http://127.0.0.1:P/api/v1
   virtual pid_t executor_pid() = 0;             // serve / consumer
+  virtual pid_t api_pid() = 0;                  // serve / api: the process that accepts triggers
   virtual std::string executor_url() const = 0; // its /metrics is at + "/metrics"
   virtual Roles roles() const = 0;
   // Triggers a run of `workflow` and waits until it is terminal.
@@ -536,6 +537,7 @@ class EmbeddedStack final : public Stack {
   std::string mode() const override { return mode_; }
   std::string api() const override { return server_->api(); }
   pid_t executor_pid() override { return server_->pid(); }
+  pid_t api_pid() override { return server_->pid(); }
   std::string executor_url() const override { return server_->url(); }
   Roles roles() const override { return Roles{{{"serve", server_->pid()}}, 0}; }
   json settings() const override {
@@ -762,6 +764,7 @@ class DistributedStack final : public Stack {
   std::string mode() const override { return "distributed"; }
   std::string api() const override { return api_->api(); }
   pid_t executor_pid() override { return consumer_ ? consumer_->pid() : 0; }
+  pid_t api_pid() override { return api_->pid(); }
   std::string executor_url() const override { return consumer_ ? consumer_->url() : ""; }
   Roles roles() const override {
     Roles r;
@@ -1160,18 +1163,20 @@ class Runner {
     Sequential(s, "chain10", R"({"input":{}})", 0, 5, &lat, &ends);
   }
 
-  // --attach's command, started if `phase` is the one it is for.
+  // --attach's command, started if `phase` is the one it is for. {pid} is
+  // the executor's pid, or in the trigger phase the api's (serve's).
   std::unique_ptr<e2e::Process> Attach(Stack& s, const std::string& phase) {
     if (o_.attach.empty() || o_.attach_phase != phase) return nullptr;
     std::vector<std::string> argv;
     std::istringstream in(o_.attach);
     for (std::string a; in >> a;) {
       size_t at = a.find("{pid}");
-      if (at != std::string::npos) a.replace(at, 5, std::to_string(s.executor_pid()));
+      if (at != std::string::npos) a.replace(at, 5, std::to_string(phase == "trigger" ? s.api_pid() : s.executor_pid()));
       argv.push_back(a);
     }
-    auto p = e2e::Process::Spawn(argv, (o_.keep_logs_dir.empty() ? logs_->path().string() : o_.keep_logs_dir) +
-                                           "/attach-" + s.mode() + "-" + phase + ".log");
+    const std::string dir = o_.keep_logs_dir.empty() ? logs_->path().string() : o_.keep_logs_dir;
+    fs::create_directories(dir);
+    auto p = e2e::Process::Spawn(argv, dir + "/attach-" + s.mode() + "-" + phase + ".log");
     std::this_thread::sleep_for(1s);
     return p;
   }
@@ -1418,6 +1423,7 @@ class Runner {
       double measured_s = 0;
       const int conns = o_.trigger_connections;
       const std::string url = s.api() + "/workflows/one/runs";
+      std::unique_ptr<e2e::Process> attached = Attach(s, "trigger");  // from before the warm-up
       CpuWindow w;
       w.Begin();  // again when the warm-up ends
       io_.Run([&]() -> asio::awaitable<void> {
@@ -1461,6 +1467,7 @@ class Runner {
         co_await latch.Wait();
         measured_s = std::chrono::duration<double>(Clock::now() - warm_end).count();
       });
+      if (attached) attached->Terminate(60s);
       StatementsEnd(s, "trigger-" + mode);
       json ctx = Context(w, w.End(RolesOf(s)), &s, static_cast<int>(accepted));
       ctx["connections"] = conns;
@@ -1638,7 +1645,7 @@ int Main(int argc, char** argv) {
       std::fprintf(stderr,
                    "usage: af-bench [--modes embedded,embedded-fullsync,distributed] "
                    "[--only rtt,chain10,fanout40,trigger,slow] [--out FILE] [--data-base DIR] [--quick] [--pg-statements DIR] "
-                   "[--perf DIR] [--attach 'CMD {pid}'] [--attach-phase throughput|latency] [--keep-logs DIR] [--api-arg A]... [--consumer-arg A]... [--serve-arg A]... [--pg-setting k=v]... [--attempts N] [--wait-quiet S] "
+                   "[--perf DIR] [--attach 'CMD {pid}'] [--attach-phase throughput|latency|trigger] [--keep-logs DIR] [--api-arg A]... [--consumer-arg A]... [--serve-arg A]... [--pg-setting k=v]... [--attempts N] [--wait-quiet S] "
                    "[--trigger-connections N] "
                    "[--kafka-fetch-wait-ms N] [--poll-ms-many N] [--revision R]\n");
       return 2;
