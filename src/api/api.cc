@@ -213,7 +213,7 @@ class Api::Handlers : public std::enable_shared_from_this<Api::Handlers> {
       Run shape;
       shape.id = nr.id;
       shape.input = input;
-      nr.dispatch = ExecutionDispatch(shape, *wf, options_.execution_topic);
+      nr.dispatch = ExecutionDispatch(shape, *cache_.RequestTemplate(*wf), options_.execution_topic);
     }
     // Committed with the other triggers queued meanwhile (one transaction),
     // off this io thread; the worker kicks the dispatcher once per batch.

@@ -364,6 +364,29 @@ TEST(WorkflowCacheTest, ResolutionsExpireAfterTheTtlVersionsStay) {
   EXPECT_NE(cache.Version("wf-1", 1), nullptr);
 }
 
+TEST(WorkflowCacheTest, OneRequestTemplatePerWorkflowVersion) {
+  WorkflowCache cache;
+  Workflow v1;
+  v1.id = "wf-1";
+  v1.version = 1;
+  v1.plan = {{"steps", json::array({{{"id", "a"}, {"agent", "echo"}}})}};
+  Workflow v2 = v1;
+  v2.version = 2;
+  v2.plan = {{"steps", json::array({{{"id", "b"}, {"agent", "upper"}}})}};
+  auto t1 = cache.RequestTemplate(v1);
+  ASSERT_NE(t1, nullptr);
+  EXPECT_EQ(cache.RequestTemplate(v1), t1) << "made once for the version";
+  auto t2 = cache.RequestTemplate(v2);
+  ASSERT_NE(t2, nullptr);
+  EXPECT_NE(t2, t1);
+  for (const auto* wf : {&v1, &v2}) {
+    json j = json::parse(cache.RequestTemplate(*wf)->Serialize("run-1", {{"q", 1}}, 0));
+    EXPECT_EQ(j["workflow_plan"], wf->plan);
+    EXPECT_EQ(j["workflow_version"], wf->version);
+    EXPECT_EQ(j["input_data"], json({{"q", 1}}));
+  }
+}
+
 TEST_F(ApiTest, CancelPendingRunEndsItAndPublishesCancellation) {
   std::string wf = CreateWorkflow("cancel");
   std::string id = Body(Call("POST", "/api/v1/workflows/" + wf + "/runs", "{}"))["run_id"];

@@ -37,6 +37,7 @@
 #include <utility>
 
 #include "model/types.h"
+#include "queue/messages.h"
 
 namespace af {
 
@@ -89,6 +90,20 @@ class WorkflowCache {
     std::lock_guard<std::mutex> lock(mu_);
     KeepVersion(std::move(shared));
   }
+  // The execution request template of `wf`'s version: its plan serialized
+  // once for all the version's runs, not once per trigger.
+  std::shared_ptr<const ExecutionRequestTemplate> RequestTemplate(const Workflow& wf) {
+    std::pair<std::string, int> key{wf.id, wf.version};
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = templates_.find(key);
+      if (it != templates_.end()) return it->second;
+    }
+    auto made = std::make_shared<const ExecutionRequestTemplate>(wf.plan, wf.id, wf.version);  // unlocked
+    std::lock_guard<std::mutex> lock(mu_);
+    if (templates_.size() >= options_.max_entries) templates_.clear();
+    return templates_.emplace(std::move(key), std::move(made)).first->second;  // the first one made wins
+  }
   // This process changed a workflow (update, rename, delete): every
   // resolution may be stale.
   void InvalidateResolutions() {
@@ -113,6 +128,7 @@ class WorkflowCache {
   std::mutex mu_;
   std::map<std::string, Resolved> resolved_;                                      // guarded by mu_
   std::map<std::pair<std::string, int>, std::shared_ptr<const Workflow>> versions_;  // guarded by mu_
+  std::map<std::pair<std::string, int>, std::shared_ptr<const ExecutionRequestTemplate>> templates_;  // guarded by mu_
 };
 
 }  // namespace af

@@ -11,17 +11,14 @@
 namespace af {
 
 OutboxMessage ExecutionDispatch(const Run& run, const Workflow& wf, const std::string& topic) {
-  ExecutionRequest er;
-  er.run_id = run.id;
-  er.workflow_plan = wf.plan;
-  er.input_data = run.input;
-  er.workflow_id = wf.id;
-  er.workflow_version = wf.version;
-  er.timestamp = NowMs();
+  return ExecutionDispatch(run, ExecutionRequestTemplate(wf.plan, wf.id, wf.version), topic);
+}
+
+OutboxMessage ExecutionDispatch(const Run& run, const ExecutionRequestTemplate& request, const std::string& topic) {
   OutboxMessage m;
   m.topic = topic;
   m.key = run.id;
-  m.payload = SerializeExecutionRequest(er);
+  m.payload = request.Serialize(run.id, run.input, NowMs());
   return m;
 }
 
@@ -65,6 +62,7 @@ void Dispatcher::Stop() {
     stopping_ = true;
   }
   cv_.notify_all();
+  sweep_cv_.notify_all();
   if (relay_.joinable()) relay_.join();
   if (sweeper_.joinable()) sweeper_.join();
   // Handed over but not published: leave them to the next relay at once
@@ -87,26 +85,33 @@ void Dispatcher::Stop() {
   if (settler_.joinable()) settler_.join();
 }
 
+// Kick and Handoff wake the relay (cv_'s only waiter) only when its wait
+// predicate turns true: a batch of triggers hands over one message per run,
+// and the relay takes them all at once.
 void Dispatcher::Kick() {
+  bool wake = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
     // The write that kicks was handed over already: nothing to claim for it.
     if (handoff_credit_ > 0) {
       --handoff_credit_;
     } else {
+      wake = !kicked_;
       kicked_ = true;
     }
   }
-  cv_.notify_all();
+  if (wake) cv_.notify_one();
 }
 
 void Dispatcher::Handoff(const OutboxMessage& m) {
+  bool wake = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
+    wake = handed_over_.empty();
     handed_over_.push_back(m);
     ++handoff_credit_;
   }
-  cv_.notify_all();
+  if (wake) cv_.notify_one();
 }
 
 int Dispatcher::PublishHandedOver() {
@@ -127,16 +132,22 @@ void Dispatcher::Deliveries::Publish(const std::shared_ptr<Deliveries>& d, Queue
   }
   queue->PublishAsync(m.topic, m.key, m.payload, [d, id = m.id](Status s) {
     ++(s.ok() ? d->counts->published : d->counts->failures);
+    bool wake = false;
     {
       std::lock_guard<std::mutex> lock(d->mu);
+      // The waiters wait for the first answer since the last take (the
+      // settler) or for the last answer (RelayOnce, Stop): wake them only
+      // then, not at every answer of a batch.
+      wake = d->published.empty() && d->failed.empty();
       if (s.ok()) {
         d->published.push_back(id);
       } else {
         d->failed[s.message()].push_back(id);
       }
       --d->in_flight;
+      wake = wake || d->in_flight == 0;
     }
-    d->cv.notify_all();
+    if (wake) d->cv.notify_all();
   });
 }
 
@@ -317,7 +328,7 @@ void Dispatcher::SweepLoop() {
   while (true) {
     {
       std::unique_lock<std::mutex> lock(mu_);
-      if (cv_.wait_for(lock, options_.sweep_interval, [this] { return stopping_; })) return;
+      if (sweep_cv_.wait_for(lock, options_.sweep_interval, [this] { return stopping_; })) return;
     }
     auto n = SweepOnce();
     if (!n.ok()) log::Warn("sweeper: " + n.status().ToString() + "; trying again later");

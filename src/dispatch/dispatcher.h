@@ -74,6 +74,9 @@ struct DispatcherOptions {
 // The outbox message carrying the seed's execution request for `run` of
 // workflow version `wf` (the plan included).
 OutboxMessage ExecutionDispatch(const Run& run, const Workflow& wf, const std::string& topic);
+// The same, from the workflow version's request template (the plan
+// serialized once for all its runs).
+OutboxMessage ExecutionDispatch(const Run& run, const ExecutionRequestTemplate& request, const std::string& topic);
 
 class Dispatcher {
  public:
@@ -163,7 +166,8 @@ class Dispatcher {
   DispatcherOptions options_;
   Store* writer_ = nullptr;  // AttachWriter's backend
   std::mutex mu_;
-  std::condition_variable cv_;
+  std::condition_variable cv_;        // the relay waits on it
+  std::condition_variable sweep_cv_;  // the sweeper waits on it (for Stop)
   bool kicked_ = false;    // guarded by mu_: a claim pass is wanted
   bool stopping_ = false;  // guarded by mu_
   std::deque<OutboxMessage> handed_over_;  // guarded by mu_: not yet published

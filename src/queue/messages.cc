@@ -183,16 +183,37 @@ Result<QueueRequest> ParseDocument(const json& j) {
 }  // namespace
 
 std::string SerializeExecutionRequest(const ExecutionRequest& r) {
-  json j = {
-      {"run_id", r.run_id},
-      {"workflow_plan", r.workflow_plan},
-      {"input_data", r.input_data.is_null() ? json::object() : r.input_data},
-      {"timestamp", FormatIso8601(r.timestamp)},
-      {"message_type", kExecutionType},
-  };
-  if (!r.workflow_id.empty()) j["workflow_id"] = r.workflow_id;
-  if (r.workflow_version > 0) j["workflow_version"] = r.workflow_version;
-  return Dump(j);
+  return ExecutionRequestTemplate(r.workflow_plan, r.workflow_id, r.workflow_version)
+      .Serialize(r.run_id, r.input_data, r.timestamp);
+}
+
+// The members in the order Dump writes an object's (json sorts its keys),
+// so a request reads the same whichever way it was made.
+ExecutionRequestTemplate::ExecutionRequestTemplate(const json& plan, const std::string& workflow_id,
+                                                   int workflow_version)
+    : plan_(Dump(plan)) {
+  if (!workflow_id.empty()) workflow_ = ",\"workflow_id\":" + Dump(json(workflow_id));
+  if (workflow_version > 0) version_ = ",\"workflow_version\":" + std::to_string(workflow_version);
+}
+
+std::string ExecutionRequestTemplate::Serialize(const std::string& run_id, const json& input, TimeMs timestamp) const {
+  std::string out;
+  out.reserve(plan_.size() + 256);
+  out += "{\"input_data\":";
+  out += input.is_null() ? "{}" : Dump(input);
+  out += ",\"message_type\":\"";
+  out += kExecutionType;
+  out += "\",\"run_id\":";
+  out += Dump(json(run_id));
+  out += ",\"timestamp\":\"";
+  out += FormatIso8601(timestamp);  // digits and punctuation only: nothing to escape
+  out += '"';
+  out += workflow_;
+  out += ",\"workflow_plan\":";
+  out += plan_;
+  out += version_;
+  out += '}';
+  return out;
 }
 
 std::string SerializeCancellationRequest(const CancellationRequest& r) {

@@ -41,6 +41,21 @@ using QueueRequest = std::variant<ExecutionRequest, CancellationRequest>;
 // Never throw. `timestamp` is written as given (set it to NowMs()); the
 // optional workflow_id/workflow_version only when set (non-empty / > 0).
 std::string SerializeExecutionRequest(const ExecutionRequest& r);
+
+// The execution requests of one workflow version, its plan (the bulk of a
+// request) serialized once: Serialize gives exactly what
+// SerializeExecutionRequest gives for the same fields. Immutable, so one
+// may be shared across threads.
+class ExecutionRequestTemplate {
+ public:
+  ExecutionRequestTemplate(const json& plan, const std::string& workflow_id, int workflow_version);
+  std::string Serialize(const std::string& run_id, const json& input, TimeMs timestamp) const;
+
+ private:
+  std::string plan_;      // the plan, serialized
+  std::string workflow_;  // ,"workflow_id":...  (empty when not set)
+  std::string version_;   // ,"workflow_version":N  (empty when not set)
+};
 std::string SerializeCancellationRequest(const CancellationRequest& r);
 
 // Parses either message by its message_type. InvalidArgument (never an

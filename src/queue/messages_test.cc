@@ -60,6 +60,40 @@ TEST(MessagesTest, ExecutionRequestCarriesWorkflowIdAndVersionWhenSet) {
   EXPECT_EQ(e.input_data, json::object());
 }
 
+// The template writes byte for byte what the JSON library writes for the
+// whole request (members sorted, invalid UTF-8 replaced), with and without
+// the optional fields.
+TEST(MessagesTest, ExecutionRequestTemplateWritesWhatTheJsonLibraryWrites) {
+  const json plan = {{"name", "d\u00e9mo \"q\"\n"},
+                     {"steps", json::array({{{"id", "s1"}, {"agent", "echo"}, {"inputs", {{"x", "$.input.x"}}}}})},
+                     {"bad", "\xff\xfe"}};
+  const json inputs[] = {json::object(), json(nullptr), json{{"x", 1.5}, {"t", "tab\there \xc3"}}};
+  const std::pair<std::string, int> workflows[] = {{"", 0}, {"wf-9", 0}, {"", 4}, {"wf-\"9\"", 12}};
+  const TimeMs at = *ParseIso8601("2026-11-26T12:00:00.123Z");
+  for (const auto& [wf_id, version] : workflows) {
+    ExecutionRequestTemplate t(plan, wf_id, version);
+    for (const json& input : inputs) {
+      json whole = {{"run_id", "run-\xe2\x82"},
+                    {"workflow_plan", plan},
+                    {"input_data", input.is_null() ? json::object() : input},
+                    {"timestamp", "2026-11-26T12:00:00.123Z"},
+                    {"message_type", "execution_request"}};
+      if (!wf_id.empty()) whole["workflow_id"] = wf_id;
+      if (version > 0) whole["workflow_version"] = version;
+      const std::string expected = whole.dump(-1, ' ', false, json::error_handler_t::replace);
+      EXPECT_EQ(t.Serialize("run-\xe2\x82", input, at), expected) << wf_id << " " << version << " " << input;
+      ExecutionRequest r;
+      r.run_id = "run-\xe2\x82";
+      r.workflow_plan = plan;
+      r.input_data = input;
+      r.workflow_id = wf_id;
+      r.workflow_version = version;
+      r.timestamp = at;
+      EXPECT_EQ(SerializeExecutionRequest(r), expected);
+    }
+  }
+}
+
 TEST(MessagesTest, CancellationRequestRoundTripWithSeedFieldNames) {
   CancellationRequest r;
   r.run_id = "run-7";
