@@ -13,7 +13,9 @@
 // (latency: 50 runs one at a time; throughput: 1,000 runs, 64 in flight),
 // fanout40 (20 runs one at a time), trigger (POST /runs with no consumer,
 // N keep-alive connections), slow (10,000 runs of one 2-second step).
+#include <dirent.h>
 #include <fcntl.h>
+#include <libpq-fe.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/utsname.h>
@@ -21,26 +23,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cmath>
-#include <condition_variable>
-#include <cstdio>
-#include <cstring>
-#include <ctime>
-#include <dirent.h>
-#include <filesystem>
-#include <fstream>
-#include <functional>
-#include <future>
-#include <map>
-#include <memory>
-#include <mutex>
-#include <optional>
-#include <set>
-#include <sstream>
-#include <string>
-#include <thread>
-#include <vector>
-
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
@@ -49,10 +31,28 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <libpq-fe.h>
+#include <cmath>
+#include <condition_variable>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <future>
+#include <map>
+#include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
 
 #include "bench/pg_disk.h"
+#include "bench/post_loop.h"
 #include "common/time.h"
 #include "e2e/harness.h"
 #include "http/http.h"
@@ -1428,21 +1428,41 @@ class Runner {
       w.Begin();  // again when the warm-up ends
       io_.Run([&]() -> asio::awaitable<void> {
         auto ex = co_await asio::this_coro::executor;
-        std::unique_ptr<http::Client> client = http::NewClient(ex);
         // 1 s of warm-up, then the measured window.
         const auto warm_end = Clock::now() + 1s;
         const auto end = warm_end + std::chrono::seconds(o_.trigger_seconds);
         const uint64_t cap = o_.quick ? 20000 : 200000;  // bound on runs created
         uint64_t sent = 0;
         bool began = false;
+        std::vector<std::unique_ptr<PostConnection>> connections;
+        for (int k = 0; k < conns; ++k) connections.push_back(std::make_unique<PostConnection>(url, R"({"input":{}})"));
+        // One watchdog for all connections: a POST unanswered for 30 s is
+        // aborted (an error), so the figure ends by itself.
+        bool done = false;
+        asio::steady_timer watchdog(ex);
+        Latch watchdog_ended(ex, 1);
+        asio::co_spawn(
+            ex,
+            [&]() -> asio::awaitable<void> {
+              while (!done) {
+                watchdog.expires_after(200ms);
+                boost::system::error_code ignored;
+                co_await watchdog.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
+                const auto now = Clock::now();
+                for (auto& c : connections) {
+                  if (auto since = c->busy_since(); since && now - *since > 30s) c->Abort();
+                }
+              }
+            },
+            [&watchdog_ended](std::exception_ptr) { watchdog_ended.Done(); });
         Latch latch(ex, conns);
         for (int k = 0; k < conns; ++k) {
-          auto worker = [&]() -> asio::awaitable<void> {
+          auto worker = [&, k]() -> asio::awaitable<void> {
+            PostConnection& connection = *connections[static_cast<size_t>(k)];
             while (Clock::now() < end && sent < cap) {
               ++sent;
-              http::ClientRequest req = PostRequest(url, R"({"input":{}})", 30s);
               auto t0 = Clock::now();
-              Result<http::ClientResponse> r = co_await client->Send(std::move(req));
+              PostAnswer r = co_await connection.Post();
               double ms = MsSince(t0);
               if (t0 < warm_end) continue;
               if (!began) {
@@ -1450,7 +1470,7 @@ class Runner {
                 w.Begin();
                 StatementsBegin(s);
               }
-              if (r.ok() && r->status == 202) {
+              if (r.status == 202) {
                 ++accepted;
                 lat.push_back(ms);
                 const auto second = static_cast<size_t>(std::chrono::duration<double>(t0 - warm_end).count());
@@ -1458,7 +1478,7 @@ class Runner {
                 by_second[second].push_back(ms);
               } else {
                 ++errors;
-                if (first_error.empty()) first_error = r.ok() ? "HTTP " + std::to_string(r->status) : r.status().ToString();
+                if (first_error.empty()) first_error = r.error.empty() ? "HTTP " + std::to_string(r.status) : r.error;
               }
             }
           };
@@ -1466,6 +1486,9 @@ class Runner {
         }
         co_await latch.Wait();
         measured_s = std::chrono::duration<double>(Clock::now() - warm_end).count();
+        done = true;
+        watchdog.cancel();
+        co_await watchdog_ended.Wait();  // it uses this frame's locals
       });
       if (attached) attached->Terminate(60s);
       StatementsEnd(s, "trigger-" + mode);
