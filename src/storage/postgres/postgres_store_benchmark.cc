@@ -107,12 +107,12 @@ int main(int argc, char** argv) {
   af::json output{{"answer", "forty-two"}, {"tokens", {1, 2, 3, 4, 5}}};
 
   std::mutex mu;
-  Timer create, start, step, finish, read;
+  Timer create, start, step, finish, read, chain;
   double w0 = WallUs();
   std::vector<std::thread> workers;
   for (int t = 0; t < threads; ++t) {
     workers.emplace_back([&] {
-      Timer c, s, st, f, r;
+      Timer c, s, st, f, r, ch;
       for (int i = 0; i < runs; ++i) {
         c.Start();
         auto run = Must(store->CreateRun({"", wf.id, 1, input, ""})).run;
@@ -140,6 +140,28 @@ int main(int argc, char** argv) {
         Must(store->GetRun(run.id));
         Must(store->ListSteps(run.id));
         r.Stop();
+        // As the executor writes a sequential run: under its lease, each
+        // step's result with the next step's RUNNING row in one commit.
+        auto fenced = Must(store->CreateRun({"", wf.id, 1, input, ""})).run;
+        auto lease = Must(store->AcquireRunLease(fenced.id, "bench", 60000));
+        auto insert = [&](int k) {
+          af::StepExecution e;
+          e.run_id = fenced.id;
+          e.step_id = "step-" + std::to_string(k);
+          e.agent_name = "echo";
+          e.input = input;
+          return af::RunWrite::Insert(e);
+        };
+        af::RunWrites first{fenced.id, lease.token, {insert(0)}};
+        int64_t prev = Must(store->ApplyRunWrites(first)).step_ids[0];
+        ch.Start();
+        for (int k = 1; k <= steps_per_run; ++k) {
+          af::RunWrites w{fenced.id, lease.token, {}};
+          w.ops.push_back(af::RunWrite::Finish({fenced.id, prev, af::StepStatus::kCompleted, output, ""}));
+          w.ops.push_back(insert(k));
+          prev = Must(store->ApplyRunWrites(w)).step_ids[1];
+        }
+        ch.Stop();
       }
       std::lock_guard<std::mutex> lock(mu);
       create.Add(c);
@@ -147,6 +169,7 @@ int main(int argc, char** argv) {
       step.Add(st);
       finish.Add(f);
       read.Add(r);
+      chain.Add(ch);
     });
   }
   for (auto& w : workers) w.join();
@@ -160,6 +183,7 @@ int main(int argc, char** argv) {
   step.Print("InsertStep + FinishStep (pair)", n * std::max(steps_per_run, 1));
   finish.Print("TransitionRun RUNNING->COMPLETED", n);
   read.Print("GetRun + ListSteps", n);
+  chain.Print("step result + next RUNNING row", n * std::max(steps_per_run, 1));
   std::printf("  %.0f runs/s, %.0f store writes/s overall\n", n / total_s, n * (3.0 + 2.0 * steps_per_run) / total_s);
   return 0;
 }
