@@ -1,19 +1,18 @@
 #include "api/api.h"
 
-#include "api/request_util.h"
-#include "api/run_events.h"
-#include "api/store_worker.h"
-#include "api/workflow_cache.h"
-
 #include <atomic>
-#include <set>
-
 #include <boost/asio/post.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <set>
 
+#include "api/request_util.h"
+#include "api/run_end_watcher.h"
+#include "api/run_events.h"
+#include "api/store_worker.h"
+#include "api/workflow_cache.h"
 #include "common/ids.h"
 #include "common/json_limits.h"
 #include "common/log.h"
@@ -82,9 +81,13 @@ class Api::Handlers : public std::enable_shared_from_this<Api::Handlers> {
         feed_(std::move(feed)),
         options_(std::move(options)),
         cache_(CacheOptions(options_)),
+        watcher_(options_.run_end_poll.count() > 0 && feed_
+                     ? std::make_unique<RunEndWatcher>(store_, feed_, WatcherOptions(options_))
+                     : nullptr),
         worker_(store, WorkerOptions(options_)) {}
 
   void Stop() { worker_.Stop(); }
+  size_t RunsWaitedFor() const { return watcher_ ? watcher_->watched() : 0; }
 
   // ---- workflows ----
   Response CreateWorkflow(Request& req) {
@@ -488,6 +491,12 @@ class Api::Handlers : public std::enable_shared_from_this<Api::Handlers> {
     c.resolve_ttl = o.workflow_cache_ttl;
     return c;
   }
+  static RunEndWatcherOptions WatcherOptions(const ApiOptions& o) {
+    RunEndWatcherOptions w;
+    w.min_interval = o.run_end_poll;
+    w.max_interval = std::max(o.run_end_poll, o.wait_poll_interval);
+    return w;
+  }
   static StoreWorkerOptions WorkerOptions(const ApiOptions& o) {
     StoreWorkerOptions w;
     w.threads = o.store_threads;
@@ -566,6 +575,15 @@ class Api::Handlers : public std::enable_shared_from_this<Api::Handlers> {
           },
           ChangeFeed::Interest::kRuns);
     }
+    // Ends written by other processes: the watcher reads them for the feed
+    // (from the first read that finds the run unfinished).
+    struct Watching {
+      RunEndWatcher* w = nullptr;
+      std::string id;
+      ~Watching() {
+        if (w) w->Unwatch(id);
+      }
+    } watching;
     auto deadline = std::chrono::steady_clock::now() +
                     std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000));
     Result<Run> run = Status::Internal("unset");
@@ -573,6 +591,11 @@ class Api::Handlers : public std::enable_shared_from_this<Api::Handlers> {
       changed->store(false);
       run = store_->GetRun(run_id);
       if (!run.ok() || IsTerminal(run->status)) break;
+      if (watcher_ && !watching.w) {
+        watching.w = watcher_.get();
+        watching.id = run_id;
+        watcher_->Watch(run_id);
+      }
       auto now = std::chrono::steady_clock::now();
       if (now >= deadline) break;
       if (changed->load()) continue;
@@ -590,6 +613,7 @@ class Api::Handlers : public std::enable_shared_from_this<Api::Handlers> {
   std::shared_ptr<ChangeFeed> feed_;
   ApiOptions options_;
   WorkflowCache cache_;
+  std::unique_ptr<RunEndWatcher> watcher_;  // null unless run_end_poll > 0
   StoreWorker worker_;  // last: its threads stop before the rest goes
 };
 
@@ -601,6 +625,8 @@ Api::Api(Store* store, Queue* queue, std::shared_ptr<ChangeFeed> feed, ApiOption
 Status Api::RequeueUnfinishedRuns() { return handlers_->RequeueUnfinished(); }
 
 void Api::Stop() { handlers_->Stop(); }
+
+size_t Api::RunsWaitedFor() const { return handlers_->RunsWaitedFor(); }
 
 void Api::Register(http::Router& router) {
   auto h = handlers_;

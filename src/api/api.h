@@ -30,6 +30,12 @@ struct ApiOptions {
   // While long-polling, re-read the run this often even without a change
   // notification (changes made by other processes are not in the feed).
   std::chrono::milliseconds wait_poll_interval{500};
+  // When runs are ended by other processes (the distributed api): every run
+  // waited for is read in one statement this often at the least (more
+  // rarely with many; api/run_end_watcher.h), so a ?wait answers within
+  // about this long of the run's end. 0: off (serve, whose feed hears
+  // every change).
+  std::chrono::milliseconds run_end_poll{0};
   // A run's event stream (GET /runs/{id}/events) re-reads the run this often
   // without a change notification, and sends a comment after this long
   // without an event (so proxies and clients see the connection alive, and
@@ -86,6 +92,9 @@ class Api {
   // stops the worker threads; later triggers commit on the io thread. Call
   // before stopping the HTTP server (whose io threads resume the waiters).
   void Stop();
+  // How many runs ?wait requests wait for now, counted by the run end
+  // watcher (ApiOptions::run_end_poll); 0 without one.
+  size_t RunsWaitedFor() const;
 
  private:
   class Handlers;

@@ -1,20 +1,23 @@
 // API handler tests without a network: requests are dispatched through the
 // Router on a private io_context, against an in-memory SQLite store and an
 // in-memory embedded queue, so the messages the API publishes can be read.
+#include "api/api.h"
+
 #include <gtest/gtest.h>
 
 #include <atomic>
-#include <set>
-
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
+#include <future>
+#include <set>
+#include <thread>
 
-#include "api/api.h"
 #include "api/api_test_util.h"
+#include "api/run_end_watcher.h"
 #include "api/workflow_cache.h"
-#include "dispatch/dispatcher.h"
 #include "common/trace.h"
+#include "dispatch/dispatcher.h"
 #include "http/testing.h"
 #include "queue/messages.h"
 
@@ -324,6 +327,93 @@ TEST_F(ApiTest, WorkflowChangesElsewhereAreSeenOnceTheResolutionExpires) {
   EXPECT_EQ(Body(CallOn(no_cache_router, "POST", "/api/v1/workflows/elsewhere/runs", "{}"))["workflow_version"], 2);
   long_ttl->Stop();
   no_cache->Stop();
+}
+
+// The distributed api: a consumer (another process) ends the run, so this
+// api's feed never hears of it. Its ?wait re-reads the run only every hour
+// here: what answers it is the watcher's read of the runs waited for.
+TEST_F(ApiTest, AWaitHearsOfARunEndedByAnotherProcess) {
+  CreateWorkflow("ended-elsewhere");
+  std::string id = Body(Call("POST", "/api/v1/workflows/ended-elsewhere/runs", "{}"))["run_id"];
+  ApiOptions ao;
+  ao.wait_poll_interval = std::chrono::hours(1);
+  ao.run_end_poll = std::chrono::milliseconds(10);
+  auto own_feed = std::make_shared<ChangeFeed>();  // hears only this api's own writes: none here
+  Api other(store_.get(), queue_.get(), own_feed, ao);
+  http::Router router;
+  other.Register(router);
+  auto answer = std::async(std::launch::async, [&] {
+    http::Request req;
+    req.method = "GET";
+    req.target = "/api/v1/runs/" + id + "?wait=60";
+    req.path = "/api/v1/runs/" + id;
+    req.query = http::ParseQuery("wait=60");
+    return http::DispatchSync(router, req);
+  });
+  ASSERT_TRUE(store_->TransitionRun({id, RunStatus::kPending, RunStatus::kRunning}).ok());
+  // The run ends once the wait is under way (the watcher counts a run from
+  // the wait's first read that finds it unfinished).
+  for (int i = 0; i < 2000 && other.RunsWaitedFor() == 0; ++i) std::this_thread::sleep_for(10ms);
+  ASSERT_EQ(other.RunsWaitedFor(), 1u);
+  RunTransition done{id, RunStatus::kRunning, RunStatus::kCompleted};
+  done.output = json{{"ok", true}};
+  ASSERT_TRUE(store_->TransitionRun(done).ok());
+  // Not ready within 20 s: only the 60 s deadline would end the wait.
+  ASSERT_EQ(answer.wait_for(20s), std::future_status::ready) << "the wait did not hear of the run's end";
+  http::Response r = answer.get();
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(Body(r)["status"], "COMPLETED");
+  EXPECT_EQ(Body(r)["output"], json({{"ok", true}}));
+  EXPECT_EQ(other.RunsWaitedFor(), 0u);
+  other.Stop();
+}
+
+TEST(RunEndWatcherTest, PublishesTheEndsOfTheRunsWatchedOnly) {
+  std::shared_ptr<ChangeFeed> feed;
+  std::unique_ptr<Store> store;
+  std::unique_ptr<Queue> queue;
+  OpenInMemoryBackends(feed, store, queue);
+  if (HasFatalFailure()) return;
+  auto wf = store->CreateWorkflow({"w", "", json{{"name", "w"}, {"steps", json::array()}}});
+  ASSERT_TRUE(wf.ok()) << wf.status().ToString();
+  auto make = [&] { return store->CreateRun({"", wf->id, 1, json::object(), ""})->run.id; };
+  std::string ended = make(), running = make(), unwatched = make();
+  for (const auto& id : {ended, running, unwatched}) {
+    ASSERT_TRUE(store->TransitionRun({id, RunStatus::kPending, RunStatus::kRunning}).ok());
+  }
+  for (const auto& id : {ended, unwatched}) {
+    ASSERT_TRUE(store->TransitionRun({id, RunStatus::kRunning, RunStatus::kFailed}).ok());
+  }
+  auto heard_feed = std::make_shared<ChangeFeed>();
+  std::mutex mu;
+  std::vector<Change> heard;
+  heard_feed->Subscribe("", [&](const Change& c) {
+    std::lock_guard<std::mutex> lock(mu);
+    heard.push_back(c);
+  });
+  RunEndWatcherOptions o;
+  o.min_interval = o.max_interval = std::chrono::hours(1);  // only CheckOnce reads
+  RunEndWatcher watcher(store.get(), heard_feed, o);
+  EXPECT_EQ(watcher.CheckOnce(), 0) << "nobody waits";
+  watcher.Watch(ended);
+  watcher.Watch(running);
+  watcher.Watch(running);
+  EXPECT_EQ(watcher.CheckOnce(), 1);
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    ASSERT_EQ(heard.size(), 1u);
+    EXPECT_EQ(heard[0].run_id, ended);
+    EXPECT_EQ(heard[0].kind, Change::Kind::kRun);
+    ASSERT_TRUE(heard[0].run_status.has_value());
+    EXPECT_EQ(*heard[0].run_status, RunStatus::kFailed);
+  }
+  watcher.Unwatch(ended);
+  EXPECT_EQ(watcher.CheckOnce(), 0);
+  ASSERT_TRUE(store->TransitionRun({running, RunStatus::kRunning, RunStatus::kCompleted}).ok());
+  watcher.Unwatch(running);
+  EXPECT_EQ(watcher.CheckOnce(), 1) << "still watched once";
+  watcher.Unwatch(running);
+  EXPECT_EQ(watcher.CheckOnce(), 0);
 }
 
 TEST(WorkflowCacheTest, ResolutionsExpireAfterTheTtlVersionsStay) {

@@ -65,6 +65,7 @@ struct ServiceConfig {
   // api
   int api_threads = 1;
   int store_threads = 1;  // threads committing trigger batches (ApiOptions::store_threads)
+  int run_end_poll_ms = 10;  // ApiOptions::run_end_poll (api/run_end_watcher.h)
   size_t max_body_bytes = 1 << 20;
   LimitFlags limits;  // api: plans and request timeouts; consumer: steps (cli/limit_flags.h)
   ReliabilityFlags reliability;  // api: dispatch; consumer: leases and dispatch (cli/reliability_flags.h)
@@ -173,6 +174,9 @@ int RunApi(ServiceConfig& c) {
   ao.agent_hosts = access->agent_hosts;
   ao.auth_mode = access->auth_mode;
   ao.store_threads = c.store_threads;
+  // The consumers end runs in other processes: ?wait hears of it by reading
+  // the waited-for runs together this often.
+  ao.run_end_poll = std::chrono::milliseconds(std::max(1, c.run_end_poll_ms));
   // Triggers commit their request to the outbox; this relay publishes it
   // (and any other process's backlog), and its sweeper re-dispatches runs
   // that no executor holds.
@@ -425,6 +429,9 @@ void AddServiceCommands(CLI::App& app, int* exit_code) {
   api->add_option("--api-threads", api_cfg.api_threads, "HTTP server threads")->capture_default_str();
   api->add_option("--store-threads", api_cfg.store_threads,
                   "threads committing batches of triggers (each holds one database connection while it commits)")
+      ->capture_default_str();
+  api->add_option("--run-end-poll-ms", api_cfg.run_end_poll_ms,
+                  "how often the runs a ?wait waits for are read (together) to see that a consumer ended them")
       ->capture_default_str();
   AddHttpLimitFlags(api, api_cfg.limits);
   AddPlanLimitFlags(api, api_cfg.limits);

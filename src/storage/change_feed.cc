@@ -108,6 +108,9 @@ class FeedStore final : public Store {
   Result<Run> GetRun(const std::string& id) override { return inner_->GetRun(id); }
   Result<Page<Run>> ListRuns(const RunFilter& f) override { return inner_->ListRuns(f); }
   Result<std::vector<Run>> ListUnfinishedRuns(int limit) override { return inner_->ListUnfinishedRuns(limit); }
+  Result<std::vector<std::pair<std::string, RunStatus>>> GetRunStatuses(const std::vector<std::string>& ids) override {
+    return inner_->GetRunStatuses(ids);
+  }
   Result<std::vector<CancelRequest>> ListCancelRequests(const std::vector<std::string>& ids) override {
     return inner_->ListCancelRequests(ids);
   }

@@ -283,6 +283,12 @@ class Store {
   // with who and why. Executors call it periodically for the runs they drive,
   // so a cancellation reaches a run wherever it executes.
   virtual Result<std::vector<CancelRequest>> ListCancelRequests(const std::vector<std::string>& run_ids) = 0;
+  // The status of each of `run_ids` that exists (unknown ids are left out),
+  // in no particular order: one read for many runs, for a process that
+  // waits for runs other processes drive (the api's ?wait). The default
+  // calls GetRun for each; the database backends read them together.
+  virtual Result<std::vector<std::pair<std::string, RunStatus>>> GetRunStatuses(
+      const std::vector<std::string>& run_ids);
   // Records who asked to cancel and why (cancel_requested = true). Does not
   // change the status. FailedPrecondition if the run is already terminal
   // (details: {"current": "<status>"}); NotFound. A repeated request

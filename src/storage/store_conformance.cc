@@ -971,6 +971,23 @@ TEST_P(StoreConformance, ListCancelRequestsReturnsOnlyRequestedUnfinishedRuns) {
   EXPECT_TRUE(Must(store().ListCancelRequests({untouched.id})).empty());
 }
 
+TEST_P(StoreConformance, GetRunStatusesReadsTheStatusOfEveryKnownRun) {
+  Workflow wf = MakeWorkflow();
+  Run pending = RunIn(wf, RunStatus::kPending);
+  Run running = RunIn(wf, RunStatus::kRunning);
+  Run done = RunIn(wf, RunStatus::kRunning);
+  RunTransition t{done.id, RunStatus::kRunning, RunStatus::kCompleted};
+  Must(store().TransitionRun(t));
+  auto got = Must(store().GetRunStatuses({pending.id, running.id, done.id, "run-unknown", pending.id}));
+  std::map<std::string, RunStatus> by_id(got.begin(), got.end());
+  ASSERT_EQ(by_id.size(), 3u);
+  EXPECT_EQ(by_id[pending.id], RunStatus::kPending);
+  EXPECT_EQ(by_id[running.id], RunStatus::kRunning);
+  EXPECT_EQ(by_id[done.id], RunStatus::kCompleted);
+  EXPECT_TRUE(Must(store().GetRunStatuses({})).empty());
+  EXPECT_TRUE(Must(store().GetRunStatuses({"run-unknown"})).empty());
+}
+
 TEST_P(StoreConformance, RequestCancelOfFinishedRunFails) {
   Workflow wf = MakeWorkflow();
   for (RunStatus s : {RunStatus::kCompleted, RunStatus::kFailed, RunStatus::kCancelled}) {

@@ -31,6 +31,19 @@ Result<std::vector<ApiKey>> Store::ListApiKeys() { return NoApiKeys(); }
 Result<ApiKey> Store::RevokeApiKey(const std::string&) { return NoApiKeys(); }
 Status Store::RecordApiKeyUse(const std::string&, TimeMs) { return NoApiKeys(); }
 
+Result<std::vector<std::pair<std::string, RunStatus>>> Store::GetRunStatuses(const std::vector<std::string>& run_ids) {
+  std::vector<std::pair<std::string, RunStatus>> out;
+  for (const std::string& id : run_ids) {
+    auto run = GetRun(id);
+    if (run.ok()) {
+      out.emplace_back(id, run->status);
+    } else if (run.status().code() != Code::kNotFound) {
+      return run.status();
+    }
+  }
+  return out;
+}
+
 std::vector<Result<Store::CreatedRun>> Store::CreateRuns(const std::vector<NewRun>& runs) {
   std::vector<Result<CreatedRun>> out;
   out.reserve(runs.size());

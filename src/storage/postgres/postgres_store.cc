@@ -173,6 +173,7 @@ enum Sql {
   kListRunsByWorkflowAndStatus,
   kListUnfinishedRuns,
   kListCancelRequests,
+  kGetRunStatuses,
   kTransitionRun,
   kRequestCancel,
   kInsertStep,
@@ -269,6 +270,8 @@ constexpr std::array<const char*, kSqlCount> kSqlText = {
     // kListCancelRequests ($1: text[] of run ids)
     "SELECT id, cancelled_by, cancel_reason FROM workflow_runs "
     "WHERE id = ANY($1::text[]) AND cancel_requested AND status IN ('PENDING', 'RUNNING')",
+    // kGetRunStatuses ($1: text[] of run ids)
+    "SELECT id, status FROM workflow_runs WHERE id = ANY($1::text[])",
     // kTransitionRun
     AF_TRANSITION,
     // kRequestCancel
@@ -836,6 +839,11 @@ class PostgresStore final : public Store {
   }
   Result<std::vector<Run>> ListUnfinishedRuns(int limit) override {
     return Call([&](Conn& c) { return DoListUnfinishedRuns(c, limit); });
+  }
+  Result<std::vector<std::pair<std::string, RunStatus>>> GetRunStatuses(
+      const std::vector<std::string>& run_ids) override {
+    if (run_ids.empty()) return std::vector<std::pair<std::string, RunStatus>>{};
+    return Call([&](Conn& c) { return DoGetRunStatuses(c, run_ids); });
   }
   Result<std::vector<CancelRequest>> ListCancelRequests(const std::vector<std::string>& run_ids) override {
     if (run_ids.empty()) return std::vector<CancelRequest>{};
@@ -1436,6 +1444,23 @@ class PostgresStore final : public Store {
     std::vector<CancelRequest> out;
     out.reserve(static_cast<size_t>(r->rows()));
     for (int i = 0; i < r->rows(); ++i) out.push_back(CancelRequest{r->Text(i, 0), r->Text(i, 1), r->Text(i, 2)});
+    return out;
+  }
+
+  Result<std::vector<std::pair<std::string, RunStatus>>> DoGetRunStatuses(Conn& c,
+                                                                          const std::vector<std::string>& run_ids) {
+    Params p;
+    p.KeyArray("run id", run_ids);
+    auto r = Exec(c, kGetRunStatuses, p, "read run statuses");
+    if (!r.ok()) return r.status();
+    std::vector<std::pair<std::string, RunStatus>> out;
+    out.reserve(static_cast<size_t>(r->rows()));
+    for (int i = 0; i < r->rows(); ++i) {
+      std::string status = r->Text(i, 1);
+      auto parsed = ParseRunStatus(status);
+      if (!parsed) return CorruptStatus("workflow_runs", status);
+      out.emplace_back(r->Text(i, 0), *parsed);
+    }
     return out;
   }
 

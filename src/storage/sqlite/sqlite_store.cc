@@ -102,6 +102,7 @@ enum Sql {
   kListRunsByWorkflowAndStatus,
   kListUnfinishedRuns,
   kListCancelRequests,
+  kGetRunStatuses,
   kTransitionRun,
   kRequestCancel,
   kInsertStep,
@@ -155,7 +156,8 @@ constexpr std::array<const char*, kSqlCount> kSqlText = {
     // kGetWorkflowLatest
     "SELECT " AF_WORKFLOW_COLS AF_WORKFLOW_LATEST "WHERE w.id = ?1 AND w.deleted_at IS NULL",
     // kGetWorkflowVersion
-    "SELECT " AF_WORKFLOW_COLS " FROM workflows w JOIN workflow_versions v ON v.workflow_id = w.id "
+    "SELECT " AF_WORKFLOW_COLS
+    " FROM workflows w JOIN workflow_versions v ON v.workflow_id = w.id "
     "WHERE w.id = ?1 AND v.version = ?2",
     // kGetWorkflowByName
     "SELECT " AF_WORKFLOW_COLS AF_WORKFLOW_LATEST "WHERE w.name = ?1 AND w.deleted_at IS NULL",
@@ -164,7 +166,8 @@ constexpr std::array<const char*, kSqlCount> kSqlText = {
     "WHERE w.deleted_at IS NULL AND (w.created_at, w.id) < (?1, ?2) "
     "ORDER BY w.created_at DESC, w.id DESC LIMIT ?3",
     // kListWorkflowVersions
-    "SELECT " AF_WORKFLOW_COLS " FROM workflows w JOIN workflow_versions v ON v.workflow_id = w.id "
+    "SELECT " AF_WORKFLOW_COLS
+    " FROM workflows w JOIN workflow_versions v ON v.workflow_id = w.id "
     "WHERE w.id = ?1 AND w.deleted_at IS NULL ORDER BY v.version DESC",
     // kDeleteWorkflow
     "UPDATE workflows SET deleted_at = ?2, updated_at = ?2 WHERE id = ?1 AND deleted_at IS NULL",
@@ -185,12 +188,15 @@ constexpr std::array<const char*, kSqlCount> kSqlText = {
     AF_LIST_RUNS("status = ?4 AND"),
     AF_LIST_RUNS("workflow_id = ?3 AND status = ?4 AND"),
     // kListUnfinishedRuns
-    "SELECT " AF_RUN_COLS " FROM workflow_runs WHERE status IN ('PENDING', 'RUNNING') "
+    "SELECT " AF_RUN_COLS
+    " FROM workflow_runs WHERE status IN ('PENDING', 'RUNNING') "
     "ORDER BY created_at, id LIMIT ?1",
     // kListCancelRequests (?1: JSON array of run ids)
     "SELECT id, cancelled_by, cancel_reason FROM workflow_runs "
     "WHERE id IN (SELECT value FROM json_each(?1)) AND cancel_requested = 1 "
     "AND status IN ('PENDING', 'RUNNING')",
+    // kGetRunStatuses (?1: JSON array of run ids)
+    "SELECT id, status FROM workflow_runs WHERE id IN (SELECT value FROM json_each(?1))",
     // kTransitionRun: ?1 id, ?2 from, ?3 to, ?4 now, ?5 to is RUNNING,
     // ?6 to is terminal, ?7 to is PENDING (retry), ?8/?9 set output,
     // ?10/?11 set error_message, ?12/?13 set input, ?14 lease token (0:
@@ -229,7 +235,8 @@ constexpr std::array<const char*, kSqlCount> kSqlText = {
     // kInsertAgent
     "INSERT INTO agents (" AF_AGENT_CONFIG_COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9)",
     // kUpsertAgent
-    "INSERT INTO agents (" AF_AGENT_CONFIG_COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9) "
+    "INSERT INTO agents (" AF_AGENT_CONFIG_COLS
+    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9) "
     "ON CONFLICT (name) DO UPDATE SET url = excluded.url, timeout_ms = excluded.timeout_ms, "
     "max_concurrency = excluded.max_concurrency, metadata = excluded.metadata, updated_at = excluded.updated_at, "
     "transport = excluded.transport, topic = excluded.topic, health_url = excluded.health_url "
@@ -269,7 +276,8 @@ constexpr std::array<const char*, kSqlCount> kSqlText = {
     "SELECT " AF_RUN_COLS " FROM workflow_runs WHERE " AF_STRANDED " ORDER BY created_at, id LIMIT ?3",
     // kRedispatch: ?1 now, ?2 older_than_ms, ?3 run
     "UPDATE workflow_runs SET dispatched_at = ?1, "
-    "redispatch_count = CASE WHEN " AF_TAKEN_SINCE_DISPATCH " THEN 1 ELSE redispatch_count + 1 END "
+    "redispatch_count = CASE WHEN " AF_TAKEN_SINCE_DISPATCH
+    " THEN 1 ELSE redispatch_count + 1 END "
     "WHERE id = ?3 AND " AF_STRANDED,
     // kInsertOutbox: ?5 claimed for (the writer's fast path; 0: due at once)
     "INSERT INTO outbox (topic, key, payload, created_at, available_at) VALUES (?1, ?2, ?3, ?4, ?4 + ?5)",
@@ -616,6 +624,10 @@ class SqliteStore final : public Store {
   }
   Result<std::vector<Run>> ListUnfinishedRuns(int limit) override {
     return Locked([&] { return DoListUnfinishedRuns(limit); });
+  }
+  Result<std::vector<std::pair<std::string, RunStatus>>> GetRunStatuses(
+      const std::vector<std::string>& run_ids) override {
+    return Locked([&] { return DoGetRunStatuses(run_ids); });
   }
   Result<std::vector<CancelRequest>> ListCancelRequests(const std::vector<std::string>& run_ids) override {
     if (run_ids.empty()) return std::vector<CancelRequest>{};
@@ -1191,6 +1203,21 @@ class SqliteStore final : public Store {
       out.push_back(CancelRequest{st.Text(0), st.IsNull(1) ? "" : st.Text(1), st.IsNull(2) ? "" : st.Text(2)});
     }
     if (rc != SQLITE_DONE) return Error(rc, "list cancel requests");
+    return out;
+  }
+
+  Result<std::vector<std::pair<std::string, RunStatus>>> DoGetRunStatuses(const std::vector<std::string>& run_ids) {
+    Stmt st = Use(kGetRunStatuses);
+    st.Bind(1, json(run_ids).dump());
+    std::vector<std::pair<std::string, RunStatus>> out;
+    int rc;
+    while ((rc = st.Step()) == SQLITE_ROW) {
+      std::string status = st.Text(1);
+      auto parsed = ParseRunStatus(status);
+      if (!parsed) return CorruptStatus("workflow_runs", status);
+      out.emplace_back(st.Text(0), *parsed);
+    }
+    if (rc != SQLITE_DONE) return Error(rc, "read run statuses");
     return out;
   }
 
