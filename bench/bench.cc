@@ -114,6 +114,9 @@ struct Options {
   std::string attach;                   // command run during one phase; {pid} = the executor's pid (trigger: the api's)
   std::string attach_phase = "throughput";  // that phase: "throughput" or "latency" (chain10), or "trigger"
   std::string keep_logs_dir;            // copy the PostgreSQL log and the services' logs here
+  // Distributed: see a run's end through the api's ?wait (as a user would),
+  // not by polling PostgreSQL every poll_ms_single / poll_ms_many.
+  bool wait_through_api = false;
   std::vector<std::string> api_args;    // extra arguments of `agentflow api` (diagnostics)
   std::vector<std::string> consumer_args;  // extra arguments of every `agentflow consumer` (diagnostics)
   std::vector<std::string> serve_args;  // extra arguments of `agentflow serve` (diagnostics)
@@ -505,6 +508,34 @@ class Stack {
 
 // `agentflow serve --data-dir <disk dir>`; its long-poll (?wait) is fed by
 // the in-process change feed, so POST ...?wait returns when the run ends.
+// POST /workflows/{w}/runs?wait=120: the run's end as the api's long-poll
+// answers it, as a user waiting for a run sees it.
+asio::awaitable<void> TriggerAndWaitThroughApi(http::Client& c, std::string api, std::string workflow, std::string body,
+                                               RunEnd* out) {
+  http::ClientRequest req = PostRequest(api + "/workflows/" + workflow + "/runs?wait=120", body, 130s);
+  Result<http::ClientResponse> r = co_await c.Send(std::move(req));
+  if (!r.ok()) {
+    out->error = r.status().ToString();
+    co_return;
+  }
+  json j = json::parse(r->body, nullptr, false);
+  if (r->status != 200 || !j.is_object()) {
+    out->error = "HTTP " + std::to_string(r->status) + ": " + r->body.substr(0, 300);
+    co_return;
+  }
+  out->id = j.value("run_id", "");
+  out->status = j.value("status", "");
+  out->ok = out->status == "COMPLETED";
+  auto ts = [&](const char* f) -> int64_t {
+    if (!j.contains(f) || !j[f].is_string()) return 0;
+    auto t = ParseIso8601(j[f].get<std::string>());
+    return t ? *t : 0;
+  };
+  out->created = ts("created_at");
+  out->started = ts("started_at");
+  out->completed = ts("completed_at");
+}
+
 class EmbeddedStack final : public Stack {
  public:
   EmbeddedStack(const Options& o, std::string mode, std::vector<std::string> extra_args) : mode_(std::move(mode)) {
@@ -550,28 +581,7 @@ class EmbeddedStack final : public Stack {
   }
 
   asio::awaitable<void> TriggerAndWait(http::Client& c, std::string workflow, std::string body, RunEnd* out) override {
-    http::ClientRequest req = PostRequest(api() + "/workflows/" + workflow + "/runs?wait=120", body, 130s);
-    Result<http::ClientResponse> r = co_await c.Send(std::move(req));
-    if (!r.ok()) {
-      out->error = r.status().ToString();
-      co_return;
-    }
-    json j = json::parse(r->body, nullptr, false);
-    if (r->status != 200 || !j.is_object()) {
-      out->error = "HTTP " + std::to_string(r->status) + ": " + r->body.substr(0, 300);
-      co_return;
-    }
-    out->id = j.value("run_id", "");
-    out->status = j.value("status", "");
-    out->ok = out->status == "COMPLETED";
-    auto ts = [&](const char* f) -> int64_t {
-      if (!j.contains(f) || !j[f].is_string()) return 0;
-      auto t = ParseIso8601(j[f].get<std::string>());
-      return t ? *t : 0;
-    };
-    out->created = ts("created_at");
-    out->started = ts("started_at");
-    out->completed = ts("completed_at");
+    co_await TriggerAndWaitThroughApi(c, api(), std::move(workflow), std::move(body), out);
   }
 
  private:
@@ -745,6 +755,7 @@ class DistributedStack final : public Stack {
     }
     poller_ = std::make_unique<Poller>(db_url_, ex, o);
     keep_logs_dir_ = o.keep_logs_dir;
+    wait_through_api_ = o.wait_through_api;
   }
   ~DistributedStack() override {
     poller_.reset();
@@ -794,6 +805,10 @@ class DistributedStack final : public Stack {
   }
 
   asio::awaitable<void> TriggerAndWait(http::Client& c, std::string workflow, std::string body, RunEnd* out) override {
+    if (wait_through_api_) {
+      co_await TriggerAndWaitThroughApi(c, api(), std::move(workflow), std::move(body), out);
+      co_return;
+    }
     http::ClientRequest req = PostRequest(api() + "/workflows/" + workflow + "/runs", body, 30s);
     Result<http::ClientResponse> r = co_await c.Send(std::move(req));
     if (!r.ok()) {
@@ -833,6 +848,7 @@ class DistributedStack final : public Stack {
   std::unique_ptr<KafkaMock> kafka_;
   std::vector<std::string> kafka_props_, consumer_args_;
   std::string keep_logs_dir_;
+  bool wait_through_api_ = false;  // --wait-through-api
   std::string api_args_;
   std::unique_ptr<e2e::Server> api_, consumer_;
   std::unique_ptr<Poller> poller_;
@@ -1657,6 +1673,8 @@ int Main(int argc, char** argv) {
     else if (a == "--api-arg") o.api_args.push_back(next());
     else if (a == "--consumer-arg") o.consumer_args.push_back(next());
     else if (a == "--serve-arg") o.serve_args.push_back(next());
+    else if (a == "--wait-through-api")
+      o.wait_through_api = true;
     else if (a == "--keep-logs") o.keep_logs_dir = next();
     else if (a == "--attempts") o.attempts = std::stoi(next());
     else if (a == "--wait-quiet") o.wait_quiet_s = std::stoi(next());
@@ -1665,12 +1683,15 @@ int Main(int argc, char** argv) {
     else if (a == "--poll-ms-many") o.poll_ms_many = std::stoi(next());
     else if (a == "--quick") o.quick = true;
     else {
-      std::fprintf(stderr,
-                   "usage: af-bench [--modes embedded,embedded-fullsync,distributed] "
-                   "[--only rtt,chain10,fanout40,trigger,slow] [--out FILE] [--data-base DIR] [--quick] [--pg-statements DIR] "
-                   "[--perf DIR] [--attach 'CMD {pid}'] [--attach-phase throughput|latency|trigger] [--keep-logs DIR] [--api-arg A]... [--consumer-arg A]... [--serve-arg A]... [--pg-setting k=v]... [--attempts N] [--wait-quiet S] "
-                   "[--trigger-connections N] "
-                   "[--kafka-fetch-wait-ms N] [--poll-ms-many N] [--revision R]\n");
+      std::fprintf(
+          stderr,
+          "usage: af-bench [--modes embedded,embedded-fullsync,distributed] "
+          "[--only rtt,chain10,fanout40,trigger,slow] [--out FILE] [--data-base DIR] [--quick] [--pg-statements DIR] "
+          "[--perf DIR] [--attach 'CMD {pid}'] [--attach-phase throughput|latency|trigger] [--keep-logs DIR] "
+          "[--wait-through-api] [--api-arg A]... [--consumer-arg A]... [--serve-arg A]... [--pg-setting k=v]... "
+          "[--attempts N] [--wait-quiet S] "
+          "[--trigger-connections N] "
+          "[--kafka-fetch-wait-ms N] [--poll-ms-many N] [--revision R]\n");
       return 2;
     }
   }
