@@ -308,6 +308,28 @@ TEST_F(DispatcherTest, TheRelayThreadPublishesHandedOverRequestsAtOnce) {
   EXPECT_EQ(*d.RelayOnce(), 1);
 }
 
+// Every handoff wakes the relay, whatever it is doing when it comes (a
+// lost wake-up would leave a request to the next claim pass, 10 s here).
+// Triggers one at a time, each with a kick as the API gives, some while the
+// relay is still publishing the one before.
+TEST_F(DispatcherTest, EveryHandedOverRequestIsPublishedWithoutWaitingForAClaimPass) {
+  DispatcherOptions o;
+  o.idle_poll = 10s;
+  Dispatcher d(store_.get(), &queue_, o);
+  ASSERT_TRUE(d.AttachWriter(store_.get()));
+  d.Start();
+  constexpr size_t kRuns = 300;
+  for (size_t i = 1; i <= kRuns; ++i) {
+    Trigger();
+    d.Kick();
+    if (i % 3 == 0) continue;  // the next one comes right behind
+    auto deadline = std::chrono::steady_clock::now() + 5s;
+    while (queue_.sent().size() < i && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+    ASSERT_EQ(queue_.sent().size(), i) << "request " << i << " waited for a claim pass";
+  }
+  d.Stop();
+}
+
 TEST_F(DispatcherTest, TheSettlerDeletesTheAnswersOfAnIntervalTogether) {
   DispatcherOptions o;
   o.idle_poll = 10s;          // only the fast path publishes
