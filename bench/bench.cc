@@ -13,9 +13,7 @@
 // (latency: 50 runs one at a time; throughput: 1,000 runs, 64 in flight),
 // fanout40 (20 runs one at a time), trigger (POST /runs with no consumer,
 // N keep-alive connections), slow (10,000 runs of one 2-second step).
-#include <dirent.h>
 #include <fcntl.h>
-#include <libpq-fe.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/utsname.h>
@@ -23,6 +21,26 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
+#include <condition_variable>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <dirent.h>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <future>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
@@ -31,25 +49,8 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <cmath>
-#include <condition_variable>
-#include <cstdio>
-#include <cstring>
-#include <ctime>
-#include <filesystem>
-#include <fstream>
-#include <functional>
-#include <future>
-#include <map>
-#include <memory>
-#include <mutex>
+#include <libpq-fe.h>
 #include <nlohmann/json.hpp>
-#include <optional>
-#include <set>
-#include <sstream>
-#include <string>
-#include <thread>
-#include <vector>
 
 #include "bench/pg_disk.h"
 #include "bench/post_loop.h"
@@ -506,8 +507,6 @@ class Stack {
   }
 };
 
-// `agentflow serve --data-dir <disk dir>`; its long-poll (?wait) is fed by
-// the in-process change feed, so POST ...?wait returns when the run ends.
 // POST /workflows/{w}/runs?wait=120: the run's end as the api's long-poll
 // answers it, as a user waiting for a run sees it.
 asio::awaitable<void> TriggerAndWaitThroughApi(http::Client& c, std::string api, std::string workflow, std::string body,
@@ -536,6 +535,8 @@ asio::awaitable<void> TriggerAndWaitThroughApi(http::Client& c, std::string api,
   out->completed = ts("completed_at");
 }
 
+// `agentflow serve --data-dir <disk dir>`; its long-poll (?wait) is fed by
+// the in-process change feed, so POST ...?wait returns when the run ends.
 class EmbeddedStack final : public Stack {
  public:
   EmbeddedStack(const Options& o, std::string mode, std::vector<std::string> extra_args) : mode_(std::move(mode)) {
@@ -1673,8 +1674,7 @@ int Main(int argc, char** argv) {
     else if (a == "--api-arg") o.api_args.push_back(next());
     else if (a == "--consumer-arg") o.consumer_args.push_back(next());
     else if (a == "--serve-arg") o.serve_args.push_back(next());
-    else if (a == "--wait-through-api")
-      o.wait_through_api = true;
+    else if (a == "--wait-through-api") o.wait_through_api = true;
     else if (a == "--keep-logs") o.keep_logs_dir = next();
     else if (a == "--attempts") o.attempts = std::stoi(next());
     else if (a == "--wait-quiet") o.wait_quiet_s = std::stoi(next());

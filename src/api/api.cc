@@ -1,18 +1,20 @@
 #include "api/api.h"
 
-#include <atomic>
-#include <boost/asio/post.hpp>
-#include <boost/asio/redirect_error.hpp>
-#include <boost/asio/steady_timer.hpp>
-#include <boost/asio/this_coro.hpp>
-#include <boost/asio/use_awaitable.hpp>
-#include <set>
-
 #include "api/request_util.h"
 #include "api/run_end_watcher.h"
 #include "api/run_events.h"
 #include "api/store_worker.h"
 #include "api/workflow_cache.h"
+
+#include <atomic>
+#include <set>
+
+#include <boost/asio/post.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
 #include "common/ids.h"
 #include "common/json_limits.h"
 #include "common/log.h"

@@ -1,23 +1,23 @@
 // API handler tests without a network: requests are dispatched through the
 // Router on a private io_context, against an in-memory SQLite store and an
 // in-memory embedded queue, so the messages the API publishes can be read.
-#include "api/api.h"
-
 #include <gtest/gtest.h>
 
 #include <atomic>
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
-#include <boost/asio/io_context.hpp>
 #include <future>
 #include <set>
 #include <thread>
 
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+
+#include "api/api.h"
 #include "api/api_test_util.h"
 #include "api/run_end_watcher.h"
 #include "api/workflow_cache.h"
-#include "common/trace.h"
 #include "dispatch/dispatcher.h"
+#include "common/trace.h"
 #include "http/testing.h"
 #include "queue/messages.h"
 

@@ -175,8 +175,9 @@ int RunApi(ServiceConfig& c) {
   ao.auth_mode = access->auth_mode;
   ao.store_threads = c.store_threads;
   // The consumers end runs in other processes: ?wait hears of it by reading
-  // the waited-for runs together this often.
-  ao.run_end_poll = std::chrono::milliseconds(std::max(1, c.run_end_poll_ms));
+  // the waited-for runs together this often (0: only each wait's own
+  // re-read, every 500 ms).
+  ao.run_end_poll = std::chrono::milliseconds(std::max(0, c.run_end_poll_ms));
   // Triggers commit their request to the outbox; this relay publishes it
   // (and any other process's backlog), and its sweeper re-dispatches runs
   // that no executor holds.
@@ -431,7 +432,8 @@ void AddServiceCommands(CLI::App& app, int* exit_code) {
                   "threads committing batches of triggers (each holds one database connection while it commits)")
       ->capture_default_str();
   api->add_option("--run-end-poll-ms", api_cfg.run_end_poll_ms,
-                  "how often the runs a ?wait waits for are read (together) to see that a consumer ended them")
+                  "how often the runs a ?wait waits for are read (together) to see that a consumer ended them "
+                  "(0: off; each wait then re-reads its run every 500 ms)")
       ->capture_default_str();
   AddHttpLimitFlags(api, api_cfg.limits);
   AddPlanLimitFlags(api, api_cfg.limits);

@@ -41,6 +41,7 @@ using QueueRequest = std::variant<ExecutionRequest, CancellationRequest>;
 // Never throw. `timestamp` is written as given (set it to NowMs()); the
 // optional workflow_id/workflow_version only when set (non-empty / > 0).
 std::string SerializeExecutionRequest(const ExecutionRequest& r);
+std::string SerializeCancellationRequest(const CancellationRequest& r);
 
 // The execution requests of one workflow version, its plan (the bulk of a
 // request) serialized once: Serialize gives exactly what
@@ -56,7 +57,6 @@ class ExecutionRequestTemplate {
   std::string workflow_;  // ,"workflow_id":...  (empty when not set)
   std::string version_;   // ,"workflow_version":N  (empty when not set)
 };
-std::string SerializeCancellationRequest(const CancellationRequest& r);
 
 // Parses either message by its message_type. InvalidArgument (never an
 // exception) for malformed JSON, a missing/invalid run_id, a missing plan,
