@@ -1,5 +1,6 @@
 #include "dispatch/dispatcher.h"
 
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <utility>
@@ -51,6 +52,7 @@ void Dispatcher::Start() {
   relay_ = std::thread([this] { RelayLoop(); });
   settler_ = std::thread([this] { SettleLoop(); });
   if (options_.sweep_interval.count() > 0) sweeper_ = std::thread([this] { SweepLoop(); });
+  if (options_.stats_interval.count() > 0) stats_ = std::thread([this] { StatsLoop(); });
 }
 
 void Dispatcher::Stop() {
@@ -62,9 +64,10 @@ void Dispatcher::Stop() {
     stopping_ = true;
   }
   cv_.notify_all();
-  sweep_cv_.notify_all();
+  timer_cv_.notify_all();
   if (relay_.joinable()) relay_.join();
   if (sweeper_.joinable()) sweeper_.join();
+  if (stats_.joinable()) stats_.join();
   // Handed over but not published: leave them to the next relay at once
   // rather than after their claim lapses.
   std::vector<int64_t> unpublished;
@@ -251,9 +254,6 @@ Result<int> Dispatcher::RelayOnce() {
 }
 
 void Dispatcher::RefreshStats() {
-  auto now = std::chrono::steady_clock::now();
-  if (now - stats_at_ < std::chrono::seconds(1)) return;
-  stats_at_ = now;
   auto stats = store_->GetOutboxStats();
   if (!stats.ok()) return;
   backlog_ = stats->messages;
@@ -279,7 +279,6 @@ void Dispatcher::RelayLoop() {
     PublishHandedOver();
     if (!claim) continue;
     auto n = RelayOnce();
-    RefreshStats();
     next_claim = std::chrono::steady_clock::now() + options_.idle_poll;
     if (!n.ok()) {
       if (!store_down) log::Warn("outbox relay: " + n.status().ToString() + "; trying again");
@@ -328,10 +327,22 @@ void Dispatcher::SweepLoop() {
   while (true) {
     {
       std::unique_lock<std::mutex> lock(mu_);
-      if (sweep_cv_.wait_for(lock, options_.sweep_interval, [this] { return stopping_; })) return;
+      if (timer_cv_.wait_for(lock, options_.sweep_interval, [this] { return stopping_; })) return;
     }
     auto n = SweepOnce();
     if (!n.ok()) log::Warn("sweeper: " + n.status().ToString() + "; trying again later");
+  }
+}
+
+void Dispatcher::StatsLoop() {
+  while (true) {
+    const auto began = std::chrono::steady_clock::now();
+    RefreshStats();
+    const auto took = std::chrono::steady_clock::now() - began;
+    const auto wait =
+        std::max<std::chrono::steady_clock::duration>(options_.stats_interval, took * DispatcherOptions::kStatsSpacing);
+    std::unique_lock<std::mutex> lock(mu_);
+    if (timer_cv_.wait_for(lock, wait, [this] { return stopping_; })) return;
   }
 }
 

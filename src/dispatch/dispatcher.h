@@ -69,6 +69,13 @@ struct DispatcherOptions {
   std::chrono::milliseconds sweep_interval{10000};
   std::chrono::milliseconds stranded_after{60000};
   int sweep_batch = 500;
+  // How often backlog() and oldest_age_seconds() read the outbox, on a
+  // thread of their own (a count over a backlog of millions of rows takes
+  // seconds, which must delay no publish). Reads are at least
+  // kStatsSpacing times the last read's duration apart, so they use at most
+  // 1/kStatsSpacing of a database connection. 0: never.
+  std::chrono::milliseconds stats_interval{1000};
+  static constexpr int kStatsSpacing = 50;
 };
 
 // The outbox message carrying the seed's execution request for `run` of
@@ -125,7 +132,8 @@ class Dispatcher {
   uint64_t published() const { return counts_->published.load(); }
   uint64_t publish_failures() const { return counts_->failures.load(); }
   uint64_t redispatched() const { return redispatched_.load(); }
-  // The outbox as last read (at most about once a second while running).
+  // The outbox as last read (every stats_interval while running, or less
+  // often while reading it is slow).
   int64_t backlog() const { return backlog_.load(); }
   // Age in seconds of the oldest message waiting, 0 when none.
   double oldest_age_seconds() const;
@@ -159,6 +167,8 @@ class Dispatcher {
   void RelayLoop();
   void SweepLoop();
   void SettleLoop();
+  void StatsLoop();
+  // Reads the outbox's size and age into backlog_ and oldest_created_at_.
   void RefreshStats();
 
   Store* store_;
@@ -167,7 +177,7 @@ class Dispatcher {
   Store* writer_ = nullptr;  // AttachWriter's backend
   std::mutex mu_;
   std::condition_variable cv_;        // the relay waits on it
-  std::condition_variable sweep_cv_;  // the sweeper waits on it (for Stop)
+  std::condition_variable timer_cv_;  // the sweeper and the stats thread wait on it (for Stop)
   bool kicked_ = false;    // guarded by mu_: a claim pass is wanted
   bool stopping_ = false;  // guarded by mu_
   std::deque<OutboxMessage> handed_over_;  // guarded by mu_: not yet published
@@ -177,10 +187,10 @@ class Dispatcher {
   std::thread relay_;
   std::thread sweeper_;
   std::thread settler_;
+  std::thread stats_;
   std::atomic<uint64_t> redispatched_{0};
   std::atomic<int64_t> backlog_{0};
   std::atomic<int64_t> oldest_created_at_{0};  // 0: none
-  std::chrono::steady_clock::time_point stats_at_{};
   bool last_publish_failed_ = false;  // relay thread only: log the first failure of an outage once
   bool last_settle_failed_ = false;   // settler thread only: the same for handed-over messages
 };

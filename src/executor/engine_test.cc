@@ -17,6 +17,7 @@
 #include "executor/engine.h"
 #include "executor/loop.h"
 #include "queue/messages.h"
+#include "storage/forwarding_store.h"
 #include "storage/store.h"
 #include "support/prom_text.h"
 
@@ -798,68 +799,28 @@ TEST_P(EngineTest, ShutdownAbandonsRunsWithoutRecordingAnEnd) {
 }
 
 // Fails the first N step inserts with Unavailable, as a database outage would.
-class FlakyStore : public Store {
+class FlakyStore : public ForwardingStore {
  public:
-  FlakyStore(Store* inner, int failures) : inner_(inner), failures_(failures) {}
-  Result<Workflow> CreateWorkflow(const NewWorkflow& w) override { return inner_->CreateWorkflow(w); }
-  Result<Workflow> UpdateWorkflow(const std::string& id, const NewWorkflow& w) override {
-    return inner_->UpdateWorkflow(id, w);
-  }
-  Result<Workflow> GetWorkflow(const std::string& id, std::optional<int> v) override {
-    return inner_->GetWorkflow(id, v);
-  }
-  Result<Workflow> GetWorkflowByName(const std::string& n) override { return inner_->GetWorkflowByName(n); }
-  Result<Page<Workflow>> ListWorkflows(int l, const std::string& t) override { return inner_->ListWorkflows(l, t); }
-  Result<std::vector<Workflow>> ListWorkflowVersions(const std::string& id) override {
-    return inner_->ListWorkflowVersions(id);
-  }
-  Status DeleteWorkflow(const std::string& id) override { return inner_->DeleteWorkflow(id); }
-  Result<CreatedRun> CreateRun(const NewRun& r) override { return inner_->CreateRun(r); }
-  Result<Run> GetRun(const std::string& id) override { return inner_->GetRun(id); }
-  Result<Page<Run>> ListRuns(const RunFilter& f) override { return inner_->ListRuns(f); }
-  Result<std::vector<Run>> ListUnfinishedRuns(int l) override { return inner_->ListUnfinishedRuns(l); }
-  Result<std::vector<CancelRequest>> ListCancelRequests(const std::vector<std::string>& ids) override {
-    return inner_->ListCancelRequests(ids);
-  }
-  Result<Run> TransitionRun(const RunTransition& t) override { return inner_->TransitionRun(t); }
-  Result<Run> RequestCancel(const CancelRequest& c) override { return inner_->RequestCancel(c); }
+  FlakyStore(Store* inner, int failures) : ForwardingStore(inner), failures_(failures) {}
   using Store::InsertStep;
   Result<int64_t> InsertStep(const StepExecution& s, int64_t lease_token) override {
     if (failures_-- > 0) return Status::Unavailable("database is restarting");
-    return inner_->InsertStep(s, lease_token);
+    return inner()->InsertStep(s, lease_token);
   }
   Result<RunLease> AcquireRunLease(const std::string& run_id, const std::string& owner, int64_t ttl_ms) override {
-    auto r = inner_->AcquireRunLease(run_id, owner, ttl_ms);
+    auto r = inner()->AcquireRunLease(run_id, owner, ttl_ms);
     if (r.ok()) ++leases;
     return r;
   }
   Result<int64_t> RenewRunLeases(const std::string& owner, int64_t ttl_ms) override {
     if (fail_renewals) return Status::Unavailable("database is unreachable");
-    return inner_->RenewRunLeases(owner, ttl_ms);
+    return inner()->RenewRunLeases(owner, ttl_ms);
   }
-  Status ReleaseRunLease(const std::string& run_id, int64_t token) override {
-    return inner_->ReleaseRunLease(run_id, token);
-  }
-  Result<std::vector<Run>> ListStrandedRuns(int64_t older_than_ms, int limit) override {
-    return inner_->ListStrandedRuns(older_than_ms, limit);
-  }
-  Result<bool> RedispatchRun(const std::string& run_id, int64_t older_than_ms, const OutboxMessage& m) override {
-    return inner_->RedispatchRun(run_id, older_than_ms, m);
-  }
-  Result<std::vector<OutboxMessage>> ClaimOutbox(int limit, int64_t claim_ms) override {
-    return inner_->ClaimOutbox(limit, claim_ms);
-  }
-  Status DeleteOutbox(const std::vector<int64_t>& ids) override { return inner_->DeleteOutbox(ids); }
-  Status DeferOutbox(const std::vector<int64_t>& ids, const std::string& error, int64_t retry_ms) override {
-    return inner_->DeferOutbox(ids, error, retry_ms);
-  }
-  Result<OutboxStats> GetOutboxStats() override { return inner_->GetOutboxStats(); }
-  Status FinishStep(const StepFinish& f) override { return inner_->FinishStep(f); }
   Result<RunWritesResult> ApplyRunWrites(const RunWrites& w) override {
     if (failures_-- > 0) return Status::Unavailable("database is restarting");
     if (fail_apply_if && fail_apply_if(w)) return Status::Unavailable("database is restarting");
     if (before_apply) before_apply();
-    auto r = inner_->ApplyRunWrites(w);
+    auto r = inner()->ApplyRunWrites(w);
     if (r.ok() && after_apply) after_apply(w);
     return r;
   }
@@ -884,17 +845,8 @@ class FlakyStore : public Store {
 
   // Lease renewals fail (an executor cut off from the database, or paused).
   std::atomic<bool> fail_renewals{false};
-  Result<std::vector<StepExecution>> ListSteps(const std::string& id) override { return inner_->ListSteps(id); }
-  Result<Agent> CreateAgent(const Agent& a) override { return inner_->CreateAgent(a); }
-  Result<Agent> UpsertAgent(const Agent& a) override { return inner_->UpsertAgent(a); }
-  Result<Agent> GetAgent(const std::string& n) override { return inner_->GetAgent(n); }
-  Result<std::vector<Agent>> ListAgents() override { return inner_->ListAgents(); }
-  Status DeleteAgent(const std::string& n) override { return inner_->DeleteAgent(n); }
-  Status RecordAgentHealth(const AgentHealthUpdate& u) override { return inner_->RecordAgentHealth(u); }
-  Status Ping() override { return inner_->Ping(); }
 
  private:
-  Store* inner_;
   std::atomic<int> failures_;
   std::mutex mu_;
   std::vector<size_t> group_sizes_;

@@ -1,6 +1,9 @@
 #include "storage/change_feed.h"
 
+#include <utility>
 #include <vector>
+
+#include "storage/forwarding_store.h"
 
 namespace af {
 namespace {
@@ -72,122 +75,57 @@ void ChangeFeed::Publish(const Change& change) {
 namespace {
 
 // Forwards every call; publishes after successful run/step writes.
-class FeedStore final : public Store {
+class FeedStore final : public ForwardingStore {
  public:
   FeedStore(std::unique_ptr<Store> inner, std::shared_ptr<ChangeFeed> feed)
-      : inner_(std::move(inner)), feed_(std::move(feed)) {}
-
-  Result<Workflow> CreateWorkflow(const NewWorkflow& w) override { return inner_->CreateWorkflow(w); }
-  Result<Workflow> UpdateWorkflow(const std::string& id, const NewWorkflow& w) override {
-    return inner_->UpdateWorkflow(id, w);
-  }
-  Result<Workflow> GetWorkflow(const std::string& id, std::optional<int> version) override {
-    return inner_->GetWorkflow(id, version);
-  }
-  Result<Workflow> GetWorkflowByName(const std::string& name) override { return inner_->GetWorkflowByName(name); }
-  Result<Page<Workflow>> ListWorkflows(int limit, const std::string& token) override {
-    return inner_->ListWorkflows(limit, token);
-  }
-  Result<std::vector<Workflow>> ListWorkflowVersions(const std::string& id) override {
-    return inner_->ListWorkflowVersions(id);
-  }
-  Status DeleteWorkflow(const std::string& id) override { return inner_->DeleteWorkflow(id); }
+      : ForwardingStore(inner.get()), owned_(std::move(inner)), feed_(std::move(feed)) {}
 
   Result<CreatedRun> CreateRun(const NewRun& r) override {
-    auto res = inner_->CreateRun(r);
+    auto res = inner()->CreateRun(r);
     if (res.ok() && res->created) PublishRun(res->run);
     return res;
   }
   std::vector<Result<CreatedRun>> CreateRuns(const std::vector<NewRun>& runs) override {
-    auto res = inner_->CreateRuns(runs);  // the backend's batch, not CreateRun one by one
+    auto res = inner()->CreateRuns(runs);  // the backend's batch, not CreateRun one by one
     for (const auto& r : res) {
       if (r.ok() && r->created) PublishRun(r->run);
     }
     return res;
   }
-  Result<Run> GetRun(const std::string& id) override { return inner_->GetRun(id); }
-  Result<Page<Run>> ListRuns(const RunFilter& f) override { return inner_->ListRuns(f); }
-  Result<std::vector<Run>> ListUnfinishedRuns(int limit) override { return inner_->ListUnfinishedRuns(limit); }
-  Result<std::vector<std::pair<std::string, RunStatus>>> GetRunStatuses(const std::vector<std::string>& ids) override {
-    return inner_->GetRunStatuses(ids);
-  }
-  Result<std::vector<CancelRequest>> ListCancelRequests(const std::vector<std::string>& ids) override {
-    return inner_->ListCancelRequests(ids);
-  }
   Result<Run> TransitionRun(const RunTransition& t) override {
-    auto res = inner_->TransitionRun(t);
+    auto res = inner()->TransitionRun(t);
     if (res.ok()) PublishRun(*res);
     return res;
   }
   Result<Run> RequestCancel(const CancelRequest& c) override {
-    auto res = inner_->RequestCancel(c);
+    auto res = inner()->RequestCancel(c);
     if (res.ok()) PublishRun(*res);
     return res;
   }
 
   using Store::InsertStep;
   Result<int64_t> InsertStep(const StepExecution& s, int64_t lease_token) override {
-    auto res = inner_->InsertStep(s, lease_token);
+    auto res = inner()->InsertStep(s, lease_token);
     if (res.ok()) feed_->Publish(Change{Change::Kind::kStep, s.run_id, std::nullopt, *res});
     return res;
   }
   Status FinishStep(const StepFinish& f) override {
-    Status s = inner_->FinishStep(f);
+    Status s = inner()->FinishStep(f);
     if (s.ok()) feed_->Publish(Change{Change::Kind::kStep, f.run_id, std::nullopt, f.id});
     return s;
-  }  int MaxConcurrentCalls() const override { return inner_->MaxConcurrentCalls(); }
+  }
   Result<RunWritesResult> ApplyRunWrites(const RunWrites& w) override {
-    auto res = inner_->ApplyRunWrites(w);
+    auto res = inner()->ApplyRunWrites(w);
     if (res.ok()) PublishWrites(w, *res);
     return res;
   }
   std::vector<Result<RunWritesResult>> ApplyRunWritesGroup(const std::vector<const RunWrites*>& group) override {
-    auto out = inner_->ApplyRunWritesGroup(group);
+    auto out = inner()->ApplyRunWritesGroup(group);
     for (size_t i = 0; i < out.size() && i < group.size(); ++i) {
       if (out[i].ok()) PublishWrites(*group[i], *out[i]);
     }
     return out;
   }
-
-  Result<std::vector<StepExecution>> ListSteps(const std::string& run_id) override {
-    return inner_->ListSteps(run_id);
-  }
-
-  Result<Agent> CreateAgent(const Agent& a) override { return inner_->CreateAgent(a); }
-  Result<Agent> UpsertAgent(const Agent& a) override { return inner_->UpsertAgent(a); }
-  Result<Agent> GetAgent(const std::string& name) override { return inner_->GetAgent(name); }
-  Result<std::vector<Agent>> ListAgents() override { return inner_->ListAgents(); }
-  Status DeleteAgent(const std::string& name) override { return inner_->DeleteAgent(name); }
-  Status RecordAgentHealth(const AgentHealthUpdate& u) override { return inner_->RecordAgentHealth(u); }
-  Result<ApiKey> CreateApiKey(const ApiKey& k) override { return inner_->CreateApiKey(k); }
-  Result<ApiKey> GetApiKey(const std::string& id) override { return inner_->GetApiKey(id); }
-  Result<std::vector<ApiKey>> ListApiKeys() override { return inner_->ListApiKeys(); }
-  Result<ApiKey> RevokeApiKey(const std::string& id) override { return inner_->RevokeApiKey(id); }
-  Status RecordApiKeyUse(const std::string& id, TimeMs at) override { return inner_->RecordApiKeyUse(id, at); }
-  Result<RunLease> AcquireRunLease(const std::string& run_id, const std::string& owner, int64_t ttl_ms) override {
-    return inner_->AcquireRunLease(run_id, owner, ttl_ms);
-  }
-  Result<int64_t> RenewRunLeases(const std::string& owner, int64_t ttl_ms) override {
-    return inner_->RenewRunLeases(owner, ttl_ms);
-  }
-  Status ReleaseRunLease(const std::string& run_id, int64_t token) override {
-    return inner_->ReleaseRunLease(run_id, token);
-  }
-  Result<std::vector<Run>> ListStrandedRuns(int64_t older_than_ms, int limit) override {
-    return inner_->ListStrandedRuns(older_than_ms, limit);
-  }
-  Result<bool> RedispatchRun(const std::string& run_id, int64_t older_than_ms, const OutboxMessage& m) override {
-    return inner_->RedispatchRun(run_id, older_than_ms, m);
-  }
-  Result<std::vector<OutboxMessage>> ClaimOutbox(int limit, int64_t claim_ms) override {
-    return inner_->ClaimOutbox(limit, claim_ms);
-  }
-  Status DeleteOutbox(const std::vector<int64_t>& ids) override { return inner_->DeleteOutbox(ids); }
-  Status DeferOutbox(const std::vector<int64_t>& ids, const std::string& error, int64_t retry_ms) override {
-    return inner_->DeferOutbox(ids, error, retry_ms);
-  }
-  Result<OutboxStats> GetOutboxStats() override { return inner_->GetOutboxStats(); }
-  Status Ping() override { return inner_->Ping(); }
 
  private:
   void PublishWrites(const RunWrites& w, const RunWritesResult& res) {
@@ -203,7 +141,7 @@ class FeedStore final : public Store {
   }
   void PublishRun(const Run& r) { feed_->Publish(Change{Change::Kind::kRun, r.id, r.status, 0}); }
 
-  std::unique_ptr<Store> inner_;
+  std::unique_ptr<Store> owned_;  // the backend, which inner() points to
   std::shared_ptr<ChangeFeed> feed_;
 };
 
