@@ -6,7 +6,9 @@
 #include "api/store_worker.h"
 #include "api/workflow_cache.h"
 
+#include <algorithm>
 #include <atomic>
+#include <functional>
 #include <set>
 
 #include <boost/asio/post.hpp>
@@ -86,9 +88,22 @@ class Api::Handlers : public std::enable_shared_from_this<Api::Handlers> {
         watcher_(options_.run_end_poll.count() > 0 && feed_
                      ? std::make_unique<RunEndWatcher>(store_, feed_, WatcherOptions(options_))
                      : nullptr),
-        worker_(store, WorkerOptions(options_)) {}
+        worker_(store, WorkerOptions(options_)),
+        readers_(store, ReaderOptions(options_)) {}
 
-  void Stop() { worker_.Stop(); }
+  void Stop() {
+    readers_.Stop();
+    worker_.Stop();
+  }
+
+  // Runs a synchronous handler (one that calls the store) on a reader
+  // thread: the io thread serves the other connections while it waits for
+  // the database.
+  asio::awaitable<Response> OffIoThread(Response (Handlers::*fn)(Request&), Request& req) {
+    std::function<Response()> job = [this, fn, &req] { return (this->*fn)(req); };
+    Response r = co_await readers_.Call<Response>(std::move(job));
+    co_return r;
+  }
   size_t RunsWaitedFor() const { return watcher_ ? watcher_->watched() : 0; }
 
   // ---- workflows ----
@@ -252,9 +267,15 @@ class Api::Handlers : public std::enable_shared_from_this<Api::Handlers> {
       if (!run.ok()) co_return ErrorResponse(run.status());
       co_return http::JsonResponse(200, ToJson(*run));
     }
-    auto run = store_->GetRun(id);
+    auto run = co_await ReadRun(id);
     if (!run.ok()) co_return ErrorResponse(run.status());
     co_return http::JsonResponse(200, ToJson(*run));
+  }
+
+  asio::awaitable<Result<Run>> ReadRun(const std::string& id) {
+    std::function<Result<Run>()> read = [this, &id] { return store_->GetRun(id); };
+    Result<Run> run = co_await readers_.Call<Result<Run>>(std::move(read));
+    co_return run;
   }
 
   Response ListRuns(Request& req) {
@@ -348,8 +369,13 @@ class Api::Handlers : public std::enable_shared_from_this<Api::Handlers> {
     for (;;) {
       changed->store(false);
       // The run first: once it reads finished, the steps read after it are final.
-      auto run = store_->GetRun(id);
-      Result<std::vector<StepExecution>> steps = run.ok() ? store_->ListSteps(id) : run.status();
+      Result<Run> run = Status::Internal("unset");
+      std::function<Result<std::vector<StepExecution>>()> read = [this, &id, &run] {
+        run = store_->GetRun(id);
+        return run.ok() ? store_->ListSteps(id) : Result<std::vector<StepExecution>>(run.status());
+      };
+      Result<std::vector<StepExecution>> steps =
+          co_await readers_.Call<Result<std::vector<StepExecution>>>(std::move(read));
       if (!steps.ok()) {
         // The stream ends; the client's reconnect starts over.
         json err = {{"code", CodeName(steps.status().code())}, {"message", steps.status().message()}};
@@ -499,6 +525,12 @@ class Api::Handlers : public std::enable_shared_from_this<Api::Handlers> {
     w.max_interval = std::max(o.run_end_poll, o.wait_poll_interval);
     return w;
   }
+  static StoreWorkerOptions ReaderOptions(const ApiOptions& o) {
+    StoreWorkerOptions r;
+    r.threads = std::max(1, o.read_threads);
+    return r;
+  }
+
   static StoreWorkerOptions WorkerOptions(const ApiOptions& o) {
     StoreWorkerOptions w;
     w.threads = o.store_threads;
@@ -591,7 +623,7 @@ class Api::Handlers : public std::enable_shared_from_this<Api::Handlers> {
     Result<Run> run = Status::Internal("unset");
     while (true) {
       changed->store(false);
-      run = store_->GetRun(run_id);
+      run = co_await ReadRun(run_id);
       if (!run.ok() || IsTerminal(run->status)) break;
       if (watcher_ && !watching.w) {
         watching.w = watcher_.get();
@@ -616,7 +648,8 @@ class Api::Handlers : public std::enable_shared_from_this<Api::Handlers> {
   ApiOptions options_;
   WorkflowCache cache_;
   std::unique_ptr<RunEndWatcher> watcher_;  // null unless run_end_poll > 0
-  StoreWorker worker_;  // last: its threads stop before the rest goes
+  StoreWorker worker_;                      // triggers' batches (and workflow lookups on a cache miss)
+  StoreWorker readers_;                     // every other store call of a handler; last: its threads stop first
 };
 
 Api::Api(Store* store, Queue* queue, std::shared_ptr<ChangeFeed> feed, ApiOptions options)
@@ -632,9 +665,9 @@ size_t Api::RunsWaitedFor() const { return handlers_->RunsWaitedFor(); }
 
 void Api::Register(http::Router& router) {
   auto h = handlers_;
-  // Wraps a synchronous handler as a route.
+  // Wraps a synchronous handler as a route that runs it off the io thread.
   auto sync = [h](Response (Handlers::*fn)(Request&)) -> http::Handler {
-    return [h, fn](Request& req) -> asio::awaitable<Response> { co_return ((*h).*fn)(req); };
+    return [h, fn](Request& req) -> asio::awaitable<Response> { return h->OffIoThread(fn, req); };
   };
   auto async = [h](asio::awaitable<Response> (Handlers::*fn)(Request&)) -> http::Handler {
     return [h, fn](Request& req) -> asio::awaitable<Response> { return ((*h).*fn)(req); };

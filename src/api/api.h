@@ -58,10 +58,14 @@ struct ApiOptions {
   // is published at once. Empty: it waits for the relay's next poll.
   std::function<void()> on_dispatch;
   // Triggers are committed in batches by store_threads worker threads, up
-  // to max_trigger_batch runs per transaction (api/store_worker.h); the
-  // handlers never wait for the database on an HTTP io thread.
+  // to max_trigger_batch runs per transaction (api/store_worker.h). The
+  // other store calls of the run and workflow routes (reads, cancel, retry,
+  // /healthz's ping) run on read_threads threads of their own. So these
+  // handlers never wait for the database on an HTTP io thread: a slow query
+  // delays its own request, not every connection of the io thread.
   int store_threads = 1;
   size_t max_trigger_batch = 256;
+  int read_threads = 2;
   // How long an id or name resolves to the same latest workflow version
   // before it is read again (api/workflow_cache.h): a change made through
   // another api process reaches triggers here within twice this time (one

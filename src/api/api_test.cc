@@ -4,7 +4,9 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <future>
+#include <mutex>
 #include <set>
 #include <thread>
 
@@ -20,6 +22,7 @@
 #include "common/trace.h"
 #include "http/testing.h"
 #include "queue/messages.h"
+#include "storage/forwarding_store.h"
 
 namespace af {
 namespace {
@@ -366,6 +369,98 @@ TEST_F(ApiTest, AWaitHearsOfARunEndedByAnotherProcess) {
   EXPECT_EQ(Body(r)["output"], json({{"ok", true}}));
   EXPECT_EQ(other.RunsWaitedFor(), 0u);
   other.Stop();
+}
+
+// A store whose GetRun waits until Release(), as a slow query would.
+class StalledReadStore final : public ForwardingStore {
+ public:
+  using ForwardingStore::ForwardingStore;
+  ~StalledReadStore() override { Release(); }
+  Result<Run> GetRun(const std::string& id) override {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      stalled_ = true;
+      cv_.notify_all();
+      cv_.wait(lock, [this] { return released_; });
+    }
+    return inner()->GetRun(id);
+  }
+  void Release() {
+    std::lock_guard<std::mutex> lock(mu_);
+    released_ = true;
+    cv_.notify_all();
+  }
+  // Whether a GetRun began waiting within `bound`.
+  bool WaitForStall(std::chrono::seconds bound) {
+    std::unique_lock<std::mutex> lock(mu_);
+    return cv_.wait_for(lock, bound, [this] { return stalled_; });
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stalled_ = false;
+  bool released_ = false;
+};
+
+// A slow database call delays its own request only: while a request waits
+// for the database, the same (single) io thread reads and answers a
+// trigger. (Reads, cancel and retry ran on the io thread and held up every
+// connection it served.) For each route that reads the run first.
+TEST_F(ApiTest, ASlowReadHoldsUpNoOtherRequestOfItsIoThread) {
+  CreateWorkflow("slow-read");
+  for (const std::string route :
+       {"GET /runs/{id}", "GET /runs/{id}?wait=1", "GET /runs/{id}/steps", "POST /runs/{id}/cancel"}) {
+    SCOPED_TRACE(route);
+    std::string id = Body(Call("POST", "/api/v1/workflows/slow-read/runs", "{}"))["run_id"];
+    StalledReadStore stalled(store_.get());
+    Api api(&stalled, queue_.get(), feed_, ApiOptions{});
+    http::Router router;
+    api.Register(router);
+    http::Request slow;
+    slow.method = route.substr(0, route.find(' '));
+    std::string target = "/api/v1" + route.substr(route.find(' ') + 1);
+    target.replace(target.find("{id}"), 4, id);
+    slow.target = target;
+    slow.path = target.substr(0, target.find('?'));
+    if (target.find('?') != std::string::npos) slow.query = http::ParseQuery(target.substr(target.find('?') + 1));
+    if (slow.method == "POST") {
+      slow.body = "{}";
+      slow.headers.emplace_back("Content-Type", "application/json");
+    }
+    http::Request trigger = Post("/api/v1/workflows/slow-read/runs", "{}");
+    http::Response answered, triggered;
+    std::promise<void> trigger_answered;
+    boost::asio::io_context ioc;  // one io thread, as the server's
+    boost::asio::co_spawn(
+        ioc, [&]() -> boost::asio::awaitable<void> { answered = co_await router.Dispatch(slow); },
+        boost::asio::detached);
+    boost::asio::co_spawn(
+        ioc,
+        [&]() -> boost::asio::awaitable<void> {
+          triggered = co_await router.Dispatch(trigger);
+          trigger_answered.set_value();
+        },
+        boost::asio::detached);
+    std::thread io([&ioc] { ioc.run(); });
+    struct Finish {  // also when an assertion fails: the read ends, then the io thread
+      StalledReadStore* store;
+      std::thread* io;
+      ~Finish() {
+        store->Release();
+        if (io != nullptr) io->join();
+      }
+    } finish{&stalled, &io};
+    ASSERT_TRUE(stalled.WaitForStall(20s)) << "the request did not reach the store";
+    ASSERT_EQ(trigger_answered.get_future().wait_for(20s), std::future_status::ready)
+        << "the trigger waited for the other request's database call";
+    EXPECT_EQ(triggered.status, 202) << triggered.body;
+    stalled.Release();
+    io.join();
+    finish.io = nullptr;
+    EXPECT_TRUE(answered.status == 200 || answered.status == 202) << answered.body;  // cancel: 202
+    EXPECT_NE(answered.body.find(id), std::string::npos) << answered.body;
+  }
 }
 
 TEST(RunEndWatcherTest, PublishesTheEndsOfTheRunsWatchedOnly) {

@@ -65,6 +65,7 @@ struct ServiceConfig {
   // api
   int api_threads = 1;
   int store_threads = 1;  // threads committing trigger batches (ApiOptions::store_threads)
+  int read_threads = 2;   // threads making the handlers' other store calls (ApiOptions::read_threads)
   int run_end_poll_ms = 10;  // ApiOptions::run_end_poll (api/run_end_watcher.h)
   size_t max_body_bytes = 1 << 20;
   LimitFlags limits;  // api: plans and request timeouts; consumer: steps (cli/limit_flags.h)
@@ -174,6 +175,7 @@ int RunApi(ServiceConfig& c) {
   ao.agent_hosts = access->agent_hosts;
   ao.auth_mode = access->auth_mode;
   ao.store_threads = c.store_threads;
+  ao.read_threads = c.read_threads;
   // The consumers end runs in other processes: ?wait hears of it by reading
   // the waited-for runs together this often (0: only each wait's own
   // re-read, every 500 ms).
@@ -430,6 +432,10 @@ void AddServiceCommands(CLI::App& app, int* exit_code) {
   api->add_option("--api-threads", api_cfg.api_threads, "HTTP server threads")->capture_default_str();
   api->add_option("--store-threads", api_cfg.store_threads,
                   "threads committing batches of triggers (each holds one database connection while it commits)")
+      ->capture_default_str();
+  api->add_option("--read-threads", api_cfg.read_threads,
+                  "threads making the API's other database calls (reads, cancel, retry), off the HTTP threads")
+      ->check(CLI::Range(1, 64))
       ->capture_default_str();
   api->add_option("--run-end-poll-ms", api_cfg.run_end_poll_ms,
                   "how often the runs a ?wait waits for are read (together) to see that a consumer ended them "
