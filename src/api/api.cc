@@ -319,7 +319,8 @@ class Api::Handlers : public std::enable_shared_from_this<Api::Handlers> {
   // GET /runs/{run_id}/events: server-sent events (api/run_events.h). The
   // run is read again when this process's change feed reports a change to
   // it, and every events_poll_interval (changes made by other processes:
-  // the distributed topology).
+  // the distributed topology). The run's end, when another process writes
+  // it, reaches the feed through the run end watcher (run_end_poll).
   asio::awaitable<Response> RunEvents(Request& req) {
     const std::string id = req.path_params["run_id"];
     Status valid = CheckId(id, "run id");
@@ -338,6 +339,22 @@ class Api::Handlers : public std::enable_shared_from_this<Api::Handlers> {
     };
     co_return res;
   }
+
+  // A run whose end the run end watcher reads for the feed (ends written by
+  // other processes), from Begin until destroyed. No watcher: nothing.
+  struct WatchedEnd {
+    RunEndWatcher* w = nullptr;
+    std::string id;
+    void Begin(RunEndWatcher* watcher, const std::string& run_id) {
+      if (w != nullptr || watcher == nullptr) return;
+      w = watcher;
+      id = run_id;
+      w->Watch(id);
+    }
+    ~WatchedEnd() {
+      if (w != nullptr) w->Unwatch(id);
+    }
+  };
 
   // Unsubscribes when the stream ends, also when its frame is destroyed
   // without being resumed (server stop).
@@ -364,6 +381,7 @@ class Api::Handlers : public std::enable_shared_from_this<Api::Handlers> {
     std::string retry = "retry: 1000\n\n";  // a client reconnects after 1 s
     if (!co_await w.Write(std::move(retry))) co_return;
     RunEventDiff diff;
+    WatchedEnd watching;
     uint64_t seq = 0;
     auto last_write = std::chrono::steady_clock::now();
     for (;;) {
@@ -389,6 +407,7 @@ class Api::Handlers : public std::enable_shared_from_this<Api::Handlers> {
         last_write = std::chrono::steady_clock::now();
       }
       if (diff.ended()) co_return;
+      watching.Begin(watcher_.get(), id);  // the run's end, written by a consumer, wakes the stream
       if (changed->load()) continue;
       auto now = std::chrono::steady_clock::now();
       if (now - last_write >= options_.events_keepalive) {
@@ -611,13 +630,7 @@ class Api::Handlers : public std::enable_shared_from_this<Api::Handlers> {
     }
     // Ends written by other processes: the watcher reads them for the feed
     // (from the first read that finds the run unfinished).
-    struct Watching {
-      RunEndWatcher* w = nullptr;
-      std::string id;
-      ~Watching() {
-        if (w) w->Unwatch(id);
-      }
-    } watching;
+    WatchedEnd watching;
     auto deadline = std::chrono::steady_clock::now() +
                     std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000));
     Result<Run> run = Status::Internal("unset");
@@ -625,11 +638,7 @@ class Api::Handlers : public std::enable_shared_from_this<Api::Handlers> {
       changed->store(false);
       run = co_await ReadRun(run_id);
       if (!run.ok() || IsTerminal(run->status)) break;
-      if (watcher_ && !watching.w) {
-        watching.w = watcher_.get();
-        watching.id = run_id;
-        watcher_->Watch(run_id);
-      }
+      watching.Begin(watcher_.get(), run_id);
       auto now = std::chrono::steady_clock::now();
       if (now >= deadline) break;
       if (changed->load()) continue;

@@ -33,8 +33,9 @@ struct ApiOptions {
   // When runs are ended by other processes (the distributed api): every run
   // waited for is read in one statement this often at the least (more
   // rarely with many; api/run_end_watcher.h), so a ?wait answers within
-  // about this long of the run's end. 0: off (serve, whose feed hears
-  // every change).
+  // about this long of the run's end, and an event stream
+  // (GET /runs/{id}/events) sends its end event as soon. 0: off (serve,
+  // whose feed hears every change).
   std::chrono::milliseconds run_end_poll{0};
   // A run's event stream (GET /runs/{id}/events) re-reads the run this often
   // without a change notification, and sends a comment after this long
@@ -96,8 +97,8 @@ class Api {
   // stops the worker threads; later triggers commit on the io thread. Call
   // before stopping the HTTP server (whose io threads resume the waiters).
   void Stop();
-  // How many runs ?wait requests wait for now, counted by the run end
-  // watcher (ApiOptions::run_end_poll); 0 without one.
+  // How many runs ?wait requests and event streams wait for the end of now,
+  // counted by the run end watcher (ApiOptions::run_end_poll); 0 without one.
   size_t RunsWaitedFor() const;
 
  private:

@@ -10,6 +10,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <condition_variable>
+#include <future>
 #include <mutex>
 #include <thread>
 
@@ -254,6 +255,62 @@ TEST_P(RunEventsApiTest, AnUnknownRunIsA404NotAStream) {
   EXPECT_EQ(res.status, 404);
   EXPECT_FALSE(res.stream);
   EXPECT_EQ(json::parse(res.body)["error"]["code"], "NOT_FOUND");
+}
+
+// The distributed api: a consumer (another process) ends the run, so the
+// api's change feed never hears of it. The run end watcher reads the end
+// for the feed, and the stream sends its end event then, not at its next
+// re-read (events_poll_interval, 30 s here).
+TEST(RunEventsEndTest, AStreamEndsSoonAfterAnotherProcessEndsTheRun) {
+  std::shared_ptr<ChangeFeed> feed;
+  std::unique_ptr<Store> store;
+  std::unique_ptr<Queue> queue;
+  OpenInMemoryBackends(feed, store, queue);
+  ASSERT_FALSE(::testing::Test::HasFatalFailure());
+  ApiOptions ao;
+  ao.events_poll_interval = std::chrono::milliseconds(30s);
+  ao.run_end_poll = std::chrono::milliseconds(10);
+  auto own_feed = std::make_shared<ChangeFeed>();  // hears none of the store's writes
+  Api api(store.get(), queue.get(), own_feed, ao);
+  http::Router router;
+  api.Register(router);
+  auto call = [&](const std::string& method, const std::string& path, const std::string& body) {
+    http::Request req;
+    req.method = method;
+    req.target = req.path = path;
+    req.body = body;
+    if (!body.empty()) req.headers.emplace_back("Content-Type", "application/json");
+    return http::DispatchSync(router, req);
+  };
+  json plan{{"name", "elsewhere"}, {"steps", {{{"id", "s"}, {"agent", "echo"}}}}};
+  ASSERT_EQ(call("POST", "/api/v1/workflows", plan.dump()).status, 201);
+  const std::string id = json::parse(call("POST", "/api/v1/workflows/elsewhere/runs", "{}").body)["run_id"];
+  ASSERT_TRUE(store->TransitionRun({id, RunStatus::kPending, RunStatus::kRunning}).ok());
+  http::Response res = call("GET", "/api/v1/runs/" + id + "/events", "");
+  ASSERT_TRUE(res.stream);
+  Collector got;
+  auto streamed = std::async(std::launch::async, [&] {
+    boost::asio::io_context ioc;
+    boost::asio::co_spawn(
+        ioc, [&]() -> boost::asio::awaitable<void> { co_await res.stream(got); },
+        [](std::exception_ptr e) {
+          if (e) std::rethrow_exception(e);
+        });
+    ioc.run();
+  });
+  ASSERT_TRUE(got.WaitFor(1));
+  for (int i = 0; i < 2000 && api.RunsWaitedFor() == 0; ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(api.RunsWaitedFor(), 1u) << "the stream waits for the run's end";
+  RunTransition done{id, RunStatus::kRunning, RunStatus::kCompleted};
+  done.output = json{{"ok", true}};
+  ASSERT_TRUE(store->TransitionRun(done).ok());
+  ASSERT_EQ(streamed.wait_for(20s), std::future_status::ready) << "the stream did not hear of the run's end";
+  std::vector<http::SseEvent> events = got.events();
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.back().event, "end");
+  EXPECT_EQ(json::parse(events.back().data)["status"], "COMPLETED");
+  EXPECT_EQ(api.RunsWaitedFor(), 0u);
+  api.Stop();
 }
 
 INSTANTIATE_TEST_SUITE_P(Feed, RunEventsApiTest, ::testing::Bool(),
