@@ -4,9 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
-#include <condition_variable>
 #include <future>
-#include <mutex>
 #include <set>
 #include <thread>
 
@@ -23,6 +21,7 @@
 #include "http/testing.h"
 #include "queue/messages.h"
 #include "storage/forwarding_store.h"
+#include "support/gate.h"
 
 namespace af {
 namespace {
@@ -371,36 +370,16 @@ TEST_F(ApiTest, AWaitHearsOfARunEndedByAnotherProcess) {
   other.Stop();
 }
 
-// A store whose GetRun waits until Release(), as a slow query would.
+// A store whose GetRun waits at `gate` until the test opens it, as a slow
+// query would.
 class StalledReadStore final : public ForwardingStore {
  public:
   using ForwardingStore::ForwardingStore;
-  ~StalledReadStore() override { Release(); }
   Result<Run> GetRun(const std::string& id) override {
-    {
-      std::unique_lock<std::mutex> lock(mu_);
-      stalled_ = true;
-      cv_.notify_all();
-      cv_.wait(lock, [this] { return released_; });
-    }
+    gate.Pass();
     return inner()->GetRun(id);
   }
-  void Release() {
-    std::lock_guard<std::mutex> lock(mu_);
-    released_ = true;
-    cv_.notify_all();
-  }
-  // Whether a GetRun began waiting within `bound`.
-  bool WaitForStall(std::chrono::seconds bound) {
-    std::unique_lock<std::mutex> lock(mu_);
-    return cv_.wait_for(lock, bound, [this] { return stalled_; });
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool stalled_ = false;
-  bool released_ = false;
+  testing_support::Gate gate;
 };
 
 // A slow database call delays its own request only: while a request waits
@@ -447,15 +426,15 @@ TEST_F(ApiTest, ASlowReadHoldsUpNoOtherRequestOfItsIoThread) {
       StalledReadStore* store;
       std::thread* io;
       ~Finish() {
-        store->Release();
+        store->gate.Open();
         if (io != nullptr) io->join();
       }
     } finish{&stalled, &io};
-    ASSERT_TRUE(stalled.WaitForStall(20s)) << "the request did not reach the store";
+    ASSERT_TRUE(stalled.gate.WaitForCall(20s)) << "the request did not reach the store";
     ASSERT_EQ(trigger_answered.get_future().wait_for(20s), std::future_status::ready)
         << "the trigger waited for the other request's database call";
     EXPECT_EQ(triggered.status, 202) << triggered.body;
-    stalled.Release();
+    stalled.gate.Open();
     io.join();
     finish.io = nullptr;
     EXPECT_TRUE(answered.status == 200 || answered.status == 202) << answered.body;  // cancel: 202

@@ -126,6 +126,28 @@ class Collector final : public http::StreamWriter {
   std::string raw_;
 };
 
+// A request through `router`, answered on this thread.
+http::Response CallRouter(http::Router& router, const std::string& method, const std::string& path,
+                          const std::string& body) {
+  http::Request req;
+  req.method = method;
+  req.target = req.path = path;
+  req.body = body;
+  if (!body.empty()) req.headers.emplace_back("Content-Type", "application/json");
+  return http::DispatchSync(router, req);
+}
+
+// Runs a streamed response to its end on a private io_context.
+void RunStreamToEnd(http::Response& res, Collector& out) {
+  boost::asio::io_context ioc;
+  boost::asio::co_spawn(
+      ioc, [&]() -> boost::asio::awaitable<void> { co_await res.stream(out); },
+      [](std::exception_ptr e) {
+        if (e) std::rethrow_exception(e);
+      });
+  ioc.run();
+}
+
 class RunEventsApiTest : public ::testing::TestWithParam<bool> {
  protected:
   void SetUp() override {
@@ -142,23 +164,7 @@ class RunEventsApiTest : public ::testing::TestWithParam<bool> {
   void TearDown() override { api_->Stop(); }
 
   http::Response Call(const std::string& method, const std::string& path, const std::string& body = "") {
-    http::Request req;
-    req.method = method;
-    req.target = req.path = path;
-    req.body = body;
-    if (!body.empty()) req.headers.emplace_back("Content-Type", "application/json");
-    return http::DispatchSync(router_, req);
-  }
-
-  // Runs a streamed response to its end on a private io_context.
-  void RunStream(http::Response& res, Collector& out) {
-    boost::asio::io_context ioc;
-    boost::asio::co_spawn(
-        ioc, [&]() -> boost::asio::awaitable<void> { co_await res.stream(out); },
-        [](std::exception_ptr e) {
-          if (e) std::rethrow_exception(e);
-        });
-    ioc.run();
+    return CallRouter(router_, method, path, body);
   }
 
   std::string StartRun() {
@@ -216,7 +222,7 @@ TEST_P(RunEventsApiTest, EventsArriveInOrderAsTheRunExecutesAndTheStreamEndsWith
     auto run = store_->GetRun(id);
     if (run.ok() && !IsTerminal(run->status)) (void)store_->TransitionRun({id, run->status, RunStatus::kCancelled});
   });
-  RunStream(res, got);  // returns when the stream ends
+  RunStreamToEnd(res, got);  // returns when the stream ends
   executor.join();
 
   std::vector<http::SseEvent> events = got.events();
@@ -242,7 +248,7 @@ TEST_P(RunEventsApiTest, AFinishedRunStreamsItsStateAndEnds) {
   http::Response res = Call("GET", "/api/v1/runs/" + id + "/events");
   ASSERT_TRUE(res.stream);
   Collector got;
-  RunStream(res, got);
+  RunStreamToEnd(res, got);
   auto events = got.events();
   ASSERT_EQ(events.size(), 2u);
   EXPECT_EQ(events[0].event, "run");
@@ -275,12 +281,7 @@ TEST(RunEventsEndTest, AStreamEndsSoonAfterAnotherProcessEndsTheRun) {
   http::Router router;
   api.Register(router);
   auto call = [&](const std::string& method, const std::string& path, const std::string& body) {
-    http::Request req;
-    req.method = method;
-    req.target = req.path = path;
-    req.body = body;
-    if (!body.empty()) req.headers.emplace_back("Content-Type", "application/json");
-    return http::DispatchSync(router, req);
+    return CallRouter(router, method, path, body);
   };
   json plan{{"name", "elsewhere"}, {"steps", {{{"id", "s"}, {"agent", "echo"}}}}};
   ASSERT_EQ(call("POST", "/api/v1/workflows", plan.dump()).status, 201);
@@ -289,15 +290,7 @@ TEST(RunEventsEndTest, AStreamEndsSoonAfterAnotherProcessEndsTheRun) {
   http::Response res = call("GET", "/api/v1/runs/" + id + "/events", "");
   ASSERT_TRUE(res.stream);
   Collector got;
-  auto streamed = std::async(std::launch::async, [&] {
-    boost::asio::io_context ioc;
-    boost::asio::co_spawn(
-        ioc, [&]() -> boost::asio::awaitable<void> { co_await res.stream(got); },
-        [](std::exception_ptr e) {
-          if (e) std::rethrow_exception(e);
-        });
-    ioc.run();
-  });
+  auto streamed = std::async(std::launch::async, [&] { RunStreamToEnd(res, got); });
   ASSERT_TRUE(got.WaitFor(1));
   for (int i = 0; i < 2000 && api.RunsWaitedFor() == 0; ++i) std::this_thread::sleep_for(10ms);
   EXPECT_EQ(api.RunsWaitedFor(), 1u) << "the stream waits for the run's end";

@@ -3,7 +3,6 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
-#include <condition_variable>
 #include <functional>
 #include <mutex>
 #include <thread>
@@ -12,6 +11,7 @@
 #include "common/ids.h"
 #include "storage/forwarding_store.h"
 #include "storage/sqlite/sqlite_store.h"
+#include "support/gate.h"
 
 namespace af {
 namespace {
@@ -47,43 +47,17 @@ class FakeQueue final : public Queue {
 };
 
 // Reads the outbox's backlog as a slow database would: every GetOutboxStats
-// blocks until Release(), then takes `delay` more.
+// waits at `gate` until the test opens it, then takes `delay` more.
 class SlowStatsStore final : public ForwardingStore {
  public:
   using ForwardingStore::ForwardingStore;
-  ~SlowStatsStore() override { Release(); }
-
   Result<OutboxStats> GetOutboxStats() override {
-    {
-      std::unique_lock<std::mutex> lock(mu_);
-      ++calls_;
-      cv_.notify_all();
-      cv_.wait(lock, [this] { return !blocked_; });
-    }
+    gate.Pass();
     std::this_thread::sleep_for(delay);
     return inner()->GetOutboxStats();
   }
-  void Release() {
-    std::lock_guard<std::mutex> lock(mu_);
-    blocked_ = false;
-    cv_.notify_all();
-  }
-  // Whether a read began within `bound`.
-  bool WaitForCall(std::chrono::seconds bound) {
-    std::unique_lock<std::mutex> lock(mu_);
-    return cv_.wait_for(lock, bound, [this] { return calls_ > 0; });
-  }
-  int calls() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return calls_;
-  }
+  testing_support::Gate gate;
   std::chrono::milliseconds delay{0};
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  int calls_ = 0;
-  bool blocked_ = true;
 };
 
 class DispatcherTest : public ::testing::Test {
@@ -212,19 +186,19 @@ TEST_F(DispatcherTest, ASlowBacklogCountHoldsUpNoPublish) {
   o.idle_poll = 10s;
   Dispatcher d(&slow, &queue_, o);
   ASSERT_TRUE(d.AttachWriter(store_.get()));
-  struct ReleaseFirst {  // destroyed before d: its Stop must not wait for the count
+  struct OpenFirst {  // destroyed before d: its Stop must not wait for the count
     SlowStatsStore* s;
-    ~ReleaseFirst() { s->Release(); }
-  } release_first{&slow};
+    ~OpenFirst() { s->gate.Open(); }
+  } open_first{&slow};
   d.Start();
-  ASSERT_TRUE(slow.WaitForCall(10s)) << "the backlog is read when the dispatcher starts";
+  ASSERT_TRUE(slow.gate.WaitForCall(10s)) << "the backlog is read when the dispatcher starts";
   std::string id = Trigger();
   d.Kick();
   auto deadline = std::chrono::steady_clock::now() + 10s;
   while (queue_.sent().empty() && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(5ms);
   ASSERT_EQ(queue_.sent().size(), 1u) << "the publish waited for the backlog count";
   EXPECT_EQ(queue_.sent()[0].key, id);
-  slow.Release();
+  slow.gate.Open();
   d.Stop();
 }
 
@@ -233,16 +207,16 @@ TEST_F(DispatcherTest, ASlowBacklogCountHoldsUpNoPublish) {
 // fiftieth of a database connection.
 TEST_F(DispatcherTest, ASlowBacklogCountIsMadeLessOften) {
   SlowStatsStore slow(store_.get());
-  slow.Release();
+  slow.gate.Open();
   slow.delay = 100ms;
   DispatcherOptions o;
   o.stats_interval = 10ms;  // ~9 reads a second if reads were not spaced
   Dispatcher d(&slow, &queue_, o);
   d.Start();
-  ASSERT_TRUE(slow.WaitForCall(10s));
+  ASSERT_TRUE(slow.gate.WaitForCall(10s));
   std::this_thread::sleep_for(1s);
   d.Stop();
-  EXPECT_EQ(slow.calls(), 1);
+  EXPECT_EQ(slow.gate.calls(), 1);
   EXPECT_EQ(d.backlog(), 0);
 }
 
