@@ -44,8 +44,9 @@ class ApiTest : public ::testing::Test {
     consumer_ = std::move(sub).value();
   }
 
-  http::Response Call(const std::string& method, const std::string& path, const std::string& body = "",
-                      http::Headers headers = {}) {
+  // `path` may carry a query; a body is sent as JSON.
+  static http::Request MakeRequest(const std::string& method, const std::string& path, const std::string& body = "",
+                                   http::Headers headers = {}) {
     http::Request req;
     req.method = method;
     req.target = path;
@@ -55,6 +56,12 @@ class ApiTest : public ::testing::Test {
     req.body = body;
     req.headers = std::move(headers);
     if (!body.empty()) req.headers.emplace_back("Content-Type", "application/json");
+    return req;
+  }
+
+  http::Response Call(const std::string& method, const std::string& path, const std::string& body = "",
+                      http::Headers headers = {}) {
+    http::Request req = MakeRequest(method, path, body, std::move(headers));
     return http::DispatchSync(router_, req);
   }
 
@@ -345,11 +352,7 @@ TEST_F(ApiTest, AWaitHearsOfARunEndedByAnotherProcess) {
   http::Router router;
   other.Register(router);
   auto answer = std::async(std::launch::async, [&] {
-    http::Request req;
-    req.method = "GET";
-    req.target = "/api/v1/runs/" + id + "?wait=60";
-    req.path = "/api/v1/runs/" + id;
-    req.query = http::ParseQuery("wait=60");
+    http::Request req = MakeRequest("GET", "/api/v1/runs/" + id + "?wait=60");
     return http::DispatchSync(router, req);
   });
   ASSERT_TRUE(store_->TransitionRun({id, RunStatus::kPending, RunStatus::kRunning}).ok());
@@ -388,25 +391,18 @@ class StalledReadStore final : public ForwardingStore {
 // connection it served.) For each route that reads the run first.
 TEST_F(ApiTest, ASlowReadHoldsUpNoOtherRequestOfItsIoThread) {
   CreateWorkflow("slow-read");
-  for (const std::string route :
-       {"GET /runs/{id}", "GET /runs/{id}?wait=1", "GET /runs/{id}/steps", "POST /runs/{id}/cancel"}) {
-    SCOPED_TRACE(route);
+  struct Route {
+    std::string method, suffix, body;  // the request: method /api/v1/runs/{id}<suffix>
+  };
+  for (const Route& route : {Route{"GET", "", ""}, Route{"GET", "?wait=1", ""}, Route{"GET", "/steps", ""},
+                             Route{"POST", "/cancel", "{}"}}) {
+    SCOPED_TRACE(route.method + " /runs/{id}" + route.suffix);
     std::string id = Body(Call("POST", "/api/v1/workflows/slow-read/runs", "{}"))["run_id"];
     StalledReadStore stalled(store_.get());
     Api api(&stalled, queue_.get(), feed_, ApiOptions{});
     http::Router router;
     api.Register(router);
-    http::Request slow;
-    slow.method = route.substr(0, route.find(' '));
-    std::string target = "/api/v1" + route.substr(route.find(' ') + 1);
-    target.replace(target.find("{id}"), 4, id);
-    slow.target = target;
-    slow.path = target.substr(0, target.find('?'));
-    if (target.find('?') != std::string::npos) slow.query = http::ParseQuery(target.substr(target.find('?') + 1));
-    if (slow.method == "POST") {
-      slow.body = "{}";
-      slow.headers.emplace_back("Content-Type", "application/json");
-    }
+    http::Request slow = MakeRequest(route.method, "/api/v1/runs/" + id + route.suffix, route.body);
     http::Request trigger = Post("/api/v1/workflows/slow-read/runs", "{}");
     http::Response answered, triggered;
     std::promise<void> trigger_answered;
