@@ -89,7 +89,7 @@ class Api::Handlers : public std::enable_shared_from_this<Api::Handlers> {
                      ? std::make_unique<RunEndWatcher>(store_, feed_, WatcherOptions(options_))
                      : nullptr),
         worker_(store, WorkerOptions(options_)),
-        readers_(store, ReaderOptions(options_)) {}
+        readers_(store, ReaderOptions(options_, *store)) {}
 
   void Stop() {
     readers_.Stop();
@@ -544,9 +544,11 @@ class Api::Handlers : public std::enable_shared_from_this<Api::Handlers> {
     w.max_interval = std::max(o.run_end_poll, o.wait_poll_interval);
     return w;
   }
-  static StoreWorkerOptions ReaderOptions(const ApiOptions& o) {
+  // No more threads than the store has connections: on SQLite (one) a
+  // second thread would only wait for the first.
+  static StoreWorkerOptions ReaderOptions(const ApiOptions& o, const Store& store) {
     StoreWorkerOptions r;
-    r.threads = std::max(1, o.read_threads);
+    r.threads = std::max(1, std::min(o.read_threads, store.MaxConcurrentCalls()));
     return r;
   }
 

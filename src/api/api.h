@@ -61,9 +61,10 @@ struct ApiOptions {
   // Triggers are committed in batches by store_threads worker threads, up
   // to max_trigger_batch runs per transaction (api/store_worker.h). The
   // other store calls of the run and workflow routes (reads, cancel, retry,
-  // /healthz's ping) run on read_threads threads of their own. So these
-  // handlers never wait for the database on an HTTP io thread: a slow query
-  // delays its own request, not every connection of the io thread.
+  // /healthz's ping) run on read_threads threads of their own (at most
+  // Store::MaxConcurrentCalls: one on SQLite). So these handlers never wait
+  // for the database on an HTTP io thread: a slow query delays its own
+  // request, not every connection of the io thread.
   int store_threads = 1;
   size_t max_trigger_batch = 256;
   int read_threads = 2;
