@@ -2,6 +2,7 @@
 
 #include "api/api.h"
 #include "api/request_util.h"
+#include "api/store_worker.h"
 #include "common/ids.h"
 #include "common/time.h"
 
@@ -194,9 +195,9 @@ Response AgentsApi::Heartbeat(Request& req) {
   return r;
 }
 
-void AgentsApi::Register(http::Router& router) {
-  auto sync = [this](Response (AgentsApi::*fn)(Request&)) -> http::Handler {
-    return [this, fn](Request& req) -> boost::asio::awaitable<Response> { co_return (this->*fn)(req); };
+void AgentsApi::Register(http::Router& router, std::shared_ptr<StoreWorker> readers) {
+  auto sync = [this, &readers](Response (AgentsApi::*fn)(Request&)) -> http::Handler {
+    return OffIoThread(readers, [this, fn](Request& req) { return (this->*fn)(req); });
   };
   const std::string base = "/api/v1/agents";
   router.Add("POST", base, sync(&AgentsApi::Create));

@@ -6,11 +6,15 @@
 // Thread-safety: one AgentsApi may serve many connections on many threads.
 #pragma once
 
+#include <memory>
+
 #include "auth/agent_hosts.h"
 #include "http/http.h"
 #include "storage/store.h"
 
 namespace af {
+
+class StoreWorker;
 
 struct AgentsApiOptions {
   // Hosts an agent's url and health_url may name (--agent-hosts); a
@@ -23,8 +27,9 @@ class AgentsApi {
   explicit AgentsApi(Store* store, AgentsApiOptions options = {}) : store_(store), options_(std::move(options)) {}
 
   // Adds the /api/v1/agents routes to `router`; they use `this`, which must
-  // outlive serving them (stop the server first).
-  void Register(http::Router& router);
+  // outlive serving them (stop the server first). Their store calls run on
+  // `readers`' threads (null: on the io thread; api/store_worker.h).
+  void Register(http::Router& router, std::shared_ptr<StoreWorker> readers);
 
   // The handlers, synchronous (each does one store call or two).
   http::Response Create(http::Request& req);

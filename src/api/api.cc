@@ -96,14 +96,8 @@ class Api::Handlers : public std::enable_shared_from_this<Api::Handlers> {
     worker_.Stop();
   }
 
-  // Runs a synchronous handler (one that calls the store) on a reader
-  // thread: the io thread serves the other connections while it waits for
-  // the database.
-  asio::awaitable<Response> OffIoThread(Response (Handlers::*fn)(Request&), Request& req) {
-    std::function<Response()> job = [this, fn, &req] { return (this->*fn)(req); };
-    Response r = co_await readers_.Call<Response>(std::move(job));
-    co_return r;
-  }
+  // Where the synchronous handlers' store calls run (OffIoThread).
+  StoreWorker* readers() { return &readers_; }
   size_t RunsWaitedFor() const { return watcher_ ? watcher_->watched() : 0; }
 
   // ---- workflows ----
@@ -674,11 +668,16 @@ void Api::Stop() { handlers_->Stop(); }
 
 size_t Api::RunsWaitedFor() const { return handlers_->RunsWaitedFor(); }
 
+std::shared_ptr<StoreWorker> Api::Readers() const {
+  return std::shared_ptr<StoreWorker>(handlers_, handlers_->readers());
+}
+
 void Api::Register(http::Router& router) {
   auto h = handlers_;
+  std::shared_ptr<StoreWorker> readers = Readers();
   // Wraps a synchronous handler as a route that runs it off the io thread.
-  auto sync = [h](Response (Handlers::*fn)(Request&)) -> http::Handler {
-    return [h, fn](Request& req) -> asio::awaitable<Response> { return h->OffIoThread(fn, req); };
+  auto sync = [h, &readers](Response (Handlers::*fn)(Request&)) -> http::Handler {
+    return OffIoThread(readers, [h, fn](Request& req) { return ((*h).*fn)(req); });
   };
   auto async = [h](asio::awaitable<Response> (Handlers::*fn)(Request&)) -> http::Handler {
     return [h, fn](Request& req) -> asio::awaitable<Response> { return ((*h).*fn)(req); };
@@ -702,8 +701,8 @@ void Api::Register(http::Router& router) {
   router.Add("POST", v1 + "/runs/{run_id}/cancel", sync(&Handlers::CancelRun));
   router.Add("POST", v1 + "/runs/{run_id}/retry", sync(&Handlers::RetryRun));
 
-  agents_.Register(router);
-  apikeys_.Register(router);
+  agents_.Register(router, readers);
+  apikeys_.Register(router, readers);
 }
 
 }  // namespace af

@@ -88,6 +88,11 @@ class Api {
   // Adds every route to `router`.
   void Register(http::Router& router);
 
+  // The threads the handlers make their store calls on (ApiOptions::
+  // read_threads), for the service's other routes and its auth guard to
+  // share; holds what it needs alive.
+  std::shared_ptr<StoreWorker> Readers() const;
+
   // Publishes an execution request for every run that is not finished, so a
   // run accepted just before a crash (row written, request not yet queued)
   // still executes. Duplicates are harmless: the executor ignores requests

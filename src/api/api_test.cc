@@ -405,34 +405,8 @@ TEST_F(ApiTest, ASlowReadHoldsUpNoOtherRequestOfItsIoThread) {
     http::Request slow = MakeRequest(route.method, "/api/v1/runs/" + id + route.suffix, route.body);
     http::Request trigger = Post("/api/v1/workflows/slow-read/runs", "{}");
     http::Response answered, triggered;
-    std::promise<void> trigger_answered;
-    boost::asio::io_context ioc;  // one io thread, as the server's
-    boost::asio::co_spawn(
-        ioc, [&]() -> boost::asio::awaitable<void> { answered = co_await router.Dispatch(slow); },
-        boost::asio::detached);
-    boost::asio::co_spawn(
-        ioc,
-        [&]() -> boost::asio::awaitable<void> {
-          triggered = co_await router.Dispatch(trigger);
-          trigger_answered.set_value();
-        },
-        boost::asio::detached);
-    std::thread io([&ioc] { ioc.run(); });
-    struct Finish {  // also when an assertion fails: the read ends, then the io thread
-      StalledReadStore* store;
-      std::thread* io;
-      ~Finish() {
-        store->gate.Open();
-        if (io != nullptr) io->join();
-      }
-    } finish{&stalled, &io};
-    ASSERT_TRUE(stalled.gate.WaitForCall(20s)) << "the request did not reach the store";
-    ASSERT_EQ(trigger_answered.get_future().wait_for(20s), std::future_status::ready)
-        << "the trigger waited for the other request's database call";
+    ExpectAnsweredWhileHeld(router, slow, trigger, stalled.gate, answered, triggered);
     EXPECT_EQ(triggered.status, 202) << triggered.body;
-    stalled.gate.Open();
-    io.join();
-    finish.io = nullptr;
     EXPECT_TRUE(answered.status == 200 || answered.status == 202) << answered.body;  // cancel: 202
     EXPECT_NE(answered.body.find(id), std::string::npos) << answered.body;
   }

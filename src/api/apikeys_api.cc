@@ -2,6 +2,7 @@
 
 #include "api/api.h"
 #include "api/request_util.h"
+#include "api/store_worker.h"
 #include "auth/api_keys.h"
 #include "common/log.h"
 
@@ -62,9 +63,9 @@ Response ApiKeysApi::Revoke(Request& req) {
   return http::JsonResponse(200, ToJson(*revoked));
 }
 
-void ApiKeysApi::Register(http::Router& router) {
-  auto sync = [this](Response (ApiKeysApi::*fn)(Request&)) -> http::Handler {
-    return [this, fn](Request& req) -> boost::asio::awaitable<Response> { co_return (this->*fn)(req); };
+void ApiKeysApi::Register(http::Router& router, std::shared_ptr<StoreWorker> readers) {
+  auto sync = [this, &readers](Response (ApiKeysApi::*fn)(Request&)) -> http::Handler {
+    return OffIoThread(readers, [this, fn](Request& req) { return (this->*fn)(req); });
   };
   router.Add("POST", "/api/v1/apikeys", sync(&ApiKeysApi::Create));
   router.Add("GET", "/api/v1/apikeys", sync(&ApiKeysApi::List));

@@ -16,18 +16,23 @@
 // Thread-safety: as AgentsApi.
 #pragma once
 
+#include <memory>
+
 #include "auth/auth.h"
 #include "http/http.h"
 #include "storage/store.h"
 
 namespace af {
 
+class StoreWorker;
+
 class ApiKeysApi {
  public:
   ApiKeysApi(Store* store, auth::AuthMode mode) : store_(store), mode_(mode) {}
 
-  // Adds the routes; they use `this`, which must outlive serving them.
-  void Register(http::Router& router);
+  // Adds the routes; they use `this`, which must outlive serving them. Their
+  // store calls run on `readers`' threads (null: on the io thread).
+  void Register(http::Router& router, std::shared_ptr<StoreWorker> readers);
 
   http::Response Create(http::Request& req);
   http::Response List(http::Request& req);

@@ -3,23 +3,35 @@
 // registration.
 #include <gtest/gtest.h>
 
+#include <functional>
+#include <memory>
+
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 
 #include "api/api.h"
+#include "api/api_test_util.h"
 #include "api/auth_guard.h"
 #include "auth/api_keys.h"
 #include "http/testing.h"
+#include "storage/forwarding_store.h"
+#include "support/gate.h"
 
 namespace af {
 namespace {
 
 class AuthApiTest : public ::testing::Test {
  protected:
-  void Start(auth::AuthMode mode, const std::string& agent_hosts = "") {
+  // The API, its agents and keys routes and the guard (on the API's reader
+  // threads, as the services install it) over an in-memory store, or over
+  // wrap(that store) when a test gives a decorator.
+  void Start(auth::AuthMode mode, const std::string& agent_hosts = "",
+             const std::function<std::unique_ptr<Store>(Store*)>& wrap = nullptr) {
     auto s = OpenStore(StoreOptions{":memory:"});
     ASSERT_TRUE(s.ok());
     store_ = std::move(s).value();
+    if (wrap) served_ = wrap(store_.get());
+    Store* served = served_ ? served_.get() : store_.get();
     auto q = OpenEmbeddedQueue(QueueOptions{""});
     ASSERT_TRUE(q.ok());
     queue_ = std::move(q).value();
@@ -28,13 +40,13 @@ class AuthApiTest : public ::testing::Test {
     auto hosts = auth::AgentHostAllowList::Parse(agent_hosts);
     ASSERT_TRUE(hosts.ok());
     ao.agent_hosts = *hosts;
-    api_ = std::make_unique<Api>(store_.get(), queue_.get(), nullptr, ao);
+    api_ = std::make_unique<Api>(served, queue_.get(), nullptr, ao);
     api_->Register(router_);
     router_.Add("GET", "/healthz", [](http::Request&) -> boost::asio::awaitable<http::Response> {
       co_return http::JsonResponse(200, {{"status", "ok"}});
     });
-    authenticator_ = std::make_unique<auth::Authenticator>(store_.get(), auth::AuthenticatorOptions{mode});
-    InstallAuthGuard(router_, authenticator_.get());
+    authenticator_ = std::make_unique<auth::Authenticator>(served, auth::AuthenticatorOptions{mode});
+    InstallAuthGuard(router_, authenticator_.get(), api_->Readers());
   }
 
   std::string Key(Role role) {
@@ -43,8 +55,8 @@ class AuthApiTest : public ::testing::Test {
     return k->key;
   }
 
-  http::Response Call(const std::string& method, const std::string& path, const std::string& body = "",
-                      const std::string& key = "") {
+  static http::Request MakeRequest(const std::string& method, const std::string& path, const std::string& body = "",
+                                   const std::string& key = "") {
     http::Request req;
     req.method = method;
     req.target = path;
@@ -52,6 +64,11 @@ class AuthApiTest : public ::testing::Test {
     req.body = body;
     if (!body.empty()) req.headers.emplace_back("Content-Type", "application/json");
     if (!key.empty()) req.headers.emplace_back("Authorization", "Bearer " + key);
+    return req;
+  }
+  http::Response Call(const std::string& method, const std::string& path, const std::string& body = "",
+                      const std::string& key = "") {
+    http::Request req = MakeRequest(method, path, body, key);
     return http::DispatchSync(router_, req);
   }
   static json Body(const http::Response& r) { return json::parse(r.body); }
@@ -60,6 +77,7 @@ class AuthApiTest : public ::testing::Test {
   }
 
   std::unique_ptr<Store> store_;
+  std::unique_ptr<Store> served_;  // wrap(store_), or null
   std::unique_ptr<Queue> queue_;
   std::unique_ptr<Api> api_;
   std::unique_ptr<auth::Authenticator> authenticator_;
@@ -142,6 +160,62 @@ TEST_F(AuthApiTest, AgentRegistrationIsRefusedOutsideTheAllowedHosts) {
   EXPECT_NE(Body(health)["error"]["message"].get<std::string>().find("health_url: host '10.0.0.1'"),
             std::string::npos);
   EXPECT_EQ(Call("PUT", "/api/v1/agents/k", R"({"transport": "kafka"})").status, 200) << "kafka agents have no URL";
+}
+
+// Holds the read of one key, or of one agent, until the test opens the
+// gate. Two calls at a time, as a PostgreSQL pool allows (the API gives its
+// reader threads no more than the store's connections). Set the fields while
+// no call is in flight.
+class StalledReadStore final : public ForwardingStore {
+ public:
+  using ForwardingStore::ForwardingStore;
+  int MaxConcurrentCalls() const override { return 2; }
+  Result<ApiKey> GetApiKey(const std::string& id) override {
+    if (id == stalled_key) gate->Pass();
+    return inner()->GetApiKey(id);
+  }
+  Result<Agent> GetAgent(const std::string& name) override {
+    if (name == stalled_agent) gate->Pass();
+    return inner()->GetAgent(name);
+  }
+  std::string stalled_key, stalled_agent;
+  std::unique_ptr<testing_support::Gate> gate = std::make_unique<testing_support::Gate>();
+};
+
+// A slow database call of the guard (the key's read) or of an agent route
+// delays its own request only: while it waits, the same (single) io thread
+// checks another key and answers its request. (The guard and the agent
+// routes read the store on the io thread and held up every connection.)
+TEST_F(AuthApiTest, ASlowKeyCheckOrAgentReadHoldsUpNoOtherRequestOfItsIoThread) {
+  StalledReadStore* stalled = nullptr;
+  Start(auth::AuthMode::kRequired, "", [&stalled](Store* inner) {
+    auto s = std::make_unique<StalledReadStore>(inner);
+    stalled = s.get();
+    return s;
+  });
+  ASSERT_NE(stalled, nullptr);
+  auto slow_key = auth::GenerateApiKey(Role::kAdmin, "slow");
+  ASSERT_TRUE(slow_key.ok());
+  ASSERT_TRUE(store_->CreateApiKey(slow_key->record).ok());
+  std::string admin = Key(Role::kAdmin);
+  ASSERT_EQ(Call("PUT", "/api/v1/agents/a", R"({"url": "http://127.0.0.1:9000/a"})", admin).status, 200);
+
+  struct Case {
+    std::string what, path, key, stalled_key, stalled_agent;
+  };
+  for (const Case& c : {Case{"the key check", "/api/v1/runs", slow_key->key, slow_key->record.id, ""},
+                        Case{"an agent read", "/api/v1/agents/a", admin, "", "a"}}) {
+    SCOPED_TRACE(c.what);
+    stalled->gate = std::make_unique<testing_support::Gate>();
+    stalled->stalled_key = c.stalled_key;
+    stalled->stalled_agent = c.stalled_agent;
+    http::Request slow = MakeRequest("GET", c.path, "", c.key);
+    http::Request other = MakeRequest("GET", "/api/v1/workflows", "", admin);
+    http::Response slow_answer, other_answer;
+    ExpectAnsweredWhileHeld(router_, slow, other, *stalled->gate, slow_answer, other_answer);
+    EXPECT_EQ(other_answer.status, 200) << other_answer.body;
+    EXPECT_EQ(slow_answer.status, 200) << slow_answer.body;
+  }
 }
 
 }  // namespace

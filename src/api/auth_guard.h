@@ -8,16 +8,26 @@
 //   403 PERMISSION_DENIED  the key's role lacks the route's permission
 //                          (details: role, required_role)
 //
+// A request that presents a key waits for its check on a thread of
+// `readers` (the key is read from the database on every request, so a
+// revoked key stops at once): the io thread serves its other connections
+// meanwhile. Public routes and requests without a key are decided at once.
+// `readers` null: checks run on the io thread (tests).
+//
 // Thread-safety: the guard runs on any io thread; `auth` must be safe for
 // that (it is) and outlive the router's server.
 #pragma once
+
+#include <memory>
 
 #include "auth/auth.h"
 #include "http/http.h"
 
 namespace af {
 
-void InstallAuthGuard(http::Router& router, auth::Authenticator* auth);
+class StoreWorker;
+
+void InstallAuthGuard(http::Router& router, auth::Authenticator* auth, std::shared_ptr<StoreWorker> readers);
 
 // The refusal for a failed check (ErrorResponse plus WWW-Authenticate on 401).
 http::Response AuthErrorResponse(const Status& status, bool token_presented);

@@ -49,13 +49,15 @@ void StoreWorker::Enqueue(Create* create, std::function<void()>* job, std::uniqu
 void StoreWorker::Loop() {
   for (;;) {
     std::vector<Create> batch;
-    std::vector<Job> jobs;
+    std::optional<Job> job;
     {
       std::unique_lock<std::mutex> lock(mu_);
       cv_.wait(lock, [&] { return stopping_ || !creates_.empty() || !jobs_.empty(); });
       if (creates_.empty() && jobs_.empty()) return;  // stopping, and everything is done
-      while (!jobs_.empty()) {
-        jobs.push_back(std::move(jobs_.front()));
+      // One call at a time: a slow one must not hold up calls queued behind
+      // it while another thread is free to make them.
+      if (!jobs_.empty()) {
+        job.emplace(std::move(jobs_.front()));
         jobs_.pop_front();
       }
       while (!creates_.empty() && batch.size() < options_.max_batch) {
@@ -65,9 +67,9 @@ void StoreWorker::Loop() {
       if (!creates_.empty() || !jobs_.empty()) cv_.notify_one();  // another thread may take the rest
     }
     // A waiter's frame may be gone once it is resumed: touch nothing of it after Resume.
-    for (Job& j : jobs) {
-      (*j.fn)();
-      j.waiter->Resume();
+    if (job) {
+      (*job->fn)();
+      job->waiter->Resume();
     }
     if (batch.empty()) continue;
     std::vector<NewRun> runs;
@@ -99,6 +101,30 @@ void StoreWorker::Stop() {
     if (t.joinable()) t.join();
   }
   threads_.clear();
+}
+
+namespace {
+
+// `fn` is the route's own (it lives as long as the router); the worker is
+// held by the frame while the call is away.
+boost::asio::awaitable<http::Response> CallOnWorker(std::shared_ptr<StoreWorker> readers,
+                                                    const std::function<http::Response(http::Request&)>& fn,
+                                                    http::Request& req) {
+  std::function<http::Response()> job = [&fn, &req] { return fn(req); };
+  http::Response res = co_await readers->Call<http::Response>(std::move(job));
+  co_return res;
+}
+
+boost::asio::awaitable<http::Response> Answered(http::Response res) { co_return res; }
+
+}  // namespace
+
+http::Handler OffIoThread(std::shared_ptr<StoreWorker> readers, std::function<http::Response(http::Request&)> fn) {
+  auto handler = [readers = std::move(readers), fn = std::move(fn)](http::Request& req) {
+    if (!readers) return Answered(fn(req));
+    return CallOnWorker(readers, fn, req);
+  };
+  return handler;
 }
 
 }  // namespace af

@@ -34,6 +34,7 @@
 #include <boost/asio/prefer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include "http/http.h"
 #include "storage/store.h"
 
 namespace af {
@@ -128,5 +129,11 @@ class StoreWorker {
   bool stopping_ = false;       // guarded by mu_
   std::vector<std::thread> threads_;
 };
+
+// A route that runs the synchronous handler `fn` (one that calls the store)
+// on a thread of `readers`, so the io thread serves its other connections
+// while the database answers; the request is answered on the io thread that
+// read it. `readers` null: on the io thread (tests of the handler alone).
+http::Handler OffIoThread(std::shared_ptr<StoreWorker> readers, std::function<http::Response(http::Request&)> fn);
 
 }  // namespace af

@@ -135,7 +135,7 @@ Status Platform::Start() {
   ops_->Register(*router_);
   ui::RegisterConsole(*router_);
   authenticator_ = std::make_unique<auth::Authenticator>(store_.get(), auth::AuthenticatorOptions{options_.auth_mode});
-  InstallAuthGuard(*router_, authenticator_.get());
+  InstallAuthGuard(*router_, authenticator_.get(), api_->Readers());
   http::ServerOptions ho;
   ho.host = options_.host;
   ho.port = options_.port;

@@ -3,6 +3,7 @@
 // Execution Consumer running Centralized Executors), `agentflow registry`
 // (the Agent Registry) and `agentflow migrate`.
 // Every setting is a flag and, as in the seed, an environment variable.
+#include <algorithm>
 #include <csignal>
 #include <cstdio>
 #include <map>
@@ -14,6 +15,7 @@
 #include "api/api.h"
 #include "agent/kafka/agent_messages.h"
 #include "api/auth_guard.h"
+#include "api/store_worker.h"
 #include "auth/agent_hosts.h"
 #include "auth/auth.h"
 #include "cli/access.h"
@@ -197,7 +199,7 @@ int RunApi(ServiceConfig& c) {
   endpoints.Register(router);
   ui::RegisterConsole(router);
   auth::Authenticator authenticator(db.get(), auth::AuthenticatorOptions{access->auth_mode});
-  InstallAuthGuard(router, &authenticator);
+  InstallAuthGuard(router, &authenticator, api.Readers());
   http::ServerOptions so;
   so.host = c.host;
   so.port = c.port;
@@ -370,15 +372,20 @@ int RunRegistry(RegistryConfig& c) {
   Store* db = store->get();
 
   AgentsApi agents(db, AgentsApiOptions{access->agent_hosts});
+  // The routes' store calls and the key checks run here, off the io thread
+  // (as in `agentflow api`, whose default of two threads this keeps).
+  StoreWorkerOptions ro;
+  ro.threads = std::max(1, std::min(2, db->MaxConcurrentCalls()));
+  auto readers = std::make_shared<StoreWorker>(db, ro);
   metrics::Registry registry;
   ops::EndpointsOptions oo;
   oo.checks = {DatabaseCheck(db)};
   ops::Endpoints endpoints(&registry, std::move(oo));
   http::Router router;
-  agents.Register(router);
+  agents.Register(router, readers);
   endpoints.Register(router);
   auth::Authenticator authenticator(db, auth::AuthenticatorOptions{access->auth_mode});
-  InstallAuthGuard(router, &authenticator);
+  InstallAuthGuard(router, &authenticator, readers);
   http::ServerOptions so;
   so.host = c.host;
   so.port = c.port;
@@ -403,6 +410,7 @@ int RunRegistry(RegistryConfig& c) {
   int sig = WaitForSignal(signals);
   log::Info(std::string("agentflow registry stopping on ") + (sig == SIGINT ? "SIGINT" : "SIGTERM"));
   if (checker) checker->Stop();
+  readers->Stop();  // its waiters resume on the server's io threads: before those stop
   (*server)->Stop();
   return 0;
 }

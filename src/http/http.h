@@ -96,9 +96,10 @@ class Router {
   // Runs for every request that matched a route (req.route and path_params
   // are set), before its handler; a response it returns is sent instead of
   // calling the handler. Access control installs itself here
-  // (api/auth_guard.h), so no handler checks permissions. Must be quick and
-  // must not block on more than one store call. Set during setup only.
-  using Guard = std::function<std::optional<Response>(const Request&)>;
+  // (api/auth_guard.h), so no handler checks permissions. Like a handler it
+  // may co_await; it must not block the io thread (the auth guard reads the
+  // request's key off it). Set during setup only.
+  using Guard = std::function<asio::awaitable<std::optional<Response>>(const Request&)>;
   void SetGuard(Guard guard) { guard_ = std::move(guard); }
 
  private:

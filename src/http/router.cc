@@ -95,7 +95,8 @@ asio::awaitable<Response> Router::Dispatch(Request& req) const {
     if (IsParam(p)) req.path_params[p.substr(1, p.size() - 2)] = segs[i];
   }
   if (guard_) {
-    std::optional<Response> refused = guard_(req);
+    asio::awaitable<std::optional<Response>> check = guard_(req);
+    std::optional<Response> refused = co_await std::move(check);
     if (refused) co_return std::move(*refused);
   }
   // Named first: g++ 12 miscompiles temporaries in a co_await full-expression.

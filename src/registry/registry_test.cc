@@ -11,6 +11,7 @@
 
 #include "agent/agent.h"
 #include "api/agents_api.h"
+#include "api/store_worker.h"
 #include "common/time.h"
 #include "http/http.h"
 #include "registry/health_checker.h"
@@ -21,18 +22,22 @@ namespace {
 using namespace std::chrono_literals;
 namespace asio = boost::asio;
 
-// An HTTP server on loopback: the agents API over `store`, plus /health that
-// answers with the status the test sets.
+// An HTTP server on loopback: the agents API over `store` (its store calls
+// on a reader thread, as in `agentflow registry`), plus /health that answers
+// with the status the test sets.
 class Registry {
  public:
-  explicit Registry(Store* store) : api_(store) {
-    api_.Register(router_);
+  explicit Registry(Store* store) : api_(store), readers_(std::make_shared<StoreWorker>(store, StoreWorkerOptions{})) {
+    api_.Register(router_, readers_);
     router_.Add("GET", "/health", [this](http::Request&) -> asio::awaitable<http::Response> {
       co_return http::JsonResponse(health_status_.load(), {{"status", "whatever"}});
     });
     Start();
   }
-  ~Registry() { Stop(); }
+  ~Registry() {
+    readers_->Stop();  // its waiters resume on the server's io thread: before it stops
+    Stop();
+  }
   void Start() {
     http::ServerOptions o;
     o.port = port_;  // the same port again after Stop
@@ -61,6 +66,7 @@ class Registry {
 
  private:
   AgentsApi api_;
+  std::shared_ptr<StoreWorker> readers_;
   http::Router router_;
   std::unique_ptr<http::Server> server_;
   uint16_t port_ = 0;
