@@ -121,6 +121,9 @@ struct Options {
   std::vector<std::string> api_args;    // extra arguments of `agentflow api` (diagnostics)
   std::vector<std::string> consumer_args;  // extra arguments of every `agentflow consumer` (diagnostics)
   std::vector<std::string> serve_args;  // extra arguments of `agentflow serve` (diagnostics)
+  // serve / api with --auth required; every request of the driver carries
+  // an admin key made with `agentflow apikey create` (the agent calls do not).
+  bool auth = false;
   bool quick = false;                   // 1/10 of every count: a smoke run
   // Counts of the issue.
   int rtt_n = 2000;
@@ -435,12 +438,15 @@ struct Latch {
   }
 };
 
-http::ClientRequest PostRequest(const std::string& url, const std::string& body, std::chrono::milliseconds timeout) {
+// `authorization`: the Authorization header's value, "" for none.
+http::ClientRequest PostRequest(const std::string& url, const std::string& body, std::chrono::milliseconds timeout,
+                                const std::string& authorization = "") {
   http::ClientRequest req;
   req.method = "POST";
   req.url = url;
   req.body = body;
   req.headers = {{"Content-Type", "application/json"}, {"Accept", "application/json"}};
+  if (!authorization.empty()) req.headers.push_back({"Authorization", authorization});
   req.timeout = timeout;
   return req;
 }
@@ -495,23 +501,47 @@ class Stack {
   virtual json settings() const { return json::object(); }
   virtual std::string Logs() const = 0;
 
+  // With --auth: "Bearer <an admin key>", for every request to the API;
+  // "" without.
+  const std::string& authorization() const { return authorization_; }
+
   // Setup through the API (blocking; main thread).
   void RegisterAgent(const std::string& name, const std::string& url) {
     json a = {{"name", name}, {"url", url}, {"timeout_ms", 30000}};
-    auto r = e2e::Fetch("POST", api() + "/agents", a.dump());
+    auto r = e2e::Fetch("POST", api() + "/agents", a.dump(), AuthHeaders());
     Require(r.status == 201 || r.status == 200, "register agent " + name + ": " + r.Describe());
   }
   void CreateWorkflow(const json& plan) {
-    auto r = e2e::Fetch("POST", api() + "/workflows", plan.dump());
+    auto r = e2e::Fetch("POST", api() + "/workflows", plan.dump(), AuthHeaders());
     Require(r.status == 201 || r.status == 200, "create workflow: " + r.Describe());
   }
+
+ protected:
+  // `agentflow apikey create --role admin` on the stack's database (`where`:
+  // --data-dir D or --database-url U); sets authorization().
+  void MakeAdminKey(const std::vector<std::string>& where, const e2e::TempDir& dir) {
+    std::vector<std::string> args = {"--json", "apikey"};
+    args.insert(args.end(), where.begin(), where.end());
+    args.insert(args.end(), {"create", "--role", "admin", "--name", "af-bench"});
+    e2e::CliResult r = e2e::RunCli(args, dir);
+    json j = json::parse(r.out, nullptr, false);
+    Require(r.exit_code == 0 && j.is_object() && j.contains("key"), "apikey create: " + r.Describe());
+    authorization_ = "Bearer " + j["key"].get<std::string>();
+  }
+
+ private:
+  e2e::Headers AuthHeaders() const {
+    if (authorization_.empty()) return {};
+    return {{"Authorization", authorization_}};
+  }
+  std::string authorization_;
 };
 
 // POST /workflows/{w}/runs?wait=120: the run's end as the api's long-poll
 // answers it, as a user waiting for a run sees it.
-asio::awaitable<void> TriggerAndWaitThroughApi(http::Client& c, std::string api, std::string workflow, std::string body,
-                                               RunEnd* out) {
-  http::ClientRequest req = PostRequest(api + "/workflows/" + workflow + "/runs?wait=120", body, 130s);
+asio::awaitable<void> TriggerAndWaitThroughApi(http::Client& c, std::string api, std::string authorization,
+                                               std::string workflow, std::string body, RunEnd* out) {
+  http::ClientRequest req = PostRequest(api + "/workflows/" + workflow + "/runs?wait=120", body, 130s, authorization);
   Result<http::ClientResponse> r = co_await c.Send(std::move(req));
   if (!r.ok()) {
     out->error = r.status().ToString();
@@ -547,12 +577,14 @@ class EmbeddedStack final : public Stack {
     so.log_dir = logs_.path().string();
     so.data_dir = data_dir_;
     so.command = {"serve", "--data-dir", data_dir_};
+    if (o.auth) extra_args.insert(extra_args.end(), {"--auth", "required"});
     so.command.insert(so.command.end(), extra_args.begin(), extra_args.end());
     args_ = extra_args;
     keep_logs_dir_ = o.keep_logs_dir;
     so.name = "serve";
     server_ = std::make_unique<e2e::Server>(so);
     server_->Start();
+    if (o.auth) MakeAdminKey({"--data-dir", data_dir_}, logs_);
   }
   ~EmbeddedStack() override {
     if (server_ && server_->running()) server_->Stop();
@@ -582,7 +614,7 @@ class EmbeddedStack final : public Stack {
   }
 
   asio::awaitable<void> TriggerAndWait(http::Client& c, std::string workflow, std::string body, RunEnd* out) override {
-    co_await TriggerAndWaitThroughApi(c, api(), std::move(workflow), std::move(body), out);
+    co_await TriggerAndWaitThroughApi(c, api(), authorization(), std::move(workflow), std::move(body), out);
   }
 
  private:
@@ -736,10 +768,13 @@ class DistributedStack final : public Stack {
     ao.command = {"api"};
     ao.command.insert(ao.command.end(), kafka_props_.begin(), kafka_props_.end());
     ao.command.insert(ao.command.end(), o.api_args.begin(), o.api_args.end());
+    if (o.auth) ao.command.insert(ao.command.end(), {"--auth", "required"});
     for (const auto& a : o.api_args) api_args_ += (api_args_.empty() ? "" : " ") + a;
+    if (o.auth) api_args_ += std::string(api_args_.empty() ? "" : " ") + "--auth required";
     ao.env = env;
     api_ = std::make_unique<e2e::Server>(ao);
     api_->Start();
+    if (o.auth) MakeAdminKey({"--database-url", db_url_}, logs_);
     if (consumer) {
       e2e::Server::Options co;
       co.log_dir = logs_.path().string();
@@ -807,10 +842,10 @@ class DistributedStack final : public Stack {
 
   asio::awaitable<void> TriggerAndWait(http::Client& c, std::string workflow, std::string body, RunEnd* out) override {
     if (wait_through_api_) {
-      co_await TriggerAndWaitThroughApi(c, api(), std::move(workflow), std::move(body), out);
+      co_await TriggerAndWaitThroughApi(c, api(), authorization(), std::move(workflow), std::move(body), out);
       co_return;
     }
-    http::ClientRequest req = PostRequest(api() + "/workflows/" + workflow + "/runs", body, 30s);
+    http::ClientRequest req = PostRequest(api() + "/workflows/" + workflow + "/runs", body, 30s, authorization());
     Result<http::ClientResponse> r = co_await c.Send(std::move(req));
     if (!r.ok()) {
       out->error = r.status().ToString();
@@ -1452,7 +1487,9 @@ class Runner {
         uint64_t sent = 0;
         bool began = false;
         std::vector<std::unique_ptr<PostConnection>> connections;
-        for (int k = 0; k < conns; ++k) connections.push_back(std::make_unique<PostConnection>(url, R"({"input":{}})"));
+        for (int k = 0; k < conns; ++k) {
+          connections.push_back(std::make_unique<PostConnection>(url, R"({"input":{}})", s.authorization()));
+        }
         // One watchdog for all connections: a POST unanswered for 30 s is
         // aborted (an error), so the figure ends by itself.
         bool done = false;
@@ -1589,7 +1626,7 @@ class Runner {
           auto worker = [&]() -> asio::awaitable<void> {
             while (next < total) {
               ++next;
-              http::ClientRequest req = PostRequest(url, R"({"input":{}})", 30s);
+              http::ClientRequest req = PostRequest(url, R"({"input":{}})", 30s, s.authorization());
               Result<http::ClientResponse> r = co_await client->Send(std::move(req));
               if (r.ok() && r->status == 202) {
                 ++accepted;
@@ -1675,6 +1712,7 @@ int Main(int argc, char** argv) {
     else if (a == "--consumer-arg") o.consumer_args.push_back(next());
     else if (a == "--serve-arg") o.serve_args.push_back(next());
     else if (a == "--wait-through-api") o.wait_through_api = true;
+    else if (a == "--auth") o.auth = true;
     else if (a == "--keep-logs") o.keep_logs_dir = next();
     else if (a == "--attempts") o.attempts = std::stoi(next());
     else if (a == "--wait-quiet") o.wait_quiet_s = std::stoi(next());
@@ -1688,7 +1726,8 @@ int Main(int argc, char** argv) {
           "usage: af-bench [--modes embedded,embedded-fullsync,distributed] "
           "[--only rtt,chain10,fanout40,trigger,slow] [--out FILE] [--data-base DIR] [--quick] [--pg-statements DIR] "
           "[--perf DIR] [--attach 'CMD {pid}'] [--attach-phase throughput|latency|trigger] [--keep-logs DIR] "
-          "[--wait-through-api] [--api-arg A]... [--consumer-arg A]... [--serve-arg A]... [--pg-setting k=v]... "
+          "[--wait-through-api] [--auth] [--api-arg A]... [--consumer-arg A]... [--serve-arg A]... "
+          "[--pg-setting k=v]... "
           "[--attempts N] [--wait-quiet S] "
           "[--trigger-connections N] "
           "[--kafka-fetch-wait-ms N] [--poll-ms-many N] [--revision R]\n");

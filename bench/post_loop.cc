@@ -23,7 +23,7 @@ struct PostConnection::Impl {
   std::optional<std::chrono::steady_clock::time_point> busy_since;
 };
 
-PostConnection::PostConnection(std::string url, std::string body) : impl_(new Impl) {
+PostConnection::PostConnection(std::string url, std::string body, const std::string& authorization) : impl_(new Impl) {
   // http://host:port/path
   std::string rest = url.substr(url.find("//") + 2);
   size_t slash = rest.find('/');
@@ -32,8 +32,9 @@ PostConnection::PostConnection(std::string url, std::string body) : impl_(new Im
   size_t colon = authority.rfind(':');
   impl_->host = authority.substr(0, colon);
   impl_->port = colon == std::string::npos ? "80" : authority.substr(colon + 1);
-  impl_->request = "POST " + path + " HTTP/1.1\r\nHost: " + authority +
-                   "\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" +
+  std::string auth_line = authorization.empty() ? "" : "Authorization: " + authorization + "\r\n";
+  impl_->request = "POST " + path + " HTTP/1.1\r\nHost: " + authority + "\r\n" + auth_line +
+                   "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" +
                    body;
 }
 

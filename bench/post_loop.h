@@ -26,8 +26,9 @@ struct PostAnswer {
 
 class PostConnection {
  public:
-  // `url` is http://host:port/path; `body` is sent as application/json.
-  PostConnection(std::string url, std::string body);
+  // `url` is http://host:port/path; `body` is sent as application/json;
+  // `authorization`, if not empty, as the Authorization header.
+  PostConnection(std::string url, std::string body, const std::string& authorization = "");
   ~PostConnection();
   PostConnection(const PostConnection&) = delete;
   PostConnection& operator=(const PostConnection&) = delete;
