@@ -442,7 +442,7 @@ void AddServiceCommands(CLI::App& app, int* exit_code) {
                   "threads committing batches of triggers (each holds one database connection while it commits)")
       ->capture_default_str();
   api->add_option("--read-threads", api_cfg.read_threads,
-                  "threads making the API's other database calls (reads, cancel, retry), off the HTTP threads")
+                  "threads making the API's other database calls (reads, cancel, retry, key checks), off the HTTP threads")
       ->check(CLI::Range(1, 64))
       ->capture_default_str();
   api->add_option("--run-end-poll-ms", api_cfg.run_end_poll_ms,
