@@ -319,7 +319,8 @@ class Api::Handlers : public std::enable_shared_from_this<Api::Handlers> {
     const std::string id = req.path_params["run_id"];
     Status valid = CheckId(id, "run id");
     if (!valid.ok()) co_return ErrorResponse(valid);
-    auto run = store_->GetRun(id);
+    std::function<Result<Run>()> read = [this, &id] { return store_->GetRun(id); };
+    Result<Run> run = co_await readers_.Call<Result<Run>>(std::move(read));
     if (!run.ok()) co_return ErrorResponse(run.status());
     Response res;
     res.content_type = "text/event-stream";
