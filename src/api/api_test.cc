@@ -45,20 +45,6 @@ class ApiTest : public ::testing::Test {
   }
 
   // `path` may carry a query; a body is sent as JSON.
-  static http::Request MakeRequest(const std::string& method, const std::string& path, const std::string& body = "",
-                                   http::Headers headers = {}) {
-    http::Request req;
-    req.method = method;
-    req.target = path;
-    auto q = path.find('?');
-    req.path = path.substr(0, q);
-    if (q != std::string::npos) req.query = http::ParseQuery(path.substr(q + 1));
-    req.body = body;
-    req.headers = std::move(headers);
-    if (!body.empty()) req.headers.emplace_back("Content-Type", "application/json");
-    return req;
-  }
-
   http::Response Call(const std::string& method, const std::string& path, const std::string& body = "",
                       http::Headers headers = {}) {
     http::Request req = MakeRequest(method, path, body, std::move(headers));
@@ -82,20 +68,12 @@ class ApiTest : public ::testing::Test {
     ioc.run();
     return out;
   }
-  http::Request Post(const std::string& path, const std::string& body, http::Headers headers = {}) {
-    http::Request req;
-    req.method = "POST";
-    req.target = req.path = path;
-    req.body = body;
-    req.headers = std::move(headers);
-    req.headers.emplace_back("Content-Type", "application/json");
-    return req;
+  static http::Request Post(const std::string& path, const std::string& body, http::Headers headers = {}) {
+    return MakeRequest("POST", path, body, std::move(headers));
   }
   http::Response CallOn(http::Router& router, const std::string& method, const std::string& path,
                         const std::string& body = "") {
-    http::Request req = Post(path, body);
-    req.method = method;
-    return CallConcurrently({req}, router).at(0);
+    return CallConcurrently({MakeRequest(method, path, body)}, router).at(0);
   }
 
   // What the relay publishes from the outbox, as the consumer receives it.
@@ -625,11 +603,8 @@ TEST_F(ApiTest, BadInputIsAJsonClientError) {
 }
 
 TEST_F(ApiTest, WrongContentTypeIs415) {
-  http::Request req;
-  req.method = "POST";
-  req.path = "/api/v1/agents";
-  req.body = R"({"name": "a", "url": "http://x"})";
-  req.headers.emplace_back("Content-Type", "text/plain");
+  http::Request req = MakeRequest("POST", "/api/v1/agents", "", {{"Content-Type", "text/plain"}});
+  req.body = R"({"name": "a", "url": "http://x"})";  // set after: MakeRequest would add a JSON type
   boost::asio::io_context ioc;
   http::Response out;
   boost::asio::co_spawn(

@@ -7,7 +7,9 @@
 #include <chrono>
 #include <future>
 #include <memory>
+#include <string>
 #include <thread>
+#include <utility>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -33,6 +35,23 @@ inline void OpenInMemoryBackends(std::shared_ptr<ChangeFeed>& feed, std::unique_
   auto q = OpenEmbeddedQueue(QueueOptions{""});
   ASSERT_TRUE(q.ok()) << q.status().ToString();
   queue = std::move(q).value();
+}
+
+// A request as the HTTP server hands it to the router (before routing):
+// `path` may carry a query string; a JSON Content-Type is added when `body`
+// is not empty.
+inline http::Request MakeRequest(const std::string& method, const std::string& path, const std::string& body = "",
+                                 http::Headers headers = {}) {
+  http::Request req;
+  req.method = method;
+  req.target = path;
+  auto q = path.find('?');
+  req.path = path.substr(0, q);
+  if (q != std::string::npos) req.query = http::ParseQuery(path.substr(q + 1));
+  req.body = body;
+  req.headers = std::move(headers);
+  if (!body.empty()) req.headers.emplace_back("Content-Type", "application/json");
+  return req;
 }
 
 // Dispatches `held` and then `other` through `router` on one io thread (as

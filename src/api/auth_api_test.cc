@@ -55,20 +55,16 @@ class AuthApiTest : public ::testing::Test {
     return k->key;
   }
 
-  static http::Request MakeRequest(const std::string& method, const std::string& path, const std::string& body = "",
-                                   const std::string& key = "") {
-    http::Request req;
-    req.method = method;
-    req.target = path;
-    req.path = path;
-    req.body = body;
-    if (!body.empty()) req.headers.emplace_back("Content-Type", "application/json");
-    if (!key.empty()) req.headers.emplace_back("Authorization", "Bearer " + key);
-    return req;
+  // A request with `key` (none if "") as its bearer token.
+  static http::Request KeyedRequest(const std::string& method, const std::string& path, const std::string& body = "",
+                                    const std::string& key = "") {
+    http::Headers headers;
+    if (!key.empty()) headers.emplace_back("Authorization", "Bearer " + key);
+    return MakeRequest(method, path, body, std::move(headers));
   }
   http::Response Call(const std::string& method, const std::string& path, const std::string& body = "",
                       const std::string& key = "") {
-    http::Request req = MakeRequest(method, path, body, key);
+    http::Request req = KeyedRequest(method, path, body, key);
     return http::DispatchSync(router_, req);
   }
   static json Body(const http::Response& r) { return json::parse(r.body); }
@@ -209,8 +205,8 @@ TEST_F(AuthApiTest, ASlowKeyCheckOrAgentReadHoldsUpNoOtherRequestOfItsIoThread) 
     stalled->gate = std::make_unique<testing_support::Gate>();
     stalled->stalled_key = c.stalled_key;
     stalled->stalled_agent = c.stalled_agent;
-    http::Request slow = MakeRequest("GET", c.path, "", c.key);
-    http::Request other = MakeRequest("GET", "/api/v1/workflows", "", admin);
+    http::Request slow = KeyedRequest("GET", c.path, "", c.key);
+    http::Request other = KeyedRequest("GET", "/api/v1/workflows", "", admin);
     http::Response slow_answer, other_answer;
     ExpectAnsweredWhileHeld(router_, slow, other, *stalled->gate, slow_answer, other_answer);
     EXPECT_EQ(other_answer.status, 200) << other_answer.body;

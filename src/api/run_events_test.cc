@@ -129,11 +129,7 @@ class Collector final : public http::StreamWriter {
 // A request through `router`, answered on this thread.
 http::Response CallRouter(http::Router& router, const std::string& method, const std::string& path,
                           const std::string& body) {
-  http::Request req;
-  req.method = method;
-  req.target = req.path = path;
-  req.body = body;
-  if (!body.empty()) req.headers.emplace_back("Content-Type", "application/json");
+  http::Request req = MakeRequest(method, path, body);
   return http::DispatchSync(router, req);
 }
 
