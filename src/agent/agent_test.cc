@@ -499,6 +499,7 @@ class FakeAgentStore final : public Store {
   Result<Run> TransitionRun(const RunTransition&) override { return No(); }
   Result<Run> RequestCancel(const CancelRequest&) override { return No(); }
   Result<std::vector<CancelRequest>> ListCancelRequests(const std::vector<std::string>&) override { return No(); }
+  Result<std::vector<StepProgress>> GetStepProgress(const std::vector<std::string>&) override { return No(); }
   using Store::InsertStep;
   Result<int64_t> InsertStep(const StepExecution&, int64_t) override { return No(); }
   Result<RunLease> AcquireRunLease(const std::string&, const std::string&, int64_t) override { return No(); }

@@ -1,7 +1,7 @@
 #include "api/api.h"
 
 #include "api/request_util.h"
-#include "api/run_end_watcher.h"
+#include "api/run_watcher.h"
 #include "api/run_events.h"
 #include "api/store_worker.h"
 #include "api/workflow_cache.h"
@@ -86,7 +86,7 @@ class Api::Handlers : public std::enable_shared_from_this<Api::Handlers> {
         options_(std::move(options)),
         cache_(CacheOptions(options_)),
         watcher_(options_.run_end_poll.count() > 0 && feed_
-                     ? std::make_unique<RunEndWatcher>(store_, feed_, WatcherOptions(options_))
+                     ? std::make_unique<RunWatcher>(store_, feed_, WatcherOptions(options_))
                      : nullptr),
         worker_(store, WorkerOptions(options_)),
         readers_(store, ReaderOptions(options_, *store)) {}
@@ -312,9 +312,10 @@ class Api::Handlers : public std::enable_shared_from_this<Api::Handlers> {
 
   // GET /runs/{run_id}/events: server-sent events (api/run_events.h). The
   // run is read again when this process's change feed reports a change to
-  // it, and every events_poll_interval (changes made by other processes:
-  // the distributed topology). The run's end, when another process writes
-  // it, reaches the feed through the run end watcher (run_end_poll).
+  // it, and every events_poll_interval (a safety net; without a run watcher,
+  // how changes made by other processes are found). The run's end and its
+  // steps' progress, when another process writes them, reach the feed
+  // through the run watcher (run_end_poll).
   asio::awaitable<Response> RunEvents(Request& req) {
     const std::string id = req.path_params["run_id"];
     Status valid = CheckId(id, "run id");
@@ -335,19 +336,25 @@ class Api::Handlers : public std::enable_shared_from_this<Api::Handlers> {
     co_return res;
   }
 
-  // A run whose end the run end watcher reads for the feed (ends written by
-  // other processes), from Begin until destroyed. No watcher: nothing.
-  struct WatchedEnd {
-    RunEndWatcher* w = nullptr;
+  // A run whose end (and, for a stream, whose step progress) the run
+  // watcher reads for the feed (changes written by other processes), from
+  // Begin until destroyed. No watcher: nothing.
+  struct Watched {
+    RunWatcher* w = nullptr;
     std::string id;
-    void Begin(RunEndWatcher* watcher, const std::string& run_id) {
+    bool steps = false;
+    void Begin(RunWatcher* watcher, const std::string& run_id, bool with_steps) {
       if (w != nullptr || watcher == nullptr) return;
       w = watcher;
       id = run_id;
+      steps = with_steps;
       w->Watch(id);
+      if (steps) w->WatchSteps(id);
     }
-    ~WatchedEnd() {
-      if (w != nullptr) w->Unwatch(id);
+    ~Watched() {
+      if (w == nullptr) return;
+      w->Unwatch(id);
+      if (steps) w->UnwatchSteps(id);
     }
   };
 
@@ -376,7 +383,7 @@ class Api::Handlers : public std::enable_shared_from_this<Api::Handlers> {
     std::string retry = "retry: 1000\n\n";  // a client reconnects after 1 s
     if (!co_await w.Write(std::move(retry))) co_return;
     RunEventDiff diff;
-    WatchedEnd watching;
+    Watched watching;
     uint64_t seq = 0;
     auto last_write = std::chrono::steady_clock::now();
     for (;;) {
@@ -402,7 +409,8 @@ class Api::Handlers : public std::enable_shared_from_this<Api::Handlers> {
         last_write = std::chrono::steady_clock::now();
       }
       if (diff.ended()) co_return;
-      watching.Begin(watcher_.get(), id);  // the run's end, written by a consumer, wakes the stream
+      // The run's end and its steps' progress, written by a consumer, wake the stream.
+      watching.Begin(watcher_.get(), id, /*with_steps=*/true);
       if (changed->load()) continue;
       auto now = std::chrono::steady_clock::now();
       if (now - last_write >= options_.events_keepalive) {
@@ -533,8 +541,8 @@ class Api::Handlers : public std::enable_shared_from_this<Api::Handlers> {
     c.resolve_ttl = o.workflow_cache_ttl;
     return c;
   }
-  static RunEndWatcherOptions WatcherOptions(const ApiOptions& o) {
-    RunEndWatcherOptions w;
+  static RunWatcherOptions WatcherOptions(const ApiOptions& o) {
+    RunWatcherOptions w;
     w.min_interval = o.run_end_poll;
     w.max_interval = std::max(o.run_end_poll, o.wait_poll_interval);
     return w;
@@ -627,7 +635,7 @@ class Api::Handlers : public std::enable_shared_from_this<Api::Handlers> {
     }
     // Ends written by other processes: the watcher reads them for the feed
     // (from the first read that finds the run unfinished).
-    WatchedEnd watching;
+    Watched watching;
     auto deadline = std::chrono::steady_clock::now() +
                     std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000));
     Result<Run> run = Status::Internal("unset");
@@ -635,7 +643,7 @@ class Api::Handlers : public std::enable_shared_from_this<Api::Handlers> {
       changed->store(false);
       run = co_await ReadRun(run_id);
       if (!run.ok() || IsTerminal(run->status)) break;
-      watching.Begin(watcher_.get(), run_id);
+      watching.Begin(watcher_.get(), run_id, /*with_steps=*/false);
       auto now = std::chrono::steady_clock::now();
       if (now >= deadline) break;
       if (changed->load()) continue;
@@ -653,7 +661,7 @@ class Api::Handlers : public std::enable_shared_from_this<Api::Handlers> {
   std::shared_ptr<ChangeFeed> feed_;
   ApiOptions options_;
   WorkflowCache cache_;
-  std::unique_ptr<RunEndWatcher> watcher_;  // null unless run_end_poll > 0
+  std::unique_ptr<RunWatcher> watcher_;     // null unless run_end_poll > 0
   StoreWorker worker_;                      // triggers' batches (and workflow lookups on a cache miss)
   StoreWorker readers_;                     // every other store call of a handler; last: its threads stop first
 };

@@ -32,13 +32,14 @@ struct ApiOptions {
   std::chrono::milliseconds wait_poll_interval{500};
   // When runs are ended by other processes (the distributed api): every run
   // waited for is read in one statement this often at the least (more
-  // rarely with many; api/run_end_watcher.h), so a ?wait answers within
+  // rarely with many; api/run_watcher.h), so a ?wait answers within
   // about this long of the run's end, and an event stream
-  // (GET /runs/{id}/events) sends its end event as soon. 0: off (serve,
-  // whose feed hears every change).
+  // (GET /runs/{id}/events) sends its end event, and each step's, as soon.
+  // 0: off (serve, whose feed hears every change).
   std::chrono::milliseconds run_end_poll{0};
   // A run's event stream (GET /runs/{id}/events) re-reads the run this often
-  // without a change notification, and sends a comment after this long
+  // without a change notification (with a run watcher, only a safety net:
+  // the api sets 2 s then), and sends a comment after this long
   // without an event (so proxies and clients see the connection alive, and
   // a client that left is noticed).
   std::chrono::milliseconds events_poll_interval{250};
@@ -104,7 +105,7 @@ class Api {
   // before stopping the HTTP server (whose io threads resume the waiters).
   void Stop();
   // How many runs ?wait requests and event streams wait for the end of now,
-  // counted by the run end watcher (ApiOptions::run_end_poll); 0 without one.
+  // counted by the run watcher (ApiOptions::run_end_poll); 0 without one.
   size_t RunsWaitedFor() const;
 
  private:

@@ -7,6 +7,7 @@
 #include <future>
 #include <set>
 #include <thread>
+#include <utility>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -14,7 +15,7 @@
 
 #include "api/api.h"
 #include "api/api_test_util.h"
-#include "api/run_end_watcher.h"
+#include "api/run_watcher.h"
 #include "api/workflow_cache.h"
 #include "dispatch/dispatcher.h"
 #include "common/trace.h"
@@ -396,52 +397,119 @@ TEST_F(ApiTest, ASlowReadHoldsUpNoOtherRequestOfItsIoThread) {
   }
 }
 
-TEST(RunEndWatcherTest, PublishesTheEndsOfTheRunsWatchedOnly) {
-  std::shared_ptr<ChangeFeed> feed;
-  std::unique_ptr<Store> store;
-  std::unique_ptr<Queue> queue;
-  OpenInMemoryBackends(feed, store, queue);
-  if (HasFatalFailure()) return;
-  auto wf = store->CreateWorkflow({"w", "", json{{"name", "w"}, {"steps", json::array()}}});
-  ASSERT_TRUE(wf.ok()) << wf.status().ToString();
-  auto make = [&] { return store->CreateRun({"", wf->id, 1, json::object(), ""})->run.id; };
-  std::string ended = make(), running = make(), unwatched = make();
-  for (const auto& id : {ended, running, unwatched}) {
-    ASSERT_TRUE(store->TransitionRun({id, RunStatus::kPending, RunStatus::kRunning}).ok());
+// A RunWatcher over an in-memory store that reads only when the test calls
+// CheckOnce, publishing to a feed whose changes the test collects.
+class RunWatcherTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::shared_ptr<ChangeFeed> store_feed;
+    OpenInMemoryBackends(store_feed, store_, queue_);
+    if (HasFatalFailure()) return;
+    auto wf = store_->CreateWorkflow({"w", "", json{{"name", "w"}, {"steps", json::array()}}});
+    ASSERT_TRUE(wf.ok()) << wf.status().ToString();
+    workflow_id_ = wf->id;
+    heard_feed_->Subscribe("", [this](const Change& c) {
+      std::lock_guard<std::mutex> lock(mu_);
+      heard_.push_back(c);
+    });
+    RunWatcherOptions o;
+    o.min_interval = o.max_interval = std::chrono::hours(1);  // only CheckOnce reads
+    watcher_ = std::make_unique<RunWatcher>(store_.get(), heard_feed_, o);
   }
+  // A new run, moved to RUNNING.
+  std::string RunningRun() {
+    auto created = store_->CreateRun({"", workflow_id_, 1, json::object(), ""});
+    EXPECT_TRUE(created.ok()) << created.status().ToString();
+    if (!created.ok()) return "";
+    EXPECT_TRUE(store_->TransitionRun({created->run.id, RunStatus::kPending, RunStatus::kRunning}).ok());
+    return created->run.id;
+  }
+  // The changes published since the last call.
+  std::vector<Change> Heard() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return std::exchange(heard_, {});
+  }
+
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<Queue> queue_;
+  std::string workflow_id_;
+  std::shared_ptr<ChangeFeed> heard_feed_ = std::make_shared<ChangeFeed>();
+  std::mutex mu_;
+  std::vector<Change> heard_;  // guarded by mu_
+  std::unique_ptr<RunWatcher> watcher_;
+};
+
+TEST_F(RunWatcherTest, PublishesTheEndsOfTheRunsWatchedOnly) {
+  std::string ended = RunningRun(), running = RunningRun(), unwatched = RunningRun();
   for (const auto& id : {ended, unwatched}) {
-    ASSERT_TRUE(store->TransitionRun({id, RunStatus::kRunning, RunStatus::kFailed}).ok());
+    ASSERT_TRUE(store_->TransitionRun({id, RunStatus::kRunning, RunStatus::kFailed}).ok());
   }
-  auto heard_feed = std::make_shared<ChangeFeed>();
-  std::mutex mu;
-  std::vector<Change> heard;
-  heard_feed->Subscribe("", [&](const Change& c) {
-    std::lock_guard<std::mutex> lock(mu);
-    heard.push_back(c);
-  });
-  RunEndWatcherOptions o;
-  o.min_interval = o.max_interval = std::chrono::hours(1);  // only CheckOnce reads
-  RunEndWatcher watcher(store.get(), heard_feed, o);
+  RunWatcher& watcher = *watcher_;
   EXPECT_EQ(watcher.CheckOnce(), 0) << "nobody waits";
   watcher.Watch(ended);
   watcher.Watch(running);
   watcher.Watch(running);
   EXPECT_EQ(watcher.CheckOnce(), 1);
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    ASSERT_EQ(heard.size(), 1u);
-    EXPECT_EQ(heard[0].run_id, ended);
-    EXPECT_EQ(heard[0].kind, Change::Kind::kRun);
-    ASSERT_TRUE(heard[0].run_status.has_value());
-    EXPECT_EQ(*heard[0].run_status, RunStatus::kFailed);
-  }
+  std::vector<Change> heard = Heard();
+  ASSERT_EQ(heard.size(), 1u);
+  EXPECT_EQ(heard[0].run_id, ended);
+  EXPECT_EQ(heard[0].kind, Change::Kind::kRun);
+  ASSERT_TRUE(heard[0].run_status.has_value());
+  EXPECT_EQ(*heard[0].run_status, RunStatus::kFailed);
   watcher.Unwatch(ended);
   EXPECT_EQ(watcher.CheckOnce(), 0);
-  ASSERT_TRUE(store->TransitionRun({running, RunStatus::kRunning, RunStatus::kCompleted}).ok());
+  ASSERT_TRUE(store_->TransitionRun({running, RunStatus::kRunning, RunStatus::kCompleted}).ok());
   watcher.Unwatch(running);
   EXPECT_EQ(watcher.CheckOnce(), 1) << "still watched once";
   watcher.Unwatch(running);
   EXPECT_EQ(watcher.CheckOnce(), 0);
+}
+
+TEST_F(RunWatcherTest, PublishesAStepChangeWhenAStreamedRunsStepsMove) {
+  std::string streamed = RunningRun(), other = RunningRun();
+  auto start = [&](const std::string& run_id) {
+    StepExecution s;
+    s.run_id = run_id;
+    s.step_id = "s";
+    s.agent_name = "echo";
+    auto id = store_->InsertStep(s);
+    EXPECT_TRUE(id.ok()) << id.status().ToString();
+    return id.ok() ? *id : 0;
+  };
+  auto heard_steps = [&] {
+    std::vector<std::string> ids;
+    for (const Change& c : Heard()) {
+      if (c.kind == Change::Kind::kStep) ids.push_back(c.run_id);
+    }
+    return ids;
+  };
+  RunWatcher& watcher = *watcher_;
+  watcher.WatchSteps(streamed);
+  EXPECT_EQ(watcher.watched(), 1u);
+  EXPECT_EQ(watcher.CheckOnce(), 0) << "no step yet";
+  int64_t first = start(streamed);
+  start(other);
+  EXPECT_EQ(watcher.CheckOnce(), 1) << "a step started";
+  EXPECT_EQ(heard_steps(), std::vector<std::string>{streamed});
+  EXPECT_EQ(watcher.CheckOnce(), 0) << "nothing moved";
+  StepFinish f;
+  f.run_id = streamed;
+  f.id = first;
+  f.to = StepStatus::kFailed;
+  f.error_message = "boom";
+  ASSERT_TRUE(store_->FinishStep(f).ok());
+  EXPECT_EQ(watcher.CheckOnce(), 1) << "a step finished";
+  start(streamed);  // its retry
+  EXPECT_EQ(watcher.CheckOnce(), 1) << "a new attempt started";
+  EXPECT_EQ(heard_steps(), (std::vector<std::string>{streamed, streamed}));
+  watcher.Watch(streamed);  // a ?wait on the same run: counted once
+  EXPECT_EQ(watcher.watched(), 1u);
+  watcher.Unwatch(streamed);
+  watcher.UnwatchSteps(streamed);
+  start(streamed);
+  EXPECT_EQ(watcher.CheckOnce(), 0) << "no stream any more";
+  EXPECT_TRUE(heard_steps().empty());
+  EXPECT_EQ(watcher.watched(), 0u);
 }
 
 TEST(WorkflowCacheTest, ResolutionsExpireAfterTheTtlVersionsStay) {

@@ -126,6 +126,16 @@ class Collector final : public http::StreamWriter {
   std::string raw_;
 };
 
+// The RUNNING execution of step "s" of run `run_id` (agent echo, input {"x": 1}).
+StepExecution StepOf(const std::string& run_id) {
+  StepExecution s;
+  s.run_id = run_id;
+  s.step_id = "s";
+  s.agent_name = "echo";
+  s.input = json{{"x", 1}};
+  return s;
+}
+
 // A request through `router`, answered on this thread.
 http::Response CallRouter(http::Router& router, const std::string& method, const std::string& path,
                           const std::string& body) {
@@ -194,12 +204,7 @@ TEST_P(RunEventsApiTest, EventsArriveInOrderAsTheRunExecutesAndTheStreamEndsWith
     ASSERT_TRUE(got.WaitFor(1));
     ASSERT_TRUE(store_->TransitionRun({id, RunStatus::kPending, RunStatus::kRunning}).ok());
     ASSERT_TRUE(got.WaitFor(2));
-    StepExecution s;
-    s.run_id = id;
-    s.step_id = "s";
-    s.agent_name = "echo";
-    s.input = json{{"x", 1}};
-    auto step = store_->InsertStep(s);
+    auto step = store_->InsertStep(StepOf(id));
     ASSERT_TRUE(step.ok());
     ASSERT_TRUE(got.WaitFor(3));
     StepFinish f;
@@ -259,18 +264,21 @@ TEST_P(RunEventsApiTest, AnUnknownRunIsA404NotAStream) {
   EXPECT_EQ(json::parse(res.body)["error"]["code"], "NOT_FOUND");
 }
 
-// The distributed api: a consumer (another process) ends the run, so the
-// api's change feed never hears of it. The run end watcher reads the end
-// for the feed, and the stream sends its end event then, not at its next
-// re-read (events_poll_interval, 30 s here).
-TEST(RunEventsEndTest, AStreamEndsSoonAfterAnotherProcessEndsTheRun) {
+// The distributed api: a consumer (another process) runs the step and ends
+// the run, so the api's change feed never hears of it. The run watcher
+// reads the step progress and the end for the feed, and the stream sends
+// each step event and its end then, not at its next re-read
+// (events_poll_interval, and the keep-alive that also wakes it: 60 s here;
+// each wait below is at most 20 s).
+TEST(RunEventsEndTest, AStreamShowsTheStepsAndTheEndAnotherProcessWritesSoon) {
   std::shared_ptr<ChangeFeed> feed;
   std::unique_ptr<Store> store;
   std::unique_ptr<Queue> queue;
   OpenInMemoryBackends(feed, store, queue);
   ASSERT_FALSE(::testing::Test::HasFatalFailure());
   ApiOptions ao;
-  ao.events_poll_interval = std::chrono::milliseconds(30s);
+  ao.events_poll_interval = std::chrono::milliseconds(60s);
+  ao.events_keepalive = std::chrono::milliseconds(60s);
   ao.run_end_poll = std::chrono::milliseconds(10);
   auto own_feed = std::make_shared<ChangeFeed>();  // hears none of the store's writes
   Api api(store.get(), queue.get(), own_feed, ao);
@@ -290,6 +298,19 @@ TEST(RunEventsEndTest, AStreamEndsSoonAfterAnotherProcessEndsTheRun) {
   ASSERT_TRUE(got.WaitFor(1));
   for (int i = 0; i < 2000 && api.RunsWaitedFor() == 0; ++i) std::this_thread::sleep_for(10ms);
   EXPECT_EQ(api.RunsWaitedFor(), 1u) << "the stream waits for the run's end";
+  auto step = store->InsertStep(StepOf(id));
+  ASSERT_TRUE(step.ok()) << step.status().ToString();
+  ASSERT_TRUE(got.WaitFor(2)) << "the stream did not show the step another process started";
+  EXPECT_EQ(got.events()[1].event, "step");
+  EXPECT_EQ(json::parse(got.events()[1].data)["status"], "RUNNING");
+  StepFinish f;
+  f.run_id = id;
+  f.id = *step;
+  f.output = json{{"y", 2}};
+  ASSERT_TRUE(store->FinishStep(f).ok());
+  ASSERT_TRUE(got.WaitFor(3)) << "the stream did not show the step another process finished";
+  EXPECT_EQ(got.events()[2].event, "step");
+  EXPECT_EQ(json::parse(got.events()[2].data)["status"], "COMPLETED");
   RunTransition done{id, RunStatus::kRunning, RunStatus::kCompleted};
   done.output = json{{"ok", true}};
   ASSERT_TRUE(store->TransitionRun(done).ok());

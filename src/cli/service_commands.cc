@@ -68,7 +68,7 @@ struct ServiceConfig {
   int api_threads = 1;
   int store_threads = 1;  // threads committing trigger batches (ApiOptions::store_threads)
   int read_threads = 2;   // threads making the handlers' other store calls (ApiOptions::read_threads)
-  int run_end_poll_ms = 10;  // ApiOptions::run_end_poll (api/run_end_watcher.h)
+  int run_end_poll_ms = 10;  // ApiOptions::run_end_poll (api/run_watcher.h)
   size_t max_body_bytes = 1 << 20;
   LimitFlags limits;  // api: plans and request timeouts; consumer: steps (cli/limit_flags.h)
   ReliabilityFlags reliability;  // api: dispatch; consumer: leases and dispatch (cli/reliability_flags.h)
@@ -182,6 +182,10 @@ int RunApi(ServiceConfig& c) {
   // the waited-for runs together this often (0: only each wait's own
   // re-read, every 500 ms).
   ao.run_end_poll = std::chrono::milliseconds(std::max(0, c.run_end_poll_ms));
+  // With the watcher, a stream hears of the consumers' writes through it;
+  // its own re-read is a safety net (as in serve). Without, it is how the
+  // stream sees them.
+  if (ao.run_end_poll.count() > 0) ao.events_poll_interval = std::chrono::seconds(2);
   // Triggers commit their request to the outbox; this relay publishes it
   // (and any other process's backlog), and its sweeper re-dispatches runs
   // that no executor holds.
@@ -446,8 +450,9 @@ void AddServiceCommands(CLI::App& app, int* exit_code) {
       ->check(CLI::Range(1, 64))
       ->capture_default_str();
   api->add_option("--run-end-poll-ms", api_cfg.run_end_poll_ms,
-                  "how often the runs a ?wait waits for are read (together) to see that a consumer ended them "
-                  "(0: off; each wait then re-reads its run every 500 ms)")
+                  "how often the runs a ?wait waits for or an event stream shows are read (together) to see what "
+                  "the consumers did to them (0: off; each wait then re-reads its run every 500 ms, each stream "
+                  "every 250 ms)")
       ->capture_default_str();
   AddHttpLimitFlags(api, api_cfg.limits);
   AddPlanLimitFlags(api, api_cfg.limits);

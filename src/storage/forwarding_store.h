@@ -49,6 +49,9 @@ class ForwardingStore : public Store {
       const std::vector<std::string>& run_ids) override {
     return inner_->GetRunStatuses(run_ids);
   }
+  Result<std::vector<StepProgress>> GetStepProgress(const std::vector<std::string>& run_ids) override {
+    return inner_->GetStepProgress(run_ids);
+  }
   Result<Run> RequestCancel(const CancelRequest& c) override { return inner_->RequestCancel(c); }
 
   using Store::InsertStep;

@@ -289,6 +289,19 @@ class Store {
   // calls GetRun for each; the database backends read them together.
   virtual Result<std::vector<std::pair<std::string, RunStatus>>> GetRunStatuses(
       const std::vector<std::string>& run_ids);
+  // How far each of `run_ids` has got in its step executions: how many
+  // there are and how many have finished (any status but RUNNING). Runs
+  // without any are left out; no particular order. The pair changes with
+  // every execution added (a step started, a retry's new attempt) or
+  // finished, so a process that shows runs other processes drive (the api's
+  // event streams) reads it for many runs at once and re-reads a run's
+  // steps only when it moved. One read for all of them.
+  struct StepProgress {
+    std::string run_id;
+    int64_t executions = 0;
+    int64_t finished = 0;
+  };
+  virtual Result<std::vector<StepProgress>> GetStepProgress(const std::vector<std::string>& run_ids) = 0;
   // Records who asked to cancel and why (cancel_requested = true). Does not
   // change the status. FailedPrecondition if the run is already terminal
   // (details: {"current": "<status>"}); NotFound. A repeated request

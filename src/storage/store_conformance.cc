@@ -988,6 +988,34 @@ TEST_P(StoreConformance, GetRunStatusesReadsTheStatusOfEveryKnownRun) {
   EXPECT_TRUE(Must(store().GetRunStatuses({"run-unknown"})).empty());
 }
 
+TEST_P(StoreConformance, GetStepProgressCountsEachRunsExecutionsAndTheFinishedOnes) {
+  Workflow wf = MakeWorkflow();
+  Run busy = RunIn(wf, RunStatus::kRunning);
+  Run idle = RunIn(wf, RunStatus::kRunning);  // no step yet: left out
+  Run other = RunIn(wf, RunStatus::kRunning);
+  int64_t a = StartStep(busy, "a");
+  StartStep(busy, "b");
+  StartStep(other, "a");
+  auto progress = [&] {
+    std::map<std::string, std::pair<int64_t, int64_t>> by_id;
+    for (const auto& p : Must(store().GetStepProgress({busy.id, idle.id, other.id, "run-unknown", busy.id}))) {
+      EXPECT_TRUE(by_id.emplace(p.run_id, std::make_pair(p.executions, p.finished)).second) << p.run_id;
+    }
+    return by_id;
+  };
+  auto before = progress();
+  ASSERT_EQ(before.size(), 2u);
+  EXPECT_EQ(before[busy.id], std::make_pair(int64_t{2}, int64_t{0}));
+  EXPECT_EQ(before[other.id], std::make_pair(int64_t{1}, int64_t{0}));
+  MustOk(store().FinishStep(StepFinish{busy.id, a, StepStatus::kFailed, nullptr, "boom"}));
+  StartStep(busy, "a");  // the retry: a new attempt
+  auto after = progress();
+  EXPECT_EQ(after[busy.id], std::make_pair(int64_t{3}, int64_t{1}));
+  EXPECT_EQ(after[other.id], std::make_pair(int64_t{1}, int64_t{0}));
+  EXPECT_TRUE(Must(store().GetStepProgress({})).empty());
+  EXPECT_TRUE(Must(store().GetStepProgress({idle.id, "run-unknown"})).empty());
+}
+
 TEST_P(StoreConformance, RequestCancelOfFinishedRunFails) {
   Workflow wf = MakeWorkflow();
   for (RunStatus s : {RunStatus::kCompleted, RunStatus::kFailed, RunStatus::kCancelled}) {

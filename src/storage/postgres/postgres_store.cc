@@ -174,6 +174,7 @@ enum Sql {
   kListUnfinishedRuns,
   kListCancelRequests,
   kGetRunStatuses,
+  kGetStepProgress,
   kTransitionRun,
   kRequestCancel,
   kInsertStep,
@@ -272,6 +273,9 @@ constexpr std::array<const char*, kSqlCount> kSqlText = {
     "WHERE id = ANY($1::text[]) AND cancel_requested AND status IN ('PENDING', 'RUNNING')",
     // kGetRunStatuses ($1: text[] of run ids)
     "SELECT id, status FROM workflow_runs WHERE id = ANY($1::text[])",
+    // kGetStepProgress ($1: text[] of run ids)
+    "SELECT run_id, count(*), count(*) FILTER (WHERE status <> 'RUNNING') FROM step_executions "
+    "WHERE run_id = ANY($1::text[]) GROUP BY run_id",
     // kTransitionRun
     AF_TRANSITION,
     // kRequestCancel
@@ -844,6 +848,10 @@ class PostgresStore final : public Store {
       const std::vector<std::string>& run_ids) override {
     if (run_ids.empty()) return std::vector<std::pair<std::string, RunStatus>>{};
     return Call([&](Conn& c) { return DoGetRunStatuses(c, run_ids); });
+  }
+  Result<std::vector<StepProgress>> GetStepProgress(const std::vector<std::string>& run_ids) override {
+    if (run_ids.empty()) return std::vector<StepProgress>{};
+    return Call([&](Conn& c) { return DoGetStepProgress(c, run_ids); });
   }
   Result<std::vector<CancelRequest>> ListCancelRequests(const std::vector<std::string>& run_ids) override {
     if (run_ids.empty()) return std::vector<CancelRequest>{};
@@ -1461,6 +1469,17 @@ class PostgresStore final : public Store {
       if (!parsed) return CorruptStatus("workflow_runs", status);
       out.emplace_back(r->Text(i, 0), *parsed);
     }
+    return out;
+  }
+
+  Result<std::vector<StepProgress>> DoGetStepProgress(Conn& c, const std::vector<std::string>& run_ids) {
+    Params p;
+    p.KeyArray("run id", run_ids);
+    auto r = Exec(c, kGetStepProgress, p, "read step progress");
+    if (!r.ok()) return r.status();
+    std::vector<StepProgress> out;
+    out.reserve(static_cast<size_t>(r->rows()));
+    for (int i = 0; i < r->rows(); ++i) out.push_back({r->Text(i, 0), r->Int64(i, 1), r->Int64(i, 2)});
     return out;
   }
 

@@ -103,6 +103,7 @@ enum Sql {
   kListUnfinishedRuns,
   kListCancelRequests,
   kGetRunStatuses,
+  kGetStepProgress,
   kTransitionRun,
   kRequestCancel,
   kInsertStep,
@@ -197,6 +198,9 @@ constexpr std::array<const char*, kSqlCount> kSqlText = {
     "AND status IN ('PENDING', 'RUNNING')",
     // kGetRunStatuses (?1: JSON array of run ids)
     "SELECT id, status FROM workflow_runs WHERE id IN (SELECT value FROM json_each(?1))",
+    // kGetStepProgress (?1: JSON array of run ids)
+    "SELECT run_id, count(*), sum(status <> 'RUNNING') FROM step_executions "
+    "WHERE run_id IN (SELECT value FROM json_each(?1)) GROUP BY run_id",
     // kTransitionRun: ?1 id, ?2 from, ?3 to, ?4 now, ?5 to is RUNNING,
     // ?6 to is terminal, ?7 to is PENDING (retry), ?8/?9 set output,
     // ?10/?11 set error_message, ?12/?13 set input, ?14 lease token (0:
@@ -628,6 +632,10 @@ class SqliteStore final : public Store {
   Result<std::vector<std::pair<std::string, RunStatus>>> GetRunStatuses(
       const std::vector<std::string>& run_ids) override {
     return Locked([&] { return DoGetRunStatuses(run_ids); });
+  }
+  Result<std::vector<StepProgress>> GetStepProgress(const std::vector<std::string>& run_ids) override {
+    if (run_ids.empty()) return std::vector<StepProgress>{};
+    return Locked([&] { return DoGetStepProgress(run_ids); });
   }
   Result<std::vector<CancelRequest>> ListCancelRequests(const std::vector<std::string>& run_ids) override {
     if (run_ids.empty()) return std::vector<CancelRequest>{};
@@ -1218,6 +1226,16 @@ class SqliteStore final : public Store {
       out.emplace_back(st.Text(0), *parsed);
     }
     if (rc != SQLITE_DONE) return Error(rc, "read run statuses");
+    return out;
+  }
+
+  Result<std::vector<StepProgress>> DoGetStepProgress(const std::vector<std::string>& run_ids) {
+    Stmt st = Use(kGetStepProgress);
+    st.Bind(1, json(run_ids).dump());
+    std::vector<StepProgress> out;
+    int rc;
+    while ((rc = st.Step()) == SQLITE_ROW) out.push_back({st.Text(0), st.Int64(1), st.Int64(2)});
+    if (rc != SQLITE_DONE) return Error(rc, "read step progress");
     return out;
   }
 
