@@ -512,6 +512,35 @@ TEST_F(RunWatcherTest, PublishesAStepChangeWhenAStreamedRunsStepsMove) {
   EXPECT_EQ(watcher.watched(), 0u);
 }
 
+// Reads of run statuses that take 100 ms each, counted.
+class SlowStatusStore final : public ForwardingStore {
+ public:
+  using ForwardingStore::ForwardingStore;
+  Result<std::vector<std::pair<std::string, RunStatus>>> GetRunStatuses(
+      const std::vector<std::string>& run_ids) override {
+    ++reads;
+    std::this_thread::sleep_for(100ms);
+    return inner()->GetRunStatuses(run_ids);
+  }
+  std::atomic<int> reads{0};
+};
+
+// A read that takes 100 ms is made at most every 1 s (10 times its
+// duration), though the interval asks for one every millisecond: without
+// the spacing rule ~15 reads in the 1.5 s below, with it 2.
+TEST_F(RunWatcherTest, ASlowReadIsMadeLessOften) {
+  SlowStatusStore slow(store_.get());
+  RunWatcherOptions o;
+  o.min_interval = std::chrono::milliseconds(1);
+  o.per_run = std::chrono::microseconds(0);
+  RunWatcher watcher(&slow, heard_feed_, o);
+  watcher.Watch(RunningRun());
+  for (int i = 0; i < 1000 && slow.reads == 0; ++i) std::this_thread::sleep_for(10ms);
+  ASSERT_GT(slow.reads, 0) << "the watcher never read";
+  std::this_thread::sleep_for(1500ms);
+  EXPECT_LE(slow.reads, 3);
+}
+
 TEST(WorkflowCacheTest, ResolutionsExpireAfterTheTtlVersionsStay) {
   auto now = std::chrono::steady_clock::now();
   WorkflowCacheOptions o;

@@ -113,6 +113,7 @@ int RunWatcher::CheckOnce() {
 }
 
 void RunWatcher::Loop() {
+  std::chrono::microseconds last_read{0};
   std::unique_lock<std::mutex> lock(mu_);
   while (true) {
     cv_.wait(lock, [this] { return stopping_ || !watched_.empty() || !steps_watched_.empty(); });
@@ -120,9 +121,12 @@ void RunWatcher::Loop() {
     const auto runs = static_cast<int64_t>(watched_.size() + steps_watched_.size());
     auto interval =
         std::min<std::chrono::microseconds>(options_.min_interval + options_.per_run * runs, options_.max_interval);
+    interval = std::max(interval, last_read * options_.read_spacing);
     if (cv_.wait_for(lock, interval, [this] { return stopping_; })) return;
     lock.unlock();
+    auto began = std::chrono::steady_clock::now();
     CheckOnce();
+    last_read = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - began);
     lock.lock();
   }
 }

@@ -13,7 +13,10 @@
 //
 // The interval is min_interval plus per_run for each run watched, up to
 // max_interval: ~100 reads a second for a few waiters, and the cost of a
-// read stays bounded with thousands. Nobody waiting: no reads.
+// read stays bounded with thousands. It is never less than read_spacing
+// times the last read's duration either, so reads that turn slow (a
+// streamed run of thousands of steps, a busy database) take at most a
+// tenth of a connection. Nobody waiting: no reads.
 //
 // Thread-safety: Watch, Unwatch, WatchSteps and UnwatchSteps from any
 // thread.
@@ -37,6 +40,7 @@ struct RunWatcherOptions {
   std::chrono::milliseconds min_interval{10};
   std::chrono::microseconds per_run{100};
   std::chrono::milliseconds max_interval{500};
+  int read_spacing = 10;
 };
 
 class RunWatcher {
