@@ -76,8 +76,9 @@ TEST_F(DistributedTest, SeedIntegrationRunIsConsumedExecutedAndRecorded) {
 }
 
 // The api process has no feed of the consumers' writes: a run's event
-// stream finds them by reading PostgreSQL, and still brings every change in
-// order and ends with the run. The api also serves the web console.
+// stream finds them by reading PostgreSQL (the run watcher's step progress
+// and status reads), and still brings every change in order and ends with
+// the run. The api also serves the web console.
 TEST_F(DistributedTest, TheApiStreamsARunsEventsAcrossProcessesAndServesTheConsole) {
   Cluster& c = Make();
   json wf = CreateWorkflow(c.api(), Plan(UniqueName("events"), json::parse(R"([
@@ -107,7 +108,8 @@ TEST_F(DistributedTest, TheApiStreamsARunsEventsAcrossProcessesAndServesTheConso
     if (e.event == "run") run_statuses.push_back(doc["status"]);
   }
   EXPECT_EQ(run_statuses.back(), "COMPLETED");
-  // The 1.5 s step is seen running (the stream reads every 250 ms), then completed.
+  // The 1.5 s step is seen running (the watcher reads every ~10 ms; the stream's
+  // own re-read, every 2 s, could miss it), then completed.
   EXPECT_EQ(step_statuses["wait"], (std::vector<std::string>{"RUNNING", "COMPLETED"}));
   EXPECT_EQ(step_statuses["fetch"].back(), "COMPLETED");
 
