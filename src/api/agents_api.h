@@ -28,7 +28,7 @@ class AgentsApi {
 
   // Adds the /api/v1/agents routes to `router`; they use `this`, which must
   // outlive serving them (stop the server first). Their store calls run on
-  // `readers`' threads (null: on the io thread; api/store_worker.h).
+  // `readers`' threads (api/store_worker.h).
   void Register(http::Router& router, std::shared_ptr<StoreWorker> readers);
 
   // The handlers, synchronous (each does one store call or two).

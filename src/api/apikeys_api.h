@@ -31,7 +31,7 @@ class ApiKeysApi {
   ApiKeysApi(Store* store, auth::AuthMode mode) : store_(store), mode_(mode) {}
 
   // Adds the routes; they use `this`, which must outlive serving them. Their
-  // store calls run on `readers`' threads (null: on the io thread).
+  // store calls run on `readers`' threads.
   void Register(http::Router& router, std::shared_ptr<StoreWorker> readers);
 
   http::Response Create(http::Request& req);

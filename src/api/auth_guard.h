@@ -12,7 +12,7 @@
 // `readers` (the key is read from the database on every request, so a
 // revoked key stops at once): the io thread serves its other connections
 // meanwhile. Public routes and requests without a key are decided at once.
-// `readers` null: checks run on the io thread (tests).
+// `readers` must not be null.
 //
 // Thread-safety: the guard runs on any io thread; `auth` must be safe for
 // that (it is) and outlive the router's server.

@@ -115,16 +115,12 @@ boost::asio::awaitable<http::Response> CallOnWorker(std::shared_ptr<StoreWorker>
   co_return res;
 }
 
-boost::asio::awaitable<http::Response> Answered(http::Response res) { co_return res; }
-
 }  // namespace
 
 http::Handler OffIoThread(std::shared_ptr<StoreWorker> readers, std::function<http::Response(http::Request&)> fn) {
-  auto handler = [readers = std::move(readers), fn = std::move(fn)](http::Request& req) {
-    if (!readers) return Answered(fn(req));
+  return [readers = std::move(readers), fn = std::move(fn)](http::Request& req) {
     return CallOnWorker(readers, fn, req);
   };
-  return handler;
 }
 
 }  // namespace af

@@ -133,7 +133,7 @@ class StoreWorker {
 // A route that runs the synchronous handler `fn` (one that calls the store)
 // on a thread of `readers`, so the io thread serves its other connections
 // while the database answers; the request is answered on the io thread that
-// read it. `readers` null: on the io thread (tests of the handler alone).
+// read it. `readers` must not be null.
 http::Handler OffIoThread(std::shared_ptr<StoreWorker> readers, std::function<http::Response(http::Request&)> fn);
 
 }  // namespace af
