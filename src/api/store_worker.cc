@@ -118,9 +118,10 @@ boost::asio::awaitable<http::Response> CallOnWorker(std::shared_ptr<StoreWorker>
 }  // namespace
 
 http::Handler OffIoThread(std::shared_ptr<StoreWorker> readers, std::function<http::Response(http::Request&)> fn) {
-  return [readers = std::move(readers), fn = std::move(fn)](http::Request& req) {
+  auto handler = [readers = std::move(readers), fn = std::move(fn)](http::Request& req) {
     return CallOnWorker(readers, fn, req);
   };
+  return handler;
 }
 
 }  // namespace af
