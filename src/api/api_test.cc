@@ -16,6 +16,7 @@
 #include "api/api.h"
 #include "api/api_test_util.h"
 #include "api/run_watcher.h"
+#include "api/store_worker.h"
 #include "api/workflow_cache.h"
 #include "dispatch/dispatcher.h"
 #include "common/trace.h"
@@ -539,6 +540,67 @@ TEST_F(RunWatcherTest, ASlowReadIsMadeLessOften) {
   ASSERT_GT(slow.reads, 0) << "the watcher never read";
   std::this_thread::sleep_for(1500ms);
   EXPECT_LE(slow.reads, 3);
+}
+
+// Calls queued together on a StoreWorker with two threads: a slow one holds
+// up no other while a thread is free for it. (A thread took every queued
+// call, so the fast one waited behind the slow one.) Both threads are held
+// first, so the two calls are queued together when the threads come free.
+TEST(StoreWorkerTest, ASlowCallHoldsUpNoCallQueuedWithItWhileAThreadIsFree) {
+  std::shared_ptr<ChangeFeed> feed;
+  std::unique_ptr<Store> store;
+  std::unique_ptr<Queue> queue;
+  OpenInMemoryBackends(feed, store, queue);
+  if (HasFatalFailure()) return;
+  StoreWorkerOptions o;
+  o.threads = 2;
+  StoreWorker worker(store.get(), o);
+  testing_support::Gate busy, slow;
+  std::promise<void> fast_done;
+  boost::asio::io_context ioc;
+  auto work = boost::asio::make_work_guard(ioc);
+  std::thread io([&ioc] { ioc.run(); });
+  auto call = [&](std::function<int()> fn) {
+    boost::asio::co_spawn(
+        ioc,
+        [&worker, fn = std::move(fn)]() -> boost::asio::awaitable<void> {
+          std::function<int()> job = fn;
+          co_await worker.Call<int>(std::move(job));
+        },
+        boost::asio::detached);
+  };
+  struct Finish {  // also when an assertion fails: every call ends, then the io thread
+    testing_support::Gate *busy, *slow;
+    decltype(work)* guard;
+    std::thread* io;
+    ~Finish() {
+      busy->Open();
+      slow->Open();
+      guard->reset();
+      io->join();
+    }
+  } finish{&busy, &slow, &work, &io};
+  for (int i = 0; i < 2; ++i) {
+    call([&busy] {
+      busy.Pass();
+      return 0;
+    });
+  }
+  for (int i = 0; i < 2000 && busy.calls() < 2; ++i) std::this_thread::sleep_for(10ms);
+  ASSERT_EQ(busy.calls(), 2) << "two calls queued together did not run on the two threads at once";
+  call([&slow] {
+    slow.Pass();
+    return 1;
+  });
+  call([&fast_done] {
+    fast_done.set_value();
+    return 2;
+  });
+  for (int i = 0; i < 200; ++i) std::this_thread::sleep_for(1ms);  // both queued before the threads come free
+  busy.Open();
+  ASSERT_TRUE(slow.WaitForCall(20s)) << "the slow call never started";
+  EXPECT_EQ(fast_done.get_future().wait_for(20s), std::future_status::ready)
+      << "the fast call waited for the slow one though a thread was free";
 }
 
 TEST(WorkflowCacheTest, ResolutionsExpireAfterTheTtlVersionsStay) {
