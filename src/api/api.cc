@@ -89,7 +89,7 @@ class Api::Handlers : public std::enable_shared_from_this<Api::Handlers> {
                      ? std::make_unique<RunWatcher>(store_, feed_, WatcherOptions(options_))
                      : nullptr),
         worker_(store, WorkerOptions(options_)),
-        readers_(store, ReaderOptions(options_, *store)) {}
+        readers_(store, ReaderOptions(*store, options_.read_threads)) {}
 
   void Stop() {
     readers_.Stop();
@@ -549,12 +549,6 @@ class Api::Handlers : public std::enable_shared_from_this<Api::Handlers> {
   }
   // No more threads than the store has connections: on SQLite (one) a
   // second thread would only wait for the first.
-  static StoreWorkerOptions ReaderOptions(const ApiOptions& o, const Store& store) {
-    StoreWorkerOptions r;
-    r.threads = std::max(1, std::min(o.read_threads, store.MaxConcurrentCalls()));
-    return r;
-  }
-
   static StoreWorkerOptions WorkerOptions(const ApiOptions& o) {
     StoreWorkerOptions w;
     w.threads = o.store_threads;

@@ -103,6 +103,12 @@ void StoreWorker::Stop() {
   threads_.clear();
 }
 
+StoreWorkerOptions ReaderOptions(const Store& store, int threads) {
+  StoreWorkerOptions o;
+  o.threads = std::max(1, std::min(threads, store.MaxConcurrentCalls()));
+  return o;
+}
+
 namespace {
 
 // `fn` is the route's own (it lives as long as the router); the worker is

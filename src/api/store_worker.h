@@ -130,6 +130,12 @@ class StoreWorker {
   std::vector<std::thread> threads_;
 };
 
+// Options for threads that make reads and other single calls (no trigger
+// batches): `threads`, but at most the store's connections
+// (Store::MaxConcurrentCalls: on SQLite a second thread only waits for the
+// first), and at least one.
+StoreWorkerOptions ReaderOptions(const Store& store, int threads);
+
 // A route that runs the synchronous handler `fn` (one that calls the store)
 // on a thread of `readers`, so the io thread serves its other connections
 // while the database answers; the request is answered on the io thread that

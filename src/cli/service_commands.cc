@@ -378,9 +378,7 @@ int RunRegistry(RegistryConfig& c) {
   AgentsApi agents(db, AgentsApiOptions{access->agent_hosts});
   // The routes' store calls and the key checks run here, off the io thread
   // (as in `agentflow api`, whose default of two threads this keeps).
-  StoreWorkerOptions ro;
-  ro.threads = std::max(1, std::min(2, db->MaxConcurrentCalls()));
-  auto readers = std::make_shared<StoreWorker>(db, ro);
+  auto readers = std::make_shared<StoreWorker>(db, ReaderOptions(*db, 2));
   metrics::Registry registry;
   ops::EndpointsOptions oo;
   oo.checks = {DatabaseCheck(db)};
