@@ -35,6 +35,7 @@
 #include "common/time.h"
 #include "model/status_machine.h"
 #include "storage/sqlite/migrations.h"
+#include "storage/sqlite/wal_checkpointer.h"
 
 namespace af {
 namespace {
@@ -1683,9 +1684,11 @@ class SqliteStore final : public Store {
   std::vector<OutboxMessage> outbox_written_;   // by InsertOutbox, not yet handed over
   sqlite3* db_;
   std::array<sqlite3_stmt*, kSqlCount> stmts_{};
+  std::unique_ptr<sqlite::WalCheckpointer> checkpointer_;  // a file's: its checkpoints, off the commits
 };
 
 SqliteStore::~SqliteStore() {
+  checkpointer_.reset();  // before db_ closes
   for (sqlite3_stmt* s : stmts_) sqlite3_finalize(s);
   sqlite3_close_v2(db_);
 }
@@ -1748,6 +1751,13 @@ Result<std::unique_ptr<Store>> SqliteStore::Open(const std::string& path, bool f
   for (int i = 0; i < kSqlCount; ++i) {
     rc = sqlite3_prepare_v3(db, kSqlText[i], -1, SQLITE_PREPARE_PERSISTENT, &store->stmts_[i], nullptr);
     if (rc != SQLITE_OK) return SqliteError(db, rc, std::string("prepare: ") + kSqlText[i]);
+  }
+  if (*mode == "wal") {
+    sqlite::WalCheckpointerOptions co;
+    co.full_sync = full_sync;
+    auto checkpointer = sqlite::WalCheckpointer::Start(db, std::move(co));
+    if (!checkpointer.ok()) return checkpointer.status();
+    store->checkpointer_ = std::move(checkpointer).value();
   }
   return std::unique_ptr<Store>(std::move(store));
 }
