@@ -1011,7 +1011,11 @@ class Runner {
 
  private:
   std::unique_ptr<Stack> NewStack(const std::string& mode, bool consumer, std::vector<std::string> args) {
-    if (mode != "distributed") args.insert(args.end(), o_.serve_args.begin(), o_.serve_args.end());
+    if (mode != "distributed") {
+      args.insert(args.end(), o_.serve_args.begin(), o_.serve_args.end());
+      // serve's executor is its consumer: the trigger figure runs without it.
+      if (!consumer) args.push_back("--accept-only");
+    }
     if (mode == "embedded") return std::make_unique<EmbeddedStack>(o_, mode, args);
     if (mode == "embedded-fullsync") {
       args.push_back("--full-sync");
@@ -1554,7 +1558,7 @@ class Runner {
       for (auto& v : by_second) p99s.push_back(v.empty() ? 0.0 : std::round(Pct(v, 99) * 10) / 10);
       ctx["p99_by_second_ms"] = p99s;
       if (!first_error.empty()) ctx["first_error"] = first_error;
-      if (mode == "embedded") ctx["note"] = "serve has no way to run without its executor: the accepted runs execute meanwhile";
+      if (mode != "distributed") ctx["note"] = "serve --accept-only: no executor, the runs are stored and queued";
       return std::vector<Figure>{
           {"trigger", mode, "accepted_per_s", static_cast<double>(accepted) / measured_s, "runs/s", ctx},
           {"trigger", mode, "latency_p50", Pct(lat, 50), "ms", ctx},

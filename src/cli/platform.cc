@@ -92,8 +92,10 @@ Status Platform::Start() {
   engine_ = std::make_unique<Engine>(loop_->executor(), store_.get(), directory_.get(), caller_.get(), eo);
   loop_->Start();
 
-  dispatcher_ = std::make_unique<Dispatcher>(store_.get(), queue_.get(),
-                                            options_.reliability.dispatcher(kExecutionTopic));
+  DispatcherOptions dispatch = options_.reliability.dispatcher(kExecutionTopic);
+  // Nothing here would take a run the sweeper dispatched again.
+  if (!options_.execute) dispatch.sweep_interval = std::chrono::milliseconds(0);
+  dispatcher_ = std::make_unique<Dispatcher>(store_.get(), queue_.get(), dispatch);
   dispatcher_->AttachWriter(backend);  // triggers publish without a claim commit
   dispatcher_->Start();
   cli::ExposeOutboxMetrics(registry_, dispatcher_.get());
@@ -112,11 +114,13 @@ Status Platform::Start() {
   // Runs accepted before a crash whose request never reached the queue.
   AF_RETURN_IF_ERROR(api_->RequeueUnfinishedRuns());
 
-  ConsumerOptions co;
-  co.max_active_runs = options_.max_active_runs;
-  consumer_ = std::make_unique<ExecutionConsumer>(queue_.get(), engine_.get(), co);
-  AF_RETURN_IF_ERROR(consumer_->Start());
-  cli::ExposeConsumerMetrics(registry_, consumer_.get());
+  if (options_.execute) {
+    ConsumerOptions co;
+    co.max_active_runs = options_.max_active_runs;
+    consumer_ = std::make_unique<ExecutionConsumer>(queue_.get(), engine_.get(), co);
+    AF_RETURN_IF_ERROR(consumer_->Start());
+    cli::ExposeConsumerMetrics(registry_, consumer_.get());
+  }
 
   if (options_.health_interval_seconds > 0) {
     HealthCheckOptions hc;

@@ -44,6 +44,10 @@ struct PlatformOptions {
   int api_threads = 2;
   size_t max_body_bytes = 1 << 20; // request body limit (413 above)
   size_t max_active_runs = 10000;  // runs executing at once before the consumer pauses (--max-runs)
+  // false (--accept-only): no execution consumer and no sweeper. Runs are
+  // accepted, stored PENDING and queued; a later serve on the data
+  // directory without the flag executes them.
+  bool execute = true;
   // Plans, step inputs and outputs, for_each, request timeouts
   // (docs/reliability.md, "Bad input and limits"); defaults in place there.
   cli::LimitFlags limits;

@@ -114,6 +114,9 @@ int Serve(ServeArgs& args) {
                 platform.url().c_str());
     std::printf("  build/agentflow --server %s workflow create -f examples/summarize.json\n", platform.url().c_str());
   }
+  if (!o.execute) {
+    std::printf("Accept-only: runs are stored and queued, not executed; restart without --accept-only to run them.\n");
+  }
   if (o.auth_mode == auth::AuthMode::kRequired) {
     std::printf("Authentication is required: create a key with 'agentflow apikey create --role admin --data-dir %s' "
                 "and export AGENTFLOW_API_KEY=<the key>.\n",
@@ -389,6 +392,9 @@ void AddServerCommands(CLI::App& app, GlobalOptions& global, int* exit_code) {
   AddStepLimitFlags(serve, serve_args.platform.limits);
   AddLeaseFlags(serve, serve_args.platform.reliability);
   AddDispatchFlags(serve, serve_args.platform.reliability);
+  serve->add_flag("!--accept-only", serve_args.platform.execute,
+                  "accept and queue runs without executing them (no executor in this process; a later serve "
+                  "without the flag runs them)");
   serve->add_flag("--full-sync", serve_args.platform.sqlite_full_sync,
                   "SQLite synchronous=FULL: survive power loss, not only process crashes (slower)");
   serve->add_option("--health-interval", serve_args.platform.health_interval_seconds,

@@ -4,12 +4,18 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <string>
+#include <thread>
+#include <vector>
+
 #include "e2e/harness.h"
 
 namespace af::e2e {
 namespace {
 
 using ::testing::HasSubstr;
+using namespace std::chrono_literals;
 
 class CrashE2E : public E2ETest {
  protected:
@@ -96,6 +102,52 @@ TEST_F(CrashE2E, CleanShutdownOnSigtermThenRestartKeepsData) {
   EXPECT_EQ(got.body_json["status"], "COMPLETED");
   EXPECT_EQ(server().Get("/workflows/resume-does-not-exist").status, 404);
   EXPECT_EQ(server().Get("/workflows/sigterm").body_json["workflow_id"], wf["workflow_id"]);
+}
+
+// `serve --accept-only` stores and queues runs without executing them; the
+// next serve on the data directory executes them, once each.
+TEST_F(CrashE2E, RunsAcceptedByAnAcceptOnlyServeRunWhenServeStartsWithoutIt) {
+  json wf = CreateWorkflow(server(), ThreeStepPlan("accept-only", 10));
+  const uint16_t port = server().port();
+  ASSERT_EQ(server().Stop(), 0);
+
+  Server::Options o;
+  o.data_dir = stack_.dir().File("data");
+  o.log_dir = stack_.dir().path().string();
+  o.command = {"serve", "--data-dir", o.data_dir, "--accept-only"};
+  o.name = "serve-accept-only";
+  Server accept_only(o);
+  accept_only.Start(port);
+  std::vector<std::string> ids;
+  for (int v = 0; v < 3; ++v) ids.push_back(StartRun(accept_only, wf["workflow_id"], {{"v", v}})["run_id"]);
+  // Every request reached the queue ...
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        std::string page = Fetch("GET", accept_only.url() + "/metrics").body;
+        auto at = page.find("\nagentflow_outbox_published_total ");
+        return at != std::string::npos && std::stod(page.substr(page.find(' ', at + 1))) >= 3;
+      },
+      20s))
+      << Tail(accept_only.stderr_path());
+  // ... and none ran (a 10 ms run would have ended long before).
+  std::this_thread::sleep_for(500ms);
+  for (const auto& id : ids) {
+    HttpResponse got = accept_only.Get("/runs/" + id);
+    ASSERT_EQ(got.status, 200) << got.Describe();
+    EXPECT_EQ(got.body_json["status"], "PENDING") << got.body;
+    EXPECT_EQ(Steps(accept_only, id).size(), 0u);
+  }
+  EXPECT_THAT(ReadFile(accept_only.stdout_path()), HasSubstr("Accept-only"));
+  ASSERT_EQ(accept_only.Stop(), 0);
+
+  server().Start(port);
+  for (int v = 0; v < 3; ++v) {
+    json done = WaitRunTerminal(server(), ids[static_cast<size_t>(v)]);
+    ASSERT_EQ(done["status"], "COMPLETED") << done.dump();
+    EXPECT_EQ(done["output"], (json{{"v", v}, {"slept", 10}}));
+    json steps = Steps(server(), ids[static_cast<size_t>(v)]);
+    EXPECT_EQ(steps.size(), 3u) << steps.dump(1);
+  }
 }
 
 }  // namespace
