@@ -72,26 +72,6 @@ Status Platform::Start() {
     AF_RETURN_IF_ERROR(LoadSampleWorkflows());
   }
 
-  loop_ = std::make_unique<EventLoop>(1);
-  directory_ = NewStoreAgentDirectory(store_.get());
-  // No Kafka here: a step calling a kafka agent fails with a hint to use KAFKA_BROKERS.
-  std::unique_ptr<AgentCaller> http_caller = NewHttpAgentCaller(loop_->executor(), options_.limits.http_caller());
-  caller_ = auth::NewHostCheckingAgentCaller(NewRoutingAgentCaller(std::move(http_caller), nullptr),
-                                            options_.agent_hosts);
-  EngineOptions eo;
-  eo.metrics = &executor_metrics_;
-  eo.limits = options_.limits.step;
-  eo.lease_ttl = options_.reliability.lease_ttl();
-  if (data_dir_lock_ >= 0) {
-    // This process alone serves the directory: after a crash the next serve
-    // takes its runs' leases back at once instead of waiting for them to lapse.
-    std::error_code ec;
-    auto dir = std::filesystem::absolute(options_.data_dir, ec);
-    eo.owner = "serve:" + (ec ? options_.data_dir : dir.lexically_normal().string());
-  }
-  engine_ = std::make_unique<Engine>(loop_->executor(), store_.get(), directory_.get(), caller_.get(), eo);
-  loop_->Start();
-
   DispatcherOptions dispatch = options_.reliability.dispatcher(kExecutionTopic);
   // Nothing here would take a run the sweeper dispatched again.
   if (!options_.execute) dispatch.sweep_interval = std::chrono::milliseconds(0);
@@ -114,13 +94,7 @@ Status Platform::Start() {
   // Runs accepted before a crash whose request never reached the queue.
   AF_RETURN_IF_ERROR(api_->RequeueUnfinishedRuns());
 
-  if (options_.execute) {
-    ConsumerOptions co;
-    co.max_active_runs = options_.max_active_runs;
-    consumer_ = std::make_unique<ExecutionConsumer>(queue_.get(), engine_.get(), co);
-    AF_RETURN_IF_ERROR(consumer_->Start());
-    cli::ExposeConsumerMetrics(registry_, consumer_.get());
-  }
+  if (options_.execute) AF_RETURN_IF_ERROR(StartExecutor());
 
   if (options_.health_interval_seconds > 0) {
     HealthCheckOptions hc;
@@ -151,6 +125,34 @@ Status Platform::Start() {
   if (!server.ok()) return server.status();
   server_ = std::move(server).value();
   started_ = true;
+  return Status::Ok();
+}
+
+Status Platform::StartExecutor() {
+  loop_ = std::make_unique<EventLoop>(1);
+  directory_ = NewStoreAgentDirectory(store_.get());
+  // No Kafka here: a step calling a kafka agent fails with a hint to use KAFKA_BROKERS.
+  std::unique_ptr<AgentCaller> http_caller = NewHttpAgentCaller(loop_->executor(), options_.limits.http_caller());
+  caller_ = auth::NewHostCheckingAgentCaller(NewRoutingAgentCaller(std::move(http_caller), nullptr),
+                                            options_.agent_hosts);
+  EngineOptions eo;
+  eo.metrics = &executor_metrics_;
+  eo.limits = options_.limits.step;
+  eo.lease_ttl = options_.reliability.lease_ttl();
+  if (data_dir_lock_ >= 0) {
+    // This process alone serves the directory: after a crash the next serve
+    // takes its runs' leases back at once instead of waiting for them to lapse.
+    std::error_code ec;
+    auto dir = std::filesystem::absolute(options_.data_dir, ec);
+    eo.owner = "serve:" + (ec ? options_.data_dir : dir.lexically_normal().string());
+  }
+  engine_ = std::make_unique<Engine>(loop_->executor(), store_.get(), directory_.get(), caller_.get(), eo);
+  loop_->Start();
+  ConsumerOptions co;
+  co.max_active_runs = options_.max_active_runs;
+  consumer_ = std::make_unique<ExecutionConsumer>(queue_.get(), engine_.get(), co);
+  AF_RETURN_IF_ERROR(consumer_->Start());
+  cli::ExposeConsumerMetrics(registry_, consumer_.get());
   return Status::Ok();
 }
 

@@ -78,6 +78,9 @@ class Platform {
 
  private:
   Status LoadSampleWorkflows();
+  // The engine, its event loop and agent caller, and the execution consumer
+  // (not with --accept-only).
+  Status StartExecutor();
 
   PlatformOptions options_;
   // Declared first: destroyed last (the engine, the API and the endpoints use them).
