@@ -8,6 +8,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -53,6 +54,7 @@ class WalCheckpointerTest : public ::testing::Test {
     Exec("PRAGMA wal_checkpoint(TRUNCATE)");
   }
   void TearDown() override {
+    gate_.Release();  // a held thread would keep the checkpointer's destructor waiting
     checkpointer_.reset();
     if (db_) sqlite3_close_v2(db_);
     std::error_code ec;
@@ -62,6 +64,17 @@ class WalCheckpointerTest : public ::testing::Test {
   void Exec(const std::string& sql) {
     char* err = nullptr;
     ASSERT_EQ(sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &err), SQLITE_OK) << sql << ": " << (err ? err : "");
+  }
+  // Starts the checkpointer on db_; `held`: its thread waits before each
+  // checkpoint until gate_ is released.
+  void Start(int background_pages, int inline_pages, bool held = false) {
+    WalCheckpointerOptions o;
+    o.background_pages = background_pages;
+    o.inline_pages = inline_pages;
+    if (held) o.before_checkpoint = [this] { gate_.Wait(); };
+    auto started = WalCheckpointer::Start(db_, o);
+    ASSERT_TRUE(started.ok()) << started.status().ToString();
+    checkpointer_ = std::move(started).value();
   }
   // `n` commits of one 4 kB row each (two pages a commit: the row and the table's page).
   void Commit(int n) {
@@ -93,18 +106,12 @@ class WalCheckpointerTest : public ::testing::Test {
   fs::path dir_;
   std::string path_;
   sqlite3* db_ = nullptr;
+  Gate gate_;  // before checkpointer_: outlives it
   std::unique_ptr<WalCheckpointer> checkpointer_;
 };
 
 TEST_F(WalCheckpointerTest, ACommitPastTheThresholdLeavesTheCheckpointToTheThread) {
-  Gate gate;
-  WalCheckpointerOptions o;
-  o.background_pages = 10;
-  o.inline_pages = 100000;
-  o.before_checkpoint = [&gate] { gate.Wait(); };
-  auto started = WalCheckpointer::Start(db_, o);
-  ASSERT_TRUE(started.ok()) << started.status().ToString();
-  checkpointer_ = std::move(started).value();
+  ASSERT_NO_FATAL_FAILURE(Start(/*background_pages=*/10, /*inline_pages=*/100000, /*held=*/true));
 
   const uintmax_t before = DbBytes();
   Commit(50);  // ~100 pages: ten times the threshold
@@ -113,43 +120,32 @@ TEST_F(WalCheckpointerTest, ACommitPastTheThresholdLeavesTheCheckpointToTheThrea
   EXPECT_EQ(checkpointer_->stats().in_commit, 0u);
   EXPECT_EQ(Rows(), 50);
 
-  gate.Release();
+  gate_.Release();
   ASSERT_TRUE(WaitForBackground(1));
   EXPECT_GE(DbBytes(), before + 50 * 4000);  // the rows are in the file now
   EXPECT_EQ(checkpointer_->stats().in_commit, 0u);
 }
 
 TEST_F(WalCheckpointerTest, ACommitPastTheInlineLimitCheckpointsItselfWhenTheThreadLagsBehind) {
-  Gate gate;
-  WalCheckpointerOptions o;
-  o.background_pages = 10;
-  o.inline_pages = 40;
-  o.before_checkpoint = [&gate] { gate.Wait(); };
-  auto started = WalCheckpointer::Start(db_, o);
-  ASSERT_TRUE(started.ok()) << started.status().ToString();
-  checkpointer_ = std::move(started).value();
+  ASSERT_NO_FATAL_FAILURE(Start(/*background_pages=*/10, /*inline_pages=*/40, /*held=*/true));
 
   const uintmax_t before = DbBytes();
   Commit(50);
   EXPECT_GE(checkpointer_->stats().in_commit, 1u);
   EXPECT_GT(DbBytes(), before);
   EXPECT_EQ(checkpointer_->stats().background, 0u);
-  gate.Release();
+  gate_.Release();
   EXPECT_EQ(Rows(), 50);
 }
 
 TEST_F(WalCheckpointerTest, TheWalStaysBoundedUnderCommitsThatNeverPause) {
-  WalCheckpointerOptions o;
-  o.background_pages = 20;
-  o.inline_pages = 200;
-  auto started = WalCheckpointer::Start(db_, o);
-  ASSERT_TRUE(started.ok()) << started.status().ToString();
-  checkpointer_ = std::move(started).value();
+  const int inline_pages = 200;
+  ASSERT_NO_FATAL_FAILURE(Start(/*background_pages=*/20, inline_pages));
 
   Commit(3000);  // ~6,000 pages in all, thirty times the limit
   // A frame is a page plus its 24-byte header; the WAL's header is 32 bytes.
   const uintmax_t frame = 4096 + 24;
-  EXPECT_LE(WalBytes(), 32 + (o.inline_pages + 2) * frame);
+  EXPECT_LE(WalBytes(), 32 + (inline_pages + 2) * frame);
   EXPECT_EQ(Rows(), 3000);
   checkpointer_.reset();
   sqlite3_close_v2(db_);
