@@ -1723,6 +1723,7 @@ int Main(int argc, char** argv) {
     else if (a == "--trigger-connections") o.trigger_connections = std::stoi(next());
     else if (a == "--kafka-fetch-wait-ms") o.kafka_fetch_wait_ms = std::stoi(next());
     else if (a == "--poll-ms-many") o.poll_ms_many = std::stoi(next());
+    else if (a == "--latency-runs") o.latency_runs = std::stoi(next());
     else if (a == "--quick") o.quick = true;
     else {
       std::fprintf(
@@ -1734,7 +1735,7 @@ int Main(int argc, char** argv) {
           "[--pg-setting k=v]... "
           "[--attempts N] [--wait-quiet S] "
           "[--trigger-connections N] "
-          "[--kafka-fetch-wait-ms N] [--poll-ms-many N] [--revision R]\n");
+          "[--kafka-fetch-wait-ms N] [--poll-ms-many N] [--latency-runs N] [--revision R]\n");
       return 2;
     }
   }

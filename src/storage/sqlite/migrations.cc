@@ -1,5 +1,6 @@
 #include "storage/sqlite/migrations.h"
 
+#include <cstdint>
 #include <set>
 #include <string>
 
@@ -18,6 +19,42 @@ Status Exec(sqlite3* db, const char* sql, const std::string& what) {
   int rc = sqlite3_exec(db, sql, nullptr, nullptr, &err);
   sqlite3_free(err);  // the same text is available from sqlite3_errmsg
   if (rc != SQLITE_OK) return SqliteError(db, rc, what);
+  return Status::Ok();
+}
+
+Result<bool> ForeignKeysOn(sqlite3* db) {
+  sqlite3_stmt* st = nullptr;
+  int rc = sqlite3_prepare_v2(db, "PRAGMA foreign_keys", -1, &st, nullptr);
+  if (rc != SQLITE_OK) return SqliteError(db, rc, "reading PRAGMA foreign_keys");
+  bool on = false;
+  rc = sqlite3_step(st);
+  if (rc == SQLITE_ROW) on = sqlite3_column_int(st, 0) != 0;
+  sqlite3_finalize(st);
+  if (rc != SQLITE_ROW) return SqliteError(db, rc, "reading PRAGMA foreign_keys");
+  return on;
+}
+
+// Internal if any row refers to a row that does not exist.
+Status CheckForeignKeys(sqlite3* db) {
+  sqlite3_stmt* st = nullptr;
+  int rc = sqlite3_prepare_v2(db, "PRAGMA foreign_key_check", -1, &st, nullptr);
+  if (rc != SQLITE_OK) return SqliteError(db, rc, "checking foreign keys");
+  std::string first;
+  int64_t violations = 0;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    if (violations++ == 0) {
+      const auto* table = reinterpret_cast<const char*>(sqlite3_column_text(st, 0));
+      const auto* parent = reinterpret_cast<const char*>(sqlite3_column_text(st, 2));
+      first = std::string(table ? table : "?") + " rowid " + std::to_string(sqlite3_column_int64(st, 1)) +
+              " refers to a missing " + (parent ? parent : "?") + " row";
+    }
+  }
+  sqlite3_finalize(st);
+  if (rc != SQLITE_DONE) return SqliteError(db, rc, "checking foreign keys");
+  if (violations > 0) {
+    return Status::Internal("migrations would leave " + std::to_string(violations) +
+                                " foreign key violation(s), e.g. " + first + "; nothing was applied");
+  }
   return Status::Ok();
 }
 
@@ -86,13 +123,25 @@ Status ApplyMigrations(sqlite3* db, std::span<const Migration> migrations) {
                               migrations[i].name);
     }
   }
+  // Foreign-key enforcement is off while migrations run (it cannot change
+  // inside a transaction), so a migration may rebuild a table others refer to
+  // (SQLite's procedure for schema changes ALTER TABLE cannot make); every
+  // foreign key is checked before the commit instead.
+  auto fk = ForeignKeysOn(db);
+  if (!fk.ok()) return fk.status();
+  if (*fk) AF_RETURN_IF_ERROR(Exec(db, "PRAGMA foreign_keys = OFF", "turning foreign keys off for migrations"));
   // IMMEDIATE: take the write lock before reading the applied versions, so two
   // processes opening a new database cannot both apply the same migration.
-  AF_RETURN_IF_ERROR(Exec(db, "BEGIN IMMEDIATE", "starting the migration transaction"));
-  Status status = ApplyInTransaction(db, migrations);
+  Status status = Exec(db, "BEGIN IMMEDIATE", "starting the migration transaction");
+  if (status.ok()) status = ApplyInTransaction(db, migrations);
+  if (status.ok()) status = CheckForeignKeys(db);
   if (status.ok()) status = Exec(db, "COMMIT", "committing migrations");
   if (!status.ok() && !sqlite3_get_autocommit(db)) {
     (void)Exec(db, "ROLLBACK", "rolling back migrations");
+  }
+  if (*fk) {
+    Status on = Exec(db, "PRAGMA foreign_keys = ON", "turning foreign keys back on");
+    if (status.ok()) status = on;
   }
   return status;
 }

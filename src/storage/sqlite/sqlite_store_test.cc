@@ -243,6 +243,111 @@ TEST(SqliteMigrationsTest, RunsOfAVersionTwoDatabaseGetNoTraceparentAndATraceIdF
   EXPECT_EQ(TraceIdOf(r), "3f2b8a4c1d2e4f5a8b6c7d8e9f0a1b2c");
 }
 
+// Migration 7 rebuilds workflow_runs and step_executions (their status
+// CHECKs): the rows of a version-6 database, their foreign keys and their
+// constraints survive it.
+TEST(SqliteMigrationsTest, RunsAndStepsOfAVersionSixDatabaseSurviveTheStatusCheckRebuild) {
+  std::string path = TempDirEnvironment::NewDbPath();
+  {
+    RawDb raw(path);
+    ASSERT_TRUE(sqlite::ApplyMigrations(raw.get(), sqlite::EmbeddedMigrations().first(6)).ok());
+    raw.Query("INSERT INTO workflows (id, name, latest_version, created_at, updated_at) VALUES ('wf-1', 'w', 1, 1, 1)");
+    raw.Query("INSERT INTO workflow_versions (workflow_id, version, name, plan, created_at) "
+              "VALUES ('wf-1', 1, 'w', '{}', 1)");
+    raw.Query("INSERT INTO workflow_runs (id, workflow_id, workflow_version, status, input, created_at, updated_at, "
+              "lease_owner, lease_token, redispatch_count) "
+              "VALUES ('run-1', 'wf-1', 1, 'RUNNING', '{\"a\":1}', 2, 3, 'exec-1', 4, 5)");
+    raw.Query("INSERT INTO step_executions (id, run_id, step_id, status, input, output, started_at, completed_at) "
+              "VALUES (7, 'run-1', 's1', 'COMPLETED', '{}', '{\"ok\":true}', 3, 4), "
+              "(8, 'run-1', 's2', 'RUNNING', '{}', NULL, 4, NULL)");
+  }
+  auto store = Must(OpenSqliteStore(path));
+  af::Run r = Must(store->GetRun("run-1"));
+  EXPECT_EQ(r.status, RunStatus::kRunning);
+  EXPECT_EQ(r.input, nlohmann::json({{"a", 1}}));
+  EXPECT_EQ(r.lease_owner, "exec-1");
+  EXPECT_EQ(r.lease_token, 4);
+  auto steps = Must(store->ListSteps("run-1"));
+  ASSERT_EQ(steps.size(), 2u);
+  EXPECT_EQ(steps[0].id, 7);
+  EXPECT_EQ(steps[0].output, nlohmann::json({{"ok", true}}));
+  EXPECT_EQ(steps[1].status, StepStatus::kRunning);
+
+  RawDb raw(path);
+  raw.Query("PRAGMA foreign_keys = ON");
+  EXPECT_EQ(raw.Query("SELECT redispatch_count FROM workflow_runs WHERE id = 'run-1'"),
+            (std::vector<std::vector<std::string>>{{"5"}}));
+  EXPECT_EQ(raw.Query("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name IN "
+                      "('workflow_runs', 'step_executions') AND name NOT LIKE 'sqlite_%' ORDER BY name"),
+            (std::vector<std::vector<std::string>>{{"step_executions_run"},
+                                                   {"workflow_runs_created"},
+                                                   {"workflow_runs_idempotency"},
+                                                   {"workflow_runs_lease_owner"},
+                                                   {"workflow_runs_status"},
+                                                   {"workflow_runs_workflow"}}));
+  EXPECT_TRUE(raw.Query("PRAGMA foreign_key_check").empty());
+  // The constraints still hold: an unknown status, a step of no run.
+  for (const char* bad : {"UPDATE workflow_runs SET status = 'DONE' WHERE id = 'run-1'",
+                          "UPDATE step_executions SET status = 'PENDING' WHERE id = 8",
+                          "INSERT INTO step_executions (run_id, step_id, status, started_at) "
+                          "VALUES ('run-x', 's1', 'RUNNING', 1)"}) {
+    char* err = nullptr;
+    EXPECT_EQ(sqlite3_exec(raw.get(), bad, nullptr, nullptr, &err) & 0xff, SQLITE_CONSTRAINT) << bad;
+    sqlite3_free(err);
+  }
+}
+
+// The statements that check a status on every step and every run transition
+// build no temporary b-tree (what `status IN (<five constants>)` in a CHECK
+// made SQLite do on each execution).
+TEST(SqliteMigrationsTest, StatusChecksNeedNoTemporaryTable) {
+  std::string path = TempDirEnvironment::NewDbPath();
+  RawDb raw(path);
+  ASSERT_TRUE(sqlite::ApplyMigrations(raw.get(), sqlite::EmbeddedMigrations()).ok());
+  for (const char* sql : {"UPDATE step_executions SET status = 'COMPLETED' WHERE id = 1",
+                          "INSERT INTO step_executions (run_id, step_id, status, started_at) VALUES ('r', 's', "
+                          "'RUNNING', 1)",
+                          "UPDATE workflow_runs SET status = 'COMPLETED' WHERE id = 'r'",
+                          "INSERT INTO workflow_runs (id, workflow_id, workflow_version, status, created_at, "
+                          "updated_at) VALUES ('r', 'w', 1, 'PENDING', 1, 1)"}) {
+    auto plan = raw.Query(std::string("EXPLAIN ") + sql);
+    ASSERT_FALSE(plan.empty()) << sql;
+    for (const auto& op : plan) EXPECT_NE(op.at(1), "OpenEphemeral") << sql;
+  }
+}
+
+// A migration may rebuild a table other tables refer to (foreign keys are
+// not enforced while migrations run), but one that leaves a row referring to
+// nothing applies nothing; enforcement is on again afterwards either way.
+TEST(SqliteMigrationsTest, ForeignKeysAreCheckedWhenMigrationsCommit) {
+  std::string path = TempDirEnvironment::NewDbPath();
+  RawDb raw(path);
+  raw.Query("PRAGMA foreign_keys = ON");
+  const sqlite::Migration v1[] = {
+      {1, "0001_a.sql",
+       "CREATE TABLE p (id INTEGER PRIMARY KEY); CREATE TABLE c (p_id INTEGER REFERENCES p (id));"
+       "INSERT INTO p VALUES (1); INSERT INTO c VALUES (1);"}};
+  ASSERT_TRUE(sqlite::ApplyMigrations(raw.get(), v1).ok());
+  const sqlite::Migration rebuild[] = {
+      v1[0],
+      {2, "0002_rebuild.sql",
+       "CREATE TABLE p_new (id INTEGER PRIMARY KEY, x TEXT); INSERT INTO p_new (id) SELECT id FROM p;"
+       "DROP TABLE p; ALTER TABLE p_new RENAME TO p;"}};
+  Status s = sqlite::ApplyMigrations(raw.get(), rebuild);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(raw.Query("SELECT id, x FROM p"), (std::vector<std::vector<std::string>>{{"1", "NULL"}}));
+  EXPECT_EQ(raw.Query("PRAGMA foreign_keys"), (std::vector<std::vector<std::string>>{{"1"}}));
+
+  const sqlite::Migration dangling[] = {rebuild[0], rebuild[1], {3, "0003_drop.sql", "DELETE FROM p;"}};
+  s = sqlite::ApplyMigrations(raw.get(), dangling);
+  EXPECT_EQ(s.code(), Code::kInternal);
+  EXPECT_NE(s.message().find("foreign key"), std::string::npos) << s.message();
+  EXPECT_EQ(raw.Query("SELECT id FROM p"), (std::vector<std::vector<std::string>>{{"1"}})) << "rolled back";
+  EXPECT_EQ(raw.Query("SELECT max(version) FROM schema_migrations"), (std::vector<std::vector<std::string>>{{"2"}}));
+  EXPECT_EQ(raw.Query("PRAGMA foreign_keys"), (std::vector<std::vector<std::string>>{{"1"}}));
+  EXPECT_TRUE(sqlite3_get_autocommit(raw.get())) << "no transaction left open";
+}
+
 TEST(SqliteMigrationsTest, ReapplyingAppliesOnlyNewOnes) {
   std::string path = TempDirEnvironment::NewDbPath();
   RawDb raw(path);
