@@ -53,7 +53,7 @@ Status CheckForeignKeys(sqlite3* db) {
   if (rc != SQLITE_DONE) return SqliteError(db, rc, "checking foreign keys");
   if (violations > 0) {
     return Status::Internal("migrations would leave " + std::to_string(violations) +
-                                " foreign key violation(s), e.g. " + first + "; nothing was applied");
+                            " foreign key violation(s), e.g. " + first + "; nothing was applied");
   }
   return Status::Ok();
 }
