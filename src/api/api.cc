@@ -88,6 +88,7 @@ class Api::Handlers : public std::enable_shared_from_this<Api::Handlers> {
         watcher_(options_.run_end_poll.count() > 0 && feed_
                      ? std::make_unique<RunWatcher>(store_, feed_, WatcherOptions(options_))
                      : nullptr),
+        run_ends_(watcher_ ? store_->ListenForRunEnds([w = watcher_.get()] { w->Nudge(); }) : nullptr),
         worker_(store, WorkerOptions(options_)),
         readers_(store, ReaderOptions(*store, options_.read_threads)) {}
 
@@ -656,6 +657,9 @@ class Api::Handlers : public std::enable_shared_from_this<Api::Handlers> {
   ApiOptions options_;
   WorkflowCache cache_;
   std::unique_ptr<RunWatcher> watcher_;     // null unless run_end_poll > 0
+  // Nudges watcher_ when a run ends in another process (null: the store
+  // cannot tell; the watcher polls). Declared after watcher_: stops first.
+  std::unique_ptr<Store::RunEndListener> run_ends_;
   StoreWorker worker_;                      // triggers' batches (and workflow lookups on a cache miss)
   StoreWorker readers_;                     // every other store call of a handler; last: its threads stop first
 };

@@ -513,6 +513,24 @@ TEST_F(RunWatcherTest, PublishesAStepChangeWhenAStreamedRunsStepsMove) {
   EXPECT_EQ(watcher.watched(), 0u);
 }
 
+// A nudge (a run ended somewhere: Store::ListenForRunEnds) makes the watcher
+// read now, not at its interval's end (an hour here): the waiter hears the
+// end. Without the nudge nothing would be read for an hour.
+TEST_F(RunWatcherTest, ANudgeReadsAtOnce) {
+  std::string ended = RunningRun();
+  watcher_->Watch(ended);
+  ASSERT_TRUE(store_->TransitionRun({ended, RunStatus::kRunning, RunStatus::kCompleted}).ok());
+  watcher_->Nudge();
+  std::vector<Change> heard;
+  for (int i = 0; i < 3000 && heard.empty(); ++i) {
+    heard = Heard();
+    if (heard.empty()) std::this_thread::sleep_for(10ms);
+  }
+  ASSERT_EQ(heard.size(), 1u) << "the nudge read nothing";
+  EXPECT_EQ(heard[0].run_id, ended);
+  EXPECT_EQ(heard[0].run_status, RunStatus::kCompleted);
+}
+
 // Reads of run statuses that take 100 ms each, counted.
 class SlowStatusStore final : public ForwardingStore {
  public:

@@ -112,21 +112,43 @@ int RunWatcher::CheckOnce() {
   return published;
 }
 
+void RunWatcher::Nudge() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    nudged_ = true;
+  }
+  cv_.notify_all();
+}
+
 void RunWatcher::Loop() {
+  using Clock = std::chrono::steady_clock;
   std::chrono::microseconds last_read{0};
+  Clock::time_point last_end{};
   std::unique_lock<std::mutex> lock(mu_);
   while (true) {
     cv_.wait(lock, [this] { return stopping_ || !watched_.empty() || !steps_watched_.empty(); });
     if (stopping_) return;
     const auto runs = static_cast<int64_t>(watched_.size() + steps_watched_.size());
+    const auto spacing = last_read * options_.read_spacing;
     auto interval =
         std::min<std::chrono::microseconds>(options_.min_interval + options_.per_run * runs, options_.max_interval);
-    interval = std::max(interval, last_read * options_.read_spacing);
-    if (cv_.wait_for(lock, interval, [this] { return stopping_; })) return;
+    interval = std::max<std::chrono::microseconds>(interval, spacing);
+    // The interval's end, or a nudge once the spacing after the last read
+    // has passed, whichever comes first.
+    const Clock::time_point deadline = Clock::now() + interval;
+    const Clock::time_point nudge_from = last_end + spacing;
+    while (!stopping_) {
+      const Clock::time_point now = Clock::now();
+      if (now >= deadline || (nudged_ && now >= nudge_from)) break;
+      cv_.wait_until(lock, nudged_ ? std::min(deadline, nudge_from) : deadline);
+    }
+    if (stopping_) return;
+    nudged_ = false;  // a nudge from here on asks for the next read
     lock.unlock();
-    auto began = std::chrono::steady_clock::now();
+    auto began = Clock::now();
     CheckOnce();
-    last_read = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - began);
+    last_end = Clock::now();
+    last_read = std::chrono::duration_cast<std::chrono::microseconds>(last_end - began);
     lock.lock();
   }
 }

@@ -16,7 +16,10 @@
 // read stays bounded with thousands. It is never less than read_spacing
 // times the last read's duration either, so reads that turn slow (a
 // streamed run of thousands of steps, a busy database) take at most a
-// tenth of a connection. Nobody waiting: no reads.
+// tenth of a connection. Nobody waiting: no reads. Where the store can tell
+// that a run ended in another process (PostgreSQL's NOTIFY), the api
+// nudges the watcher, which then reads at once: a ?wait hears of the end
+// within a read's round trip; the interval stays as the safety net.
 //
 // Thread-safety: Watch, Unwatch, WatchSteps and UnwatchSteps from any
 // thread.
@@ -61,6 +64,11 @@ class RunWatcher {
   // How many runs are watched now (for their end, their steps or both).
   size_t watched() const;
 
+  // Something may have ended (Store::ListenForRunEnds heard a run end):
+  // read now rather than at the interval's end, though still no sooner than
+  // read_spacing times the last read's duration after it. From any thread.
+  void Nudge();
+
   // Reads once and publishes what it found; returns how many changes (ends
   // and runs whose steps moved). For tests and the thread.
   int CheckOnce();
@@ -82,6 +90,7 @@ class RunWatcher {
   // guarded by mu_: the step progress last read of each run in steps_watched_
   std::map<std::string, std::pair<int64_t, int64_t>> last_progress_;
   bool stopping_ = false;  // guarded by mu_
+  bool nudged_ = false;    // guarded by mu_: a Nudge since the last read began
   std::thread thread_;
 };
 

@@ -69,6 +69,7 @@ struct ServiceConfig {
   int store_threads = 1;  // threads committing trigger batches (ApiOptions::store_threads)
   int read_threads = 2;   // threads making the handlers' other store calls (ApiOptions::read_threads)
   int run_end_poll_ms = 10;  // ApiOptions::run_end_poll (api/run_watcher.h)
+  int wait_reread_ms = 500;  // ApiOptions::wait_poll_interval
   size_t max_body_bytes = 1 << 20;
   LimitFlags limits;  // api: plans and request timeouts; consumer: steps (cli/limit_flags.h)
   ReliabilityFlags reliability;  // api: dispatch; consumer: leases and dispatch (cli/reliability_flags.h)
@@ -182,6 +183,7 @@ int RunApi(ServiceConfig& c) {
   // the waited-for runs together this often (0: only each wait's own
   // re-read, every 500 ms).
   ao.run_end_poll = std::chrono::milliseconds(std::max(0, c.run_end_poll_ms));
+  ao.wait_poll_interval = std::chrono::milliseconds(c.wait_reread_ms);
   // With the watcher, a stream hears of the consumers' writes through it;
   // its own re-read is a safety net (as in serve). Without, it is how the
   // stream sees them.
@@ -449,8 +451,13 @@ void AddServiceCommands(CLI::App& app, int* exit_code) {
       ->capture_default_str();
   api->add_option("--run-end-poll-ms", api_cfg.run_end_poll_ms,
                   "how often the runs a ?wait waits for or an event stream shows are read (together) to see what "
-                  "the consumers did to them (0: off; each wait then re-reads its run every 500 ms, each stream "
-                  "every 250 ms)")
+                  "the consumers did to them; with PostgreSQL a run's end is also read at once, on its NOTIFY "
+                  "(0: off; each wait then re-reads its run every --wait-reread-ms, each stream every 250 ms)")
+      ->capture_default_str();
+  api->add_option("--wait-reread-ms", api_cfg.wait_reread_ms,
+                  "how often each ?wait also re-reads its own run, a safety net under the run end poll and the "
+                  "database's run end notifications")
+      ->check(CLI::Range(1, 3600000))
       ->capture_default_str();
   AddHttpLimitFlags(api, api_cfg.limits);
   AddPlanLimitFlags(api, api_cfg.limits);

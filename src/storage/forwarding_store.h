@@ -49,6 +49,9 @@ class ForwardingStore : public Store {
       const std::vector<std::string>& run_ids) override {
     return inner_->GetRunStatuses(run_ids);
   }
+  std::unique_ptr<RunEndListener> ListenForRunEnds(std::function<void()> wake) override {
+    return inner_->ListenForRunEnds(std::move(wake));
+  }
   Result<std::vector<StepProgress>> GetStepProgress(const std::vector<std::string>& run_ids) override {
     return inner_->GetStepProgress(run_ids);
   }

@@ -289,6 +289,19 @@ class Store {
   // calls GetRun for each; the database backends read them together.
   virtual Result<std::vector<std::pair<std::string, RunStatus>>> GetRunStatuses(
       const std::vector<std::string>& run_ids);
+  // Calls `wake` (on a thread of the backend's) soon after a transaction
+  // that ends a run (a transition to a terminal status) commits, in any
+  // process using this database, until the returned object is destroyed:
+  // what lets such a waiter read at once instead of on its next poll. A
+  // hint only: a wake may be spurious, late or lost (a broken connection,
+  // retried in the background), so the waiter still polls, less often.
+  // `wake` must be quick and must not call back into the listener.
+  // nullptr: the backend cannot tell (SQLite: the default).
+  class RunEndListener {
+   public:
+    virtual ~RunEndListener() = default;
+  };
+  virtual std::unique_ptr<RunEndListener> ListenForRunEnds(std::function<void()> wake);
   // How far each of `run_ids` has got in its step executions: how many
   // there are and how many have finished (any status but RUNNING). Runs
   // without any are left out; no particular order. The pair changes with

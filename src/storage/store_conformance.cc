@@ -1,12 +1,14 @@
 #include "storage/store_conformance.h"
 
 #include <algorithm>
-#include <map>
-#include <mutex>
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <latch>
 #include <limits>
+#include <map>
+#include <mutex>
 #include <set>
 #include <stdexcept>
 #include <thread>
@@ -969,6 +971,56 @@ TEST_P(StoreConformance, ListCancelRequestsReturnsOnlyRequestedUnfinishedRuns) {
   EXPECT_EQ(by_id[running.id].reason, "b");
   EXPECT_TRUE(Must(store().ListCancelRequests({})).empty());
   EXPECT_TRUE(Must(store().ListCancelRequests({untouched.id})).empty());
+}
+
+// A run's end wakes a listener: ended by ApplyRunWrites (the executor's
+// commits), by ApplyRunWritesGroup and by TransitionRun. Backends that
+// cannot tell (SQLite) return null, and their waiters poll.
+TEST_P(StoreConformance, ListenForRunEndsWakesWhenARunEnds) {
+  std::mutex mu;
+  std::condition_variable cv;
+  int wakes = 0;
+  auto listener = store().ListenForRunEnds([&] {
+    std::lock_guard<std::mutex> lock(mu);
+    ++wakes;
+    cv.notify_all();
+  });
+  if (listener == nullptr) GTEST_SKIP() << GetParam().name << " cannot tell; waiters poll";
+  // Waits (up to a generous bound, not a timing check) for a wake after `seen`.
+  auto woken_after = [&](int seen) {
+    std::unique_lock<std::mutex> lock(mu);
+    cv.wait_for(lock, std::chrono::seconds(30), [&] { return wakes > seen; });
+    return wakes;
+  };
+  auto seen = [&] {
+    std::lock_guard<std::mutex> lock(mu);
+    return wakes;
+  };
+  Workflow wf = MakeWorkflow();
+
+  Run a = MakeRun(wf);
+  RunLease lease = Must(store().AcquireRunLease(a.id, "owner", 60000), "acquire");
+  RunWrites start{a.id, lease.token, {}};
+  start.ops.push_back(RunWrite::Transition(RunTransition{a.id, RunStatus::kPending, RunStatus::kRunning}));
+  Must(store().ApplyRunWrites(start), "start");
+  int before = seen();
+  RunWrites end{a.id, lease.token, {}};
+  end.ops.push_back(RunWrite::Transition(RunTransition{a.id, RunStatus::kRunning, RunStatus::kCompleted}));
+  Must(store().ApplyRunWrites(end), "end");
+  EXPECT_GT(woken_after(before), before) << "ApplyRunWrites ended a run";
+
+  Run b = RunIn(wf, RunStatus::kRunning);
+  Run c = RunIn(wf, RunStatus::kRunning);
+  before = seen();
+  RunWrites end_b{b.id, 0, {RunWrite::Transition(RunTransition{b.id, RunStatus::kRunning, RunStatus::kFailed})}};
+  RunWrites end_c{c.id, 0, {RunWrite::Transition(RunTransition{c.id, RunStatus::kRunning, RunStatus::kCompleted})}};
+  for (auto& r : store().ApplyRunWritesGroup({&end_b, &end_c})) EXPECT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_GT(woken_after(before), before) << "ApplyRunWritesGroup ended runs";
+
+  Run d = RunIn(wf, RunStatus::kPending);
+  before = seen();
+  Must(store().TransitionRun(RunTransition{d.id, RunStatus::kPending, RunStatus::kCancelled}));
+  EXPECT_GT(woken_after(before), before) << "TransitionRun ended a run";
 }
 
 TEST_P(StoreConformance, GetRunStatusesReadsTheStatusOfEveryKnownRun) {

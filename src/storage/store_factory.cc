@@ -31,6 +31,8 @@ Result<std::vector<ApiKey>> Store::ListApiKeys() { return NoApiKeys(); }
 Result<ApiKey> Store::RevokeApiKey(const std::string&) { return NoApiKeys(); }
 Status Store::RecordApiKeyUse(const std::string&, TimeMs) { return NoApiKeys(); }
 
+std::unique_ptr<Store::RunEndListener> Store::ListenForRunEnds(std::function<void()>) { return nullptr; }
+
 Result<std::vector<std::pair<std::string, RunStatus>>> Store::GetRunStatuses(const std::vector<std::string>& run_ids) {
   std::vector<std::pair<std::string, RunStatus>> out;
   for (const std::string& id : run_ids) {

@@ -75,6 +75,29 @@ TEST_F(DistributedTest, SeedIntegrationRunIsConsumedExecutedAndRecorded) {
   EXPECT_EQ(json::parse(steps[2][5]), json({{"text", "HELLO KAFKA"}}));
 }
 
+// A ?wait through the api hears of a run the consumer ended as the end
+// commits: the store's NOTIFY wakes the api's run watcher. The watcher's
+// poll, the wait's own re-read and the wait itself are all an hour: only
+// the notification can answer before the client gives up (120 s).
+TEST_F(DistributedTest, AWaitThroughTheApiHearsARunEndFromItsNotification) {
+  Cluster::Options o;
+  o.api_args = {"--run-end-poll-ms", "3600000", "--wait-reread-ms", "3600000"};
+  cluster_ = std::make_unique<Cluster>(SharedPg(), o);
+  Cluster& c = *cluster_;
+  json wf = CreateWorkflow(c.api(), Plan(UniqueName("notify"), json::parse(R"([
+      {"id": "nap", "agent": "sleep", "input": {"ms": 300}},
+      {"id": "say", "agent": "echo", "input": {"text": "done"}}])")));
+  for (int i = 0; i < 2; ++i) {  // the second: the listener goes on after its first wake
+    auto r =
+        Fetch("POST", c.api().url() + "/api/v1/workflows/" + wf["workflow_id"].get<std::string>() + "/runs?wait=3600",
+              R"({"input": {}})", {}, 120s);
+    ASSERT_EQ(r.status, 200) << "no answer before the client's timeout: " << r.Describe();
+    json run = json::parse(r.body);
+    EXPECT_EQ(run["status"], "COMPLETED") << run.dump();
+    EXPECT_EQ(c.RunStatus(run["run_id"]), "COMPLETED");
+  }
+}
+
 // The api process has no feed of the consumers' writes: a run's event
 // stream finds them by reading PostgreSQL (the run watcher's step progress
 // and status reads), and still brings every change in order and ends with

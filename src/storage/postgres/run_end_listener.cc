@@ -1,0 +1,134 @@
+#include "storage/postgres/run_end_listener.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <string>
+#include <thread>
+#include <utility>
+
+#include <libpq-fe.h>
+
+#include "common/log.h"
+#include "storage/postgres/pg_util.h"
+
+namespace af::postgres {
+namespace {
+
+class PgRunEndListener final : public Store::RunEndListener {
+ public:
+  PgRunEndListener(std::string url, std::string target, std::chrono::milliseconds connect_timeout,
+                   std::function<void()> wake)
+      : url_(std::move(url)), target_(std::move(target)), timeout_(connect_timeout), wake_(std::move(wake)) {
+    if (::pipe2(stop_, O_CLOEXEC | O_NONBLOCK) != 0) {
+      stop_[0] = stop_[1] = -1;
+      log::Error("run end listener: cannot create its stop pipe (errno " + std::to_string(errno) +
+                 "); run ends are heard by polling only");
+      return;
+    }
+    // The first LISTEN before returning: ends committed from then on are
+    // heard (when the database is reachable now; else from the retry on).
+    PGconn* first = Listen();
+    thread_ = std::thread([this, first] { Loop(first); });
+  }
+
+  ~PgRunEndListener() override {
+    if (stop_[1] >= 0) {
+      char c = 's';
+      while (::write(stop_[1], &c, 1) < 0 && errno == EINTR) {
+      }
+    }
+    if (thread_.joinable()) thread_.join();
+    for (int fd : stop_) {
+      if (fd >= 0) ::close(fd);
+    }
+  }
+
+ private:
+  // Waits for the stop pipe (true) or `fd` readable, up to `timeout_ms`
+  // (-1: no limit). false: `fd` is readable or the time is up.
+  bool WaitForStop(int fd, int timeout_ms) {
+    pollfd fds[2] = {{stop_[0], POLLIN, 0}, {fd, POLLIN, 0}};
+    while (true) {
+      int n = ::poll(fds, fd >= 0 ? 2 : 1, timeout_ms);
+      if (n < 0 && errno == EINTR) continue;
+      return n > 0 && (fds[0].revents & (POLLIN | POLLHUP)) != 0;
+    }
+  }
+
+  void Loop(PGconn* pg) {
+    while (true) {
+      if (pg == nullptr) {
+        if (WaitForStop(-1, 1000)) return;
+        pg = Listen();
+        if (pg == nullptr) continue;
+        log::Info("run end listener: listening on " + target_);
+        warned_ = false;
+        wake_();  // ends committed while nobody listened were not heard
+      }
+      bool stop = Read(pg);
+      PQfinish(pg);
+      pg = nullptr;
+      if (stop) return;
+      log::Warn("run end listener: lost its connection to " + target_ +
+                "; listening again in 1 s (waits poll meanwhile)");
+      warned_ = true;
+    }
+  }
+
+  // A connection that LISTENs, or nullptr (logged once per outage).
+  PGconn* Listen() {
+    auto pg = Connect(url_, target_, timeout_);
+    std::string why;
+    if (pg.ok()) {
+      PgResult r(PQexec(*pg, (std::string("LISTEN ") + kRunEndChannel).c_str()));
+      if (PQresultStatus(r.get()) == PGRES_COMMAND_OK) return *pg;
+      why = PQerrorMessage(*pg);
+      PQfinish(*pg);
+    } else {
+      why = pg.status().message();
+    }
+    if (!warned_) {
+      log::Warn("run end listener: cannot listen on " + target_ + ": " + why +
+                "; retrying every second (waits poll meanwhile)");
+      warned_ = true;
+    }
+    return nullptr;
+  }
+
+  // Reads notifications until the connection fails (false) or the
+  // listener stops (true).
+  bool Read(PGconn* pg) {
+    while (true) {
+      if (WaitForStop(PQsocket(pg), -1)) return true;
+      if (PQconsumeInput(pg) == 0) return false;
+      bool heard = false;
+      while (PGnotify* n = PQnotifies(pg)) {
+        heard = true;
+        PQfreemem(n);
+      }
+      if (heard) wake_();
+      if (PQstatus(pg) != CONNECTION_OK) return false;
+    }
+  }
+
+  const std::string url_;
+  const std::string target_;
+  const std::chrono::milliseconds timeout_;
+  const std::function<void()> wake_;
+  int stop_[2] = {-1, -1};
+  bool warned_ = false;  // an outage was logged (the listener's thread, after the constructor)
+  std::thread thread_;
+};
+
+}  // namespace
+
+std::unique_ptr<Store::RunEndListener> StartRunEndListener(std::string url, std::string target,
+                                                           std::chrono::milliseconds connect_timeout,
+                                                           std::function<void()> wake) {
+  return std::make_unique<PgRunEndListener>(std::move(url), std::move(target), connect_timeout, std::move(wake));
+}
+
+}  // namespace af::postgres
