@@ -1,6 +1,7 @@
 #include "storage/postgres/run_end_listener.h"
 
 #include <fcntl.h>
+#include <libpq-fe.h>
 #include <poll.h>
 #include <unistd.h>
 
@@ -8,8 +9,6 @@
 #include <string>
 #include <thread>
 #include <utility>
-
-#include <libpq-fe.h>
 
 #include "common/log.h"
 #include "storage/postgres/pg_util.h"
