@@ -47,7 +47,7 @@
 #include "model/status_machine.h"
 #include "storage/postgres/migrations.h"
 #include "storage/postgres/pg_util.h"
-#include "storage/postgres/run_end_listener.h"
+#include "storage/postgres/run_ends.h"
 
 namespace af {
 namespace {
@@ -213,7 +213,6 @@ enum Sql {
   kStartRunStrict,
   kInsertStepsStrict,
   kFinishStepsStrict,
-  kNotifyRunEnds,
   kSqlCount,
 };
 
@@ -452,9 +451,6 @@ constexpr std::array<const char*, kSqlCount> kSqlText = {
     "AND (v.token = 0 OR EXISTS (SELECT 1 FROM fence f WHERE f.id = v.run_id AND f.lease_token = v.token)) "
     "RETURNING 1) "
     "SELECT 1 / (CASE WHEN (SELECT count(*) FROM u) = (SELECT count(*) FROM v) THEN 1 ELSE 0 END)",
-    // kNotifyRunEnds: in the transaction that ends runs (delivered when it
-    // commits); see run_end_listener.h
-    "SELECT pg_notify('agentflow_run_ends', '')"
 };
 
 #undef AF_STRANDED
@@ -863,7 +859,9 @@ class PostgresStore final : public Store {
     return Call([&](Conn& c) { return DoListCancelRequests(c, run_ids); });
   }
   Result<Run> TransitionRun(const RunTransition& t) override {
-    return Call([&](Conn& c) { return DoTransitionRun(c, t); });
+    auto run = Call([&](Conn& c) { return DoTransitionRun(c, t); });
+    if (run.ok() && IsTerminal(t.to)) run_ends_.Notify();
+    return run;
   }
   std::unique_ptr<RunEndListener> ListenForRunEnds(std::function<void()> wake) override {
     return postgres::StartRunEndListener(url_, target_, connect_timeout_, std::move(wake));
@@ -880,7 +878,9 @@ class PostgresStore final : public Store {
     return Call([&](Conn& c) { return DoFinishStep(c, f); });
   }
   Result<RunWritesResult> ApplyRunWrites(const RunWrites& w) override {
-    return Call([&](Conn& c) { return DoApplyRunWrites(c, w); });
+    auto res = Call([&](Conn& c) { return DoApplyRunWrites(c, w); });
+    if (res.ok() && EndsARun(w)) run_ends_.Notify();
+    return res;
   }
   std::vector<Result<RunWritesResult>> ApplyRunWritesGroup(const std::vector<const RunWrites*>& group) override {
     std::vector<Result<RunWritesResult>> out;
@@ -889,7 +889,20 @@ class PostgresStore final : public Store {
       return Status::Ok();
     });
     if (!all.ok()) out.assign(group.size(), all);  // no connection
+    for (size_t i = 0; i < group.size() && i < out.size(); ++i) {
+      if (out[i].ok() && EndsARun(*group[i])) {
+        run_ends_.Notify();
+        break;
+      }
+    }
     return out;
+  }
+  // `w` moves its run to a terminal status.
+  static bool EndsARun(const RunWrites& w) {
+    for (const RunWrite& op : w.ops) {
+      if (op.kind == RunWrite::Kind::kTransition && IsTerminal(op.transition.to)) return true;
+    }
+    return false;
   }
 
   Result<std::vector<StepExecution>> ListSteps(const std::string& run_id) override {
@@ -1054,6 +1067,7 @@ class PostgresStore final : public Store {
       : url_(o.url),
         target_(target),
         connect_timeout_(o.connect_timeout),
+        run_ends_(o.url, target, o.connect_timeout),
         pool_(o, std::move(target), std::move(first)),
         pool_size_(std::max(o.pool_size, 1)) {}
 
@@ -1542,14 +1556,6 @@ class PostgresStore final : public Store {
     AF_RETURN_IF_ERROR(OneRun(*r, &run, &found));
     if (found) {
       if (t.dispatch) NotifyOutbox(*t.dispatch, *r, kRunColumns);
-      if (IsTerminal(t.to)) {
-        // In the caller's transaction (delivered with its commit), or right
-        // after the transition's own commit, when a failure (a hint lost)
-        // must not turn the committed transition into an error.
-        const bool in_transaction = PQtransactionStatus(c.pg) != PQTRANS_IDLE;
-        Status notified = Exec(c, kNotifyRunEnds, Params(), "notify run end").status();
-        if (in_transaction) AF_RETURN_IF_ERROR(notified);
-      }
       return run;
     }
     // The compare-and-set matched nothing: say why.
@@ -1655,16 +1661,6 @@ class PostgresStore final : public Store {
   // error, or failed); the caller retries batch by batch, op by op, to say
   // why. An error: the connection failed, or what committed did not read
   // back.
-  // Some op of `group` moves a run to a terminal status.
-  static bool EndsARun(const std::vector<const RunWrites*>& group) {
-    for (const RunWrites* w : group) {
-      for (const RunWrite& op : w->ops) {
-        if (op.kind == RunWrite::Kind::kTransition && IsTerminal(op.transition.to)) return true;
-      }
-    }
-    return false;
-  }
-
   Result<bool> TryPipelinedRunWrites(Conn& c, const std::vector<const RunWrites*>& group,
                                      std::vector<RunWritesResult>* outs) {
     struct Op {
@@ -1721,7 +1717,6 @@ class PostgresStore final : public Store {
     for (const Stmt& st : stmts) {
       if (!st.params.status().ok()) return false;
     }
-    if (EndsARun(group)) stmts.push_back(Stmt{kNotifyRunEnds, Params(), {}});  // in the same transaction
     auto lost = [&c](const char* what) -> Status {
       c.broken = true;
       return Status::Unavailable(std::string("postgres: ") + what + ": " + PQerrorMessage(c.pg));
@@ -1747,7 +1742,6 @@ class PostgresStore final : public Store {
         failed = true;  // the rest come back PGRES_PIPELINE_ABORTED
         continue;
       }
-      if (st.sql == kNotifyRunEnds) continue;
       if (st.sql == kInsertStepsStrict) {
         if (r.rows() != static_cast<int>(st.ops.size())) {
           unreadable =
@@ -2184,6 +2178,7 @@ class PostgresStore final : public Store {
   const std::string url_;
   const std::string target_;  // url_ without the password, for messages
   const std::chrono::milliseconds connect_timeout_;
+  postgres::RunEndNotifier run_ends_;  // after every commit that ended a run
   Pool pool_;
   int pool_size_ = 1;
   std::shared_mutex outbox_mu_;     // guards the two below (see OutboxClaimMs)

@@ -1,4 +1,4 @@
-#include "storage/postgres/run_end_listener.h"
+#include "storage/postgres/run_ends.h"
 
 #include <fcntl.h>
 #include <libpq-fe.h>
@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <utility>
@@ -123,6 +124,88 @@ class PgRunEndListener final : public Store::RunEndListener {
 };
 
 }  // namespace
+
+RunEndNotifier::RunEndNotifier(std::string url, std::string target, std::chrono::milliseconds connect_timeout,
+                               std::chrono::milliseconds spacing)
+    : url_(std::move(url)), target_(std::move(target)), timeout_(connect_timeout), spacing_(spacing) {}
+
+RunEndNotifier::~RunEndNotifier() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void RunEndNotifier::Notify() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    pending_ = true;
+    if (!thread_.joinable()) thread_ = std::thread([this] { Loop(); });
+  }
+  cv_.notify_one();
+}
+
+void RunEndNotifier::Loop() {
+  PGconn* pg = nullptr;
+  std::chrono::steady_clock::time_point last_sent{};
+  std::unique_lock<std::mutex> lock(mu_);
+  while (true) {
+    cv_.wait(lock, [this] { return stop_ || pending_; });
+    // Ends in a burst share one NOTIFY per spacing.
+    cv_.wait_until(lock, last_sent + spacing_, [this] { return stop_; });
+    if (stop_) break;
+    pending_ = false;  // what arrives from here on makes one more
+    lock.unlock();
+    // A connection the server closed since the last one fails once: the
+    // retry opens a new one.
+    if (!Send(&pg)) Send(&pg);
+    last_sent = std::chrono::steady_clock::now();
+    lock.lock();
+  }
+  if (pg != nullptr) PQfinish(pg);
+}
+
+bool RunEndNotifier::Send(PGconn** pg) {
+  std::string why;
+  if (*pg == nullptr) {
+    auto c = Connect(url_, target_, timeout_);
+    if (c.ok()) {
+      *pg = *c;
+      // This session writes no row: its transactions carry a notification
+      // only. Waiting for their commit records' WAL flush bought nothing
+      // and put a flush between the executors' group commits
+      // (docs/benchmarks.md, item 35). Every session that writes data keeps
+      // synchronous_commit on.
+      PgResult set(PQexec(*pg, "SET synchronous_commit = off"));
+      if (PQresultStatus(set.get()) != PGRES_COMMAND_OK) {
+        why = PQerrorMessage(*pg);
+        PQfinish(*pg);
+        *pg = nullptr;
+      }
+    } else {
+      why = c.status().message();
+    }
+  }
+  if (*pg != nullptr) {
+    PgResult r(PQexec(*pg, (std::string("SELECT pg_notify('") + kRunEndChannel + "', '')").c_str()));
+    if (PQresultStatus(r.get()) == PGRES_TUPLES_OK) {
+      if (warned_) log::Info("run end notifier: notifying again on " + target_);
+      warned_ = false;
+      return true;
+    }
+    why = PQerrorMessage(*pg);
+    PQfinish(*pg);
+    *pg = nullptr;
+  }
+  if (!warned_) {
+    log::Warn("run end notifier: cannot notify on " + target_ + ": " + why +
+              "; an api's ?wait hears of run ends by polling meanwhile");
+    warned_ = true;
+  }
+  return false;
+}
 
 std::unique_ptr<Store::RunEndListener> StartRunEndListener(std::string url, std::string target,
                                                            std::chrono::milliseconds connect_timeout,
