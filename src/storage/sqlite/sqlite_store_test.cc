@@ -226,14 +226,20 @@ TEST(SqliteMigrationsTest, AgentsOfAVersionOneDatabaseBecomeHttpAgentsOfUnknownH
   EXPECT_EQ(a.last_seen_at, std::nullopt);
 }
 
+// Workflow "wf-1" with its version 1, written as an old binary would (any
+// schema version).
+void InsertWorkflowOne(RawDb& raw) {
+  raw.Query("INSERT INTO workflows (id, name, latest_version, created_at, updated_at) VALUES ('wf-1', 'w', 1, 1, 1)");
+  raw.Query("INSERT INTO workflow_versions (workflow_id, version, name, plan, created_at) "
+            "VALUES ('wf-1', 1, 'w', '{}', 1)");
+}
+
 TEST(SqliteMigrationsTest, RunsOfAVersionTwoDatabaseGetNoTraceparentAndATraceIdFromTheirId) {
   std::string path = TempDirEnvironment::NewDbPath();
   {
     RawDb raw(path);
     ASSERT_TRUE(sqlite::ApplyMigrations(raw.get(), sqlite::EmbeddedMigrations().first(2)).ok());
-    raw.Query("INSERT INTO workflows (id, name, latest_version, created_at, updated_at) VALUES ('wf-1', 'w', 1, 1, 1)");
-    raw.Query("INSERT INTO workflow_versions (workflow_id, version, name, plan, created_at) "
-              "VALUES ('wf-1', 1, 'w', '{}', 1)");
+    InsertWorkflowOne(raw);
     raw.Query("INSERT INTO workflow_runs (id, workflow_id, workflow_version, status, input, created_at, updated_at) "
               "VALUES ('run-3f2b8a4c-1d2e-4f5a-8b6c-7d8e9f0a1b2c', 'wf-1', 1, 'PENDING', '{}', 2, 2)");
   }
@@ -251,9 +257,7 @@ TEST(SqliteMigrationsTest, RunsAndStepsOfAVersionSixDatabaseSurviveTheStatusChec
   {
     RawDb raw(path);
     ASSERT_TRUE(sqlite::ApplyMigrations(raw.get(), sqlite::EmbeddedMigrations().first(6)).ok());
-    raw.Query("INSERT INTO workflows (id, name, latest_version, created_at, updated_at) VALUES ('wf-1', 'w', 1, 1, 1)");
-    raw.Query("INSERT INTO workflow_versions (workflow_id, version, name, plan, created_at) "
-              "VALUES ('wf-1', 1, 'w', '{}', 1)");
+    InsertWorkflowOne(raw);
     raw.Query("INSERT INTO workflow_runs (id, workflow_id, workflow_version, status, input, created_at, updated_at, "
               "lease_owner, lease_token, redispatch_count) "
               "VALUES ('run-1', 'wf-1', 1, 'RUNNING', '{\"a\":1}', 2, 3, 'exec-1', 4, 5)");
