@@ -1755,6 +1755,7 @@ Result<std::unique_ptr<Store>> SqliteStore::Open(const std::string& path, bool f
   if (*mode == "wal") {
     sqlite::WalCheckpointerOptions co;
     co.full_sync = full_sync;
+    co.busy_timeout_ms = kBusyTimeoutMs;
     auto checkpointer = sqlite::WalCheckpointer::Start(db, std::move(co));
     if (!checkpointer.ok()) return checkpointer.status();
     store->checkpointer_ = std::move(checkpointer).value();

@@ -20,6 +20,7 @@ Result<std::unique_ptr<WalCheckpointer>> WalCheckpointer::Start(sqlite3* writer,
     sqlite3_close_v2(own);
     return Status::Unavailable("WAL checkpointer: cannot open '" + std::string(file) + "': " + msg);
   }
+  sqlite3_busy_timeout(own, options.busy_timeout_ms);
   const char* sync = options.full_sync ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL";
   rc = sqlite3_exec(own, sync, nullptr, nullptr, nullptr);
   if (rc != SQLITE_OK) {

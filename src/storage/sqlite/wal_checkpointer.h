@@ -43,6 +43,10 @@ struct WalCheckpointerOptions {
   int background_pages = 1000;  // SQLite's own wal_autocheckpoint
   int inline_pages = 8000;      // ~32 MB of 4 kB pages
   bool full_sync = false;       // the thread's connection: synchronous=FULL (else NORMAL), as the writer's
+  // The thread's connection waits this long for a lock at start (another
+  // process may be opening the database: switching it to WAL, migrating
+  // it). Its PASSIVE checkpoints never wait.
+  int busy_timeout_ms = 5000;
   // Tests: runs on the thread before each of its checkpoints.
   std::function<void()> before_checkpoint;
 };
