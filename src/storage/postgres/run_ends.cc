@@ -102,8 +102,8 @@ class PgRunEndListener final : public Store::RunEndListener {
   // listener stops (true).
   bool Read(PGconn* pg) {
     while (true) {
-      if (WaitForStop(PQsocket(pg), -1)) return true;
-      if (PQconsumeInput(pg) == 0) return false;
+      // First what libpq holds already (one may have come with LISTEN's
+      // answer), then what the socket brings.
       bool heard = false;
       while (PGnotify* n = PQnotifies(pg)) {
         heard = true;
@@ -111,6 +111,8 @@ class PgRunEndListener final : public Store::RunEndListener {
       }
       if (heard) wake_();
       if (PQstatus(pg) != CONNECTION_OK) return false;
+      if (WaitForStop(PQsocket(pg), -1)) return true;
+      if (PQconsumeInput(pg) == 0) return false;
     }
   }
 
