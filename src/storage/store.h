@@ -295,8 +295,10 @@ class Store {
   // what lets such a waiter read at once instead of on its next poll. A
   // hint only: a wake may be spurious, late or lost (a broken connection,
   // retried in the background), so the waiter still polls, less often.
-  // `wake` must be quick and must not call back into the listener.
-  // nullptr: the backend cannot tell (SQLite: the default).
+  // `wake` must be quick and must not call back into the listener. Heard
+  // only from writers that notify (PostgreSQL: PostgresOptions::
+  // notify_run_ends). nullptr: the backend cannot tell (SQLite: the
+  // default).
   class RunEndListener {
    public:
     virtual ~RunEndListener() = default;
@@ -475,6 +477,9 @@ struct StoreOptions {
   // SQLite: synchronous=FULL (durable across power loss) instead of NORMAL
   // (durable across process crashes; much faster).
   bool sqlite_full_sync = false;
+  // PostgreSQL: NOTIFY after every commit that ends a run, so an api's
+  // ?wait hears of it at once (PostgresOptions::notify_run_ends).
+  bool notify_run_ends = false;
 };
 
 // Opens the backend `options.url` selects and applies pending migrations.

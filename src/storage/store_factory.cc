@@ -9,6 +9,7 @@ Result<std::unique_ptr<Store>> OpenStore(const StoreOptions& options) {
   if (url.rfind("postgresql://", 0) == 0 || url.rfind("postgres://", 0) == 0) {
     PostgresOptions pg;
     pg.url = url;
+    pg.notify_run_ends = options.notify_run_ends;
     return OpenPostgresStore(pg);
   }
   std::string path = url;

@@ -860,7 +860,7 @@ class PostgresStore final : public Store {
   }
   Result<Run> TransitionRun(const RunTransition& t) override {
     auto run = Call([&](Conn& c) { return DoTransitionRun(c, t); });
-    if (run.ok() && IsTerminal(t.to)) run_ends_.Notify();
+    if (notify_run_ends_ && run.ok() && IsTerminal(t.to)) run_ends_.Notify();
     return run;
   }
   std::unique_ptr<RunEndListener> ListenForRunEnds(std::function<void()> wake) override {
@@ -879,7 +879,7 @@ class PostgresStore final : public Store {
   }
   Result<RunWritesResult> ApplyRunWrites(const RunWrites& w) override {
     auto res = Call([&](Conn& c) { return DoApplyRunWrites(c, w); });
-    if (res.ok() && EndsARun(w)) run_ends_.Notify();
+    if (notify_run_ends_ && res.ok() && EndsARun(w)) run_ends_.Notify();
     return res;
   }
   std::vector<Result<RunWritesResult>> ApplyRunWritesGroup(const std::vector<const RunWrites*>& group) override {
@@ -889,7 +889,7 @@ class PostgresStore final : public Store {
       return Status::Ok();
     });
     if (!all.ok()) out.assign(group.size(), all);  // no connection
-    for (size_t i = 0; i < group.size() && i < out.size(); ++i) {
+    for (size_t i = 0; notify_run_ends_ && i < group.size() && i < out.size(); ++i) {
       if (out[i].ok() && EndsARun(*group[i])) {
         run_ends_.Notify();
         break;
@@ -1067,6 +1067,7 @@ class PostgresStore final : public Store {
       : url_(o.url),
         target_(target),
         connect_timeout_(o.connect_timeout),
+        notify_run_ends_(o.notify_run_ends),
         run_ends_(o.url, target, o.connect_timeout),
         pool_(o, std::move(target), std::move(first)),
         pool_size_(std::max(o.pool_size, 1)) {}
@@ -2178,7 +2179,8 @@ class PostgresStore final : public Store {
   const std::string url_;
   const std::string target_;  // url_ without the password, for messages
   const std::chrono::milliseconds connect_timeout_;
-  postgres::RunEndNotifier run_ends_;  // after every commit that ended a run
+  const bool notify_run_ends_;
+  postgres::RunEndNotifier run_ends_;  // after every commit that ended a run, if notify_run_ends_
   Pool pool_;
   int pool_size_ = 1;
   std::shared_mutex outbox_mu_;     // guards the two below (see OutboxClaimMs)

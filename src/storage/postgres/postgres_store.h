@@ -55,6 +55,12 @@ struct PostgresOptions {
   // FailedPrecondition unless the schema is exactly this binary's (for
   // deployments that run `agentflow migrate` as a separate step).
   bool apply_migrations = true;
+  // After every commit that ends a run, NOTIFY agentflow_run_ends (from a
+  // connection of its own, at most every 5 ms; run_ends.h), which an api's
+  // ?wait hears at once instead of on its next 10 ms read. Off by default:
+  // it lowered chain10 throughput with 64 in flight in most measured runs
+  // (docs/benchmarks.md, item 35).
+  bool notify_run_ends = false;
 };
 
 // Connects (one connection, to fail early on a wrong URL or credentials),

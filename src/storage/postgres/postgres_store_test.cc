@@ -44,6 +44,7 @@ Result<std::unique_ptr<Store>> OpenConformanceStore() {
   if (!url.ok()) return url.status();
   PostgresOptions o;
   o.url = *url;
+  o.notify_run_ends = true;  // ListenForRunEndsWakesWhenARunEnds (the default is off)
   return OpenPostgresStore(o);
 }
 

@@ -1,8 +1,9 @@
 // How the api hears, across processes, that a run ended: PostgreSQL's
 // LISTEN/NOTIFY on kRunEndChannel.
 //
-// RunEndNotifier (the writer's side): after every commit that ended a run
-// the store calls Notify, and a thread of the notifier's sends the NOTIFY
+// RunEndNotifier (the writer's side, with PostgresOptions::notify_run_ends,
+// off by default): after every commit that ended a run the store calls
+// Notify, and a thread of the notifier's sends the NOTIFY
 // on a connection of its own, in a transaction of its own. Not in the
 // writes' transaction: a notifying commit holds a database-wide lock until
 // it ends, and in the executor's group commits that put them in series
