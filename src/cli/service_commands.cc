@@ -458,8 +458,9 @@ void AddServiceCommands(CLI::App& app, int* exit_code) {
       ->capture_default_str();
   api->add_option("--run-end-poll-ms", api_cfg.run_end_poll_ms,
                   "how often the runs a ?wait waits for or an event stream shows are read (together) to see what "
-                  "the consumers did to them; with PostgreSQL a run's end is also read at once, on its NOTIFY "
-                  "(0: off; each wait then re-reads its run every --wait-reread-ms, each stream every 250 ms)")
+                  "the consumers did to them; a run's end is also read at once on its NOTIFY, when consumers send "
+                  "it (--notify-run-ends) (0: off; each wait then re-reads its run every --wait-reread-ms, each stream "
+                  "every 250 ms)")
       ->capture_default_str();
   api->add_option("--wait-reread-ms", api_cfg.wait_reread_ms,
                   "how often each ?wait also re-reads its own run, a safety net under the run end poll and the "
