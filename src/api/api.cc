@@ -88,7 +88,9 @@ class Api::Handlers : public std::enable_shared_from_this<Api::Handlers> {
         watcher_(options_.run_end_poll.count() > 0 && feed_
                      ? std::make_unique<RunWatcher>(store_, feed_, WatcherOptions(options_))
                      : nullptr),
-        run_ends_(watcher_ ? store_->ListenForRunEnds([w = watcher_.get()] { w->Nudge(); }) : nullptr),
+        run_ends_(watcher_ && options_.listen_for_run_ends
+                      ? store_->ListenForRunEnds([w = watcher_.get()] { w->Nudge(); })
+                      : nullptr),
         worker_(store, WorkerOptions(options_)),
         readers_(store, ReaderOptions(*store, options_.read_threads)) {}
 

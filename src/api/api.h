@@ -37,6 +37,10 @@ struct ApiOptions {
   // (GET /runs/{id}/events) sends its end event, and each step's, as soon.
   // 0: off (serve, whose feed hears every change).
   std::chrono::milliseconds run_end_poll{0};
+  // Also LISTEN for the writers' run-end notifications and read at once on
+  // one (Store::ListenForRunEnds; one more connection). Only worth it when
+  // the consumers send them (--notify-run-ends): off, no connection.
+  bool listen_for_run_ends = false;
   // A run's event stream (GET /runs/{id}/events) re-reads the run this often
   // without a change notification (with a run watcher, only a safety net:
   // the api sets 2 s then), and sends a comment after this long

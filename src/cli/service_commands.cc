@@ -191,6 +191,7 @@ int RunApi(ServiceConfig& c) {
   // re-read, every 500 ms).
   ao.run_end_poll = std::chrono::milliseconds(std::max(0, c.run_end_poll_ms));
   ao.wait_poll_interval = std::chrono::milliseconds(c.wait_reread_ms);
+  ao.listen_for_run_ends = c.notify_run_ends;  // the same flag on api and consumers
   // With the watcher, a stream hears of the consumers' writes through it;
   // its own re-read is a safety net (as in serve). Without, it is how the
   // stream sees them.

@@ -82,7 +82,7 @@ TEST_F(DistributedTest, SeedIntegrationRunIsConsumedExecutedAndRecorded) {
 // the notification can answer before the client gives up (120 s).
 TEST_F(DistributedTest, AWaitThroughTheApiHearsARunEndFromItsNotification) {
   Cluster::Options o;
-  o.api_args = {"--run-end-poll-ms", "3600000", "--wait-reread-ms", "3600000"};
+  o.api_args = {"--run-end-poll-ms", "3600000", "--wait-reread-ms", "3600000", "--notify-run-ends"};
   o.consumer_args = {"--notify-run-ends"};
   cluster_ = std::make_unique<Cluster>(SharedPg(), o);
   Cluster& c = *cluster_;
