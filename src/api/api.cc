@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <atomic>
 #include <functional>
+#include <mutex>
 #include <set>
 
 #include <boost/asio/post.hpp>
@@ -339,6 +340,24 @@ class Api::Handlers : public std::enable_shared_from_this<Api::Handlers> {
     co_return res;
   }
 
+  // The ended run a feed listener (on the writer's thread) hands to its
+  // waiter (on the io thread).
+  class EndedRun {
+   public:
+    void Set(std::shared_ptr<const Run> run) {
+      std::lock_guard<std::mutex> lock(mu_);
+      run_ = std::move(run);
+    }
+    std::shared_ptr<const Run> Get() {
+      std::lock_guard<std::mutex> lock(mu_);
+      return run_;
+    }
+
+   private:
+    std::mutex mu_;
+    std::shared_ptr<const Run> run_;
+  };
+
   // A run whose end (and, for a stream, whose step progress) the run
   // watcher reads for the feed (changes written by other processes), from
   // Begin until destroyed. No watcher: nothing.
@@ -616,6 +635,9 @@ class Api::Handlers : public std::enable_shared_from_this<Api::Handlers> {
     auto ex = co_await asio::this_coro::executor;
     auto timer = std::make_shared<asio::steady_timer>(ex);
     auto changed = std::make_shared<std::atomic<bool>>(false);
+    // The run as the commit that ended it left it, when the feed carries it:
+    // the answer, without reading the run again.
+    auto ended = std::make_shared<EndedRun>();
     uint64_t token = 0;
     if (feed_) {
       // Only the run's end matters here: step writes (Interest::kRuns) and
@@ -623,8 +645,9 @@ class Api::Handlers : public std::enable_shared_from_this<Api::Handlers> {
       // the run under the store's lock for nothing.
       token = feed_->Subscribe(
           run_id,
-          [timer, changed](const Change& c) {
+          [timer, changed, ended](const Change& c) {
             if (c.run_status && !IsTerminal(*c.run_status)) return;
+            if (c.ended) ended->Set(c.ended);
             changed->store(true);
             asio::post(timer->get_executor(), [timer] { timer->cancel(); });
           },
@@ -638,6 +661,10 @@ class Api::Handlers : public std::enable_shared_from_this<Api::Handlers> {
     Result<Run> run = Status::Internal("unset");
     while (true) {
       changed->store(false);
+      if (std::shared_ptr<const Run> end = ended->Get()) {
+        run = *end;
+        break;
+      }
       run = co_await ReadRun(run_id);
       if (!run.ok() || IsTerminal(run->status)) break;
       watching.Begin(watcher_.get(), run_id, /*with_steps=*/false);

@@ -744,6 +744,51 @@ TEST_F(ApiTest, WaitReturnsAsSoonAsTheRunEnds) {
   EXPECT_EQ(Body(r)["output"], json({{"ok", true}}));
 }
 
+// Counts the run reads that returned (so a test knows a read is over).
+class CountedReadStore final : public ForwardingStore {
+ public:
+  using ForwardingStore::ForwardingStore;
+  Result<Run> GetRun(const std::string& id) override {
+    auto run = inner()->GetRun(id);
+    ++reads;
+    return run;
+  }
+  std::atomic<int> reads{0};
+};
+
+// The feed hands a waiter the run as the commit that ended it left it: the
+// wait answers without reading the run again (one read: the wait's first).
+TEST_F(ApiTest, AWaitIsAnsweredWithTheRunItsEndCommitted) {
+  CreateWorkflow("answered-from-the-feed");
+  std::string id = Body(Call("POST", "/api/v1/workflows/answered-from-the-feed/runs", "{}"))["run_id"];
+  CountedReadStore counted(store_.get());
+  ApiOptions ao;
+  ao.wait_poll_interval = std::chrono::hours(1);  // only the feed can answer within the test
+  Api waiting(&counted, queue_.get(), feed_, ao);
+  http::Router router;
+  waiting.Register(router);
+  auto answer = std::async(std::launch::async, [&] {
+    http::Request req = MakeRequest("GET", "/api/v1/runs/" + id + "?wait=60");
+    return http::DispatchSync(router, req);
+  });
+  for (int i = 0; i < 2000 && counted.reads == 0; ++i) std::this_thread::sleep_for(10ms);
+  ASSERT_EQ(counted.reads, 1) << "the wait's first read";
+  ASSERT_TRUE(store_->TransitionRun({id, RunStatus::kPending, RunStatus::kRunning}).ok());
+  RunTransition done{id, RunStatus::kRunning, RunStatus::kCompleted};
+  done.output = json{{"ok", true}};
+  ASSERT_TRUE(store_->TransitionRun(done).ok());
+  ASSERT_EQ(answer.wait_for(20s), std::future_status::ready) << "the wait did not hear of the run's end";
+  http::Response r = answer.get();
+  ASSERT_EQ(r.status, 200) << r.body;
+  auto stored = store_->GetRun(id);
+  ASSERT_TRUE(stored.ok()) << stored.status().ToString();
+  EXPECT_EQ(Body(r), ToJson(*stored));
+  EXPECT_EQ(Body(r)["status"], "COMPLETED");
+  EXPECT_EQ(Body(r)["output"], json({{"ok", true}}));
+  EXPECT_EQ(counted.reads, 1) << "the wait read the run again after the feed told it of the end";
+  waiting.Stop();
+}
+
 TEST_F(ApiTest, BadInputIsAJsonClientError) {
   std::string wf = CreateWorkflow("bad-input");
   struct Case {

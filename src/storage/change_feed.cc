@@ -139,7 +139,11 @@ class FeedStore final : public ForwardingStore {
     }
     if (res.run) PublishRun(*res.run);
   }
-  void PublishRun(const Run& r) { feed_->Publish(Change{Change::Kind::kRun, r.id, r.status, 0}); }
+  void PublishRun(const Run& r) {
+    Change c{Change::Kind::kRun, r.id, r.status, 0, nullptr};
+    if (IsTerminal(r.status)) c.ended = std::make_shared<const Run>(r);
+    feed_->Publish(c);
+  }
 
   std::unique_ptr<Store> owned_;  // the backend, which inner() points to
   std::shared_ptr<ChangeFeed> feed_;

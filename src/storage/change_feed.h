@@ -30,6 +30,10 @@ struct Change {
   std::string run_id;
   std::optional<RunStatus> run_status;  // for kRun
   int64_t step_execution_id = 0;        // for kStep
+  // For a kRun change that ended the run: the run as that commit left it
+  // (what a read would return), so a waiter answers without reading it
+  // again. Null for other changes.
+  std::shared_ptr<const Run> ended;
 };
 
 class ChangeFeed {

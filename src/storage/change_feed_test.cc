@@ -181,6 +181,7 @@ TEST_F(WithChangeFeedTest, RunWritesPublishTheNewStatus) {
   EXPECT_EQ(changes[0].kind, Change::Kind::kRun);
   EXPECT_EQ(changes[0].run_id, run.id);
   EXPECT_EQ(changes[0].run_status, RunStatus::kPending);
+  EXPECT_EQ(changes[0].ended, nullptr) << "only a run's end carries the run";
 
   // An idempotent repeat creates nothing and publishes nothing.
   EXPECT_FALSE(Must(store_->CreateRun(NewRun{"", wf_.id, 1, json::object(), "k"})).created);
@@ -190,6 +191,7 @@ TEST_F(WithChangeFeedTest, RunWritesPublishTheNewStatus) {
   changes = all_.Take();
   ASSERT_EQ(changes.size(), 1u);
   EXPECT_EQ(changes[0].run_status, RunStatus::kRunning);
+  EXPECT_EQ(changes[0].ended, nullptr);
 
   Must(store_->RequestCancel({run.id, "alice", "why"}));
   changes = all_.Take();
@@ -203,6 +205,31 @@ TEST_F(WithChangeFeedTest, RunWritesPublishTheNewStatus) {
   changes = all_.Take();
   ASSERT_EQ(changes.size(), 1u);
   EXPECT_EQ(changes[0].run_status, RunStatus::kCancelled);
+  // The end carries the run as committed (a waiter answers with it).
+  ASSERT_NE(changes[0].ended, nullptr);
+  EXPECT_EQ(ToJson(*changes[0].ended), ToJson(Must(store_->GetRun(run.id))));
+}
+
+// The executor's commits: the one that ends the run carries it.
+TEST_F(WithChangeFeedTest, TheWriteThatEndsARunPublishesTheRunAsCommitted) {
+  Run run = Must(store_->CreateRun(NewRun{"", wf_.id, 1, json::object(), ""})).run;
+  RunLease lease = Must(store_->AcquireRunLease(run.id, "owner", 60000));
+  RunWrites start{run.id, lease.token, {}};
+  start.ops.push_back(RunWrite::Transition(RunTransition{run.id, RunStatus::kPending, RunStatus::kRunning}));
+  Must(store_->ApplyRunWrites(start));
+  all_.Take();
+  RunWrites end{run.id, lease.token, {}};
+  RunTransition done{run.id, RunStatus::kRunning, RunStatus::kCompleted};
+  done.output = json{{"answer", 42}};
+  end.ops.push_back(RunWrite::Transition(done));
+  std::vector<const RunWrites*> group{&end};
+  ASSERT_TRUE(store_->ApplyRunWritesGroup(group).at(0).ok());
+  auto changes = all_.Take();
+  ASSERT_EQ(changes.size(), 1u);
+  EXPECT_EQ(changes[0].run_status, RunStatus::kCompleted);
+  ASSERT_NE(changes[0].ended, nullptr);
+  EXPECT_EQ(ToJson(*changes[0].ended), ToJson(Must(store_->GetRun(run.id))));
+  EXPECT_EQ(changes[0].ended->output, json({{"answer", 42}}));
 }
 
 TEST_F(WithChangeFeedTest, FailedWritesPublishNothing) {

@@ -1414,6 +1414,9 @@ TEST_P(StoreConformance, ApplyRunWritesCommitsAResultWithTheNextStep) {
   ASSERT_TRUE(r3.run.has_value());
   EXPECT_EQ(r3.run->status, RunStatus::kCompleted);
   EXPECT_EQ(r3.run->output, json({{"b", 2}}));
+  // The run a write returns is the run as committed (a waiter answers
+  // with it, api.cc WaitForRun): what a read returns, field for field.
+  ExpectSameRun(Must(store().GetRun(run.id)), *r3.run);
 
   auto steps = Must(store().ListSteps(run.id));
   ASSERT_EQ(steps.size(), 2u);
@@ -1551,6 +1554,7 @@ TEST_P(StoreConformance, ApplyRunWritesGroupAppliesEachBatchAsAlone) {
   ASSERT_EQ(s2.size(), 1u) << "nothing of the failed batch is kept";
   EXPECT_EQ(s2[0].output, json({{"a", 2}}));
   EXPECT_EQ(Must(store().GetRun(r3.id)).status, RunStatus::kCompleted);
+  ExpectSameRun(Must(store().GetRun(r3.id)), *res[2]->run);  // the run as committed
   EXPECT_EQ(Must(store().ListSteps(r3.id))[0].status, StepStatus::kCompleted);
   EXPECT_EQ(Must(store().ListSteps(r3.id)).size(), 1u) << "the refused batch wrote nothing";
 
