@@ -54,6 +54,25 @@ class ApiTest : public ::testing::Test {
   }
 
   json Body(const http::Response& r) { return json::parse(r.body); }
+  // Ends a RUNNING run as an executor would: COMPLETED with {"ok": true}.
+  void Finish(const std::string& id) {
+    RunTransition done{id, RunStatus::kRunning, RunStatus::kCompleted};
+    done.output = json{{"ok", true}};
+    ASSERT_TRUE(store_->TransitionRun(done).ok());
+  }
+  // The answer of a ?wait that heard of Finish: 200, COMPLETED, its output.
+  // Fails the test if it did not come within 20 s (the waits are longer).
+  http::Response Heard(std::future<http::Response>& answer) {
+    if (answer.wait_for(20s) != std::future_status::ready) {
+      ADD_FAILURE() << "the wait did not hear of the run's end";
+      return {};
+    }
+    http::Response r = answer.get();
+    EXPECT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(Body(r)["status"], "COMPLETED");
+    EXPECT_EQ(Body(r)["output"], json({{"ok", true}}));
+    return r;
+  }
 
   // `n` requests at once on one io_context (one io thread, as the server's).
   std::vector<http::Response> CallConcurrently(std::vector<http::Request> reqs, http::Router& router) {
@@ -340,15 +359,9 @@ TEST_F(ApiTest, AWaitHearsOfARunEndedByAnotherProcess) {
   // the wait's first read that finds it unfinished).
   for (int i = 0; i < 2000 && other.RunsWaitedFor() == 0; ++i) std::this_thread::sleep_for(10ms);
   ASSERT_EQ(other.RunsWaitedFor(), 1u);
-  RunTransition done{id, RunStatus::kRunning, RunStatus::kCompleted};
-  done.output = json{{"ok", true}};
-  ASSERT_TRUE(store_->TransitionRun(done).ok());
+  Finish(id);
   // Not ready within 20 s: only the 60 s deadline would end the wait.
-  ASSERT_EQ(answer.wait_for(20s), std::future_status::ready) << "the wait did not hear of the run's end";
-  http::Response r = answer.get();
-  ASSERT_EQ(r.status, 200) << r.body;
-  EXPECT_EQ(Body(r)["status"], "COMPLETED");
-  EXPECT_EQ(Body(r)["output"], json({{"ok", true}}));
+  Heard(answer);
   EXPECT_EQ(other.RunsWaitedFor(), 0u);
   other.Stop();
 }
@@ -774,17 +787,11 @@ TEST_F(ApiTest, AWaitIsAnsweredWithTheRunItsEndCommitted) {
   for (int i = 0; i < 2000 && counted.reads == 0; ++i) std::this_thread::sleep_for(10ms);
   ASSERT_EQ(counted.reads, 1) << "the wait's first read";
   ASSERT_TRUE(store_->TransitionRun({id, RunStatus::kPending, RunStatus::kRunning}).ok());
-  RunTransition done{id, RunStatus::kRunning, RunStatus::kCompleted};
-  done.output = json{{"ok", true}};
-  ASSERT_TRUE(store_->TransitionRun(done).ok());
-  ASSERT_EQ(answer.wait_for(20s), std::future_status::ready) << "the wait did not hear of the run's end";
-  http::Response r = answer.get();
-  ASSERT_EQ(r.status, 200) << r.body;
+  Finish(id);
+  http::Response r = Heard(answer);
   auto stored = store_->GetRun(id);
   ASSERT_TRUE(stored.ok()) << stored.status().ToString();
-  EXPECT_EQ(Body(r), ToJson(*stored));
-  EXPECT_EQ(Body(r)["status"], "COMPLETED");
-  EXPECT_EQ(Body(r)["output"], json({{"ok", true}}));
+  EXPECT_EQ(Body(r), ToJson(*stored)) << "the answer is the run as committed";
   EXPECT_EQ(counted.reads, 1) << "the wait read the run again after the feed told it of the end";
   waiting.Stop();
 }
