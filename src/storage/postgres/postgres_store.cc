@@ -755,6 +755,11 @@ class Pool {
     return lease;
   }
 
+  // Where its connections go (also the run-end listener's).
+  const std::string& url() const { return url_; }
+  const std::string& target() const { return target_; }
+  std::chrono::milliseconds connect_timeout() const { return connect_timeout_; }
+
   void Release(std::unique_ptr<Conn> conn) {
     if (conn->broken) conn->Close();
     {
@@ -864,7 +869,7 @@ class PostgresStore final : public Store {
     return run;
   }
   std::unique_ptr<RunEndListener> ListenForRunEnds(std::function<void()> wake) override {
-    return postgres::StartRunEndListener(url_, target_, connect_timeout_, std::move(wake));
+    return postgres::StartRunEndListener(pool_.url(), pool_.target(), pool_.connect_timeout(), std::move(wake));
   }
   Result<Run> RequestCancel(const CancelRequest& r) override {
     return Call([&](Conn& c) { return DoRequestCancel(c, r); });
@@ -1064,10 +1069,7 @@ class PostgresStore final : public Store {
   }
 
   PostgresStore(const PostgresOptions& o, std::string target, std::unique_ptr<Conn> first)
-      : url_(o.url),
-        target_(target),
-        connect_timeout_(o.connect_timeout),
-        notify_run_ends_(o.notify_run_ends),
+      : notify_run_ends_(o.notify_run_ends),
         run_ends_(o.url, target, o.connect_timeout),
         pool_(o, std::move(target), std::move(first)),
         pool_size_(std::max(o.pool_size, 1)) {}
@@ -2176,9 +2178,6 @@ class PostgresStore final : public Store {
     return Status::Ok();
   }
 
-  const std::string url_;
-  const std::string target_;  // url_ without the password, for messages
-  const std::chrono::milliseconds connect_timeout_;
   const bool notify_run_ends_;
   postgres::RunEndNotifier run_ends_;  // after every commit that ended a run, if notify_run_ends_
   Pool pool_;
