@@ -42,6 +42,15 @@ void ChangeFeed::Unsubscribe(uint64_t token) {
   listener.reset();  // destroyed here, outside the lock (unless a call holds it)
 }
 
+bool ChangeFeed::Listened(const std::string& run_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto has = [&](const std::string& key) {
+    auto it = by_run_.find(key);
+    return it != by_run_.end() && !it->second.empty();
+  };
+  return has(kAllRuns) || has(run_id);
+}
+
 void ChangeFeed::Publish(const Change& change) {
   std::vector<std::shared_ptr<Listener>> targets;
   {
@@ -141,7 +150,8 @@ class FeedStore final : public ForwardingStore {
   }
   void PublishRun(const Run& r) {
     Change c{Change::Kind::kRun, r.id, r.status, 0, nullptr};
-    if (IsTerminal(r.status)) c.ended = std::make_shared<const Run>(r);
+    // A copy of the row (input, output) only for someone waiting for it.
+    if (IsTerminal(r.status) && feed_->Listened(r.id)) c.ended = std::make_shared<const Run>(r);
     feed_->Publish(c);
   }
 

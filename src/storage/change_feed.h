@@ -54,6 +54,10 @@ class ChangeFeed {
   // the listener then goes when the call in progress returns.
   void Unsubscribe(uint64_t token);
   void Publish(const Change& change);
+  // Whether anyone listens to `run_id`'s changes (or to every run's) now: a
+  // publisher may skip building what only a listener would use. One who
+  // subscribes right after may get a change without it.
+  bool Listened(const std::string& run_id);
 
  private:
   struct Entry {

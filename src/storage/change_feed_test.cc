@@ -66,6 +66,22 @@ TEST(ChangeFeedTest, DeliversToSubscribersOfTheRunAndOfAllRuns) {
   EXPECT_TRUE(other.Take().empty());
 }
 
+TEST(ChangeFeedTest, ListenedSaysWhetherARunHasAListenerNow) {
+  ChangeFeed feed;
+  Recorder one, all;
+  EXPECT_FALSE(feed.Listened("run-1"));
+  uint64_t t1 = feed.Subscribe("run-1", one.listener());
+  EXPECT_TRUE(feed.Listened("run-1"));
+  EXPECT_FALSE(feed.Listened("run-2"));
+  feed.Unsubscribe(t1);
+  EXPECT_FALSE(feed.Listened("run-1"));
+  uint64_t ta = feed.Subscribe("", all.listener());
+  EXPECT_TRUE(feed.Listened("run-1"));
+  EXPECT_TRUE(feed.Listened("run-2"));
+  feed.Unsubscribe(ta);
+  EXPECT_FALSE(feed.Listened("run-2"));
+}
+
 TEST(ChangeFeedTest, UnsubscribeStopsDelivery) {
   ChangeFeed feed;
   Recorder a, b;
