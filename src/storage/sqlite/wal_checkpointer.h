@@ -14,8 +14,10 @@
 // such a moment, so a commit that takes the WAL past `inline_pages` still
 // checkpoints itself as SQLite would, after the thread's checkpoint if one
 // runs (copying only what the thread has not copied). The WAL therefore
-// stays under `inline_pages` pages plus one commit's (while no other
-// process's reader holds an old snapshot, as with SQLite's own).
+// stays under `inline_pages` pages plus a few commits' (one, unless a
+// commit begins while the thread's checkpoint holds the WAL's locks: it
+// cannot start the WAL over then and appends; and while no other process's
+// reader holds an old snapshot, as with SQLite's own).
 //
 // Durability is SQLite's own: a checkpoint syncs the WAL before it copies
 // and the database file after, whichever connection runs it.
