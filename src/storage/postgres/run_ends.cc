@@ -17,6 +17,21 @@
 namespace af::postgres {
 namespace {
 
+const std::string kListenSql = std::string("LISTEN ") + kRunEndChannel;
+const std::string kNotifySql = std::string("SELECT pg_notify('") + kRunEndChannel + "', '')";
+
+// A connection that has run `setup` (one command), or why not.
+Result<PGconn*> ConnectAndRun(const std::string& url, const std::string& target, std::chrono::milliseconds timeout,
+                              const std::string& setup) {
+  auto pg = Connect(url, target, timeout);
+  if (!pg.ok()) return pg.status();
+  PgResult r(PQexec(*pg, setup.c_str()));
+  if (r.ok()) return *pg;
+  Status failed = PgError(*pg, r, setup);
+  PQfinish(*pg);
+  return failed;
+}
+
 class PgRunEndListener final : public Store::RunEndListener {
  public:
   PgRunEndListener(std::string url, std::string target, std::chrono::milliseconds connect_timeout,
@@ -80,18 +95,10 @@ class PgRunEndListener final : public Store::RunEndListener {
 
   // A connection that LISTENs, or nullptr (logged once per outage).
   PGconn* Listen() {
-    auto pg = Connect(url_, target_, timeout_);
-    std::string why;
-    if (pg.ok()) {
-      PgResult r(PQexec(*pg, (std::string("LISTEN ") + kRunEndChannel).c_str()));
-      if (PQresultStatus(r.get()) == PGRES_COMMAND_OK) return *pg;
-      why = PQerrorMessage(*pg);
-      PQfinish(*pg);
-    } else {
-      why = pg.status().message();
-    }
+    auto pg = ConnectAndRun(url_, target_, timeout_, kListenSql);
+    if (pg.ok()) return *pg;
     if (!warned_) {
-      log::Warn("run end listener: cannot listen on " + target_ + ": " + why +
+      log::Warn("run end listener: cannot listen on " + target_ + ": " + pg.status().message() +
                 "; retrying every second (waits poll meanwhile)");
       warned_ = true;
     }
@@ -170,39 +177,32 @@ void RunEndNotifier::Loop() {
 }
 
 bool RunEndNotifier::Send(PGconn** pg) {
-  std::string why;
+  Status failed;
   if (*pg == nullptr) {
-    auto c = Connect(url_, target_, timeout_);
+    // This session writes no row: its transactions carry a notification
+    // only. Waiting for their commit records' WAL flush bought nothing and
+    // put a flush between the executors' group commits (docs/benchmarks.md,
+    // item 35). Every session that writes data keeps synchronous_commit on.
+    auto c = ConnectAndRun(url_, target_, timeout_, "SET synchronous_commit = off");
     if (c.ok()) {
       *pg = *c;
-      // This session writes no row: its transactions carry a notification
-      // only. Waiting for their commit records' WAL flush bought nothing
-      // and put a flush between the executors' group commits
-      // (docs/benchmarks.md, item 35). Every session that writes data keeps
-      // synchronous_commit on.
-      PgResult set(PQexec(*pg, "SET synchronous_commit = off"));
-      if (PQresultStatus(set.get()) != PGRES_COMMAND_OK) {
-        why = PQerrorMessage(*pg);
-        PQfinish(*pg);
-        *pg = nullptr;
-      }
     } else {
-      why = c.status().message();
+      failed = c.status();
     }
   }
   if (*pg != nullptr) {
-    PgResult r(PQexec(*pg, (std::string("SELECT pg_notify('") + kRunEndChannel + "', '')").c_str()));
-    if (PQresultStatus(r.get()) == PGRES_TUPLES_OK) {
+    PgResult r(PQexec(*pg, kNotifySql.c_str()));
+    if (r.ok()) {
       if (warned_) log::Info("run end notifier: notifying again on " + target_);
       warned_ = false;
       return true;
     }
-    why = PQerrorMessage(*pg);
+    failed = PgError(*pg, r, "NOTIFY");
     PQfinish(*pg);
     *pg = nullptr;
   }
   if (!warned_) {
-    log::Warn("run end notifier: cannot notify on " + target_ + ": " + why +
+    log::Warn("run end notifier: cannot notify on " + target_ + ": " + failed.message() +
               "; an api's ?wait hears of run ends by polling meanwhile");
     warned_ = true;
   }
