@@ -77,9 +77,9 @@ TEST_F(DistributedTest, SeedIntegrationRunIsConsumedExecutedAndRecorded) {
 
 // A ?wait through the api hears of a run the consumer ended as the end
 // commits: the consumer's NOTIFY (--notify-run-ends) wakes the api's run
-// watcher. The watcher's
-// poll, the wait's own re-read and the wait itself are all an hour: only
-// the notification can answer before the client gives up (120 s).
+// watcher. The watcher's poll, the wait's own re-read and the wait itself
+// are all an hour: only the notification can answer before the client
+// gives up (120 s).
 TEST_F(DistributedTest, AWaitThroughTheApiHearsARunEndFromItsNotification) {
   Cluster::Options o;
   o.api_args = {"--run-end-poll-ms", "3600000", "--wait-reread-ms", "3600000", "--notify-run-ends"};
