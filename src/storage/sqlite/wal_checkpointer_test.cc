@@ -47,6 +47,9 @@ class WalCheckpointerTest : public ::testing::Test {
     dir_ = tmpl;
     path_ = (dir_ / "db.sqlite").string();
     ASSERT_EQ(sqlite3_open_v2(path_.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr), SQLITE_OK);
+    // As the store's writer: the checkpointer's connection can hold the
+    // WAL's write lock for an instant (wal_checkpointer.h).
+    sqlite3_busy_timeout(db_, 5000);
     Exec("PRAGMA journal_mode=WAL");
     Exec("PRAGMA synchronous=NORMAL");
     Exec("CREATE TABLE t(id INTEGER PRIMARY KEY, body BLOB)");
