@@ -42,21 +42,12 @@ void ChangeFeed::Unsubscribe(uint64_t token) {
   listener.reset();  // destroyed here, outside the lock (unless a call holds it)
 }
 
-bool ChangeFeed::Listened(const std::string& run_id) {
-  std::lock_guard<std::mutex> lock(mu_);
-  auto has = [&](const std::string& key) {
-    auto it = by_run_.find(key);
-    return it != by_run_.end() && !it->second.empty();
-  };
-  return has(kAllRuns) || has(run_id);
-}
-
-void ChangeFeed::Publish(const Change& change) {
+void ChangeFeed::Publish(Change change, const EndedRun& ended) {
   std::vector<std::shared_ptr<Listener>> targets;
   {
     std::lock_guard<std::mutex> lock(mu_);
     // Subscribers of all runs first, then the run's own (in subscription order each).
-    for (const std::string* key : {&kAllRuns, &change.run_id}) {
+    for (const std::string* key : {&kAllRuns, &std::as_const(change.run_id)}) {
       auto run = by_run_.find(*key);
       if (run == by_run_.end()) continue;
       for (uint64_t token : run->second) {
@@ -67,6 +58,8 @@ void ChangeFeed::Publish(const Change& change) {
       if (change.run_id.empty()) break;  // "" is the all-runs key: do not deliver twice
     }
   }
+  if (targets.empty()) return;
+  if (ended) change.ended = ended();
   for (auto& l : targets) {
     ++tl_listener_calls;
     struct Done {
@@ -150,9 +143,8 @@ class FeedStore final : public ForwardingStore {
   }
   void PublishRun(const Run& r) {
     Change c{Change::Kind::kRun, r.id, r.status, 0, nullptr};
-    // A copy of the row (input, output) only for someone waiting for it.
-    if (IsTerminal(r.status) && feed_->Listened(r.id)) c.ended = std::make_shared<const Run>(r);
-    feed_->Publish(c);
+    if (!IsTerminal(r.status)) return feed_->Publish(std::move(c));
+    feed_->Publish(std::move(c), [&r] { return std::make_shared<const Run>(r); });
   }
 
   std::unique_ptr<Store> owned_;  // the backend, which inner() points to

@@ -53,11 +53,13 @@ class ChangeFeed {
   // for a call in progress. Called from inside a listener it does not wait;
   // the listener then goes when the call in progress returns.
   void Unsubscribe(uint64_t token);
-  void Publish(const Change& change);
-  // Whether anyone listens to `run_id`'s changes (or to every run's) now: a
-  // publisher may skip building what only a listener would use. One who
-  // subscribes right after may get a change without it.
-  bool Listened(const std::string& run_id);
+  // Makes the run a change ends (Change::ended).
+  using EndedRun = std::function<std::shared_ptr<const Run>()>;
+  // Delivers `change` to its listeners. For a change that ends a run,
+  // `ended` fills change.ended: it is called once, and only when someone
+  // hears the change (a copy of a run's input and output costs, and most
+  // ends have no waiter).
+  void Publish(Change change, const EndedRun& ended = nullptr);
 
  private:
   struct Entry {

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <chrono>
 #include <latch>
+#include <memory>
 #include <mutex>
 #include <stdexcept>
 #include <thread>
@@ -66,20 +67,44 @@ TEST(ChangeFeedTest, DeliversToSubscribersOfTheRunAndOfAllRuns) {
   EXPECT_TRUE(other.Take().empty());
 }
 
-TEST(ChangeFeedTest, ListenedSaysWhetherARunHasAListenerNow) {
+TEST(ChangeFeedTest, TheEndedRunIsMadeOnlyWhenSomeoneHearsTheChange) {
   ChangeFeed feed;
+  int made = 0;
+  auto ended = [&made] {
+    ++made;
+    af::Run r;
+    r.id = "run-1";
+    r.status = RunStatus::kCompleted;
+    return std::make_shared<const af::Run>(std::move(r));
+  };
+  feed.Publish(RunChange("run-1", RunStatus::kCompleted), ended);
+  EXPECT_EQ(made, 0);  // nobody listens
+  Recorder other;
+  uint64_t t2 = feed.Subscribe("run-2", other.listener());
+  feed.Publish(RunChange("run-1", RunStatus::kCompleted), ended);
+  EXPECT_EQ(made, 0);  // nobody listens to run-1
   Recorder one, all;
-  EXPECT_FALSE(feed.Listened("run-1"));
-  uint64_t t1 = feed.Subscribe("run-1", one.listener());
-  EXPECT_TRUE(feed.Listened("run-1"));
-  EXPECT_FALSE(feed.Listened("run-2"));
-  feed.Unsubscribe(t1);
-  EXPECT_FALSE(feed.Listened("run-1"));
+  uint64_t t1 = feed.Subscribe("run-1", one.listener(), ChangeFeed::Interest::kRuns);
   uint64_t ta = feed.Subscribe("", all.listener());
-  EXPECT_TRUE(feed.Listened("run-1"));
-  EXPECT_TRUE(feed.Listened("run-2"));
+  feed.Publish(RunChange("run-1", RunStatus::kCompleted), ended);
+  EXPECT_EQ(made, 1);  // once for both listeners
+  auto got_one = one.Take();
+  auto got_all = all.Take();
+  ASSERT_EQ(got_one.size(), 1u);
+  ASSERT_EQ(got_all.size(), 1u);
+  ASSERT_NE(got_one[0].ended, nullptr);
+  EXPECT_EQ(got_one[0].ended->id, "run-1");
+  EXPECT_EQ(got_one[0].ended, got_all[0].ended);  // one copy, shared
+  EXPECT_TRUE(other.Take().empty());
+  // Without a maker the change carries no run.
+  feed.Publish(RunChange("run-1", RunStatus::kCompleted));
+  ASSERT_EQ(one.Take().size(), 1u);
+  EXPECT_EQ(all.Take().at(0).ended, nullptr);
+  feed.Unsubscribe(t1);
   feed.Unsubscribe(ta);
-  EXPECT_FALSE(feed.Listened("run-2"));
+  feed.Unsubscribe(t2);
+  feed.Publish(RunChange("run-1", RunStatus::kCompleted), ended);
+  EXPECT_EQ(made, 1);
 }
 
 TEST(ChangeFeedTest, UnsubscribeStopsDelivery) {
