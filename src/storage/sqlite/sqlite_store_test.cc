@@ -85,6 +85,10 @@ class RawDb {
  public:
   explicit RawDb(const std::string& path) {
     if (sqlite3_open(path.c_str(), &db_) != SQLITE_OK) ADD_FAILURE() << "open " << path;
+    // A store open on the same file has a checkpoint thread, whose
+    // connection can hold the WAL's write lock for an instant
+    // (wal_checkpointer.h): wait for it, as the store's own writer does.
+    sqlite3_busy_timeout(db_, 5000);
   }
   ~RawDb() { sqlite3_close(db_); }
   sqlite3* get() { return db_; }
