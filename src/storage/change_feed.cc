@@ -42,7 +42,7 @@ void ChangeFeed::Unsubscribe(uint64_t token) {
   listener.reset();  // destroyed here, outside the lock (unless a call holds it)
 }
 
-void ChangeFeed::Publish(Change change, const EndedRun& ended) {
+void ChangeFeed::Publish(Change change, const MakeEndedRun& ended) {
   std::vector<std::shared_ptr<Listener>> targets;
   {
     std::lock_guard<std::mutex> lock(mu_);

@@ -54,12 +54,12 @@ class ChangeFeed {
   // the listener then goes when the call in progress returns.
   void Unsubscribe(uint64_t token);
   // Makes the run a change ends (Change::ended).
-  using EndedRun = std::function<std::shared_ptr<const Run>()>;
+  using MakeEndedRun = std::function<std::shared_ptr<const Run>()>;
   // Delivers `change` to its listeners. For a change that ends a run,
   // `ended` fills change.ended: it is called once, and only when someone
   // hears the change (a copy of a run's input and output costs, and most
   // ends have no waiter).
-  void Publish(Change change, const EndedRun& ended = nullptr);
+  void Publish(Change change, const MakeEndedRun& ended = nullptr);
 
  private:
   struct Entry {

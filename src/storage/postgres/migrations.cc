@@ -22,12 +22,6 @@ constexpr char kCreateTableSql[] =
 
 constexpr char kUndefinedTable[] = "42P01";
 
-Status Exec(PGconn* conn, const char* sql, const std::string& what) {
-  PgResult r(PQexec(conn, sql));
-  if (!r.ok()) return PgError(conn, r, what);
-  return Status::Ok();
-}
-
 // The recorded versions; `missing_table` if schema_migrations does not exist.
 Result<std::set<int>> AppliedVersions(PGconn* conn, bool missing_table_is_empty) {
   PgResult r(PQexec(conn, "SELECT version FROM schema_migrations"));
@@ -66,14 +60,14 @@ Status ApplyInTransaction(PGconn* conn, std::span<const Migration> migrations, s
   // The lock first: two migrators of an empty database would otherwise race
   // on CREATE TABLE IF NOT EXISTS. Read committed: every statement after the
   // lock sees what the previous holder committed.
-  AF_RETURN_IF_ERROR(Exec(conn, kLockSql, "taking the migration lock"));
-  AF_RETURN_IF_ERROR(Exec(conn, kCreateTableSql, "creating schema_migrations"));
+  AF_RETURN_IF_ERROR(RunStatement(conn, kLockSql, "taking the migration lock"));
+  AF_RETURN_IF_ERROR(RunStatement(conn, kCreateTableSql, "creating schema_migrations"));
   auto done = AppliedVersions(conn, /*missing_table_is_empty=*/false);
   if (!done.ok()) return done.status();
   AF_RETURN_IF_ERROR(CheckNotNewer(*done, migrations));
   for (const Migration& m : migrations) {
     if (done->count(m.version)) continue;
-    AF_RETURN_IF_ERROR(Exec(conn, m.sql, std::string("applying migration ") + m.name));
+    AF_RETURN_IF_ERROR(RunStatement(conn, m.sql, std::string("applying migration ") + m.name));
     Params p;
     p.Int(m.version).Key("name", m.name).Int(NowMs());
     std::vector<const char*> v = p.Pointers();
@@ -92,12 +86,12 @@ std::span<const Migration> EmbeddedMigrations() { return kEmbedded; }
 Status ApplyMigrations(PGconn* conn, std::span<const Migration> migrations, std::vector<std::string>* applied) {
   AF_RETURN_IF_ERROR(CheckOrder(migrations));
   std::vector<std::string> names;
-  AF_RETURN_IF_ERROR(Exec(conn, "BEGIN", "starting the migration transaction"));
+  AF_RETURN_IF_ERROR(RunStatement(conn, "BEGIN", "starting the migration transaction"));
   Status status = ApplyInTransaction(conn, migrations, &names);
-  if (status.ok()) status = Exec(conn, "COMMIT", "committing migrations");
+  if (status.ok()) status = RunStatement(conn, "COMMIT", "committing migrations");
   if (!status.ok()) {
     if (PQstatus(conn) == CONNECTION_OK && PQtransactionStatus(conn) != PQTRANS_IDLE) {
-      (void)Exec(conn, "ROLLBACK", "rolling back migrations");
+      (void)RunStatement(conn, "ROLLBACK", "rolling back migrations");
     }
     return status;
   }

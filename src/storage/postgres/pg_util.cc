@@ -384,6 +384,12 @@ Status PgError(PGconn* conn, const PgResult& res, const std::string& what) {
   return Status(Code::kInternal, msg, details);
 }
 
+Status RunStatement(PGconn* conn, const char* sql, const std::string& what) {
+  PgResult r(PQexec(conn, sql));
+  if (!r.ok()) return PgError(conn, r, what);
+  return Status::Ok();
+}
+
 std::string SqlStateOf(const Status& s) {
   const nlohmann::json& d = s.details();
   if (d.is_object()) {

@@ -133,6 +133,9 @@ Result<PGconn*> Connect(const std::string& url, const std::string& target, std::
 // resource exhaustion; Internal otherwise. The message names `what` and
 // carries PostgreSQL's message; details carry sqlstate and constraint.
 Status PgError(PGconn* conn, const PgResult& res, const std::string& what);
+// Runs one statement without parameters; PgError's Status (naming `what`)
+// if it fails.
+Status RunStatement(PGconn* conn, const char* sql, const std::string& what);
 // True if `sqlstate` (possibly empty) means the connection cannot be used
 // again (class 08, admin/crash shutdown) or `conn` is already broken.
 bool ConnectionLost(PGconn* conn, const std::string& sqlstate);

@@ -25,11 +25,10 @@ Result<PGconn*> ConnectAndRun(const std::string& url, const std::string& target,
                               const std::string& setup) {
   auto pg = Connect(url, target, timeout);
   if (!pg.ok()) return pg.status();
-  PgResult r(PQexec(*pg, setup.c_str()));
-  if (r.ok()) return *pg;
-  Status failed = PgError(*pg, r, setup);
+  Status s = RunStatement(*pg, setup.c_str(), setup);
+  if (s.ok()) return *pg;
   PQfinish(*pg);
-  return failed;
+  return s;
 }
 
 class PgRunEndListener final : public Store::RunEndListener {
@@ -191,13 +190,12 @@ bool RunEndNotifier::Send(PGconn** pg) {
     }
   }
   if (*pg != nullptr) {
-    PgResult r(PQexec(*pg, kNotifySql.c_str()));
-    if (r.ok()) {
+    failed = RunStatement(*pg, kNotifySql.c_str(), "NOTIFY");
+    if (failed.ok()) {
       if (warned_) log::Info("run end notifier: notifying again on " + target_);
       warned_ = false;
       return true;
     }
-    failed = PgError(*pg, r, "NOTIFY");
     PQfinish(*pg);
     *pg = nullptr;
   }
