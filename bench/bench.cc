@@ -627,10 +627,13 @@ class EmbeddedStack final : public Stack {
 };
 
 // Completion of runs in the distributed topology, read from PostgreSQL.
-// (The api's ?wait long-poll re-reads only every 500 ms across processes,
-// which would quantise every latency; polling the table is the honest
-// observer.) One libpq connection on a thread of its own; completions are
-// posted to the io thread.
+// (The api's ?wait hears of an end the consumer wrote through its run
+// watcher, a read every 10 ms, or sooner with the consumers'
+// --notify-run-ends, which costs throughput: docs/benchmarks.md item 35.
+// Polling the table every poll_ms_* is the observer that adds least;
+// --wait-through-api measures what a waiting user sees.) One libpq
+// connection on a thread of its own; completions are posted to the io
+// thread.
 class Poller {
  public:
   struct Waiter {
