@@ -16,13 +16,13 @@ std::vector<RunEvent> RunEventDiff::Next(const Run& run, const std::vector<StepE
   std::sort(ordered.begin(), ordered.end(),
             [](const StepExecution* a, const StepExecution* b) { return a->id < b->id; });
   for (const StepExecution* s : ordered) {
-    std::string doc = ToJson(*s).dump();
+    std::string doc = ToJson(*s).dump(-1, ' ', false, json::error_handler_t::replace);
     std::string& last = last_steps_[s->id];
     if (last == doc) continue;
     last = doc;
     step_events.push_back(RunEvent{"step", std::move(doc)});
   }
-  std::string run_doc = ToJson(run).dump();
+  std::string run_doc = RunJsonText(run);
   const bool run_changed = run_doc != last_run_;
   const bool finished = IsTerminal(run.status);
   if (run_changed) last_run_ = run_doc;

@@ -95,6 +95,20 @@ TEST(RunEventDiffTest, AFinishedRunSendsItsStepsThenTheRunThenEndOnce) {
   EXPECT_EQ(Names(late.Next(run, steps)), (std::vector<std::string>{"step", "run", "end"}));
 }
 
+TEST(RunEventDiffTest, InvalidUtf8InAnErrorIsReplacedNotThrownOn) {
+  // Agents' error text reaches the store as they sent it.
+  RunEventDiff d;
+  af::Run run = MakeRun(RunStatus::kFailed);
+  run.error_message = "bad \xff\xfe bytes";
+  std::vector<StepExecution> steps = {MakeStep(1, StepStatus::kFailed)};
+  steps[0].error_message = "agent said \xc3";
+  std::vector<RunEvent> events;
+  ASSERT_NO_THROW(events = d.Next(run, steps));
+  ASSERT_EQ(Names(events), (std::vector<std::string>{"step", "run", "end"}));
+  EXPECT_EQ(json::parse(events[0].data)["error_message"], "agent said \xef\xbf\xbd");
+  EXPECT_EQ(json::parse(events[1].data)["error_message"], "bad \xef\xbf\xbd\xef\xbf\xbd bytes");
+}
+
 // Collects a stream's events; lets a test wait for the n-th.
 class Collector final : public http::StreamWriter {
  public:

@@ -51,6 +51,14 @@ Response JsonResponse(int status, const nlohmann::json& body) {
   return r;
 }
 
+Response JsonResponse(int status, std::string json_text) {
+  Response r;
+  r.status = status;
+  r.content_type = "application/json";
+  r.body = std::move(json_text);
+  return r;
+}
+
 Result<Url> ParseUrl(const std::string& url) {
   constexpr std::string_view kScheme = "http://";
   std::string_view s = url;

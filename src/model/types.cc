@@ -1,5 +1,7 @@
 #include "model/types.h"
 
+#include <string_view>
+
 #include "common/trace.h"
 
 namespace af {
@@ -82,6 +84,84 @@ json ToJson(const Run& r) {
   if (!r.idempotency_key.empty()) j["idempotency_key"] = r.idempotency_key;
   j["trace_id"] = TraceIdOf(r);
   return j;
+}
+
+namespace {
+
+constexpr auto kReplaceInvalidUtf8 = json::error_handler_t::replace;
+
+// A JSON string: plain printable ASCII as it is; anything that needs
+// escaping or UTF-8 checking through the JSON library, so both agree.
+void AppendJsonString(std::string& out, std::string_view s) {
+  for (char c : s) {
+    if (c < 0x20 || c == '"' || c == '\\' || static_cast<unsigned char>(c) >= 0x80) {
+      out += json(s).dump(-1, ' ', false, kReplaceInvalidUtf8);
+      return;
+    }
+  }
+  out += '"';
+  out += s;
+  out += '"';
+}
+
+void AppendOptText(std::string& out, const std::string& s) {
+  if (s.empty()) {
+    out += "null";
+  } else {
+    AppendJsonString(out, s);
+  }
+}
+
+void AppendOptTime(std::string& out, const std::optional<TimeMs>& t) {
+  if (t) {
+    AppendJsonString(out, FormatIso8601(*t));
+  } else {
+    out += "null";
+  }
+}
+
+}  // namespace
+
+std::string RunJsonText(const Run& r) {
+  // Keys in ToJson's order: the JSON library keeps an object's keys sorted.
+  std::string out;
+  out.reserve(384);
+  out += "{\"attempt\":";
+  out += std::to_string(r.attempt);
+  if (r.cancel_requested || r.status == RunStatus::kCancelled) {
+    out += ",\"cancel_reason\":";
+    AppendOptText(out, r.cancel_reason);
+    out += ",\"cancelled_by\":";
+    AppendOptText(out, r.cancelled_by);
+  }
+  out += ",\"completed_at\":";
+  AppendOptTime(out, r.completed_at);
+  out += ",\"created_at\":";
+  AppendJsonString(out, FormatIso8601(r.created_at));
+  out += ",\"error_message\":";
+  AppendOptText(out, r.error_message);
+  if (!r.idempotency_key.empty()) {
+    out += ",\"idempotency_key\":";
+    AppendJsonString(out, r.idempotency_key);
+  }
+  out += ",\"input\":";
+  out += r.input.dump(-1, ' ', false, kReplaceInvalidUtf8);
+  out += ",\"output\":";
+  out += r.output.dump(-1, ' ', false, kReplaceInvalidUtf8);
+  out += ",\"run_id\":";
+  AppendJsonString(out, r.id);
+  out += ",\"started_at\":";
+  AppendOptTime(out, r.started_at);
+  out += ",\"status\":";
+  AppendJsonString(out, ToString(r.status));
+  out += ",\"trace_id\":";
+  AppendJsonString(out, TraceIdOf(r));
+  out += ",\"workflow_id\":";
+  AppendJsonString(out, r.workflow_id);
+  out += ",\"workflow_version\":";
+  out += std::to_string(r.workflow_version);
+  out += '}';
+  return out;
 }
 
 std::string TraceIdOf(const Run& r) {

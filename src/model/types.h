@@ -158,6 +158,12 @@ struct ApiKey {
 // JSON shapes used by the API and the CLI (timestamps ISO-8601, nulls kept).
 json ToJson(const Workflow& w);
 json ToJson(const Run& r);
+// The text of ToJson(r) as JSON (the API's answer for a run): byte for byte
+// ToJson(r).dump() with invalid UTF-8 replaced, but written directly, without
+// a tree of the run or a copy of its input and output (an answer per
+// trigger, wait and read; the tree cost as much as the rest of a trigger's
+// handler).
+std::string RunJsonText(const Run& r);
 json ToJson(const StepExecution& s);
 json ToJson(const Agent& a);
 // id, name, role, created_at, last_used_at, revoked_at: never the hash.
