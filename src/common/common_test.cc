@@ -1,5 +1,11 @@
 #include <gtest/gtest.h>
 
+#include <cstdio>
+#include <ctime>
+#include <random>
+#include <string>
+#include <vector>
+
 #include "common/ids.h"
 #include "common/status.h"
 #include "common/time.h"
@@ -56,6 +62,46 @@ TEST(TimeTest, ParseIsStrictAndItsRangeRoundTrips) {
   for (TimeMs t : {kMinIso8601Ms, kMaxIso8601Ms, TimeMs{0}, TimeMs{-1}}) {
     EXPECT_EQ(ParseIso8601(FormatIso8601(t)), t) << FormatIso8601(t);
   }
+}
+
+// FormatIso8601 computes the calendar itself within the four-digit years;
+// gmtime_r and snprintf are the reference it must equal, digit for digit.
+std::string FormatByLibc(TimeMs t) {
+  time_t secs = static_cast<time_t>(t / 1000);
+  int ms = static_cast<int>(t % 1000);
+  if (ms < 0) {
+    ms += 1000;
+    secs -= 1;
+  }
+  struct tm tm {};
+  gmtime_r(&secs, &tm);
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+                tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms);
+  return buf;
+}
+
+TEST(TimeTest, FormatAgreesWithGmtimeAcrossItsRange) {
+  std::vector<TimeMs> times = {kMinIso8601Ms, kMinIso8601Ms + 1, kMaxIso8601Ms, kMaxIso8601Ms - 1, 0, -1, 1,
+                               951782400000 /* 2000-02-29 */, 951868799999, 4107542400000 /* 2100-03-01 */,
+                               -2203891200000 /* 1900-02-28 */, 1790000000123, kMinIso8601Ms - 1, kMaxIso8601Ms + 1};
+  // Every day boundary, and a point inside the day, across 1600..2400 (leap
+  // rules of 4, 100 and 400 years), then random times over the whole range.
+  for (TimeMs day = -11676096000000; day < 13569465600000; day += 86400000) {
+    times.push_back(day);
+    times.push_back(day - 1);
+    times.push_back(day + 45296789);
+  }
+  std::mt19937_64 rng(20261129);
+  std::uniform_int_distribution<TimeMs> any(kMinIso8601Ms, kMaxIso8601Ms);
+  for (int i = 0; i < 200000; ++i) times.push_back(any(rng));
+  int mismatches = 0;
+  for (TimeMs t : times) {
+    if (FormatIso8601(t) != FormatByLibc(t) && ++mismatches <= 5) {
+      ADD_FAILURE() << t << ": " << FormatIso8601(t) << " against " << FormatByLibc(t);
+    }
+  }
+  EXPECT_EQ(mismatches, 0) << "of " << times.size();
 }
 
 TEST(IdsTest, UuidShapeAndValidation) {
