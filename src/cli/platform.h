@@ -38,10 +38,11 @@ struct PlatformOptions {
   std::string database_url;        // overrides data_dir/agentflow.db when set (DATABASE_URL)
   bool demo = false;               // start demo agents, register them, load sample workflows
   uint16_t demo_port = 0;          // demo agents' port (0: pick a free one)
-  // HTTP server threads. 2: serve's engine, store worker and relay threads
-  // compete with the HTTP thread for the cores; with two, triggers were
-  // accepted 1.5-2x faster (docs/benchmarks.md, trigger).
-  int api_threads = 2;
+  // HTTP server threads. 1: no handler waits for the store on an io thread,
+  // and on 2 cores a second io thread only adds switches: one accepted as
+  // many triggers at less CPU each, and chain10 ran faster (docs/
+  // benchmarks.md item 39). Raise it on machines with cores to spare.
+  int api_threads = 1;
   size_t max_body_bytes = 1 << 20; // request body limit (413 above)
   size_t max_active_runs = 10000;  // runs executing at once before the consumer pauses (--max-runs)
   // false (--accept-only): no execution consumer and no sweeper. Runs are
