@@ -39,7 +39,7 @@ void PutDigits(char* at, int64_t value, int width) {
 
 }  // namespace
 
-// A run's answer, its queue message and every step row carry timestamps:
+// A run's answer, its queue message and each step's JSON carry timestamps:
 // written here from the day count (the proleptic Gregorian calendar, as
 // gmtime) in a few dozen instructions.
 std::string FormatIso8601(TimeMs t) {
