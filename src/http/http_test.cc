@@ -414,6 +414,36 @@ TEST_F(HttpTest, SlowHeadersAndBodiesGet408WithinTheirDeadlines) {
   EXPECT_EQ(r->status, 200);
 }
 
+// A request that arrived whole is parsed from the buffer; one that did not
+// goes on through the reads. Both, and several requests in one segment,
+// are served in order.
+TEST_F(HttpTest, WholeSplitAndPipelinedRequestsAreServed) {
+  Start();
+  // Header and body in separate segments, the body in two.
+  std::string raw = RawExchangeSlowly(
+      ts_.server->port(),
+      {"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\nConnection: close\r\n", "\r\n01234", "56789"}, 20ms,
+      false);
+  EXPECT_EQ(raw.rfind("HTTP/1.1 200", 0), 0u) << raw;
+  EXPECT_NE(raw.find("\r\n\r\n0123456789"), std::string::npos) << raw;
+  // Three requests in one write: the first two whole, the third's body cut
+  // short until the next segment.
+  raw = RawExchangeSlowly(ts_.server->port(),
+                          {"GET /hello/a HTTP/1.1\r\nHost: x\r\n\r\n"
+                           "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+                           "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nConnection: close\r\n\r\nde",
+                           "fg"},
+                          20ms, false);
+  size_t a = raw.find("\"hello\":\"a\"");
+  size_t abc = raw.find("\r\n\r\nabc");
+  size_t defg = raw.find("\r\n\r\ndefg");
+  ASSERT_NE(a, std::string::npos) << raw;
+  ASSERT_NE(abc, std::string::npos) << raw;
+  ASSERT_NE(defg, std::string::npos) << raw;
+  EXPECT_LT(a, abc);
+  EXPECT_LT(abc, defg);
+}
+
 TEST_F(HttpTest, TruncatedRequestsGet400) {
   Start();
   std::string raw = RawExchangeSlowly(
