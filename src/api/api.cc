@@ -251,7 +251,7 @@ class Api::Handlers : public std::enable_shared_from_this<Api::Handlers> {
       if (!waited.ok()) co_return ErrorResponse(waited.status());
       run = std::move(waited).value();
     }
-    co_return http::JsonResponse(IsTerminal(run.status) && *wait > 0 ? 200 : 202, RunJsonText(run));
+    co_return http::JsonTextResponse(IsTerminal(run.status) && *wait > 0 ? 200 : 202, RunJsonText(run));
   }
 
   asio::awaitable<Response> GetRun(Request& req) {
@@ -263,11 +263,11 @@ class Api::Handlers : public std::enable_shared_from_this<Api::Handlers> {
     if (*wait > 0) {
       auto run = co_await WaitForRun(id, *wait);
       if (!run.ok()) co_return ErrorResponse(run.status());
-      co_return http::JsonResponse(200, RunJsonText(*run));
+      co_return http::JsonTextResponse(200, RunJsonText(*run));
     }
     auto run = co_await ReadRun(id);
     if (!run.ok()) co_return ErrorResponse(run.status());
-    co_return http::JsonResponse(200, RunJsonText(*run));
+    co_return http::JsonTextResponse(200, RunJsonText(*run));
   }
 
   asio::awaitable<Result<Run>> ReadRun(const std::string& id) {
@@ -531,7 +531,7 @@ class Api::Handlers : public std::enable_shared_from_this<Api::Handlers> {
     if (!moved.ok()) return ErrorResponse(moved.status());
     if (options_.on_dispatch) options_.on_dispatch();
     log::Info("run retried", {id, {}, {}, TraceIdOf(*moved)});
-    return http::JsonResponse(202, RunJsonText(*moved));
+    return http::JsonTextResponse(202, RunJsonText(*moved));
   }
 
   Response Health(Request&) {

@@ -80,8 +80,9 @@ struct Response {
 Response JsonError(int status, std::string_view code, std::string_view message,
                    const nlohmann::json& details = nullptr);
 Response JsonResponse(int status, const nlohmann::json& body);
-// A body that is JSON text already.
-Response JsonResponse(int status, std::string json_text);
+// A body that is JSON text already (its own name: a std::string passed to
+// JsonResponse would otherwise stop meaning a JSON string value).
+Response JsonTextResponse(int status, std::string json_text);
 
 using Handler = std::function<asio::awaitable<Response>(Request&)>;
 

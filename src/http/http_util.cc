@@ -51,7 +51,7 @@ Response JsonResponse(int status, const nlohmann::json& body) {
   return r;
 }
 
-Response JsonResponse(int status, std::string json_text) {
+Response JsonTextResponse(int status, std::string json_text) {
   Response r;
   r.status = status;
   r.content_type = "application/json";

@@ -541,11 +541,9 @@ asio::awaitable<void> ServerImpl::Serve(tcp::socket socket) {
     stream.expires_never();
     // A small request usually arrives whole in one read: parse what the
     // buffer holds here, and only what is missing through the composed
-    // reads and their deadlines (a trigger's read cost a third of the io
-    // thread's instructions; docs/benchmarks.md item 40). The same parser
-    // and limits either way.
-    // (The header first: a client that sent Expect: 100-continue still gets
-    // its interim response below, body buffered or not.)
+    // reads and their deadlines (docs/benchmarks.md item 40); the same
+    // parser and limits either way. The header first, so that a client that
+    // sent Expect gets its interim response below, body buffered or not.
     buffer.consume(parser.put(buffer.data(), ec));
     if (ec == bhttp::error::need_more) ec = {};
     if (!ec && parser.is_header_done() && !parser.is_done() &&
