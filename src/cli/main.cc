@@ -5,9 +5,11 @@
 #include "cli/commands.h"
 #include "common/log.h"
 #include "common/malloc_tuning.h"
+#include "storage/sqlite/sqlite_store.h"
 
 int main(int argc, char** argv) {
   af::TuneMalloc();
+  af::ConfigureSqliteProcess();
   af::log::InitFromEnv();
   CLI::App app{"agentflow: workflow orchestration for agent workflows"};
   app.require_subcommand(1);
