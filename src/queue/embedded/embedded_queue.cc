@@ -36,9 +36,13 @@ CREATE TABLE IF NOT EXISTS subscriptions (
   PRIMARY KEY (grp, topic)
 ) WITHOUT ROWID;
 -- Acks of messages that another group subscribed to the topic still has to
--- ack; the message row (and with it these rows) goes once all groups acked.
+-- ack; the message row and these rows go together once all groups acked
+-- (QueueCore deletes both: a cascading foreign key made SQLite build a
+-- temporary table on every message's delete, half of an ack's cost.
+-- Files written before keep the clause; the connection runs with foreign
+-- keys off).
 CREATE TABLE IF NOT EXISTS acks (
-  seq INTEGER NOT NULL REFERENCES messages(seq) ON DELETE CASCADE,
+  seq INTEGER NOT NULL,  -- messages.seq
   grp TEXT    NOT NULL,
   PRIMARY KEY (seq, grp)
 ) WITHOUT ROWID;
@@ -139,6 +143,7 @@ class QueueCore {
   struct Message {
     std::string topic;
     int outstanding = 0;  // groups subscribed to the topic that have not acked it
+    bool has_acks = false;  // rows in acks (some group acked, another has not)
   };
   struct Group {
     // Deliverable now (neither acked nor in flight), per topic, in seq order.
@@ -157,13 +162,14 @@ class QueueCore {
   Status Load();
   Status Exec(const char* sql, const std::string& what);
   Status ReadMessage(int64_t seq, QueueMessage& m);
+  Status DeleteMessage(int64_t seq, const Message& m);
   bool HasPending(const Consumer& c, const Group& g) const;
   Status ClosedError() const;
 
   std::mutex mu_;
   std::condition_variable cv_;
   sqlite3* db_ = nullptr;
-  Stmt insert_message_, select_message_, delete_message_, insert_ack_, insert_subscription_;
+  Stmt insert_message_, select_message_, delete_message_, delete_acks_, insert_ack_, insert_subscription_;
   bool shut_down_ = false;
   std::map<int64_t, Message> messages_;                             // every stored message
   std::map<std::string, std::vector<std::string>> topic_groups_;  // topic -> subscribed groups
@@ -226,8 +232,12 @@ Status QueueCore::OpenDb(const std::string& path, bool in_memory) {
   }
   // A checkpoint (two fsyncs) every 8192 pages rather than SQLite's 1000
   // roughly doubles publish throughput on a VM disk; the WAL stays < 64 MB.
+  // Foreign keys off: see the acks table. secure_delete off (Debian builds
+  // SQLite with it on): an acked message's payload is a copy of what the
+  // store keeps, and zeroing it cost ~1.5 % of a run's instructions
+  // (docs/benchmarks.md item 41).
   AF_RETURN_IF_ERROR(Exec(
-      "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; PRAGMA wal_autocheckpoint=8192; "
+      "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=OFF; PRAGMA secure_delete=OFF; PRAGMA wal_autocheckpoint=8192; "
       "PRAGMA journal_size_limit=67108864;",
       "configure " + path));
 
@@ -270,6 +280,7 @@ Status QueueCore::OpenDb(const std::string& path, bool in_memory) {
       db_, "INSERT INTO messages (seq, topic, key, published_at, payload) VALUES (?1, ?2, ?3, ?4, ?5)"));
   AF_RETURN_IF_ERROR(select_message_.Prepare(db_, "SELECT key, payload FROM messages WHERE seq = ?1"));
   AF_RETURN_IF_ERROR(delete_message_.Prepare(db_, "DELETE FROM messages WHERE seq = ?1"));
+  AF_RETURN_IF_ERROR(delete_acks_.Prepare(db_, "DELETE FROM acks WHERE seq = ?1"));
   AF_RETURN_IF_ERROR(insert_ack_.Prepare(db_, "INSERT OR IGNORE INTO acks (seq, grp) VALUES (?1, ?2)"));
   AF_RETURN_IF_ERROR(insert_subscription_.Prepare(
       db_, "INSERT OR IGNORE INTO subscriptions (grp, topic, created_at) VALUES (?1, ?2, ?3)"));
@@ -319,24 +330,42 @@ Status QueueCore::Load() {
       auto g = groups_.find(ColumnBytes(s.get(), 1));
       if (m == messages_.end() || g == groups_.end()) continue;
       auto pend = g->second.pending.find(m->second.topic);
+      m->second.has_acks = true;
       if (pend != g->second.pending.end() && pend->second.erase(seq) > 0) --m->second.outstanding;
     }
     if (rc != SQLITE_DONE) return SqliteError(db_, rc, "load acks");
   }
-  // Acks are written so that a message every group acked is deleted in the
-  // same statement; this only repairs files damaged by hand.
+  // Acks are written so that a message every group acked is deleted with
+  // its last ack; this only repairs files damaged by hand.
   for (auto it = messages_.begin(); it != messages_.end();) {
     if (it->second.outstanding > 0 || !topic_groups_.contains(it->second.topic)) {
       ++it;
       continue;
     }
-    ResetOnExit reset(delete_message_.get());
-    sqlite3_bind_int64(delete_message_.get(), 1, it->first);
-    int rc = sqlite3_step(delete_message_.get());
-    if (rc != SQLITE_DONE) return SqliteError(db_, rc, "delete acked message");
+    AF_RETURN_IF_ERROR(DeleteMessage(it->first, it->second));
     it = messages_.erase(it);
   }
-  return Status::Ok();
+  // Acks of messages no longer stored (none, unless a file was edited).
+  return Exec("DELETE FROM acks WHERE seq NOT IN (SELECT seq FROM messages)", "delete stray acks");
+}
+
+// Deletes a message every group has acked, and its acks rows in the same
+// transaction.
+Status QueueCore::DeleteMessage(int64_t seq, const Message& m) {
+  const std::string what = "ack message " + std::to_string(seq);
+  auto step = [&](sqlite3_stmt* s) {
+    ResetOnExit reset(s);
+    sqlite3_bind_int64(s, 1, seq);
+    int rc = sqlite3_step(s);
+    return rc == SQLITE_DONE ? Status::Ok() : SqliteError(db_, rc, what);
+  };
+  if (!m.has_acks) return step(delete_message_.get());
+  AF_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE", what));
+  Status st = step(delete_acks_.get());
+  if (st.ok()) st = step(delete_message_.get());
+  if (st.ok()) st = Exec("COMMIT", what);
+  if (!st.ok()) (void)Exec("ROLLBACK", what);
+  return st;
 }
 
 void QueueCore::Shutdown() {
@@ -347,6 +376,7 @@ void QueueCore::Shutdown() {
     insert_message_.Finalize();
     select_message_.Finalize();
     delete_message_.Finalize();
+    delete_acks_.Finalize();
     insert_ack_.Finalize();
     insert_subscription_.Finalize();
     sqlite3_close_v2(db_);
@@ -540,12 +570,8 @@ Status QueueCore::Ack(uint64_t id, const QueueMessage& m) {
   }
 
   if (msg->second.outstanding <= 1) {
-    // The last group: the row goes (its acks rows follow by cascade).
-    sqlite3_stmt* s = delete_message_.get();
-    ResetOnExit reset(s);
-    sqlite3_bind_int64(s, 1, m.offset);
-    int rc = sqlite3_step(s);
-    if (rc != SQLITE_DONE) return SqliteError(db_, rc, "ack message " + std::to_string(m.offset));
+    // The last group: the row goes, and its acks rows with it.
+    AF_RETURN_IF_ERROR(DeleteMessage(m.offset, msg->second));
   } else {
     sqlite3_stmt* s = insert_ack_.get();
     ResetOnExit reset(s);
@@ -553,6 +579,7 @@ Status QueueCore::Ack(uint64_t id, const QueueMessage& m) {
     sqlite3_bind_text64(s, 2, c.group.data(), c.group.size(), SQLITE_STATIC, SQLITE_UTF8);
     int rc = sqlite3_step(s);
     if (rc != SQLITE_DONE) return SqliteError(db_, rc, "ack message " + std::to_string(m.offset));
+    msg->second.has_acks = true;
   }
   if (pending_it != pend.end()) pend.erase(pending_it);
   if (flight_it != g.in_flight.end()) g.in_flight.erase(flight_it);

@@ -224,6 +224,67 @@ TEST_F(EmbeddedQueueTest, RowIsDeletedOnlyOnceEveryGroupAcked) {
   EXPECT_EQ(CountRows("acks"), 0);
 }
 
+// The acks rows go with the message in the session that wrote them too (the
+// queue deletes them itself; no foreign key cascades).
+TEST_F(EmbeddedQueueTest, AcksRowsGoWithTheMessageInOneSession) {
+  {
+    auto q = Open();
+    ASSERT_NE(q, nullptr);
+    auto g1 = Sub(*q, {"t"}, "g1");
+    auto g2 = Sub(*q, {"t"}, "g2");
+    auto g3 = Sub(*q, {"t"}, "g3");
+    for (const char* p : {"m0", "m1"}) ASSERT_TRUE(q->Publish("t", "k", p).ok());
+    for (QueueConsumer* c : {g1.get(), g2.get(), g3.get()}) {
+      auto got = PollAll(*c, 2);
+      ASSERT_EQ(got.size(), 2u);
+      ASSERT_TRUE(c->Ack(got[0]).ok());
+      if (c != g3.get()) {
+        ASSERT_TRUE(c->Ack(got[1]).ok());  // m1 stays: g3 has not acked it
+      }
+    }
+  }
+  EXPECT_EQ(CountRows("messages"), 1);
+  EXPECT_EQ(CountRows("acks"), 2);  // m1's, by g1 and g2
+}
+
+// A queue.db written before the acks table lost its cascading foreign key
+// (schema version 1 has both forms) is read and cleaned up the same way, and
+// acks rows of messages no longer stored go at open.
+TEST_F(EmbeddedQueueTest, AFileWithTheCascadingForeignKeyOfBeforeWorksTheSame) {
+  {
+    std::filesystem::create_directories(dir_.path());
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open((dir_.path() / "queue.db").string().c_str(), &db), SQLITE_OK);
+    const char* old_layout = R"sql(
+      PRAGMA journal_mode=WAL;
+      CREATE TABLE messages (seq INTEGER PRIMARY KEY, topic TEXT NOT NULL, key BLOB NOT NULL,
+                             published_at INTEGER NOT NULL, payload BLOB NOT NULL);
+      CREATE TABLE subscriptions (grp TEXT NOT NULL, topic TEXT NOT NULL, created_at INTEGER NOT NULL,
+                                  PRIMARY KEY (grp, topic)) WITHOUT ROWID;
+      CREATE TABLE acks (seq INTEGER NOT NULL REFERENCES messages(seq) ON DELETE CASCADE, grp TEXT NOT NULL,
+                         PRIMARY KEY (seq, grp)) WITHOUT ROWID;
+      INSERT INTO subscriptions VALUES ('g1', 't', 0), ('g2', 't', 0);
+      INSERT INTO messages VALUES (1, 't', 'k', 0, 'm1'), (2, 't', 'k', 0, 'm2');
+      INSERT INTO acks VALUES (1, 'g1'), (7, 'g1');  -- 7: a message no longer stored
+      PRAGMA user_version=1;)sql";
+    char* err = nullptr;
+    ASSERT_EQ(sqlite3_exec(db, old_layout, nullptr, nullptr, &err), SQLITE_OK) << (err ? err : "");
+    sqlite3_close(db);
+  }
+  {
+    auto q = Open();
+    ASSERT_NE(q, nullptr);
+    auto g1 = Sub(*q, {"t"}, "g1");
+    auto g2 = Sub(*q, {"t"}, "g2");
+    EXPECT_EQ(Payloads(PollAll(*g1, 1)), std::vector<std::string>{"m2"});  // g1 acked m1 before
+    auto got = PollAll(*g2, 2);
+    ASSERT_EQ(Payloads(got), (std::vector<std::string>{"m1", "m2"}));
+    ASSERT_TRUE(g2->Ack(got[0]).ok());  // m1: every group has acked it now
+  }
+  EXPECT_EQ(CountRows("messages"), 1);  // m2
+  EXPECT_EQ(CountRows("acks"), 0);
+}
+
 TEST_F(EmbeddedQueueTest, MessagesOnATopicWithoutGroupsAreKeptUntilAGroupAcks) {
   {
     auto q = Open();
