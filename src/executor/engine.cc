@@ -77,6 +77,7 @@ struct Engine::Active {
 // Drives one run. Lives on the engine's executor; not thread-safe.
 class Engine::RunExecutor {
  public:
+  // `request` outlives the executor (the run's coroutine holds it).
   RunExecutor(Engine* engine, Active* active, const ExecutionRequest& request)
       : engine_(engine),
         db_(engine->runner_.get()),
@@ -136,8 +137,8 @@ class Engine::RunExecutor {
     s.input = &run_.input;
     s.run_id = run_.id;
     s.step_output = [this](const std::string& id) -> const json* {
-      auto it = plan_.index_of.find(id);
-      if (it == plan_.index_of.end()) return nullptr;
+      auto it = plan_->index_of.find(id);
+      if (it == plan_->index_of.end()) return nullptr;
       const auto& o = outputs_[it->second];
       return o ? &*o : nullptr;
     };
@@ -280,11 +281,11 @@ class Engine::RunExecutor {
   Engine* engine_;
   StoreRunner* db_;
   Active* active_;
-  ExecutionRequest request_;
+  const ExecutionRequest& request_;
   std::mt19937_64& rng_ = engine_->rng_;  // one per engine: seeding one per run showed in the profile
 
   Run run_;
-  Plan plan_;
+  std::shared_ptr<const Plan> plan_;  // shared with the engine's PlanCache
   std::unique_ptr<DagScheduler> sched_;
   std::vector<std::optional<json>> outputs_;           // by step index; set when done or skipped
   std::map<std::pair<int, int>, json> reused_items_;   // (step, item) → output of an earlier session
@@ -397,8 +398,9 @@ asio::awaitable<std::optional<RunOutcome>> Engine::RunExecutor::Begin() {
   }
 
   // The plan: the one in the request, else the run's workflow version.
-  json doc = request_.workflow_plan;
-  if (!doc.is_object() || doc.empty()) {
+  const json* doc = &request_.workflow_plan;
+  std::optional<Workflow> stored;
+  if (!doc->is_object() || doc->empty()) {
     const std::string& wf_id = run_.workflow_id;
     const int wf_version = run_.workflow_version;
     auto wf = co_await Db([&wf_id, wf_version](Store& s) { return s.GetWorkflow(wf_id, wf_version); });
@@ -408,17 +410,18 @@ asio::awaitable<std::optional<RunOutcome>> Engine::RunExecutor::Begin() {
                                        std::to_string(run_.workflow_version) + " not found";
       co_return Ended(co_await Transition(run_.status, RunStatus::kFailed, std::nullopt, std::move(why)));
     }
-    doc = wf->plan;
+    stored = std::move(wf).value();
+    doc = &stored->plan;
   }
   // Admitted by the API under its own limits: only the hard cap applies here.
-  auto plan = ParsePlan(doc, PlanLimits::ForExecution());
+  auto plan = engine_->plans_.Get(run_.workflow_id, run_.workflow_version, *doc, PlanLimits::ForExecution());
   if (!plan.ok()) {
     std::optional<std::string> why = JoinProblems(plan.status());
     co_return Ended(co_await Transition(run_.status, RunStatus::kFailed, std::nullopt, std::move(why)));
   }
   plan_ = std::move(plan).value();
-  sched_ = std::make_unique<DagScheduler>(plan_);
-  outputs_.assign(plan_.steps.size(), std::nullopt);
+  sched_ = std::make_unique<DagScheduler>(*plan_);
+  outputs_.assign(plan_->steps.size(), std::nullopt);
 
   if (run_.cancel_requested && !active_->user_cancelled) {
     active_->user_cancelled = true;
@@ -466,17 +469,17 @@ bool Engine::RunExecutor::StageFreshStart() {
   if (!engine_->options_.fresh_start || active_->general_start || active_->user_cancelled) return false;
   const json& doc = request_.workflow_plan;
   if (!doc.is_object() || doc.empty()) return false;
-  auto plan = ParsePlan(doc, PlanLimits::ForExecution());
+  auto plan = engine_->plans_.Get(request_.workflow_id, request_.workflow_version, doc, PlanLimits::ForExecution());
   if (!plan.ok()) return false;  // the general path fails the run, saying why
   plan_ = std::move(plan).value();
-  sched_ = std::make_unique<DagScheduler>(plan_);
-  outputs_.assign(plan_.steps.size(), std::nullopt);
+  sched_ = std::make_unique<DagScheduler>(*plan_);
+  outputs_.assign(plan_->steps.size(), std::nullopt);
   RunStart start;
   start.run_id = run_.id;
   start.owner = engine_->owner_;
   start.ttl_ms = engine_->options_.lease_ttl.count();
   start.input = request_.input_data;
-  run_.input = std::move(request_.input_data);
+  run_.input = request_.input_data;
   run_.workflow_id = request_.workflow_id;
   run_.workflow_version = request_.workflow_version;
   run_.attempt = 1;
@@ -508,8 +511,8 @@ asio::awaitable<Status> Engine::RunExecutor::LoadHistory() {
       if (st.ok()) CountStep(s.agent_name, f.to);
       continue;
     }
-    auto it = plan_.index_of.find(s.step_id);
-    if (it == plan_.index_of.end()) continue;
+    auto it = plan_->index_of.find(s.step_id);
+    if (it == plan_->index_of.end()) continue;
     int idx = it->second;
     if (s.status == StepStatus::kCompleted) {
       if (s.item_index) {
@@ -625,7 +628,7 @@ asio::awaitable<void> Engine::RunExecutor::Drain() {
 void Engine::RunExecutor::StepFailed(int idx, const std::string& message) {
   sched_->Set(idx, StepState::kFailed);
   if (!failure_) failure_ = message;
-  log::Warn("step failed: " + message, StepFields(plan_.steps[idx]));
+  log::Warn("step failed: " + message, StepFields(plan_->steps[idx]));
   wake_->Notify();
 }
 
@@ -638,7 +641,7 @@ void Engine::RunExecutor::StoreFailed(const Status& s) {
 
 StepExecution Engine::RunExecutor::NewRow(int idx, std::optional<int> item, StepStatus status,
                                           const json& input) {
-  const StepSpec& spec = plan_.steps[idx];
+  const StepSpec& spec = plan_->steps[idx];
   StepExecution row;
   row.run_id = run_.id;
   row.step_id = spec.id;
@@ -655,12 +658,12 @@ void Engine::RunExecutor::InsertTerminal(int idx, std::optional<int> item, StepS
                                          const std::string& error) {
   StepExecution row = NewRow(idx, item, status, input);
   row.error_message = error;
-  Stage(RunWrite::Insert(std::move(row)), &plan_.steps[idx].agent);
+  Stage(RunWrite::Insert(std::move(row)), &plan_->steps[idx].agent);
 }
 
 asio::awaitable<void> Engine::RunExecutor::RunStep(int idx) {
   StartHold hold(this);  // the count Spawn took
-  const StepSpec& spec = plan_.steps[idx];
+  const StepSpec& spec = plan_->steps[idx];
   if (spec.when_cond) {
     Scope scope = MakeScope(nullptr, std::nullopt);
     auto cond = EvaluateCondition(*spec.when_cond, scope);
@@ -705,7 +708,7 @@ asio::awaitable<void> Engine::RunExecutor::RunItemInto(int idx, int item, const 
 }
 
 asio::awaitable<void> Engine::RunExecutor::RunForEach(int idx, StartHold* hold) {
-  const StepSpec& spec = plan_.steps[idx];
+  const StepSpec& spec = plan_->steps[idx];
   Scope scope = MakeScope(nullptr, std::nullopt);
   auto items = Resolve(*spec.for_each_ref, scope);
   std::string bad;
@@ -824,7 +827,7 @@ asio::awaitable<Engine::RunExecutor::ItemOutcome> Engine::RunExecutor::RunItem(i
                                                                                const json* value,
                                                                                CancelSignal* cancel,
                                                                                StartHold* hold) {
-  const StepSpec& spec = plan_.steps[idx];
+  const StepSpec& spec = plan_->steps[idx];
   const std::string label = item ? fmt::format("step '{}' item {}", spec.id, *item) : fmt::format("step '{}'", spec.id);
   ItemOutcome out;
   auto fail = [&](std::string msg) {
@@ -1054,12 +1057,12 @@ asio::awaitable<RunOutcome> Engine::RunExecutor::Finalize() {
   }
 
   json output;
-  if (plan_.output.is_null()) {
+  if (plan_->output.is_null()) {
     output = json::object();
-    for (size_t i = 0; i < plan_.steps.size(); ++i) output[plan_.steps[i].id] = outputs_[i].value_or(json(nullptr));
+    for (size_t i = 0; i < plan_->steps.size(); ++i) output[plan_->steps[i].id] = outputs_[i].value_or(json(nullptr));
   } else {
     Scope scope = MakeScope(nullptr, std::nullopt);
-    auto resolved = ResolveTemplate(plan_.output, scope);
+    auto resolved = ResolveTemplate(plan_->output, scope);
     if (!resolved.ok()) {
       std::optional<std::string> why = "output: " + resolved.status().message();
       co_return co_await Transition(RunStatus::kRunning, RunStatus::kFailed, std::nullopt, std::move(why));

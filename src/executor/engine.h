@@ -17,6 +17,8 @@
 #pragma once
 
 #include <atomic>
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <functional>
 #include <future>
 #include <map>
@@ -24,15 +26,13 @@
 #include <optional>
 #include <random>
 #include <set>
-#include <vector>
 #include <string>
-
-#include <boost/asio/any_io_executor.hpp>
-#include <boost/asio/steady_timer.hpp>
+#include <vector>
 
 #include "agent/agent.h"
-#include "model/limits.h"
 #include "metrics/agentflow_metrics.h"
+#include "model/limits.h"
+#include "model/plan_cache.h"
 #include "queue/messages.h"
 #include "storage/store.h"
 
@@ -195,6 +195,7 @@ class Engine {
   };
   std::vector<AbandonWait> abandon_waits_;
   std::mt19937_64 rng_{std::random_device{}()};  // engine thread only: retry and renewal jitter
+  PlanCache plans_;                              // engine thread only
   std::unique_ptr<class AgentLimiter> limiter_;
   std::unique_ptr<class WriteGrouper> writes_;  // group commit of the runs' write batches
   // Last: joined (its calls in flight return) before anything above goes.

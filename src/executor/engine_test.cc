@@ -267,6 +267,44 @@ TEST_P(EngineTest, SequentialPlanPassesOutputsAlongAndCommitsEachStep) {
 // At every agent call, the results of all steps it depends on are already
 // committed (read back from the store by the agent itself), and so is the
 // call's own RUNNING row; for a chain, a fan-out and its join.
+// The engine keeps parsed plans per workflow version (PlanCache): runs of
+// one version after the first reuse the parse, and a request that carries
+// another plan under the same version still runs the plan it carries.
+TEST_P(EngineTest, EachRunExecutesThePlanItsRequestCarriesUnderOneVersion) {
+  json plan = json::parse(R"({"name": "cached", "steps": [{"id": "one", "agent": "a", "input": {"v": 1}}]})");
+  std::string first = NewRunOf(plan);
+  auto run1 = store_->GetRun(first);
+  ASSERT_TRUE(run1.ok());
+  NewRun nr;
+  nr.workflow_id = run1->workflow_id;
+  nr.workflow_version = run1->workflow_version;
+  auto again = store_->CreateRun(nr);
+  ASSERT_TRUE(again.ok());
+  auto other = store_->CreateRun(nr);
+  ASSERT_TRUE(other.ok());
+
+  EXPECT_EQ(RunToEnd(first).status, RunStatus::kCompleted);
+  EXPECT_EQ(RunToEnd(again->run.id).status, RunStatus::kCompleted);
+  ExecutionRequest er = Request(other->run.id);
+  if (GetParam().plan_in_request) {
+    er.workflow_plan["steps"][0]["agent"] = "b";  // same workflow id and version, another plan
+  }
+  auto f = SubmitTo(*engine_, er);
+  ASSERT_EQ(f.wait_for(20s), std::future_status::ready);
+  auto run3 = store_->GetRun(other->run.id);
+  ASSERT_TRUE(run3.ok());
+  EXPECT_EQ(run3->status, RunStatus::kCompleted) << run3->error_message;
+
+  for (const std::string& id : {first, again->run.id}) {
+    auto steps = Steps(id);
+    ASSERT_EQ(steps.size(), 1u);
+    EXPECT_EQ(steps[0].agent_name, "a");
+  }
+  auto steps = Steps(other->run.id);
+  ASSERT_EQ(steps.size(), 1u);
+  EXPECT_EQ(steps[0].agent_name, GetParam().plan_in_request ? "b" : "a");
+}
+
 TEST_P(EngineTest, EveryResultIsCommittedBeforeAnyStepThatDependsOnItCallsItsAgent) {
   std::atomic<int> violations{0}, checks{0};
   auto check = [this, &violations, &checks](const AgentCall& c, const std::vector<std::string>& before) {
