@@ -122,6 +122,11 @@ struct AgentCall {
 // "<run_id>/<step_id>[/<index>]"
 std::string IdempotencyKey(const AgentCall& call);
 
+// The body of an HTTP agent call, compact JSON:
+//   {"attempt", "input", "item_index" (for_each items only), "run_id", "step_id"}
+// Invalid UTF-8 in the input's strings is replaced.
+std::string AgentRequestBody(const AgentCall& call);
+
 struct AgentReply {
   enum class Outcome { kOk, kRetryable, kPermanent, kCancelled };
   Outcome outcome = Outcome::kOk;

@@ -36,6 +36,40 @@ TEST(IdempotencyKeyTest, RunStepAndIndex) {
   EXPECT_EQ(IdempotencyKey(call), "run-1/fetch/12");
 }
 
+// The body is written directly; it must be what the JSON library prints for
+// the same object (the form agents have always received).
+TEST(AgentRequestBodyTest, IsTheJsonLibrarysTextOfTheCall) {
+  auto reference = [](const AgentCall& c) {
+    json body = {{"run_id", c.run_id}, {"step_id", c.step_id}, {"attempt", c.attempt}, {"input", c.input}};
+    if (c.item_index) body["item_index"] = *c.item_index;
+    return body.dump(-1, ' ', false, json::error_handler_t::replace);
+  };
+  std::vector<AgentCall> calls(6);
+  calls[0].run_id = "run-1";
+  calls[0].step_id = "fetch";
+  calls[0].input = json::object();
+  calls[1] = calls[0];
+  calls[1].input = {{"text", "hello"}, {"n", 3}, {"nested", {{"list", {1, 2.5, nullptr, true}}}}};
+  calls[1].attempt = 4;
+  calls[2] = calls[1];
+  calls[2].item_index = 0;
+  calls[3] = calls[1];
+  calls[3].item_index = 39;
+  calls[3].step_id = "quote\"back\\slash\ttab\x01";
+  calls[4].run_id = "r\xc3\xa9sum\xc3\xa9";  // UTF-8
+  calls[4].step_id = "bad\xff";              // invalid UTF-8: replaced, not thrown on
+  calls[4].input = {{"s", "caf\xc3\xa9 \xfe"}, {"k\"ey", "line\nbreak"}};
+  calls[5].run_id = "r";
+  calls[5].step_id = "s";
+  calls[5].input = "a plain string input";
+  for (const AgentCall& c : calls) {
+    EXPECT_EQ(AgentRequestBody(c), reference(c)) << c.step_id;
+  }
+  EXPECT_EQ(AgentRequestBody(calls[2]),
+            R"({"attempt":4,"input":{"n":3,"nested":{"list":[1,2.5,null,true]},"text":"hello"},)"
+            R"("item_index":0,"run_id":"run-1","step_id":"fetch"})");
+}
+
 TEST(ParseRetryAfterTest, DeltaSeconds) {
   EXPECT_EQ(ParseRetryAfterMs("120", 0), 120000);
   EXPECT_EQ(ParseRetryAfterMs(" 5 ", 0), 5000);

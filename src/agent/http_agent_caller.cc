@@ -7,6 +7,7 @@
 
 #include "agent/agent.h"
 #include "common/json_limits.h"
+#include "common/json_text.h"
 #include "http/http.h"
 
 namespace af {
@@ -136,6 +137,26 @@ std::string IdempotencyKey(const AgentCall& call) {
   return key;
 }
 
+std::string AgentRequestBody(const AgentCall& call) {
+  // Keys in the order the JSON library prints an object's (sorted).
+  std::string body;
+  body.reserve(96 + call.run_id.size() + call.step_id.size());
+  body += "{\"attempt\":";
+  body += std::to_string(call.attempt);
+  body += ",\"input\":";
+  AppendJson(body, call.input);
+  if (call.item_index) {
+    body += ",\"item_index\":";
+    body += std::to_string(*call.item_index);
+  }
+  body += ",\"run_id\":";
+  AppendJsonString(body, call.run_id);
+  body += ",\"step_id\":";
+  AppendJsonString(body, call.step_id);
+  body += '}';
+  return body;
+}
+
 std::optional<int64_t> ParseRetryAfterMs(const std::string& value, TimeMs now) {
   std::string_view v = Trim(value);
   if (v.empty()) return std::nullopt;
@@ -250,16 +271,15 @@ class HttpAgentCaller final : public AgentCaller {
     AgentReply reply;
     std::string failure;
     try {
-      json body = {{"run_id", call.run_id}, {"step_id", call.step_id}, {"attempt", call.attempt}, {"input", call.input}};
-      if (call.item_index) body["item_index"] = *call.item_index;
       http::ClientRequest req;
       req.method = "POST";
       req.url = agent.url;
+      req.headers.reserve(4);
       req.headers.emplace_back("Content-Type", "application/json");
       req.headers.emplace_back("Accept", "application/json");
       req.headers.emplace_back("Idempotency-Key", IdempotencyKey(call));
       if (!call.traceparent.empty()) req.headers.emplace_back("traceparent", call.traceparent);
-      req.body = body.dump(-1, ' ', false, json::error_handler_t::replace);
+      req.body = AgentRequestBody(call);
       req.timeout = std::chrono::milliseconds(timeout_ms);
       boost::asio::awaitable<Result<http::ClientResponse>> send = client_->Send(std::move(req), cancel);
       Result<http::ClientResponse> res = co_await std::move(send);

@@ -2,6 +2,7 @@
 
 #include <string_view>
 
+#include "common/json_text.h"
 #include "common/trace.h"
 
 namespace af {
@@ -88,22 +89,6 @@ json ToJson(const Run& r) {
 
 namespace {
 
-constexpr auto kReplaceInvalidUtf8 = json::error_handler_t::replace;
-
-// A JSON string: plain printable ASCII as it is; anything that needs
-// escaping or UTF-8 checking through the JSON library, so both agree.
-void AppendJsonString(std::string& out, std::string_view s) {
-  for (char c : s) {
-    if (c < 0x20 || c == '"' || c == '\\' || static_cast<unsigned char>(c) >= 0x80) {
-      out += json(s).dump(-1, ' ', false, kReplaceInvalidUtf8);
-      return;
-    }
-  }
-  out += '"';
-  out += s;
-  out += '"';
-}
-
 void AppendOptText(std::string& out, const std::string& s) {
   if (s.empty()) {
     out += "null";
@@ -145,9 +130,9 @@ std::string RunJsonText(const Run& r) {
     AppendJsonString(out, r.idempotency_key);
   }
   out += ",\"input\":";
-  out += r.input.dump(-1, ' ', false, kReplaceInvalidUtf8);
+  AppendJson(out, r.input);
   out += ",\"output\":";
-  out += r.output.dump(-1, ' ', false, kReplaceInvalidUtf8);
+  AppendJson(out, r.output);
   out += ",\"run_id\":";
   AppendJsonString(out, r.id);
   out += ",\"started_at\":";
