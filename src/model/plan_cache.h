@@ -26,9 +26,11 @@ namespace af {
 
 class PlanCache {
  public:
-  // At most `max_plans` plans with at most `max_steps` steps between them;
-  // the least recently used go first.
-  explicit PlanCache(size_t max_plans = 64, size_t max_steps = 4096) : max_plans_(max_plans), max_steps_(max_steps) {}
+  // At most `max_plans` plans with at most `max_steps` steps and
+  // `max_bytes` of plan document (as compact JSON) between them; the least
+  // recently used go first, and a plan over either bound alone is not kept.
+  explicit PlanCache(size_t max_plans = 64, size_t max_steps = 4096, size_t max_bytes = 8 << 20)
+      : max_plans_(max_plans), max_steps_(max_steps), max_bytes_(max_bytes) {}
 
   // The plan `doc` parses to under `limits` (a parse failure is returned,
   // not kept). Kept under (workflow_id, version) when workflow_id is not
@@ -38,19 +40,23 @@ class PlanCache {
 
   size_t size() const { return entries_.size(); }
   size_t steps() const { return steps_; }
+  size_t bytes() const { return bytes_; }
 
  private:
   using Key = std::pair<std::string, int>;
   struct Entry {
     Key key;
     json doc;
+    size_t bytes = 0;  // doc as compact JSON
     std::shared_ptr<const Plan> plan;
   };
-  void Evict();
+  void Erase(std::list<Entry>::iterator it);
 
   size_t max_plans_;
   size_t max_steps_;
+  size_t max_bytes_;
   size_t steps_ = 0;
+  size_t bytes_ = 0;
   std::list<Entry> entries_;  // most recently used first
   std::map<Key, std::list<Entry>::iterator> index_;
 };

@@ -111,5 +111,24 @@ TEST(PlanCacheTest, TheStepBoundEvictsAndAPlanOverItIsNotKept) {
   EXPECT_LE(cache.steps(), 5u);
 }
 
+TEST(PlanCacheTest, TheByteBoundEvictsAndAPlanOverItIsNotKept) {
+  json small = Chain(1);
+  const size_t one = small.dump().size();
+  PlanCache cache(/*max_plans=*/10, /*max_steps=*/100, /*max_bytes=*/2 * one + one / 2);
+  auto a = MustGet(cache, "a", 1, small);
+  auto b = MustGet(cache, "b", 1, small);
+  EXPECT_EQ(cache.bytes(), 2 * one);
+  auto c = MustGet(cache, "c", 1, small);  // over the bound: a goes
+  EXPECT_EQ(cache.size(), 2u);
+  EXPECT_EQ(cache.bytes(), 2 * one);
+  EXPECT_NE(MustGet(cache, "a", 1, small).get(), a.get());
+  json big = Chain(1);
+  big["steps"][0]["input"]["text"] = std::string(3 * one, 'x');
+  auto large = MustGet(cache, "big", 1, big);
+  ASSERT_NE(large, nullptr);
+  EXPECT_NE(MustGet(cache, "big", 1, big).get(), large.get()) << "a plan over the bound is parsed each time";
+  EXPECT_LE(cache.bytes(), 2 * one + one / 2);
+}
+
 }  // namespace
 }  // namespace af
