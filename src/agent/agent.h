@@ -155,6 +155,8 @@ class AgentCaller {
 
 struct HttpAgentCallerOptions {
   size_t max_response_bytes = 16 << 20;  // larger replies fail the attempt (permanent)
+  // The executor is an io_context run by one thread (http::ClientOptions).
+  bool one_thread = false;
 };
 
 std::unique_ptr<AgentCaller> NewHttpAgentCaller(boost::asio::any_io_executor executor,

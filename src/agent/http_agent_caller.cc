@@ -259,6 +259,7 @@ class HttpAgentCaller final : public AgentCaller {
   HttpAgentCaller(boost::asio::any_io_executor executor, const HttpAgentCallerOptions& options) {
     http::ClientOptions copts;
     copts.max_body_bytes = options.max_response_bytes;
+    copts.one_thread = options.one_thread;
     client_ = http::NewClient(std::move(executor), copts);
   }
 

@@ -132,7 +132,9 @@ Status Platform::StartExecutor() {
   loop_ = std::make_unique<EventLoop>(1);
   directory_ = NewStoreAgentDirectory(store_.get());
   // No Kafka here: a step calling a kafka agent fails with a hint to use KAFKA_BROKERS.
-  std::unique_ptr<AgentCaller> http_caller = NewHttpAgentCaller(loop_->executor(), options_.limits.http_caller());
+  HttpAgentCallerOptions http = options_.limits.http_caller();
+  http.one_thread = true;  // loop_ has one thread
+  std::unique_ptr<AgentCaller> http_caller = NewHttpAgentCaller(loop_->executor(), http);
   caller_ = auth::NewHostCheckingAgentCaller(NewRoutingAgentCaller(std::move(http_caller), nullptr),
                                             options_.agent_hosts);
   EngineOptions eo;

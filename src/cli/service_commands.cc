@@ -268,7 +268,9 @@ int RunConsumer(ServiceConfig& c) {
   // Kafka agents are called over the same brokers (docs/agents.md, "Kafka transport").
   auto kafka = KafkaFlags(c.kafka_brokers, c.kafka_properties, "agentflow-consumer");
   if (!kafka.ok()) return Fail(kafka.status());
-  auto caller = NewExecutorAgentCaller(loop.executor(), *kafka, c.agent_reply_topic, c.limits.http_caller());
+  HttpAgentCallerOptions http = c.limits.http_caller();
+  http.one_thread = true;  // `loop` has one thread
+  auto caller = NewExecutorAgentCaller(loop.executor(), *kafka, c.agent_reply_topic, http);
   if (!caller.ok()) return Fail(caller.status());
   // Agents on hosts outside --agent-hosts are not called (the step fails).
   std::unique_ptr<AgentCaller> checked = auth::NewHostCheckingAgentCaller(std::move(caller).value(), access->agent_hosts);

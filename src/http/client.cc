@@ -5,8 +5,10 @@
 // Each Send hops onto a fresh strand of the client's executor for the
 // exchange, so that the exchange coroutine, its watchdog timer and the
 // cancel callback (posted to the strand) never touch the socket at the same
-// time even when the executor has several threads. The caller's CancelSignal
-// is only touched in Send itself, on the caller's executor.
+// time even when the executor has several threads. With
+// ClientOptions::one_thread the executor itself is that serial order and the
+// exchange runs in the caller's coroutine. The caller's CancelSignal is only
+// touched in Send itself, on the caller's executor.
 //
 // g++ 12 coroutine rule used throughout (PLATFORM-NOTES): no temporary
 // aggregate or capturing lambda in a co_await full-expression.
@@ -231,7 +233,8 @@ Status MapError(const error_code& ec, const Url& url, size_t max_body, std::opti
   return Status::Unavailable("HTTP exchange with " + Where(url) + " failed: " + ec.message());
 }
 
-// Runs on the exchange's strand.
+// Runs on the exchange's strand (ClientOptions::one_thread: in the caller's
+// coroutine).
 asio::awaitable<Outcome> RunExchange(std::shared_ptr<Pool> pool, size_t max_body, std::shared_ptr<ExchangeState> st,
                                      Url url, ClientRequest req) {
   Outcome out;
@@ -354,11 +357,12 @@ class ClientImpl final : public Client {
       co_return Status::Cancelled("request to " + req.url + " cancelled: " + cancel->reason());
     }
 
-    asio::any_io_executor strand = asio::make_strand(ex_);
+    // Where the exchange's handlers run, one at a time.
+    asio::any_io_executor serial = options_.one_thread ? ex_ : asio::make_strand(ex_);
     auto st = std::make_shared<ExchangeState>();
-    CancelRegistration reg(cancel, [st, strand, cancel] {
+    CancelRegistration reg(cancel, [st, serial, cancel] {
       std::string reason = cancel->reason();
-      asio::post(strand, [st, reason] {
+      asio::post(serial, [st, reason] {
         if (st->done) return;
         st->cancelled = true;
         st->cancel_reason = reason;
@@ -371,9 +375,14 @@ class ClientImpl final : public Client {
     std::string failure;
     try {
       asio::awaitable<Outcome> op = RunExchange(pool_, options_.max_body_bytes, st, std::move(*url), std::move(req));
-      asio::awaitable<Outcome> hop = asio::co_spawn(strand, std::move(op), asio::use_awaitable);
-      Outcome got = co_await std::move(hop);
-      out = std::move(got);
+      if (options_.one_thread) {
+        Outcome got = co_await std::move(op);
+        out = std::move(got);
+      } else {
+        asio::awaitable<Outcome> hop = asio::co_spawn(serial, std::move(op), asio::use_awaitable);
+        Outcome got = co_await std::move(hop);
+        out = std::move(got);
+      }
     } catch (const std::exception& e) {
       failure = e.what();
     }

@@ -175,6 +175,11 @@ struct ClientResponse {
 struct ClientOptions {
   size_t max_body_bytes = 16 << 20;   // larger responses fail with TooLarge
   size_t max_idle_per_host = 256;     // keep-alive connections kept per host:port
+  // The executor runs one handler at a time (an io_context run by one
+  // thread) and Send is awaited on it: each exchange then runs in the
+  // caller's coroutine instead of on a strand of its own, two trips through
+  // the scheduler fewer per request (docs/benchmarks.md item 42).
+  bool one_thread = false;
 };
 
 // An async client with keep-alive connection reuse per host:port.

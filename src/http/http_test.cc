@@ -242,7 +242,9 @@ TEST(RouterTest, NotFoundAndMethodNotAllowed) {
 
 // ---------------------------------------------------------------- server + client
 
-class HttpTest : public ::testing::Test {
+// Each test runs twice: clients with exchanges on strands of their own, and
+// with ClientOptions::one_thread (the io_context is run by one thread).
+class HttpTest : public ::testing::TestWithParam<bool> {
  protected:
   void SetUp() override {
     ts_.router.Add("GET", "/hello/{name}", [](Request& req) -> asio::awaitable<Response> {
@@ -285,13 +287,22 @@ class HttpTest : public ::testing::Test {
   void Start(ServerOptions opts = {}) { ts_.Start(opts); }
   std::string Url(const std::string& path) const { return ts_.base + path; }
 
+  // Options for clients on ioc_ (run by this thread only).
+  static ClientOptions Opts(ClientOptions o = {}) {
+    o.one_thread = GetParam();
+    return o;
+  }
+
   TestServer ts_;
   asio::io_context ioc_;
 };
 
-TEST_F(HttpTest, RoutesParamsQueryAndErrorsOverLoopback) {
+INSTANTIATE_TEST_SUITE_P(Client, HttpTest, ::testing::Values(false, true),
+                         [](const ::testing::TestParamInfo<bool>& p) { return p.param ? "OneThread" : "Strands"; });
+
+TEST_P(HttpTest, RoutesParamsQueryAndErrorsOverLoopback) {
   Start();
-  auto client = NewClient(ioc_.get_executor());
+  auto client = NewClient(ioc_.get_executor(), Opts());
 
   auto r = Fetch(ioc_, *client, Req("GET", Url("/hello/w%C3%B6rld%2F1?x=1&y=a%20b")));
   ASSERT_TRUE(r.ok()) << r.status().ToString();
@@ -324,11 +335,11 @@ TEST_F(HttpTest, RoutesParamsQueryAndErrorsOverLoopback) {
   EXPECT_EQ(r->Header("Content-Type"), "text/plain");
 }
 
-TEST_F(HttpTest, OversizeBodyGets413AndServerKeepsServing) {
+TEST_P(HttpTest, OversizeBodyGets413AndServerKeepsServing) {
   ServerOptions opts;
   opts.max_body_bytes = 1024;
   Start(opts);
-  auto client = NewClient(ioc_.get_executor());
+  auto client = NewClient(ioc_.get_executor(), Opts());
 
   auto r = Fetch(ioc_, *client, Req("POST", Url("/echo"), std::string(4096, 'a')));
   ASSERT_TRUE(r.ok()) << r.status().ToString();
@@ -374,7 +385,7 @@ std::string RawExchangeSlowly(uint16_t port, const std::vector<std::string>& par
   return out;
 }
 
-TEST_F(HttpTest, SlowHeadersAndBodiesGet408WithinTheirDeadlines) {
+TEST_P(HttpTest, SlowHeadersAndBodiesGet408WithinTheirDeadlines) {
   ServerOptions opts;
   opts.header_timeout = 300ms;
   opts.body_timeout = 300ms;
@@ -408,7 +419,7 @@ TEST_F(HttpTest, SlowHeadersAndBodiesGet408WithinTheirDeadlines) {
   EXPECT_NE(raw.find("\"hello\":\"a\""), std::string::npos) << raw;
   EXPECT_NE(raw.find("\"hello\":\"b\""), std::string::npos) << raw;
   // Still serving.
-  auto client = NewClient(ioc_.get_executor());
+  auto client = NewClient(ioc_.get_executor(), Opts());
   auto r = Fetch(ioc_, *client, Req("GET", Url("/hello/y")));
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->status, 200);
@@ -417,7 +428,7 @@ TEST_F(HttpTest, SlowHeadersAndBodiesGet408WithinTheirDeadlines) {
 // A request that arrived whole is parsed from the buffer; one that did not
 // goes on through the reads. Both, and several requests in one segment,
 // are served in order.
-TEST_F(HttpTest, WholeSplitAndPipelinedRequestsAreServed) {
+TEST_P(HttpTest, WholeSplitAndPipelinedRequestsAreServed) {
   Start();
   // Header and body in separate segments, the body in two.
   std::string raw = RawExchangeSlowly(
@@ -444,7 +455,7 @@ TEST_F(HttpTest, WholeSplitAndPipelinedRequestsAreServed) {
   EXPECT_LT(abc, defg);
 }
 
-TEST_F(HttpTest, TruncatedRequestsGet400) {
+TEST_P(HttpTest, TruncatedRequestsGet400) {
   Start();
   std::string raw = RawExchangeSlowly(
       ts_.server->port(), {"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly this"}, 0ms, true);
@@ -458,7 +469,7 @@ TEST_F(HttpTest, TruncatedRequestsGet400) {
   EXPECT_EQ(raw, "");
 }
 
-TEST_F(HttpTest, InvalidUtf8MissingHostAndOtherVersionsAreRefused) {
+TEST_P(HttpTest, InvalidUtf8MissingHostAndOtherVersionsAreRefused) {
   ServerOptions opts;
   opts.max_body_bytes = 1024;
   Start(opts);
@@ -521,7 +532,7 @@ TEST(HttpUtilTest, IsValidUtf8) {
   EXPECT_FALSE(IsValidUtf8("\x80"));              // a continuation byte first
 }
 
-TEST_F(HttpTest, MalformedRequestGets400AndClose) {
+TEST_P(HttpTest, MalformedRequestGets400AndClose) {
   Start();
   std::string raw = RawExchange(ts_.server->port(), "THIS IS NOT HTTP\r\n\r\n");
   EXPECT_EQ(raw.rfind("HTTP/1.1 400", 0), 0u) << raw;
@@ -532,15 +543,15 @@ TEST_F(HttpTest, MalformedRequestGets400AndClose) {
   EXPECT_EQ(raw.rfind("HTTP/1.1 400", 0), 0u) << raw;
 
   // Still serving.
-  auto client = NewClient(ioc_.get_executor());
+  auto client = NewClient(ioc_.get_executor(), Opts());
   auto r = Fetch(ioc_, *client, Req("GET", Url("/hello/x")));
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->status, 200);
 }
 
-TEST_F(HttpTest, HandlerThrowingGets500AndConnectionKeepsServing) {
+TEST_P(HttpTest, HandlerThrowingGets500AndConnectionKeepsServing) {
   Start();
-  auto client = NewClient(ioc_.get_executor());
+  auto client = NewClient(ioc_.get_executor(), Opts());
   auto r = Fetch(ioc_, *client, Req("GET", Url("/remote")));
   ASSERT_TRUE(r.ok());
   std::string remote = BodyJson(r)["remote"];
@@ -556,9 +567,9 @@ TEST_F(HttpTest, HandlerThrowingGets500AndConnectionKeepsServing) {
   EXPECT_EQ(BodyJson(r)["remote"], remote) << "the connection survived the 500";
 }
 
-TEST_F(HttpTest, KeepAliveReusesOneConnection) {
+TEST_P(HttpTest, KeepAliveReusesOneConnection) {
   Start();
-  auto client = NewClient(ioc_.get_executor());
+  auto client = NewClient(ioc_.get_executor(), Opts());
   std::set<std::string> remotes;
   for (int i = 0; i < 10; ++i) {
     auto r = Fetch(ioc_, *client, Req("GET", Url("/remote")));
@@ -568,13 +579,13 @@ TEST_F(HttpTest, KeepAliveReusesOneConnection) {
   EXPECT_EQ(remotes.size(), 1u) << "sequential requests should share one kept-alive connection";
 
   // A second client has its own pool, hence another connection.
-  auto other = NewClient(ioc_.get_executor());
+  auto other = NewClient(ioc_.get_executor(), Opts());
   auto r = Fetch(ioc_, *other, Req("GET", Url("/remote")));
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(remotes.count(BodyJson(r)["remote"].get<std::string>()), 0u);
 }
 
-TEST_F(HttpTest, ConnectionCloseAndHttp10AreHonoured) {
+TEST_P(HttpTest, ConnectionCloseAndHttp10AreHonoured) {
   Start();
   // RawExchange returns only once the server closes the connection.
   std::string raw = RawExchange(ts_.server->port(), "GET /hello/a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
@@ -592,7 +603,7 @@ TEST_F(HttpTest, ConnectionCloseAndHttp10AreHonoured) {
   EXPECT_NE(raw.find("\"hello\":\"d\""), std::string::npos) << raw;
 }
 
-TEST_F(HttpTest, ExpectContinueGetsInterimResponse) {
+TEST_P(HttpTest, ExpectContinueGetsInterimResponse) {
   Start();
   std::string raw = RawExchange(
       ts_.server->port(),
@@ -601,9 +612,9 @@ TEST_F(HttpTest, ExpectContinueGetsInterimResponse) {
   EXPECT_EQ(raw.substr(raw.size() - 2), "hi");
 }
 
-TEST_F(HttpTest, NoContentHasNoBody) {
+TEST_P(HttpTest, NoContentHasNoBody) {
   Start();
-  auto client = NewClient(ioc_.get_executor());
+  auto client = NewClient(ioc_.get_executor(), Opts());
   auto r = Fetch(ioc_, *client, Req("GET", Url("/nocontent")));
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(r->status, 204);
@@ -615,9 +626,9 @@ TEST_F(HttpTest, NoContentHasNoBody) {
   EXPECT_EQ(r->status, 200);
 }
 
-TEST_F(HttpTest, ClientTimeoutIsDeadlineExceeded) {
+TEST_P(HttpTest, ClientTimeoutIsDeadlineExceeded) {
   Start();
-  auto client = NewClient(ioc_.get_executor());
+  auto client = NewClient(ioc_.get_executor(), Opts());
   auto req = Req("GET", Url("/sleep?ms=10000"));
   req.timeout = 200ms;
   auto start = std::chrono::steady_clock::now();
@@ -633,9 +644,9 @@ TEST_F(HttpTest, ClientTimeoutIsDeadlineExceeded) {
   EXPECT_EQ(r->status, 200);
 }
 
-TEST_F(HttpTest, CancelIsCancelledPromptly) {
+TEST_P(HttpTest, CancelIsCancelledPromptly) {
   Start();
-  auto client = NewClient(ioc_.get_executor());
+  auto client = NewClient(ioc_.get_executor(), Opts());
   CancelSignal signal;
   asio::co_spawn(ioc_, CancelAfter(&signal, 100ms), asio::detached);
   auto start = std::chrono::steady_clock::now();
@@ -650,32 +661,32 @@ TEST_F(HttpTest, CancelIsCancelledPromptly) {
   EXPECT_EQ(r.status().code(), Code::kCancelled);
 }
 
-TEST_F(HttpTest, ConnectionRefusedIsUnavailable) {
+TEST_P(HttpTest, ConnectionRefusedIsUnavailable) {
   uint16_t port;
   {
     asio::io_context tmp;
     tcp::acceptor a(tmp, tcp::endpoint(asio::ip::address_v4::loopback(), 0));
     port = a.local_endpoint().port();
   }  // closed: nothing listens there now
-  auto client = NewClient(ioc_.get_executor());
+  auto client = NewClient(ioc_.get_executor(), Opts());
   auto r = Fetch(ioc_, *client, Req("GET", "http://127.0.0.1:" + std::to_string(port) + "/x"));
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), Code::kUnavailable) << r.status().ToString();
   EXPECT_NE(r.status().message().find("Hint"), std::string::npos);
 }
 
-TEST_F(HttpTest, InvalidUrlIsInvalidArgument) {
-  auto client = NewClient(ioc_.get_executor());
+TEST_P(HttpTest, InvalidUrlIsInvalidArgument) {
+  auto client = NewClient(ioc_.get_executor(), Opts());
   auto r = Fetch(ioc_, *client, Req("GET", "https://secure.example/x"));
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), Code::kInvalidArgument);
 }
 
-TEST_F(HttpTest, ResponseOverClientLimitIsTooLarge) {
+TEST_P(HttpTest, ResponseOverClientLimitIsTooLarge) {
   Start();
   ClientOptions opts;
   opts.max_body_bytes = 1000;
-  auto client = NewClient(ioc_.get_executor(), opts);
+  auto client = NewClient(ioc_.get_executor(), Opts(opts));
   auto r = Fetch(ioc_, *client, Req("GET", Url("/big?n=1000")));
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(r->body.size(), 1000u);
@@ -719,16 +730,16 @@ TEST(HttpClientTest, ChunkedResponseOverTheLimitIsCutOffAtTheLimit) {
   EXPECT_LT(sent.load(), size_t{64} << 20) << "the client read the whole response";
 }
 
-TEST_F(HttpTest, LocalhostAndFetchSync) {
+TEST_P(HttpTest, LocalhostAndFetchSync) {
   Start();
   auto r = FetchSync(Req("GET", "http://localhost:" + std::to_string(ts_.server->port()) + "/hello/sync"));
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(BodyJson(r)["hello"], "sync");
 }
 
-TEST_F(HttpTest, ManyConcurrentRequestsFromOneClientThread) {
+TEST_P(HttpTest, ManyConcurrentRequestsFromOneClientThread) {
   Start();  // one io thread on the server
-  auto client = NewClient(ioc_.get_executor());
+  auto client = NewClient(ioc_.get_executor(), Opts());
   constexpr int kN = 200;
   std::vector<Result<ClientResponse>> results(kN, Result<ClientResponse>(Status::Internal("not run")));
   for (int i = 0; i < kN; ++i) {
@@ -759,7 +770,7 @@ TEST_F(HttpTest, ManyConcurrentRequestsFromOneClientThread) {
   }
 }
 
-TEST_F(HttpTest, MultiThreadedServerAndClientExecutor) {
+TEST_P(HttpTest, MultiThreadedServerAndClientExecutor) {
   ServerOptions opts;
   opts.threads = 2;
   Start(opts);
@@ -781,7 +792,7 @@ TEST_F(HttpTest, MultiThreadedServerAndClientExecutor) {
   }
 }
 
-TEST_F(HttpTest, StopWithSuspendedHandlerDoesNotHangAndDestroysIt) {
+TEST_P(HttpTest, StopWithSuspendedHandlerDoesNotHangAndDestroysIt) {
   std::atomic<bool> entered{false};
   std::atomic<int> destroyed{0};
   struct Probe {
@@ -877,9 +888,12 @@ class StreamTest : public HttpTest {
   std::atomic<bool> finished_{false};
 };
 
-TEST_F(StreamTest, ChunksArriveInOrderAndTheConnectionIsKeptAlive) {
+INSTANTIATE_TEST_SUITE_P(Client, StreamTest, ::testing::Values(false, true),
+                         [](const ::testing::TestParamInfo<bool>& p) { return p.param ? "OneThread" : "Strands"; });
+
+TEST_P(StreamTest, ChunksArriveInOrderAndTheConnectionIsKeptAlive) {
   Start();
-  auto client = NewClient(ioc_.get_executor());
+  auto client = NewClient(ioc_.get_executor(), Opts());
   auto r = Fetch(ioc_, *client, Req("GET", Url("/stream")));
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(r->status, 200);
@@ -900,7 +914,7 @@ TEST_F(StreamTest, ChunksArriveInOrderAndTheConnectionIsKeptAlive) {
   EXPECT_NE(raw.find("\"hello\":\"again\""), std::string::npos) << raw;
 }
 
-TEST_F(StreamTest, StreamSyncHandsDataOverAsItArrives) {
+TEST_P(StreamTest, StreamSyncHandsDataOverAsItArrives) {
   Start();
   SseParser p;
   std::vector<SseEvent> events;
@@ -942,7 +956,7 @@ TEST_F(StreamTest, StreamSyncHandsDataOverAsItArrives) {
   EXPECT_EQ(r.status().code(), Code::kDeadlineExceeded) << r.status().ToString();
 }
 
-TEST_F(StreamTest, Http10GetsTheBodyUntilCloseAndHeadGetsNoBody) {
+TEST_P(StreamTest, Http10GetsTheBodyUntilCloseAndHeadGetsNoBody) {
   Start();
   std::string raw = RawExchange(ts_.server->port(), "GET /stream?n=2 HTTP/1.0\r\n\r\n");
   EXPECT_EQ(raw.find("Transfer-Encoding"), std::string::npos) << raw;
@@ -952,7 +966,7 @@ TEST_F(StreamTest, Http10GetsTheBodyUntilCloseAndHeadGetsNoBody) {
   EXPECT_EQ(raw.find("data:"), std::string::npos) << raw;
 }
 
-TEST_F(StreamTest, StopEndsASuspendedStream) {
+TEST_P(StreamTest, StopEndsASuspendedStream) {
   std::atomic<bool> entered{false};
   ts_.router.Add("GET", "/endless", [&](Request&) -> asio::awaitable<Response> {
     Response r;
