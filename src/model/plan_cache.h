@@ -28,7 +28,7 @@ class PlanCache {
  public:
   // At most `max_plans` plans with at most `max_steps` steps and
   // `max_bytes` of plan document (as compact JSON) between them; the least
-  // recently used go first, and a plan over either bound alone is not kept.
+  // recently used go first, and a plan over a bound alone is not kept.
   explicit PlanCache(size_t max_plans = 64, size_t max_steps = 4096, size_t max_bytes = 8 << 20)
       : max_plans_(max_plans), max_steps_(max_steps), max_bytes_(max_bytes) {}
 

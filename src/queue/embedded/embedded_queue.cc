@@ -352,19 +352,19 @@ Status QueueCore::Load() {
 // Deletes a message every group has acked, and its acks rows in the same
 // transaction.
 Status QueueCore::DeleteMessage(int64_t seq, const Message& m) {
-  const std::string what = "ack message " + std::to_string(seq);
+  auto what = [seq] { return "ack message " + std::to_string(seq); };
   auto step = [&](sqlite3_stmt* s) {
     ResetOnExit reset(s);
     sqlite3_bind_int64(s, 1, seq);
     int rc = sqlite3_step(s);
-    return rc == SQLITE_DONE ? Status::Ok() : SqliteError(db_, rc, what);
+    return rc == SQLITE_DONE ? Status::Ok() : SqliteError(db_, rc, what());
   };
   if (!m.has_acks) return step(delete_message_.get());
-  AF_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE", what));
+  AF_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE", what()));
   Status st = step(delete_acks_.get());
   if (st.ok()) st = step(delete_message_.get());
-  if (st.ok()) st = Exec("COMMIT", what);
-  if (!st.ok()) (void)Exec("ROLLBACK", what);
+  if (st.ok()) st = Exec("COMMIT", what());
+  if (!st.ok()) (void)Exec("ROLLBACK", what());
   return st;
 }
 
