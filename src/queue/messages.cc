@@ -8,6 +8,7 @@
 
 #include "common/ids.h"
 #include "common/json_limits.h"
+#include "common/json_text.h"
 
 namespace af {
 namespace {
@@ -195,7 +196,10 @@ std::string SerializeExecutionRequest(const ExecutionRequest& r) {
 ExecutionRequestTemplate::ExecutionRequestTemplate(const json& plan, const std::string& workflow_id,
                                                    int workflow_version)
     : plan_(Dump(plan)) {
-  if (!workflow_id.empty()) workflow_ = ",\"workflow_id\":" + Dump(json(workflow_id));
+  if (!workflow_id.empty()) {
+    workflow_ = ",\"workflow_id\":";
+    AppendJsonString(workflow_, workflow_id);
+  }
   if (workflow_version > 0) version_ = ",\"workflow_version\":" + std::to_string(workflow_version);
 }
 
@@ -203,11 +207,15 @@ std::string ExecutionRequestTemplate::Serialize(const std::string& run_id, const
   std::string out;
   out.reserve(plan_.size() + 256);
   out += "{\"input_data\":";
-  out += input.is_null() ? "{}" : Dump(input);
+  if (input.is_null()) {
+    out += "{}";
+  } else {
+    AppendJson(out, input);
+  }
   out += ",\"message_type\":\"";
   out += kExecutionType;
   out += "\",\"run_id\":";
-  out += Dump(json(run_id));
+  AppendJsonString(out, run_id);
   out += ",\"timestamp\":\"";
   out += FormatIso8601(timestamp);  // digits and punctuation only: nothing to escape
   out += '"';
