@@ -142,9 +142,11 @@ TEST_F(BridgeDistributedTest, WorkflowWithAnHttpAndAKafkaAgentCompletes) {
   EXPECT_EQ(rows[1][1], "shout");
   EXPECT_EQ(rows[1][2], "1");
   EXPECT_EQ(rows[1][3], "COMPLETED");
-  // It went through the bridge (the HTTP agent `upper` is not registered as `shout`).
-  json health = c.BridgeHealth();
-  EXPECT_EQ(health["replied"], 1) << health.dump();
+  // It went through the bridge (the HTTP agent `upper` is not registered as
+  // `shout`). The bridge counts a reply once its write is confirmed, which may
+  // come after the run completed; a rebalance while its consumers join may
+  // have it answer a request twice.
+  EXPECT_TRUE(WaitUntil([&] { return c.BridgeHealth().value("replied", 0) >= 1; }, 30s)) << c.BridgeHealth().dump();
 }
 
 TEST_F(BridgeDistributedTest, BridgeKilledMidCallAndRestartedTheRunCompletes) {
@@ -199,7 +201,15 @@ TEST_F(BridgeDistributedTest, TheRunsTraceparentCrossesKafkaAndTheBridgeToTheAge
   EXPECT_EQ(seen.get<std::string>().substr(0, 36), "00-" + trace_id + "-") << seen;
 
   // The bridge's health port: liveness with its counters, readiness, metrics.
-  EXPECT_EQ(c.BridgeHealth()["replied"], 1);
+  // The bridge counts a reply, and ends the call, once the reply's write is
+  // confirmed, which may come after the run completed.
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        json h = c.BridgeHealth();
+        return h.value("replied", 0) >= 1 && h.value("in_flight", json::object()).value("look", 0) == 0;
+      },
+      30s))
+      << c.BridgeHealth().dump();
   HttpResponse ready = Fetch("GET", c.bridge().url() + "/readyz", "", {}, 15s);
   EXPECT_EQ(ready.status, 200) << ready.Describe();
   EXPECT_EQ(ready.body_json["checks"], json({{"kafka", "ok"}})) << ready.body;
@@ -207,8 +217,10 @@ TEST_F(BridgeDistributedTest, TheRunsTraceparentCrossesKafkaAndTheBridgeToTheAge
   ASSERT_EQ(m.status, 200) << m.Describe();
   auto page = test::ParsePromText(m.body);
   ASSERT_TRUE(page.ok()) << page.status().ToString() << "\n" << m.body;
-  EXPECT_EQ(page->Value("agentflow_bridge_requests_total"), 1) << m.body;
-  EXPECT_EQ(page->Value("agentflow_bridge_replies_total"), 1) << m.body;
+  // At least once (a rebalance may deliver the request again), and every
+  // request taken was answered.
+  EXPECT_GE(page->Value("agentflow_bridge_requests_total"), 1) << m.body;
+  EXPECT_EQ(page->Value("agentflow_bridge_replies_total"), page->Value("agentflow_bridge_requests_total")) << m.body;
   EXPECT_EQ(page->Value("agentflow_bridge_calls_in_flight", {{"agent", "look"}}), 0) << m.body;
   EXPECT_EQ(page->Value("agentflow_bridge_requests_dropped_total", {{"reason", "malformed"}}), 0) << m.body;
 }
