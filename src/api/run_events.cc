@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "common/json_text.h"
 #include "model/types.h"
 
 namespace af {
@@ -16,7 +17,7 @@ std::vector<RunEvent> RunEventDiff::Next(const Run& run, const std::vector<StepE
   std::sort(ordered.begin(), ordered.end(),
             [](const StepExecution* a, const StepExecution* b) { return a->id < b->id; });
   for (const StepExecution* s : ordered) {
-    std::string doc = ToJson(*s).dump(-1, ' ', false, json::error_handler_t::replace);
+    std::string doc = JsonText(ToJson(*s));
     std::string& last = last_steps_[s->id];
     if (last == doc) continue;
     last = doc;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 
+#include "common/json_text.h"
 #include "common/time.h"
 
 namespace af::cli {
@@ -50,9 +51,7 @@ std::optional<int64_t> JsonDurationMs(const json& from, const json& to) {
 }
 
 std::string Cell(const json& v, size_t max_width) {
-  std::string s = v.is_null()     ? std::string("-")
-                  : v.is_string() ? v.get<std::string>()
-                                  : v.dump(-1, ' ', false, json::error_handler_t::replace);
+  std::string s = v.is_null() ? std::string("-") : v.is_string() ? v.get<std::string>() : JsonText(v);
   std::replace(s.begin(), s.end(), '\n', ' ');
   if (s.size() > max_width && max_width > 3) {
     s.resize(max_width - 3);

@@ -18,6 +18,8 @@ void AppendJsonString(std::string& out, std::string_view s) {
   out += '"';
 }
 
+std::string JsonText(const nlohmann::json& j) { return j.dump(-1, ' ', false, kReplaceInvalidUtf8); }
+
 void AppendJson(std::string& out, const nlohmann::json& j) {
   if (j.is_string()) {
     AppendJsonString(out, j.get_ref<const std::string&>());

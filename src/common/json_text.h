@@ -1,8 +1,9 @@
-// Writing JSON text directly, for documents on hot paths (a run's answer, an
-// agent call's body) where building a json tree only to print it showed in
-// the profile. Both functions print what nlohmann-json's
-// dump(-1, ' ', false, error_handler_t::replace) prints, byte for byte.
-// Pure; thread-safe.
+// The project's JSON text: compact, invalid UTF-8 replaced rather than thrown
+// on. AppendJsonString and AppendJson write it directly, for documents on hot
+// paths (a run's answer, an agent call's body) where building a json tree
+// only to print it showed in the profile. All three functions print what
+// nlohmann-json's dump(-1, ' ', false, error_handler_t::replace) prints, byte
+// for byte (json_text_test.cc). Pure; thread-safe.
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -18,5 +19,9 @@ void AppendJsonString(std::string& out, std::string_view s);
 
 // Appends `j` as compact JSON text, invalid UTF-8 replaced.
 void AppendJson(std::string& out, const nlohmann::json& j);
+
+// `j` as compact JSON text, invalid UTF-8 replaced rather than thrown on: how
+// the project writes every document it stores, sends or logs.
+std::string JsonText(const nlohmann::json& j);
 
 }  // namespace af

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "common/ids.h"
+#include "common/json_text.h"
 #include "common/log.h"
 #include "common/time.h"
 
@@ -130,7 +131,7 @@ void ExecutionConsumer::DeadLetter(const QueueMessage& m, const std::string& rea
               {"payload", m.payload},
               {"failed_at", FormatIso8601(NowMs())}};
   // Not valid UTF-8 (a fuzzed or binary payload): json::dump would throw.
-  std::string text = letter.dump(-1, ' ', false, json::error_handler_t::replace);
+  std::string text = JsonText(letter);
   queue_->PublishAsync(options_.dead_letter_topic, m.key, text,
                        [this, ack, m, topic = options_.dead_letter_topic](Status s) {
                          if (!s.ok()) {

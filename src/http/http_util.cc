@@ -3,6 +3,7 @@
 #include <cctype>
 #include <charconv>
 
+#include "common/json_text.h"
 #include "http/http.h"
 
 namespace af::http {
@@ -47,7 +48,7 @@ Response JsonResponse(int status, const nlohmann::json& body) {
   r.content_type = "application/json";
   // Replace rather than throw on invalid UTF-8: an error message quoting a
   // client's bytes must not turn into a 500.
-  r.body = body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  r.body = JsonText(body);
   return r;
 }
 

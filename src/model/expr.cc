@@ -5,6 +5,8 @@
 #include <string_view>
 #include <utility>
 
+#include "common/json_text.h"
+
 namespace af {
 namespace {
 
@@ -53,8 +55,6 @@ std::string Described(const json& v) {
       return "a number";
   }
 }
-
-std::string Dump(const json& v) { return v.dump(-1, ' ', false, json::error_handler_t::replace); }
 
 // A template string split into literal text and reference texts (between ${ }).
 struct Segment {
@@ -132,7 +132,7 @@ Result<json> ResolveString(const std::string& s, const Scope& scope) {
     if (v->is_string()) {
       out += v->get_ref<const std::string&>();
     } else {
-      out += Dump(*v);
+      out += JsonText(*v);
     }
   }
   return json(std::move(out));

@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "common/json_text.h"
+
 namespace af {
 namespace {
 
@@ -25,7 +27,7 @@ std::optional<int64_t> AsInt(const json& v) {
 }
 
 std::string Shown(const json& v) {
-  std::string s = v.dump(-1, ' ', false, json::error_handler_t::replace);
+  std::string s = JsonText(v);
   if (s.size() > 40) s = s.substr(0, 40) + "...";
   return s;
 }

@@ -27,7 +27,6 @@ Status FieldError(const std::string& field, const std::string& problem) {
 
 // Messages come from other processes (and, with Kafka, other languages), so
 // dump never throws on invalid UTF-8 in user-supplied strings.
-std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
 bool ParseDigits(std::string_view s, size_t& pos, size_t n, int& out) {
   if (pos + n > s.size()) return false;
@@ -191,11 +190,11 @@ std::string SerializeExecutionRequest(const ExecutionRequest& r) {
       .Serialize(r.run_id, r.input_data, r.timestamp);
 }
 
-// The members in the order Dump writes an object's (json sorts its keys),
+// The members in the order JsonText writes an object's (json sorts its keys),
 // so a request reads the same whichever way it was made.
 ExecutionRequestTemplate::ExecutionRequestTemplate(const json& plan, const std::string& workflow_id,
                                                    int workflow_version)
-    : plan_(Dump(plan)) {
+    : plan_(JsonText(plan)) {
   if (!workflow_id.empty()) {
     workflow_ = ",\"workflow_id\":";
     AppendJsonString(workflow_, workflow_id);
@@ -235,7 +234,7 @@ std::string SerializeCancellationRequest(const CancellationRequest& r) {
       {"timestamp", FormatIso8601(r.timestamp)},
       {"message_type", kCancellationType},
   };
-  return Dump(j);
+  return JsonText(j);
 }
 
 Result<QueueRequest> ParseQueueMessage(const std::string& payload, size_t max_bytes) {

@@ -5,6 +5,7 @@
 
 #include "common/ids.h"
 #include "common/json_limits.h"
+#include "common/json_text.h"
 #include "common/trace.h"
 
 namespace af {
@@ -21,8 +22,6 @@ Status FieldError(const std::string& what, const std::string& field, const std::
                                      ". Hint: see the Kafka transport's message formats in docs/agents.md.",
                                  std::move(details));
 }
-
-std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
 // Parses text from outside the process into a JSON object, or says why not.
 Result<json> ParseObject(std::string_view payload, const std::string& what) {
@@ -193,7 +192,7 @@ std::string SerializeAgentRequest(const AgentRequestMessage& m) {
   if (m.item_index) j["item_index"] = *m.item_index;
   if (!m.idempotency_key.empty()) j["idempotency_key"] = m.idempotency_key;
   if (!m.traceparent.empty()) j["traceparent"] = m.traceparent;
-  return Dump(j);
+  return JsonText(j);
 }
 
 std::string SerializeAgentReply(const AgentReplyMessage& m) {
@@ -205,7 +204,7 @@ std::string SerializeAgentReply(const AgentReplyMessage& m) {
     j["retryable"] = m.retryable;
     if (m.retry_after_ms) j["retry_after_ms"] = *m.retry_after_ms;
   }
-  return Dump(j);
+  return JsonText(j);
 }
 
 Result<AgentRequestMessage> ParseAgentRequest(std::string_view payload) {

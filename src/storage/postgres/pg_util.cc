@@ -4,6 +4,8 @@
 #include <cstring>
 #include <memory>
 
+#include "common/json_text.h"
+
 namespace af::postgres {
 namespace {
 
@@ -188,7 +190,7 @@ Params& Params::Json(const json& j) {
 }
 
 Params& Params::JsonText(const json& j) {
-  values_.push_back(DumpJson(j));  // always storable: NUL is escaped, bad UTF-8 replaced
+  values_.push_back(af::JsonText(j));  // always storable: NUL is escaped, bad UTF-8 replaced
   null_.push_back(false);
   return *this;
 }
@@ -273,8 +275,6 @@ std::string ToStorableText(std::string_view s) {
   }
   return out;
 }
-
-std::string DumpJson(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
 // ---------------------------------------------------------------- connecting
 

@@ -114,8 +114,6 @@ class Params {
 bool IsStorableText(std::string_view s);
 // `s` with every byte that breaks the rule above replaced by U+FFFD.
 std::string ToStorableText(std::string_view s);
-// Serializes JSON as stored: compact, UTF-8 kept, invalid UTF-8 replaced.
-std::string DumpJson(const json& j);
 
 // Where a URL points, without the password: "user@host:port/dbname".
 // InvalidArgument if libpq cannot parse it.

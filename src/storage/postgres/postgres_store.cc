@@ -43,6 +43,7 @@
 #include <unordered_set>
 
 #include "common/ids.h"
+#include "common/json_text.h"
 #include "common/time.h"
 #include "model/status_machine.h"
 #include "storage/postgres/migrations.h"
@@ -1347,7 +1348,7 @@ class PostgresStore final : public Store {
       a_id.push_back(ids[i]);
       a_wf.push_back(r.workflow_id);
       a_ver.push_back(std::to_string(r.workflow_version));
-      a_input.push_back(postgres::DumpJson(r.input));
+      a_input.push_back(JsonText(r.input));
       a_key.push_back(r.idempotency_key);
       a_at.push_back(std::to_string(created[i]));
       a_trace.push_back(postgres::ToStorableText(r.traceparent));

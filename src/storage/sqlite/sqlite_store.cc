@@ -32,6 +32,7 @@
 #include <thread>
 
 #include "common/ids.h"
+#include "common/json_text.h"
 #include "common/time.h"
 #include "model/status_machine.h"
 #include "storage/sqlite/migrations.h"
@@ -313,11 +314,6 @@ constexpr std::array<const char*, kSqlCount> kSqlText = {
 // Extended result codes are on, so constraint failures arrive specific.
 bool IsUniqueViolation(int rc) { return rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY; }
 
-std::string DumpJson(const json& j) {
-  // Invalid UTF-8 in strings is replaced rather than thrown on.
-  return j.dump(-1, ' ', false, json::error_handler_t::replace);
-}
-
 // A cached statement in use: reset and unbound when the scope ends.
 class Stmt {
  public:
@@ -350,7 +346,7 @@ class Stmt {
     if (j.is_null()) {
       BindNull(i);
     } else {
-      Bind(i, DumpJson(j));
+      Bind(i, JsonText(j));
     }
   }
   void BindOptInt(int i, const std::optional<int64_t>& v) {
@@ -893,7 +889,7 @@ class SqliteStore final : public Store {
     st.Bind(2, version);
     st.Bind(3, w.name);
     st.Bind(4, w.description);
-    st.Bind(5, DumpJson(w.plan));  // NOT NULL: a null plan is stored as "null"
+    st.Bind(5, JsonText(w.plan));  // NOT NULL: a null plan is stored as "null"
     st.Bind(6, now);
     int rc = st.Exec();
     if (rc != SQLITE_OK) return Error(rc, "insert workflow version");
