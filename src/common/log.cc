@@ -8,6 +8,7 @@
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include "common/json_text.h"
 #include "common/time.h"
 
 namespace af::log {
@@ -81,7 +82,7 @@ void Write(Level level, std::string_view msg, const Fields& f) {
     if (!f.step_id.empty()) j["step_id"] = std::string(f.step_id);
     if (!f.agent.empty()) j["agent"] = std::string(f.agent);
     if (!f.trace_id.empty()) j["trace_id"] = std::string(f.trace_id);
-    line = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    line = JsonText(j);
   } else {
     line = fmt::format("{} {:<7} {}", FormatIso8601(NowMs()), LevelName(level), msg);
     if (!f.run_id.empty()) line += fmt::format(" run_id={}", f.run_id);
