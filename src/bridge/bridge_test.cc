@@ -119,7 +119,10 @@ class BridgeTest : public ::testing::Test {
     auto demo = StartDemoAgents("127.0.0.1", 0);
     ASSERT_TRUE(demo.ok()) << demo.status().ToString();
     demo_ = std::move(demo).value();
-    http_ = NewHttpAgentCaller(loop_.executor());
+    // As `agentflow bridge` makes it: loop_ has one thread.
+    HttpAgentCallerOptions http_options;
+    http_options.one_thread = true;
+    http_ = NewHttpAgentCaller(loop_.executor(), http_options);
     loop_.Start();
     id_ = NewUuid().substr(0, 8);
     reply_topic_ = "replies-" + id_;

@@ -82,7 +82,9 @@ int RunBridge(BridgeConfig& c) {
   EventLoop loop(1);
   auto queue = OpenQueue(*qo);
   if (!queue.ok()) return Fail(queue.status());
-  std::unique_ptr<AgentCaller> http = NewHttpAgentCaller(loop.executor());
+  HttpAgentCallerOptions http_options;
+  http_options.one_thread = true;  // `loop` has one thread; the bridge awaits its calls on it
+  std::unique_ptr<AgentCaller> http = NewHttpAgentCaller(loop.executor(), http_options);
   BridgeOptions bo;
   bo.agents = *agents;
   bo.group = c.group_id;
