@@ -245,10 +245,10 @@ void Bridge::Finish(Worker* w, const QueueMessage& m, bool ack) {
     Status s = w->consumer->Ack(m);
     if (!s.ok()) log::Debug("bridge: ack of " + Where(m) + " failed: " + s.message());
   }
-  {
-    std::lock_guard lk(mu_);
-    --w->in_flight;
-  }
+  // Notified under the lock: once the count is down, Stop may see the bridge
+  // idle and the owner destroy it; it takes mu_ first, so cv_ outlives this.
+  std::lock_guard lk(mu_);
+  --w->in_flight;
   cv_.notify_all();
 }
 
