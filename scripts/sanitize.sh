@@ -6,10 +6,12 @@
 #         (-DAGENTFLOW_SANITIZE=ON), leaks detected, any UBSan report fatal
 #   tsan  the tests of the executor, the execution consumer, the queue
 #         consumers, the API with its store worker, the agent directory, the
-#         stores with SQLite's checkpoint thread, the bridge and the HTTP
-#         client and server (executor_test,
+#         stores with SQLite's checkpoint thread, the bridge, the HTTP
+#         client and server, the Kafka agent caller's reply matching and the
+#         registry's health checker (executor_test,
 #         queue_test, queue_kafkatest, api_test, dispatch_test, agent_test,
-#         storage_test, bridge_test, http_test) built with
+#         storage_test, bridge_test, http_test, agent_kafka_test,
+#         registry_test) built with
 #         ThreadSanitizer in build-tsan (-DAGENTFLOW_TSAN=ON), with
 #         tests/sanitizers/tsan_c11_threads.c preloaded for librdkafka
 #   fuzz  scripts/fuzz.sh $FUZZ_SECONDS (default 60 s per target)
@@ -29,7 +31,7 @@ NOT_UNIT='^(e2e|distributed|kafka|pg|deploy)$'
 # unlabelled "<binary>_NOT_BUILT" test. (A unit test that fails to build
 # fails the build step before ctest runs.)
 NOT_BUILT='_NOT_BUILT$'
-TSAN_TESTS=(executor_test queue_test queue_kafkatest api_test dispatch_test agent_test storage_test bridge_test http_test)
+TSAN_TESTS=(executor_test queue_test queue_kafkatest api_test dispatch_test agent_test storage_test bridge_test http_test agent_kafka_test registry_test)
 
 runs=("$@")
 [[ ${#runs[@]} -eq 0 ]] && runs=(asan tsan fuzz)
