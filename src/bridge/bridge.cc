@@ -114,6 +114,8 @@ void Bridge::PollLoop(Worker* w) {
       continue;
     }
     for (QueueMessage& m : *got) {
+      // Taken after a stop began: left unacked, it is delivered again.
+      if (!taking_) break;
       ++requests_;
       ++w->in_flight;
       asio::co_spawn(executor_, Handle(w, std::move(m)), asio::detached);
@@ -156,7 +158,7 @@ asio::awaitable<void> Bridge::Handle(Worker* w, QueueMessage m) {
 
   // The HTTP call, with the time the executor still waits as its timeout.
   CancelSignal cancel;
-  active_.push_back(&cancel);
+  active_->push_back(&cancel);
   AgentEndpoint endpoint = w->endpoint;
   endpoint.timeout_ms = left;
   AgentCall call = ToAgentCall(req, left);
@@ -201,7 +203,7 @@ asio::awaitable<void> Bridge::Handle(Worker* w, QueueMessage m) {
     bool slept = co_await Pause(options_.publish_retry, &cancel);
     if (!slept) aborted = true;
   }
-  std::erase(active_, &cancel);
+  std::erase(*active_, &cancel);
   if (written) {
     ++replied_;
     log::Debug("bridge: replied to " + req.correlation_id + " on " + req.reply_topic +
@@ -268,8 +270,8 @@ bool Bridge::WaitIdle(milliseconds timeout) {
 }
 
 void Bridge::AbortInFlight() {
-  asio::post(executor_, [this] {
-    std::vector<CancelSignal*> calls = active_;
+  asio::post(executor_, [active = active_] {
+    std::vector<CancelSignal*> calls = *active;
     for (CancelSignal* c : calls) c->Cancel("the bridge is stopping");
   });
 }
@@ -278,18 +280,20 @@ void Bridge::Stop() {
   if (stopped_) return;
   stopped_ = true;
   StopTaking();
-  if (InFlight() > 0) {
-    AbortInFlight();
-    if (!WaitIdle(kAbortWait)) log::Warn("bridge: " + std::to_string(InFlight()) + " request(s) did not unwind");
-  }
   {
     std::lock_guard lk(mu_);
     stopping_ = true;
   }
   cv_.notify_all();
+  // The pollers first: a poll under way when the stop began could otherwise
+  // start a request after the count below was read as zero.
   for (auto& w : workers_) {
     if (w->thread.joinable()) w->thread.join();
   }
+  if (InFlight() > 0) AbortInFlight();
+  // Always waited for, even at zero: WaitIdle takes mu_, so the last Finish
+  // has left it (and cv_) before the bridge can be destroyed.
+  if (!WaitIdle(kAbortWait)) log::Warn("bridge: " + std::to_string(InFlight()) + " request(s) did not unwind");
   // Commits what was acked; the rest is delivered again.
   for (auto& w : workers_) w->consumer->Close();
 }

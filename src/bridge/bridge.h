@@ -117,7 +117,9 @@ class Bridge {
   bool stopped_ = false;
   mutable std::mutex mu_;          // with cv_: in-flight changes wake pollers and WaitIdle
   std::condition_variable cv_;
-  std::vector<CancelSignal*> active_;  // executor thread only: calls in flight, for AbortInFlight
+  // Executor thread only: the calls in flight, for AbortInFlight. Shared with
+  // the abort it posts, which may run after the bridge is gone.
+  std::shared_ptr<std::vector<CancelSignal*>> active_ = std::make_shared<std::vector<CancelSignal*>>();
   std::atomic<uint64_t> requests_{0}, replied_{0}, expired_{0}, malformed_{0}, publish_errors_{0};
 };
 
