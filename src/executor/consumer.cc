@@ -133,14 +133,14 @@ void ExecutionConsumer::DeadLetter(const QueueMessage& m, const std::string& rea
   // Not valid UTF-8 (a fuzzed or binary payload): json::dump would throw.
   std::string text = JsonText(letter);
   queue_->PublishAsync(options_.dead_letter_topic, m.key, text,
-                       [this, ack, m, topic = options_.dead_letter_topic](Status s) {
+                       [counted = dead_lettered_, ack, m, topic = options_.dead_letter_topic](Status s) {
                          if (!s.ok()) {
                            log::Error("could not write to the dead-letter topic " + topic + " (" + s.message() +
                                           "); the message stays unacked and comes back",
                                       {m.key});
                            return;
                          }
-                         ++dead_lettered_;
+                         ++*counted;
                          ack();
                        });
 }

@@ -54,7 +54,7 @@ class ExecutionConsumer {
   uint64_t handled() const { return handled_.load(); }
   uint64_t rejected() const { return rejected_.load(); }
   // Messages written to the dead-letter topic.
-  uint64_t dead_lettered() const { return dead_lettered_.load(); }
+  uint64_t dead_lettered() const { return dead_lettered_->load(); }
   // The subscription's lag (QueueConsumer::Lag); empty before Start. Any thread.
   std::vector<QueueConsumer::TopicLag> Lag() const {
     return consumer_ ? consumer_->Lag() : std::vector<QueueConsumer::TopicLag>{};
@@ -74,7 +74,9 @@ class ExecutionConsumer {
   std::atomic<bool> stop_{false};
   std::atomic<uint64_t> handled_{0};
   std::atomic<uint64_t> rejected_{0};
-  std::atomic<uint64_t> dead_lettered_{0};
+  // Shared with the dead-letter publishes' completions, which the queue may
+  // run after this consumer is gone (flushed when the queue closes).
+  std::shared_ptr<std::atomic<uint64_t>> dead_lettered_ = std::make_shared<std::atomic<uint64_t>>(0);
   // Execution requests handed to the engine whose outcome is not reported
   // yet. Submit only posts to the engine, so its ActiveRuns() lags behind:
   // the back-pressure counts these too, or one poll could overshoot max_active_runs.
