@@ -25,9 +25,6 @@ Status FieldError(const std::string& field, const std::string& problem) {
                                  json{{"field", field}});
 }
 
-// Messages come from other processes (and, with Kafka, other languages), so
-// dump never throws on invalid UTF-8 in user-supplied strings.
-
 bool ParseDigits(std::string_view s, size_t& pos, size_t n, int& out) {
   if (pos + n > s.size()) return false;
   int v = 0;
@@ -190,6 +187,8 @@ std::string SerializeExecutionRequest(const ExecutionRequest& r) {
       .Serialize(r.run_id, r.input_data, r.timestamp);
 }
 
+// Messages carry user strings to other processes: written with
+// common/json_text, invalid UTF-8 is replaced instead of thrown on.
 // The members in the order JsonText writes an object's (json sorts its keys),
 // so a request reads the same whichever way it was made.
 ExecutionRequestTemplate::ExecutionRequestTemplate(const json& plan, const std::string& workflow_id,
