@@ -5,17 +5,17 @@
 // Kafka through agentflow-kafka-mock (bridge_kafkatest, AF_BRIDGE_TEST_KAFKA).
 #include "bridge/bridge.h"
 
-#include <gtest/gtest.h>
-
 #include <atomic>
-#include <boost/asio/steady_timer.hpp>
-#include <boost/asio/use_awaitable.hpp>
 #include <functional>
 #include <map>
 #include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <gtest/gtest.h>
 
 #include "agent/demo_agents.h"
 #include "common/ids.h"
